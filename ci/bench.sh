@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Benchmarks (never tests: timing belongs here, not in assertions).
+#   ci/bench.sh log   log append throughput with group commit on real files,
+#                     next to the raw `dd oflag=dsync` bandwidth of the same disk.
+# Environment: KEEL_BENCH_DIR (default target/bench-tmp), KEEL_BENCH_MB (default 256).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+usage() {
+    echo "usage: ci/bench.sh log" >&2
+    echo "  log   log appends/s and MB/s (1 KiB and 64 KiB records, group commit) vs dd oflag=dsync" >&2
+}
+
+bench_dir=${KEEL_BENCH_DIR:-target/bench-tmp}
+bench_mb=${KEEL_BENCH_MB:-256}
+
+raw_dsync_mb_per_s() {
+    mkdir -p "$bench_dir"
+    local out
+    out=$(dd if=/dev/zero of="$bench_dir/dd-dsync.bin" bs=1M count="$bench_mb" oflag=dsync 2>&1 | tail -n 1)
+    rm -f "$bench_dir/dd-dsync.bin"
+    # "268435456 bytes (268 MB, 256 MiB) copied, 1.04 s, 257 MB/s": compute from bytes and seconds.
+    echo "$out" | awk -F', ' '{ split($1, b, " "); split($(NF-1), s, " "); printf "%.1f\n", b[1] / s[1] / 1e6 }'
+}
+
+case "${1:-}" in
+    log)
+        echo "== raw disk: dd bs=1M count=$bench_mb oflag=dsync in $bench_dir"
+        raw=$(raw_dsync_mb_per_s)
+        echo "raw sequential fsync'd write bandwidth: $raw MB/s"
+        echo "== keel-log append, real files, group commit"
+        results=$(KEEL_BENCH_DIR="$bench_dir" KEEL_BENCH_MB="$bench_mb" cargo bench --quiet --locked -p keel-log --bench append 2>/dev/null)
+        echo "$results" | grep -v '^RESULT'
+        echo "== against raw disk (target: within 2x, i.e. log MB/s >= raw/2 = $(awk -v r="$raw" 'BEGIN{printf "%.1f", r/2}') MB/s)"
+        echo "$results" | grep '^RESULT' | while read -r _ name record group mbps; do
+            mb=${mbps#mb_per_s=}
+            awk -v r="$raw" -v m="$mb" -v rec="${record#record_bytes=}" -v g="${group#group_commit_bytes=}" \
+                'BEGIN { ratio = r / m; printf "%6dB records, %5dKiB group commit: %8.1f MB/s = raw/%.2f  %s\n", rec, g/1024, m, ratio, (ratio <= 2 ? "within 2x" : "SLOWER than 2x") }'
+        done
+        ;;
+    *)
+        usage
+        exit 2
+        ;;
+esac

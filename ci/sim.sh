@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds keel-sim with `--cfg madsim` into target/sim, then runs it with the
+# given arguments, e.g.:
+#   ci/sim.sh log-check --seeds 1..2000 --jobs 2
+#   ci/sim.sh log-check --seed 42 --trace trace-42.txt --check-determinism
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo build --quiet --release --locked --target-dir target/sim -p keel-sim
+exec target/sim/release/keel-sim "$@"

@@ -1,0 +1,267 @@
+//! Source checks for Keel's architecture invariants, run by `cargo test`.
+//!
+//! Architecture Invariant: broker logic reaches time, disk, network, threads
+//! and randomness only through `crates/io` and tokio (madsim-tokio). The calls
+//! below are forbidden everywhere else, so the same code replays exactly under
+//! madsim. Test code (`tests/`, `benches/`, and a file's trailing
+//! `#[cfg(test)]` module) is exempt; the simulation runner's few needs (an OS
+//! thread per seed, a wall-clock watchdog) are listed in `ALLOWED` with reasons.
+
+use std::path::Path;
+
+/// A forbidden call and why it is forbidden.
+pub struct Rule {
+    pub needle: &'static str,
+    pub why: &'static str,
+}
+
+pub const RULES: &[Rule] = &[
+    Rule { needle: "Instant::now", why: "use keel_io::Clock::now (simulated time, per-node drift)" },
+    Rule { needle: "SystemTime::now", why: "use keel_io::Clock::wall_now_ms (simulated time, per-node skew)" },
+    Rule { needle: "thread_rng", why: "use keel_io::NodeRng (madsim cannot intercept thread_rng)" },
+    Rule { needle: "OsRng", why: "use keel_io::NodeRng (seeded per node and incarnation)" },
+    Rule { needle: "rand::random", why: "use keel_io::NodeRng (seeded per node and incarnation)" },
+    Rule { needle: "std::fs", why: "use keel_io::Disk (SimDisk models crashes; std::fs writes the host disk)" },
+    Rule { needle: "std::net", why: "use tokio::net (madsim simulates it)" },
+    Rule { needle: "std::thread", why: "use tokio::spawn (madsim schedules tasks deterministically)" },
+    Rule { needle: "tokio::fs", why: "use keel_io::Disk (tokio::fs is not simulated)" },
+];
+
+/// Files (relative to the workspace root, `/`-separated) allowed one needle, and why.
+pub const ALLOWED: &[(&str, &str, &str)] = &[
+    ("sim/src/runner.rs", "std::thread", "each seed runs on a fresh OS thread: madsim seeds HashMap per thread"),
+    ("sim/src/runner.rs", "Instant::now", "wall-clock watchdog reports hung seeds (a deadlock stops simulated time)"),
+    ("sim/src/trace.rs", "std::fs", "a finished trace is written to the host for the developer to read"),
+];
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub file: String,
+    pub line: usize,
+    pub needle: &'static str,
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: `{}` is forbidden here: {}", self.file, self.line, self.needle, self.why)
+    }
+}
+
+/// Blanks comments and string/char literals, keeping line structure, so a
+/// needle in prose or a message never counts and one in code always does.
+pub fn strip_comments_and_strings(source: &str) -> String {
+    let bytes = source.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    let blank = |out: &mut Vec<u8>, b: u8| out.push(if b == b'\n' { b'\n' } else { b' ' });
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        if rest.starts_with(b"//") {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                out.push(b' ');
+                i += 1;
+            }
+        } else if rest.starts_with(b"/*") {
+            let mut depth = 0;
+            while i < bytes.len() {
+                if bytes[i..].starts_with(b"/*") {
+                    depth += 1;
+                    out.extend_from_slice(b"  ");
+                    i += 2;
+                } else if bytes[i..].starts_with(b"*/") {
+                    depth -= 1;
+                    out.extend_from_slice(b"  ");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    blank(&mut out, bytes[i]);
+                    i += 1;
+                }
+            }
+        } else if rest.starts_with(b"r#\"") || rest.starts_with(b"r\"") {
+            let hashes = rest[1..].iter().take_while(|b| **b == b'#').count();
+            let mut closing = vec![b'"'];
+            closing.extend(std::iter::repeat_n(b'#', hashes));
+            let open_len = 2 + hashes;
+            out.extend(std::iter::repeat_n(b' ', open_len));
+            i += open_len;
+            while i < bytes.len() && !bytes[i..].starts_with(&closing) {
+                blank(&mut out, bytes[i]);
+                i += 1;
+            }
+            let close_len = closing.len().min(bytes.len() - i);
+            out.extend(std::iter::repeat_n(b' ', close_len));
+            i += close_len;
+        } else if bytes[i] == b'"' {
+            out.push(b' ');
+            i += 1;
+            while i < bytes.len() && bytes[i] != b'"' {
+                if bytes[i] == b'\\' && i + 1 < bytes.len() {
+                    blank(&mut out, bytes[i]);
+                    i += 1;
+                }
+                blank(&mut out, bytes[i]);
+                i += 1;
+            }
+            if i < bytes.len() {
+                out.push(b' ');
+                i += 1;
+            }
+        } else if bytes[i] == b'\'' && i + 2 < bytes.len() && (bytes[i + 2] == b'\'' || bytes[i + 1] == b'\\') {
+            // A char literal ('x' or '\n'); lifetimes ('a) have no closing quote nearby.
+            let end = bytes[i + 1..].iter().position(|b| *b == b'\'').map(|p| i + 1 + p).unwrap_or(i);
+            while i <= end {
+                blank(&mut out, bytes[i]);
+                i += 1;
+            }
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).expect("only ASCII bytes were replaced")
+}
+
+/// Cuts the trailing `#[cfg(test)]` module (unit tests may use the host).
+fn without_test_module(code: &str) -> &str {
+    let mut cut = code.len();
+    for marker in ["#[cfg(test)]", "#[cfg(all(test"] {
+        if let Some(at) = code.find(marker) {
+            cut = cut.min(at);
+        }
+    }
+    &code[..cut]
+}
+
+/// `use std::{fs, net::X}` style imports spell the needle without `std::fs`.
+fn grouped_std_imports(line: &str) -> Vec<&'static str> {
+    let compact: String = line.chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(start) = compact.find("std::{") else { return Vec::new() };
+    let group = &compact[start + 6..];
+    let mut found = Vec::new();
+    for (item, needle) in [("fs", "std::fs"), ("net", "std::net"), ("thread", "std::thread")] {
+        let hit = group.split([',', '}', '{']).any(|part| part == item || part.starts_with(&format!("{item}::")));
+        if hit {
+            found.push(needle);
+        }
+    }
+    found
+}
+
+/// Checks one source file; `relative_path` decides the allowances.
+pub fn check_source(relative_path: &str, source: &str) -> Vec<Violation> {
+    let stripped = strip_comments_and_strings(source);
+    let code = without_test_module(&stripped);
+    let mut violations = Vec::new();
+    for (line_index, line) in code.lines().enumerate() {
+        let mut needles: Vec<&'static str> =
+            RULES.iter().filter(|rule| line.contains(rule.needle)).map(|rule| rule.needle).collect();
+        needles.extend(grouped_std_imports(line));
+        for needle in needles {
+            let allowed = ALLOWED.iter().any(|(file, allowed, _)| *file == relative_path && *allowed == needle);
+            if allowed {
+                continue;
+            }
+            let why = RULES.iter().find(|rule| rule.needle == needle).map(|rule| rule.why).unwrap_or("");
+            if !violations.iter().any(|v: &Violation| v.line == line_index + 1 && v.needle == needle) {
+                violations.push(Violation { file: relative_path.to_string(), line: line_index + 1, needle, why });
+            }
+        }
+    }
+    violations
+}
+
+/// Whether a workspace file is broker or simulation logic subject to the rules.
+pub fn is_checked(relative_path: &str) -> bool {
+    let is_rust = relative_path.ends_with(".rs");
+    let under_logic = relative_path.starts_with("broker/") || relative_path.starts_with("sim/") || relative_path.starts_with("crates/");
+    let exempt = relative_path.starts_with("crates/io/")
+        || relative_path.starts_with("crates/tidy/")
+        || relative_path.contains("/tests/")
+        || relative_path.contains("/benches/")
+        || relative_path.contains("/fuzz/");
+    is_rust && under_logic && !exempt
+}
+
+/// Every checked `.rs` file under `root`, as `/`-separated relative paths.
+pub fn checked_files(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    pending.push(path);
+                }
+                continue;
+            }
+            let relative = path
+                .strip_prefix(root)
+                .expect("below root")
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+                .join("/");
+            if is_checked(&relative) {
+                files.push(relative);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forbidden_calls_in_code_are_flagged_with_file_and_line() {
+        let source = "fn f() {\n    let t = std::time::Instant::now();\n    let r = rand::thread_rng();\n}\n";
+        let found = check_source("crates/log/src/x.rs", source);
+        assert_eq!(found.len(), 2);
+        assert_eq!((found[0].line, found[0].needle), (2, "Instant::now"));
+        assert_eq!((found[1].line, found[1].needle), (3, "thread_rng"));
+    }
+
+    #[test]
+    fn grouped_imports_are_flagged() {
+        let found = check_source("broker/src/main.rs", "use std::{io, fs::File};\nuse std::{net};\n");
+        let needles: Vec<_> = found.iter().map(|v| v.needle).collect();
+        assert_eq!(needles, vec!["std::fs", "std::net"]);
+    }
+
+    #[test]
+    fn comments_strings_and_test_modules_are_not_code() {
+        let source = concat!(
+            "// std::fs is forbidden\n",
+            "/* Instant::now */ fn f() -> &'static str { \"std::net\" }\n",
+            "const R: &str = r#\"thread_rng\"#;\n",
+            "#[cfg(test)]\nmod tests { fn g() { std::fs::read(\"x\"); } }\n",
+        );
+        assert_eq!(check_source("crates/log/src/x.rs", source), Vec::new());
+    }
+
+    #[test]
+    fn allowances_are_per_file_and_per_needle() {
+        let source = "fn f() { std::thread::spawn(|| ()); std::fs::read(\"x\"); }\n";
+        let found = check_source("sim/src/runner.rs", source);
+        assert_eq!(found.iter().map(|v| v.needle).collect::<Vec<_>>(), vec!["std::fs"]);
+        assert_eq!(check_source("sim/src/world.rs", source).len(), 2);
+    }
+
+    #[test]
+    fn io_crate_tests_and_benches_are_exempt() {
+        assert!(!is_checked("crates/io/src/disk/real.rs"));
+        assert!(!is_checked("crates/log/benches/append.rs"));
+        assert!(!is_checked("sim/tests/log_crash_consistency.rs"));
+        assert!(is_checked("crates/log/src/log.rs"));
+        assert!(is_checked("broker/src/main.rs"));
+        assert!(!is_checked("README.md"));
+    }
+}

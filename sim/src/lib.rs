@@ -1,0 +1,10 @@
+//! keel-sim: the deterministic simulation testbed.
+//!
+//! Built normally, seeded checks run on a paused tokio clock; built with
+//! `--cfg madsim` (`ci/sim.sh`, target dir `target/sim`), they run inside a
+//! madsim world. Either way one seed is one exact replay: every failure prints
+//! its seed and the command that replays it.
+
+pub mod log_check;
+pub mod runner;
+pub mod trace;
