@@ -6,7 +6,7 @@
 //! wall clock can report the seed as hung.
 
 use std::future::Future;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::ops::RangeInclusive;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -111,6 +111,7 @@ where
     let done = Arc::new(AtomicU64::new(0));
     let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let run_one = Arc::new(run_one);
+    let interactive = std::io::stderr().is_terminal();
     let workers: Vec<_> = (0..jobs.clamp(1, total))
         .map(|_| {
             let (next_seed, done, failures, run_one) =
@@ -124,10 +125,17 @@ where
                     failures.lock().expect("failures lock").push((seed, message));
                 }
                 let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
-                if finished % (total / 50).max(1) == 0 || finished == total {
+                // A redrawn bar on a terminal; in CI logs, ten plain lines.
+                let every = if interactive { (total / 50).max(1) } else { (total / 10).max(1) };
+                if finished % every == 0 || finished == total {
                     let failed = failures.lock().expect("failures lock").len();
                     let bar = "#".repeat(usize::try_from(finished * 30 / total).expect("fits"));
-                    eprint!("\r[{bar:<30}] {finished}/{total} seeds, {failed} failed");
+                    let line = format!("[{bar:<30}] {finished}/{total} seeds, {failed} failed");
+                    if interactive {
+                        eprint!("\r{line}");
+                    } else {
+                        eprintln!("{line}");
+                    }
                     let _ = std::io::stderr().flush();
                 }
             })
@@ -136,7 +144,9 @@ where
     for worker in workers {
         worker.join().expect("sweep worker panicked outside a seed");
     }
-    eprintln!();
+    if interactive {
+        eprintln!();
+    }
     let mut failures = failures.lock().expect("failures lock").clone();
     failures.sort();
     failures

@@ -97,9 +97,24 @@ pub struct SimDiskStats {
 }
 
 /// A seeded in-memory disk. Cheap to clone; clones share state.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SimDisk {
     state: Arc<Mutex<SimDiskState>>,
+}
+
+/// Compact: file contents would drown any failure message.
+impl std::fmt::Debug for SimDisk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.state.try_lock() {
+            Ok(state) => f
+                .debug_struct("SimDisk")
+                .field("files", &state.live.len())
+                .field("incarnation", &state.incarnation)
+                .field("frozen", &state.frozen)
+                .finish(),
+            Err(_) => f.write_str("SimDisk { <locked> }"),
+        }
+    }
 }
 
 impl SimDisk {
