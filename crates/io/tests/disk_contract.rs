@@ -3,10 +3,6 @@
 use keel_io::disk::SECTOR_BYTES;
 use keel_io::{Disk, DiskErrorKind, NodeRng, RealDisk, SimDisk, SimDiskFaults};
 
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(future)
-}
-
 /// One sequence of operations; returns what each observable step saw.
 async fn exercise(disk: &Disk) -> Vec<String> {
     let mut seen = Vec::new();
@@ -31,111 +27,101 @@ async fn exercise(disk: &Disk) -> Vec<String> {
     seen
 }
 
-#[test]
-fn real_and_sim_backends_obey_one_contract() {
+#[tokio::test]
+async fn real_and_sim_backends_obey_one_contract() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let real = block_on(exercise(&Disk::Real(RealDisk::new(dir.path()))));
-    let sim = block_on(exercise(&Disk::Sim(SimDisk::new(NodeRng::new(1, 0, 0)))));
+    let real = exercise(&Disk::Real(RealDisk::new(dir.path()))).await;
+    let sim = exercise(&Disk::Sim(SimDisk::new(NodeRng::new(1, 0, 0)))).await;
     assert_eq!(real, sim);
     assert_eq!(real[0], format!("{:?}", Err::<(), _>(DiskErrorKind::AlreadyExists)));
     assert_eq!(real[1], format!("{:?}", b"hello\0\0\0\0\0world".to_vec()));
 }
 
-#[test]
-fn crash_drops_unsynced_bytes_and_unsynced_directory_entries() {
-    block_on(async {
-        let sim = SimDisk::new(NodeRng::new(2, 0, 0));
-        let disk = Disk::Sim(sim.clone());
-        disk.create_dir_all("d").await.expect("mkdir");
-        let synced = disk.create("d/synced").await.expect("create");
-        synced.write_at(0, b"durable").await.expect("write");
-        synced.sync().await.expect("sync");
-        disk.sync_dir("d").await.expect("sync dir");
-        synced.write_at(7, b"+pending").await.expect("write");
-        let unlisted = disk.create("d/unlisted").await.expect("create");
-        unlisted.write_at(0, b"synced data, unsynced entry").await.expect("write");
-        unlisted.sync().await.expect("sync");
-        sim.crash();
-        assert_eq!(disk.list("d").await.expect("list"), vec!["synced".to_string()]);
-        let reopened = disk.open("d/synced").await.expect("open");
-        assert_eq!(reopened.read_at(0, 100).await.expect("read"), b"durable".to_vec());
-        let stale = synced.read_at(0, 1).await.expect_err("handle from before the crash");
-        assert_eq!(stale.kind, DiskErrorKind::StaleHandle);
-    });
+#[tokio::test]
+async fn crash_drops_unsynced_bytes_and_unsynced_directory_entries() {
+    let sim = SimDisk::new(NodeRng::new(2, 0, 0));
+    let disk = Disk::Sim(sim.clone());
+    disk.create_dir_all("d").await.expect("mkdir");
+    let synced = disk.create("d/synced").await.expect("create");
+    synced.write_at(0, b"durable").await.expect("write");
+    synced.sync().await.expect("sync");
+    disk.sync_dir("d").await.expect("sync dir");
+    synced.write_at(7, b"+pending").await.expect("write");
+    let unlisted = disk.create("d/unlisted").await.expect("create");
+    unlisted.write_at(0, b"synced data, unsynced entry").await.expect("write");
+    unlisted.sync().await.expect("sync");
+    sim.crash();
+    assert_eq!(disk.list("d").await.expect("list"), vec!["synced".to_string()]);
+    let reopened = disk.open("d/synced").await.expect("open");
+    assert_eq!(reopened.read_at(0, 100).await.expect("read"), b"durable".to_vec());
+    let stale = synced.read_at(0, 1).await.expect_err("handle from before the crash");
+    assert_eq!(stale.kind, DiskErrorKind::StaleHandle);
 }
 
-#[test]
-fn removal_is_undone_by_a_crash_until_the_directory_is_synced() {
-    block_on(async {
-        let sim = SimDisk::new(NodeRng::new(3, 0, 0));
-        let disk = Disk::Sim(sim.clone());
-        disk.create_dir_all("d").await.expect("mkdir");
-        let file = disk.create("d/f").await.expect("create");
-        file.write_at(0, b"x").await.expect("write");
-        file.sync().await.expect("sync");
-        disk.sync_dir("d").await.expect("sync dir");
-        disk.remove("d/f").await.expect("remove");
-        sim.crash();
-        assert_eq!(disk.list("d").await.expect("list"), vec!["f".to_string()]);
-        disk.remove("d/f").await.expect("remove");
-        disk.sync_dir("d").await.expect("sync dir");
-        sim.crash();
-        assert!(disk.list("d").await.expect("list").is_empty());
-    });
+#[tokio::test]
+async fn removal_is_undone_by_a_crash_until_the_directory_is_synced() {
+    let sim = SimDisk::new(NodeRng::new(3, 0, 0));
+    let disk = Disk::Sim(sim.clone());
+    disk.create_dir_all("d").await.expect("mkdir");
+    let file = disk.create("d/f").await.expect("create");
+    file.write_at(0, b"x").await.expect("write");
+    file.sync().await.expect("sync");
+    disk.sync_dir("d").await.expect("sync dir");
+    disk.remove("d/f").await.expect("remove");
+    sim.crash();
+    assert_eq!(disk.list("d").await.expect("list"), vec!["f".to_string()]);
+    disk.remove("d/f").await.expect("remove");
+    disk.sync_dir("d").await.expect("sync dir");
+    sim.crash();
+    assert!(disk.list("d").await.expect("list").is_empty());
 }
 
-#[test]
-fn failed_fsync_loses_the_pending_data() {
-    block_on(async {
-        let sim = SimDisk::new(NodeRng::new(4, 0, 0));
+#[tokio::test]
+async fn failed_fsync_loses_the_pending_data() {
+    let sim = SimDisk::new(NodeRng::new(4, 0, 0));
+    let disk = Disk::Sim(sim.clone());
+    let file = disk.create("f").await.expect("create");
+    file.write_at(0, b"kept").await.expect("write");
+    file.sync().await.expect("sync");
+    sim.set_faults(SimDiskFaults { sync_eio_probability: 1.0, ..SimDiskFaults::default() });
+    file.write_at(4, b"-lost").await.expect("write");
+    let error = file.sync().await.expect_err("EIO");
+    assert!(matches!(error.kind, DiskErrorKind::Io(_)));
+    assert_eq!(file.read_at(0, 100).await.expect("read"), b"kept".to_vec());
+}
+
+#[tokio::test]
+async fn torn_writes_keep_only_whole_sectors_of_the_torn_write() {
+    let mut saw_tear = false;
+    for seed in 0..64 {
+        let sim = SimDisk::new(NodeRng::new(seed, 0, 0));
         let disk = Disk::Sim(sim.clone());
         let file = disk.create("f").await.expect("create");
-        file.write_at(0, b"kept").await.expect("write");
         file.sync().await.expect("sync");
-        sim.set_faults(SimDiskFaults { sync_eio_probability: 1.0, ..SimDiskFaults::default() });
-        file.write_at(4, b"-lost").await.expect("write");
-        let error = file.sync().await.expect_err("EIO");
-        assert!(matches!(error.kind, DiskErrorKind::Io(_)));
-        assert_eq!(file.read_at(0, 100).await.expect("read"), b"kept".to_vec());
-    });
-}
-
-#[test]
-fn torn_writes_keep_only_whole_sectors_of_the_torn_write() {
-    block_on(async {
-        let mut saw_tear = false;
-        for seed in 0..64 {
-            let sim = SimDisk::new(NodeRng::new(seed, 0, 0));
-            let disk = Disk::Sim(sim.clone());
-            let file = disk.create("f").await.expect("create");
-            file.sync().await.expect("sync");
-            disk.sync_dir("").await.expect("sync dir");
-            sim.set_faults(SimDiskFaults { torn_write_on_crash_probability: 1.0, ..SimDiskFaults::default() });
-            let data = vec![0xab_u8; 3 * SECTOR_BYTES as usize];
-            file.write_at(0, &data).await.expect("write");
-            sim.crash();
-            let content = disk.open("f").await.expect("open").read_at(0, data.len()).await.expect("read");
-            let kept = content.iter().take_while(|b| **b == 0xab).count() as u64;
-            assert_eq!(kept % SECTOR_BYTES, 0, "seed {seed}: tear inside a sector");
-            assert!(content[kept as usize..].iter().all(|b| *b == 0), "seed {seed}: bytes after the tear");
-            saw_tear |= kept > 0;
-        }
-        assert!(saw_tear, "no seed kept a torn prefix");
-    });
-}
-
-#[test]
-fn power_cut_freezes_the_disk_until_the_crash() {
-    block_on(async {
-        let sim = SimDisk::new(NodeRng::new(5, 0, 0));
-        let disk = Disk::Sim(sim.clone());
-        sim.freeze_after_ops(1);
-        disk.create("a").await.expect("first op runs");
-        assert!(disk.create("b").await.is_err());
-        assert!(sim.is_frozen());
-        assert!(disk.list("").await.is_err());
+        disk.sync_dir("").await.expect("sync dir");
+        sim.set_faults(SimDiskFaults { torn_write_on_crash_probability: 1.0, ..SimDiskFaults::default() });
+        let data = vec![0xab_u8; 3 * SECTOR_BYTES as usize];
+        file.write_at(0, &data).await.expect("write");
         sim.crash();
-        assert!(!sim.is_frozen());
-        assert!(disk.list("").await.expect("list").is_empty());
-    });
+        let content = disk.open("f").await.expect("open").read_at(0, data.len()).await.expect("read");
+        let kept = content.iter().take_while(|b| **b == 0xab).count() as u64;
+        assert_eq!(kept % SECTOR_BYTES, 0, "seed {seed}: tear inside a sector");
+        assert!(content[kept as usize..].iter().all(|b| *b == 0), "seed {seed}: bytes after the tear");
+        saw_tear |= kept > 0;
+    }
+    assert!(saw_tear, "no seed kept a torn prefix");
+}
+
+#[tokio::test]
+async fn power_cut_freezes_the_disk_until_the_crash() {
+    let sim = SimDisk::new(NodeRng::new(5, 0, 0));
+    let disk = Disk::Sim(sim.clone());
+    sim.freeze_after_ops(1);
+    disk.create("a").await.expect("first op runs");
+    assert!(disk.create("b").await.is_err());
+    assert!(sim.is_frozen());
+    assert!(disk.list("").await.is_err());
+    sim.crash();
+    assert!(!sim.is_frozen());
+    assert!(disk.list("").await.expect("list").is_empty());
 }

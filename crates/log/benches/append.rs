@@ -14,7 +14,15 @@ struct Case {
     group_commit_bytes: u64,
 }
 
-async fn run_case(root: &std::path::Path, case: &Case, total_bytes: u64) -> (f64, f64, u64) {
+struct CaseResult {
+    appends_per_second: f64,
+    megabytes_per_second: f64,
+    records: u64,
+    /// Per-append latency; the tail is the group-commit fsync a caller waits for.
+    append_latency_us: hdrhistogram::Histogram<u64>,
+}
+
+async fn run_case(root: &std::path::Path, case: &Case, total_bytes: u64) -> CaseResult {
     let dir = format!("bench-{}-{}", case.record_bytes, case.group_commit_bytes);
     let disk = Disk::Real(RealDisk::new(root));
     let config = LogConfig {
@@ -25,14 +33,22 @@ async fn run_case(root: &std::path::Path, case: &Case, total_bytes: u64) -> (f64
     let mut log = Log::open(disk, &dir, config).await.expect("open bench log");
     let payload = vec![0x5a_u8; case.record_bytes];
     let records = total_bytes / case.record_bytes as u64;
+    let mut append_latency_us = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
     let started = Instant::now();
     for _ in 0..records {
+        let append_started = Instant::now();
         log.append(&payload).await.expect("append");
+        append_latency_us.saturating_record(append_started.elapsed().as_micros() as u64);
     }
     log.flush().await.expect("final flush");
     let seconds = started.elapsed().as_secs_f64();
     std::fs::remove_dir_all(root.join(&dir)).expect("clean bench dir");
-    (records as f64 / seconds, (records * case.record_bytes as u64) as f64 / seconds / 1e6, records)
+    CaseResult {
+        appends_per_second: records as f64 / seconds,
+        megabytes_per_second: (records * case.record_bytes as u64) as f64 / seconds / 1e6,
+        records,
+        append_latency_us,
+    }
 }
 
 fn main() {
@@ -50,16 +66,22 @@ fn main() {
         Case { record_bytes: 1024, group_commit_bytes: 4 * 1024 * 1024 },
         Case { record_bytes: 64 * 1024, group_commit_bytes: 4 * 1024 * 1024 },
     ];
-    println!("{:<10} {:>14} {:>10} {:>12} {:>10}", "record", "group_commit", "records", "appends/s", "MB/s");
+    println!(
+        "{:<10} {:>14} {:>10} {:>12} {:>10} {:>12} {:>12}",
+        "record", "group_commit", "records", "appends/s", "MB/s", "p50_us", "p99.9_us"
+    );
     for case in &cases {
-        let (appends_per_second, megabytes_per_second, records) = runtime.block_on(run_case(&root, case, total_bytes));
+        let result = runtime.block_on(run_case(&root, case, total_bytes));
+        let megabytes_per_second = result.megabytes_per_second;
         println!(
-            "{:<10} {:>12}KiB {:>10} {:>12.0} {:>10.1}",
+            "{:<10} {:>12}KiB {:>10} {:>12.0} {:>10.1} {:>12} {:>12}",
             format!("{}B", case.record_bytes),
             case.group_commit_bytes / 1024,
-            records,
-            appends_per_second,
-            megabytes_per_second
+            result.records,
+            result.appends_per_second,
+            megabytes_per_second,
+            result.append_latency_us.value_at_quantile(0.5),
+            result.append_latency_us.value_at_quantile(0.999)
         );
         println!("RESULT log_append record_bytes={} group_commit_bytes={} mb_per_s={megabytes_per_second:.1}", case.record_bytes, case.group_commit_bytes);
     }

@@ -121,11 +121,52 @@ impl Segment {
     }
 }
 
-/// How a scan of a segment's frames ended.
-struct ScanEnd {
+/// The bytes of one segment as the log sees them: on disk up to `disk_end`,
+/// then (for the active segment) the write buffer.
+struct SegmentSpan<'a> {
+    file: DiskFile,
+    path: &'a str,
+    disk_end: u64,
+    buffer: &'a [u8],
+}
+
+impl SegmentSpan<'_> {
+    fn end(&self) -> u64 {
+        self.disk_end + self.buffer.len() as u64
+    }
+
+    async fn read(&self, position: u64, len: u64) -> Result<Vec<u8>, LogError> {
+        let mut bytes = Vec::with_capacity(usize::try_from(len).expect("read fits memory"));
+        if position < self.disk_end {
+            let from_disk = len.min(self.disk_end - position);
+            bytes = self.file.read_at(position, usize::try_from(from_disk).expect("read fits memory")).await?;
+            if (bytes.len() as u64) < from_disk {
+                return Err(LogError::Corrupt {
+                    file: self.path.to_string(),
+                    position: position + bytes.len() as u64,
+                    reason: format!("file ends before byte {}", self.disk_end),
+                });
+            }
+        }
+        let buffered_from = position.max(self.disk_end);
+        let buffered_to = position + len;
+        if buffered_to > buffered_from {
+            let a = usize::try_from(buffered_from - self.disk_end).expect("buffer offset");
+            let b = usize::try_from(buffered_to - self.disk_end).expect("buffer offset");
+            bytes.extend_from_slice(&self.buffer[a..b]);
+        }
+        Ok(bytes)
+    }
+}
+
+/// Where a frame walk stopped.
+struct WalkEnd {
+    /// Position after the last valid frame walked.
     position: u64,
-    /// Why the scan stopped before the end of the file, if it did.
-    problem: Option<String>,
+    /// Offset the next frame would hold.
+    next_offset: u64,
+    /// Set when a frame stayed invalid after every re-read.
+    damage: Option<String>,
 }
 
 /// An append-only log in one directory of a `Disk`. Not shared: the owner
@@ -284,7 +325,7 @@ impl Log {
             }
         }
         let end = self.scan_segment(&mut segment, file_len).await?;
-        if let Some(problem) = end.problem {
+        if let Some(problem) = end.damage {
             if !is_active {
                 // Sealed segments were fsynced before the next one was created,
                 // so damage here is damage to durable records: never skip it.
@@ -308,50 +349,16 @@ impl Log {
 
     /// Scans every frame of `segment` from its header to `file_len`, rebuilding
     /// its index; stops at the first frame that stays invalid after re-reads.
-    async fn scan_segment(&self, segment: &mut Segment, file_len: u64) -> Result<ScanEnd, LogError> {
-        let mut position = SEGMENT_HEADER_BYTES;
-        let mut chunk: Vec<u8> = Vec::new();
-        let mut chunk_start = position;
-        let mut retries_left = self.config.read_retries_max;
-        while position < file_len {
-            let at = usize::try_from(position - chunk_start).expect("chunk offset fits memory");
-            match check_frame(&chunk[at.min(chunk.len())..], segment.end_offset, self.config.record_bytes_max) {
-                FrameCheck::Valid { payload_len } => {
-                    let frame_len = frame_bytes(payload_len);
-                    segment.note_frame(position, frame_len, self.config.index_interval_bytes);
-                    position += frame_len;
-                    retries_left = self.config.read_retries_max;
-                }
-                FrameCheck::Incomplete { needed } => {
-                    let available = file_len - position;
-                    let wanted = needed.map(|n| n as u64).unwrap_or(FRAME_HEADER_BYTES as u64);
-                    if at < chunk.len() && wanted > available {
-                        // The file ends inside this frame: a torn write, unless a
-                        // flipped length bit lied about the frame size.
-                        if retries_left == 0 {
-                            return Ok(ScanEnd { position, problem: Some(format!("frame of {wanted} bytes but only {available} remain")) });
-                        }
-                        retries_left -= 1;
-                    }
-                    let len = (self.config.read_chunk_bytes as u64).max(wanted).min(available);
-                    chunk = segment.file.read_at(position, usize::try_from(len).expect("chunk fits memory")).await?;
-                    chunk_start = position;
-                    if (chunk.len() as u64) < len {
-                        return Err(LogError::Corrupt { file: segment.path.clone(), position, reason: "file shrank while being read".into() });
-                    }
-                }
-                FrameCheck::Invalid(reason) => {
-                    if retries_left == 0 {
-                        return Ok(ScanEnd { position, problem: Some(reason) });
-                    }
-                    retries_left -= 1;
-                    // Re-read: a flipped bit on the way from disk is not corruption on disk.
-                    chunk.clear();
-                    chunk_start = position;
-                }
-            }
-        }
-        Ok(ScanEnd { position, problem: None })
+    async fn scan_segment(&self, segment: &mut Segment, file_len: u64) -> Result<WalkEnd, LogError> {
+        let path = segment.path.clone();
+        let span = SegmentSpan { file: segment.file.clone(), path: &path, disk_end: file_len, buffer: &[] };
+        let interval = self.config.index_interval_bytes;
+        let walk_start = (SEGMENT_HEADER_BYTES, segment.base_offset);
+        self.walk(&span, walk_start, None, self.config.read_chunk_bytes, |_, position, payload| {
+            segment.note_frame(position, frame_bytes(payload.len()), interval);
+            ControlFlow::Continue(())
+        })
+        .await
     }
 
     async fn write_index_file(&self, segment: &mut Segment) -> Result<(), LogError> {
@@ -571,37 +578,77 @@ impl Log {
         Ok(records)
     }
 
-    /// Reads bytes of `segment` from the disk or, for the active segment's
-    /// unwritten tail, from the write buffer.
-    async fn segment_bytes(&self, segment: &Segment, position: u64, len: u64) -> Result<Vec<u8>, LogError> {
+    fn span<'a>(&'a self, segment: &'a Segment) -> SegmentSpan<'a> {
         let is_active = std::ptr::eq(segment, self.segments.last().expect("at least one segment"));
-        let disk_end = if is_active { self.active_written_bytes } else { segment.size_bytes };
-        let mut bytes = Vec::with_capacity(usize::try_from(len).expect("read fits memory"));
-        if position < disk_end {
-            let from_disk = len.min(disk_end - position);
-            bytes = segment.file.read_at(position, usize::try_from(from_disk).expect("read fits memory")).await?;
-            if (bytes.len() as u64) < from_disk {
-                return Err(LogError::Corrupt {
-                    file: segment.path.clone(),
-                    position: position + bytes.len() as u64,
-                    reason: format!("file ends before byte {disk_end} the log wrote"),
-                });
-            }
+        if is_active {
+            SegmentSpan { file: segment.file.clone(), path: &segment.path, disk_end: self.active_written_bytes, buffer: &self.write_buffer }
+        } else {
+            SegmentSpan { file: segment.file.clone(), path: &segment.path, disk_end: segment.size_bytes, buffer: &[] }
         }
-        let buffered_from = position.max(disk_end);
-        let buffered_to = position + len;
-        if buffered_to > buffered_from {
-            let a = usize::try_from(buffered_from - disk_end).expect("buffer offset");
-            let b = usize::try_from(buffered_to - disk_end).expect("buffer offset");
-            bytes.extend_from_slice(&self.write_buffer[a..b]);
-        }
-        Ok(bytes)
     }
 
-    /// Walks the frames of `segment` from the one holding `offset`, verifying
-    /// every frame's checksum before trusting its length (a flipped length bit
-    /// must not send the walk astray). Calls `visit(offset, position, payload)`
-    /// for each frame at or after `offset` until it returns `Break`.
+    /// The one frame walker. From `(position, offset)` it walks frames until
+    /// the span ends, `end_offset` is reached, or `visit` breaks, verifying
+    /// each frame's checksum before trusting its length (a flipped length bit
+    /// must not send the walk astray). A frame that fails is re-read up to
+    /// `read_retries_max` times: a bit flipped on the way from disk is not
+    /// corruption on disk. One that stays bad ends the walk with `damage`.
+    async fn walk(
+        &self,
+        span: &SegmentSpan<'_>,
+        (mut position, mut expected): (u64, u64),
+        end_offset: Option<u64>,
+        read_ahead_bytes: usize,
+        mut visit: impl FnMut(u64, u64, &[u8]) -> ControlFlow<()>,
+    ) -> Result<WalkEnd, LogError> {
+        let mut retries_left = self.config.read_retries_max;
+        let mut chunk: Vec<u8> = Vec::new();
+        let mut chunk_start = position;
+        let span_end = span.end();
+        while position < span_end && end_offset.is_none_or(|end| expected < end) {
+            let at = usize::try_from(position - chunk_start).expect("chunk offset fits memory");
+            let problem = match check_frame(&chunk[at.min(chunk.len())..], expected, self.config.record_bytes_max) {
+                FrameCheck::Valid { payload_len } => {
+                    let payload_start = at + FRAME_HEADER_BYTES;
+                    let flow = visit(expected, position, &chunk[payload_start..payload_start + payload_len]);
+                    position += frame_bytes(payload_len);
+                    expected += 1;
+                    retries_left = self.config.read_retries_max;
+                    if flow.is_break() {
+                        break;
+                    }
+                    continue;
+                }
+                FrameCheck::Incomplete { needed } => {
+                    let available = span_end - position;
+                    let wanted = needed.map(|n| n as u64).unwrap_or(FRAME_HEADER_BYTES as u64);
+                    if at >= chunk.len() || wanted <= available {
+                        let len = (read_ahead_bytes as u64 + FRAME_HEADER_BYTES as u64)
+                            .min(self.config.read_chunk_bytes as u64)
+                            .max(wanted)
+                            .min(available);
+                        chunk = span.read(position, len).await?;
+                        chunk_start = position;
+                        continue;
+                    }
+                    // The span ends inside this frame: a torn write, unless a
+                    // flipped length bit lied about the frame size.
+                    format!("frame of {wanted} bytes but only {available} remain before byte {span_end}")
+                }
+                FrameCheck::Invalid(reason) => reason,
+            };
+            if retries_left == 0 {
+                return Ok(WalkEnd { position, next_offset: expected, damage: Some(problem) });
+            }
+            retries_left -= 1;
+            chunk.clear();
+            chunk_start = position;
+        }
+        Ok(WalkEnd { position, next_offset: expected, damage: None })
+    }
+
+    /// Walks `segment` from the frame holding `offset`, calling `visit` for
+    /// each frame at or after it; damage is a `Corrupt` error.
     async fn walk_frames(
         &self,
         segment: &Segment,
@@ -609,58 +656,27 @@ impl Log {
         read_ahead_bytes: usize,
         mut visit: impl FnMut(u64, u64, &[u8]) -> ControlFlow<()>,
     ) -> Result<(), LogError> {
-        let (mut position, mut expected) = segment.scan_start(offset);
-        let mut retries_left = self.config.read_retries_max;
-        let mut chunk: Vec<u8> = Vec::new();
-        let mut chunk_start = position;
-        while expected < segment.end_offset {
-            let at = usize::try_from(position - chunk_start).expect("chunk offset fits memory");
-            match check_frame(&chunk[at.min(chunk.len())..], expected, self.config.record_bytes_max) {
-                FrameCheck::Valid { payload_len } => {
-                    if expected >= offset {
-                        let payload_start = at + FRAME_HEADER_BYTES;
-                        if visit(expected, position, &chunk[payload_start..payload_start + payload_len]).is_break() {
-                            return Ok(());
-                        }
-                    }
-                    position += frame_bytes(payload_len);
-                    expected += 1;
-                    retries_left = self.config.read_retries_max;
-                }
-                FrameCheck::Incomplete { needed } => {
-                    let available = segment.size_bytes - position;
-                    let wanted = needed.map(|n| n as u64).unwrap_or(FRAME_HEADER_BYTES as u64);
-                    if at < chunk.len() && wanted > available {
-                        if retries_left == 0 {
-                            return Err(LogError::Corrupt {
-                                file: segment.path.clone(),
-                                position,
-                                reason: format!("frame for offset {expected} runs past the segment end"),
-                            });
-                        }
-                        retries_left -= 1;
-                        chunk.clear();
-                        chunk_start = position;
-                        continue;
-                    }
-                    let ahead = if expected >= offset { read_ahead_bytes } else { self.config.read_chunk_bytes };
-                    let len = (ahead as u64 + FRAME_HEADER_BYTES as u64)
-                        .min(self.config.read_chunk_bytes as u64)
-                        .max(wanted)
-                        .min(available);
-                    chunk = self.segment_bytes(segment, position, len).await?;
-                    chunk_start = position;
-                }
-                FrameCheck::Invalid(reason) => {
-                    if retries_left == 0 {
-                        return Err(LogError::Corrupt { file: segment.path.clone(), position, reason });
-                    }
-                    retries_left -= 1;
-                    // Re-read: a flipped bit on the way from disk is not corruption on disk.
-                    chunk.clear();
-                    chunk_start = position;
-                }
+        let span = self.span(segment);
+        let start = segment.scan_start(offset);
+        let mut stopped_by_visitor = false;
+        let visit_from_offset = |frame_offset, position, payload: &[u8]| {
+            if frame_offset < offset {
+                return ControlFlow::Continue(());
             }
+            let flow = visit(frame_offset, position, payload);
+            stopped_by_visitor = flow.is_break();
+            flow
+        };
+        let end = self.walk(&span, start, Some(segment.end_offset), read_ahead_bytes, visit_from_offset).await?;
+        if let Some(reason) = end.damage {
+            return Err(LogError::Corrupt { file: segment.path.clone(), position: end.position, reason });
+        }
+        if !stopped_by_visitor && end.next_offset < segment.end_offset {
+            return Err(LogError::Corrupt {
+                file: segment.path.clone(),
+                position: end.position,
+                reason: format!("segment bytes end at offset {}, before its end offset {}", end.next_offset, segment.end_offset),
+            });
         }
         Ok(())
     }
