@@ -1,0 +1,196 @@
+//! Wire and disk encoding of metadata commands and snapshots (prost; these
+//! messages are Keel's own, so no protoc step is needed).
+//!
+//! A Raft entry carries one `MetadataBatch`; a batch applies atomically (all
+//! commands or none), like Kafka's metadata record batches, so e.g. fencing a
+//! broker and moving its partition leaderships can never be half applied.
+
+use prost::Message as _;
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MetadataBatch {
+    #[prost(message, repeated, tag = "1")]
+    pub commands: Vec<MetadataCommand>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MetadataCommand {
+    #[prost(oneof = "Command", tags = "1, 2, 3, 4, 5, 6")]
+    pub command: Option<Command>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Oneof)]
+pub enum Command {
+    #[prost(message, tag = "1")]
+    RegisterBroker(RegisterBroker),
+    #[prost(message, tag = "2")]
+    FenceBroker(FenceBroker),
+    #[prost(message, tag = "3")]
+    UnfenceBroker(UnfenceBroker),
+    #[prost(message, tag = "4")]
+    CreateTopic(CreateTopic),
+    #[prost(message, tag = "5")]
+    DeleteTopic(DeleteTopic),
+    #[prost(message, tag = "6")]
+    ChangePartition(ChangePartition),
+}
+
+impl From<Command> for MetadataCommand {
+    fn from(command: Command) -> Self {
+        MetadataCommand { command: Some(command) }
+    }
+}
+
+/// A broker (re)joins. `incarnation_id` changes on every process start so the
+/// controller can tell a restart from a duplicate registration.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct RegisterBroker {
+    #[prost(uint64, tag = "1")]
+    pub broker_id: u64,
+    #[prost(string, tag = "2")]
+    pub host: String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    #[prost(string, optional, tag = "4")]
+    pub rack: Option<String>,
+    #[prost(uint64, tag = "5")]
+    pub incarnation_id: u64,
+}
+
+/// The broker missed its registration lease: it may not lead or stay in an ISR.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct FenceBroker {
+    #[prost(uint64, tag = "1")]
+    pub broker_id: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct UnfenceBroker {
+    #[prost(uint64, tag = "1")]
+    pub broker_id: u64,
+}
+
+/// A topic with its partitions fully decided by the controller.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct CreateTopic {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, repeated, tag = "2")]
+    pub partitions: Vec<PartitionAssignment>,
+    #[prost(message, repeated, tag = "3")]
+    pub configs: Vec<TopicConfig>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PartitionAssignment {
+    #[prost(uint64, repeated, tag = "1")]
+    pub replicas: Vec<u64>,
+    /// Must be the first replica: new partitions start led by their preferred leader.
+    #[prost(uint64, tag = "2")]
+    pub leader: u64,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct TopicConfig {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct DeleteTopic {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// A leader and/or ISR change (Kafka's AlterPartition / PartitionChangeRecord).
+/// Applies only if the partition is still at `expected_partition_epoch`, so a
+/// decision made on stale state is refused rather than applied.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ChangePartition {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(uint32, tag = "2")]
+    pub partition: u32,
+    #[prost(uint64, tag = "3")]
+    pub expected_partition_epoch: u64,
+    /// None: the partition has no leader (every ISR member is fenced).
+    #[prost(uint64, optional, tag = "4")]
+    pub leader: Option<u64>,
+    #[prost(uint64, repeated, tag = "5")]
+    pub isr: Vec<u64>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct BrokerRecord {
+    #[prost(uint64, tag = "1")]
+    pub broker_id: u64,
+    #[prost(string, tag = "2")]
+    pub host: String,
+    #[prost(uint32, tag = "3")]
+    pub port: u32,
+    #[prost(string, optional, tag = "4")]
+    pub rack: Option<String>,
+    #[prost(uint64, tag = "5")]
+    pub incarnation_id: u64,
+    #[prost(bool, tag = "6")]
+    pub fenced: bool,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct PartitionRecord {
+    #[prost(uint64, repeated, tag = "1")]
+    pub replicas: Vec<u64>,
+    #[prost(uint64, optional, tag = "2")]
+    pub leader: Option<u64>,
+    /// Bumped on every leader change; followers refuse data from older epochs.
+    #[prost(uint64, tag = "3")]
+    pub leader_epoch: u64,
+    /// Bumped on every leader or ISR change; guards ChangePartition.
+    #[prost(uint64, tag = "4")]
+    pub partition_epoch: u64,
+    #[prost(uint64, repeated, tag = "5")]
+    pub isr: Vec<u64>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct TopicRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, repeated, tag = "2")]
+    pub partitions: Vec<PartitionRecord>,
+    #[prost(message, repeated, tag = "3")]
+    pub configs: Vec<TopicConfig>,
+}
+
+/// The whole state machine, for Raft snapshots and divergence checks.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MetadataSnapshot {
+    #[prost(uint64, tag = "1")]
+    pub metadata_version: u64,
+    #[prost(message, repeated, tag = "2")]
+    pub brokers: Vec<BrokerRecord>,
+    #[prost(message, repeated, tag = "3")]
+    pub topics: Vec<TopicRecord>,
+}
+
+impl MetadataBatch {
+    pub fn encode_to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    pub fn decode_from(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        Self::decode(bytes)
+    }
+}
+
+impl MetadataSnapshot {
+    pub fn encode_to_bytes(&self) -> Vec<u8> {
+        self.encode_to_vec()
+    }
+
+    pub fn decode_from(bytes: &[u8]) -> Result<Self, prost::DecodeError> {
+        Self::decode(bytes)
+    }
+}

@@ -1,0 +1,419 @@
+//! The metadata state machine.
+//!
+//! `apply_batch` is deterministic: the same committed batches in the same
+//! order give byte-identical snapshots on every node. A batch applies
+//! atomically: if any command is invalid against the current state (for
+//! example a topic created twice by racing proposals), nothing changes and
+//! the error says why; the proposer reports it to its client.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::proto::{
+    BrokerRecord, ChangePartition, Command, CreateTopic, MetadataBatch, MetadataSnapshot, PartitionRecord,
+    RegisterBroker, TopicConfig, TopicRecord,
+};
+use crate::BrokerId;
+
+/// Kafka's limit on topic name length.
+pub const TOPIC_NAME_BYTES_MAX: usize = 249;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Broker {
+    pub broker_id: BrokerId,
+    pub host: String,
+    pub port: u32,
+    pub rack: Option<String>,
+    pub incarnation_id: u64,
+    pub fenced: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Partition {
+    pub replicas: Vec<BrokerId>,
+    pub leader: Option<BrokerId>,
+    pub leader_epoch: u64,
+    pub partition_epoch: u64,
+    pub isr: Vec<BrokerId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Topic {
+    pub name: String,
+    pub partitions: Vec<Partition>,
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MetadataError {
+    #[error("empty metadata command")]
+    EmptyCommand,
+    #[error("empty metadata batch")]
+    EmptyBatch,
+    #[error("topic `{0}` already exists")]
+    TopicAlreadyExists(String),
+    #[error("unknown topic `{0}`")]
+    UnknownTopic(String),
+    #[error("topic `{topic}` has no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("invalid topic name `{name}`: {reason}")]
+    InvalidTopicName { name: String, reason: String },
+    #[error("invalid partition assignment for `{topic}`: {reason}")]
+    InvalidAssignment { topic: String, reason: String },
+    #[error("unknown broker {0}")]
+    UnknownBroker(BrokerId),
+    #[error("broker {0} is fenced")]
+    BrokerFenced(BrokerId),
+    #[error("broker {broker_id} registration conflicts: {reason}")]
+    InvalidRegistration { broker_id: BrokerId, reason: String },
+    #[error("partition {topic}-{partition} is at partition epoch {actual}, not {expected}: the change was decided on stale metadata")]
+    StalePartitionEpoch { topic: String, partition: u32, expected: u64, actual: u64 },
+    #[error("invalid change to {topic}-{partition}: {reason}")]
+    InvalidPartitionChange { topic: String, partition: u32, reason: String },
+    #[error("snapshot is inconsistent: {0}")]
+    InvalidSnapshot(String),
+    #[error("invalid partition count {0}: a topic needs 1 to {max} partitions", max = crate::controller::PARTITION_COUNT_MAX)]
+    InvalidPartitionCount(u32),
+    #[error("replication factor {requested} is not possible with {live_brokers} live brokers")]
+    InvalidReplicationFactor { requested: u32, live_brokers: usize },
+}
+
+/// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
+    let invalid = |reason: &str| Err(MetadataError::InvalidTopicName { name: name.to_string(), reason: reason.to_string() });
+    if name.is_empty() {
+        return invalid("must not be empty");
+    }
+    if name.len() > TOPIC_NAME_BYTES_MAX {
+        return invalid("longer than 249 characters");
+    }
+    if name == "." || name == ".." {
+        return invalid("`.` and `..` are reserved");
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-') {
+        return invalid("only ASCII letters, digits, `.`, `_` and `-` are allowed");
+    }
+    Ok(())
+}
+
+fn has_duplicates(ids: &[BrokerId]) -> bool {
+    ids.iter().collect::<BTreeSet<_>>().len() != ids.len()
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MetadataState {
+    metadata_version: u64,
+    brokers: BTreeMap<BrokerId, Broker>,
+    topics: BTreeMap<String, Topic>,
+}
+
+impl MetadataState {
+    pub fn new() -> Self {
+        MetadataState::default()
+    }
+
+    /// Increases by one for every applied command; equal versions on two
+    /// nodes mean they applied the same commands.
+    pub fn metadata_version(&self) -> u64 {
+        self.metadata_version
+    }
+
+    pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
+        self.brokers.values()
+    }
+
+    pub fn broker(&self, broker_id: BrokerId) -> Option<&Broker> {
+        self.brokers.get(&broker_id)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &Topic> {
+        self.topics.values()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&Topic> {
+        self.topics.get(name)
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&Partition> {
+        self.topics.get(topic).and_then(|t| t.partitions.get(partition as usize))
+    }
+
+    pub fn is_live(&self, broker_id: BrokerId) -> bool {
+        self.brokers.get(&broker_id).is_some_and(|b| !b.fenced)
+    }
+
+    /// Applies every command of `batch` or none. Returns the new metadata version.
+    pub fn apply_batch(&mut self, batch: &MetadataBatch) -> Result<u64, MetadataError> {
+        if batch.commands.is_empty() {
+            return Err(MetadataError::EmptyBatch);
+        }
+        // Metadata is small (brokers, topics, partitions): applying to a copy
+        // and swapping it in is the simplest way to be atomic.
+        let mut next = self.clone();
+        for command in &batch.commands {
+            next.apply_command(command.command.as_ref().ok_or(MetadataError::EmptyCommand)?)?;
+            next.metadata_version += 1;
+        }
+        next.check_invariants();
+        assert!(next.metadata_version > self.metadata_version, "metadata version must increase");
+        *self = next;
+        Ok(self.metadata_version)
+    }
+
+    fn apply_command(&mut self, command: &Command) -> Result<(), MetadataError> {
+        match command {
+            Command::RegisterBroker(register) => self.register_broker(register),
+            Command::FenceBroker(fence) => self.set_fenced(fence.broker_id, true),
+            Command::UnfenceBroker(unfence) => self.set_fenced(unfence.broker_id, false),
+            Command::CreateTopic(create) => self.create_topic(create),
+            Command::DeleteTopic(delete) => match self.topics.remove(&delete.name) {
+                Some(_) => Ok(()),
+                None => Err(MetadataError::UnknownTopic(delete.name.clone())),
+            },
+            Command::ChangePartition(change) => self.change_partition(change),
+        }
+    }
+
+    fn register_broker(&mut self, register: &RegisterBroker) -> Result<(), MetadataError> {
+        let conflict = self.brokers.values().find(|b| {
+            b.broker_id != register.broker_id && b.host == register.host && b.port == register.port
+        });
+        if let Some(other) = conflict {
+            return Err(MetadataError::InvalidRegistration {
+                broker_id: register.broker_id,
+                reason: format!("{}:{} is already broker {}", register.host, register.port, other.broker_id),
+            });
+        }
+        if register.port == 0 || register.port > u32::from(u16::MAX) {
+            return Err(MetadataError::InvalidRegistration {
+                broker_id: register.broker_id,
+                reason: format!("port {} is not a TCP port", register.port),
+            });
+        }
+        // A registration (new or after a restart) makes the broker live; a
+        // retried registration of the same incarnation changes nothing.
+        self.brokers.insert(
+            register.broker_id,
+            Broker {
+                broker_id: register.broker_id,
+                host: register.host.clone(),
+                port: register.port,
+                rack: register.rack.clone(),
+                incarnation_id: register.incarnation_id,
+                fenced: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn set_fenced(&mut self, broker_id: BrokerId, fenced: bool) -> Result<(), MetadataError> {
+        let broker = self.brokers.get_mut(&broker_id).ok_or(MetadataError::UnknownBroker(broker_id))?;
+        broker.fenced = fenced;
+        Ok(())
+    }
+
+    fn create_topic(&mut self, create: &CreateTopic) -> Result<(), MetadataError> {
+        validate_topic_name(&create.name)?;
+        if self.topics.contains_key(&create.name) {
+            return Err(MetadataError::TopicAlreadyExists(create.name.clone()));
+        }
+        let invalid = |reason: String| MetadataError::InvalidAssignment { topic: create.name.clone(), reason };
+        if create.partitions.is_empty() {
+            return Err(invalid("a topic needs at least one partition".into()));
+        }
+        let replication_factor = create.partitions[0].replicas.len();
+        let mut partitions = Vec::with_capacity(create.partitions.len());
+        for (index, assignment) in create.partitions.iter().enumerate() {
+            if assignment.replicas.is_empty() {
+                return Err(invalid(format!("partition {index} has no replicas")));
+            }
+            if assignment.replicas.len() != replication_factor {
+                return Err(invalid(format!("partition {index} has {} replicas, partition 0 has {replication_factor}", assignment.replicas.len())));
+            }
+            if has_duplicates(&assignment.replicas) {
+                return Err(invalid(format!("partition {index} lists a replica twice")));
+            }
+            for replica in &assignment.replicas {
+                let broker = self.brokers.get(replica).ok_or(MetadataError::UnknownBroker(*replica))?;
+                if broker.fenced {
+                    return Err(MetadataError::BrokerFenced(*replica));
+                }
+            }
+            if assignment.leader != assignment.replicas[0] {
+                return Err(invalid(format!("partition {index} must start led by its first replica")));
+            }
+            partitions.push(Partition {
+                replicas: assignment.replicas.clone(),
+                leader: Some(assignment.leader),
+                leader_epoch: 0,
+                partition_epoch: 0,
+                isr: assignment.replicas.clone(),
+            });
+        }
+        let configs = create.configs.iter().map(|c| (c.key.clone(), c.value.clone())).collect();
+        self.topics.insert(create.name.clone(), Topic { name: create.name.clone(), partitions, configs });
+        Ok(())
+    }
+
+    fn change_partition(&mut self, change: &ChangePartition) -> Result<(), MetadataError> {
+        let live: BTreeSet<BrokerId> = self.brokers.values().filter(|b| !b.fenced).map(|b| b.broker_id).collect();
+        let topic = self.topics.get_mut(&change.topic).ok_or_else(|| MetadataError::UnknownTopic(change.topic.clone()))?;
+        let partition = topic
+            .partitions
+            .get_mut(change.partition as usize)
+            .ok_or_else(|| MetadataError::UnknownPartition { topic: change.topic.clone(), partition: change.partition })?;
+        if partition.partition_epoch != change.expected_partition_epoch {
+            return Err(MetadataError::StalePartitionEpoch {
+                topic: change.topic.clone(),
+                partition: change.partition,
+                expected: change.expected_partition_epoch,
+                actual: partition.partition_epoch,
+            });
+        }
+        let invalid = |reason: &str| MetadataError::InvalidPartitionChange {
+            topic: change.topic.clone(),
+            partition: change.partition,
+            reason: reason.to_string(),
+        };
+        if change.isr.is_empty() {
+            return Err(invalid("the ISR must keep at least one member"));
+        }
+        if has_duplicates(&change.isr) {
+            return Err(invalid("the ISR lists a replica twice"));
+        }
+        if !change.isr.iter().all(|id| partition.replicas.contains(id)) {
+            return Err(invalid("the ISR may only hold replicas of the partition"));
+        }
+        if let Some(leader) = change.leader {
+            // No unclean election: a leader always comes from the ISR.
+            if !change.isr.contains(&leader) {
+                return Err(invalid("the leader must be in the ISR"));
+            }
+            if !live.contains(&leader) {
+                return Err(MetadataError::BrokerFenced(leader));
+            }
+        }
+        if change.leader != partition.leader {
+            partition.leader_epoch += 1;
+        }
+        partition.leader = change.leader;
+        partition.isr = change.isr.clone();
+        partition.partition_epoch += 1;
+        Ok(())
+    }
+
+    /// Structural invariants; they hold after every batch or the state machine
+    /// has a bug, so they are asserted (in release builds too).
+    pub fn check_invariants(&self) {
+        for topic in self.topics.values() {
+            assert!(!topic.partitions.is_empty(), "topic {} has no partitions", topic.name);
+            for (index, partition) in topic.partitions.iter().enumerate() {
+                assert!(!partition.replicas.is_empty(), "{}-{index}: no replicas", topic.name);
+                assert!(!has_duplicates(&partition.replicas), "{}-{index}: duplicate replica", topic.name);
+                assert!(!partition.isr.is_empty(), "{}-{index}: empty ISR", topic.name);
+                assert!(!has_duplicates(&partition.isr), "{}-{index}: duplicate ISR member", topic.name);
+                assert!(
+                    partition.isr.iter().all(|id| partition.replicas.contains(id)),
+                    "{}-{index}: ISR member outside the replicas",
+                    topic.name
+                );
+                if let Some(leader) = partition.leader {
+                    assert!(partition.isr.contains(&leader), "{}-{index}: leader outside the ISR", topic.name);
+                }
+                assert!(
+                    partition.replicas.iter().all(|id| self.brokers.contains_key(id)),
+                    "{}-{index}: replica on an unregistered broker",
+                    topic.name
+                );
+            }
+        }
+    }
+
+    /// The whole state, in a canonical order (so equal states encode to equal bytes).
+    pub fn snapshot(&self) -> MetadataSnapshot {
+        MetadataSnapshot {
+            metadata_version: self.metadata_version,
+            brokers: self
+                .brokers
+                .values()
+                .map(|b| BrokerRecord {
+                    broker_id: b.broker_id,
+                    host: b.host.clone(),
+                    port: b.port,
+                    rack: b.rack.clone(),
+                    incarnation_id: b.incarnation_id,
+                    fenced: b.fenced,
+                })
+                .collect(),
+            topics: self
+                .topics
+                .values()
+                .map(|t| TopicRecord {
+                    name: t.name.clone(),
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| PartitionRecord {
+                            replicas: p.replicas.clone(),
+                            leader: p.leader,
+                            leader_epoch: p.leader_epoch,
+                            partition_epoch: p.partition_epoch,
+                            isr: p.isr.clone(),
+                        })
+                        .collect(),
+                    configs: t.configs.iter().map(|(k, v)| TopicConfig { key: k.clone(), value: v.clone() }).collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Rebuilds the state from a snapshot, refusing one that breaks an invariant
+    /// (a snapshot arrives from disk or another node: it is input, not truth).
+    pub fn from_snapshot(snapshot: &MetadataSnapshot) -> Result<Self, MetadataError> {
+        let mut state = MetadataState { metadata_version: snapshot.metadata_version, ..MetadataState::default() };
+        for b in &snapshot.brokers {
+            let broker = Broker {
+                broker_id: b.broker_id,
+                host: b.host.clone(),
+                port: b.port,
+                rack: b.rack.clone(),
+                incarnation_id: b.incarnation_id,
+                fenced: b.fenced,
+            };
+            if state.brokers.insert(b.broker_id, broker).is_some() {
+                return Err(MetadataError::InvalidSnapshot(format!("broker {} appears twice", b.broker_id)));
+            }
+        }
+        for t in &snapshot.topics {
+            validate_topic_name(&t.name)?;
+            let mut partitions = Vec::with_capacity(t.partitions.len());
+            for (index, p) in t.partitions.iter().enumerate() {
+                let broken = p.replicas.is_empty()
+                    || has_duplicates(&p.replicas)
+                    || p.isr.is_empty()
+                    || has_duplicates(&p.isr)
+                    || !p.isr.iter().all(|id| p.replicas.contains(id))
+                    || p.leader.is_some_and(|leader| !p.isr.contains(&leader))
+                    || !p.replicas.iter().all(|id| state.brokers.contains_key(id));
+                if broken {
+                    return Err(MetadataError::InvalidSnapshot(format!("partition {}-{index} breaks an invariant", t.name)));
+                }
+                partitions.push(Partition {
+                    replicas: p.replicas.clone(),
+                    leader: p.leader,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    isr: p.isr.clone(),
+                });
+            }
+            if partitions.is_empty() {
+                return Err(MetadataError::InvalidSnapshot(format!("topic {} has no partitions", t.name)));
+            }
+            let configs = t.configs.iter().map(|c| (c.key.clone(), c.value.clone())).collect();
+            let topic = Topic { name: t.name.clone(), partitions, configs };
+            if state.topics.insert(t.name.clone(), topic).is_some() {
+                return Err(MetadataError::InvalidSnapshot(format!("topic {} appears twice", t.name)));
+            }
+        }
+        Ok(state)
+    }
+}

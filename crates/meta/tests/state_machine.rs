@@ -1,0 +1,248 @@
+//! The metadata state machine and controller policy, without any runtime.
+
+use std::collections::BTreeSet;
+
+use keel_io::NodeRng;
+use keel_meta::controller::{
+    assign_replicas, plan_create_topic, plan_elect_offline_leaders, plan_fence_broker, rack_alternating_order,
+};
+use keel_meta::proto::{ChangePartition, Command, MetadataBatch, MetadataSnapshot, RegisterBroker, UnfenceBroker};
+use keel_meta::{MetadataError, MetadataState};
+use rand::{Rng, RngCore};
+
+fn register(broker_id: u64, rack: Option<&str>) -> MetadataBatch {
+    MetadataBatch {
+        commands: vec![Command::RegisterBroker(RegisterBroker {
+            broker_id,
+            host: "127.0.0.1".into(),
+            port: 9092 + broker_id as u32,
+            rack: rack.map(str::to_string),
+            incarnation_id: 1,
+        })
+        .into()],
+    }
+}
+
+fn cluster(racks: &[Option<&str>]) -> MetadataState {
+    let mut state = MetadataState::new();
+    for (i, rack) in racks.iter().enumerate() {
+        state.apply_batch(&register(i as u64 + 1, *rack)).expect("register");
+    }
+    state
+}
+
+#[test]
+fn create_topic_assigns_live_brokers_and_starts_at_epoch_zero() {
+    let mut state = cluster(&[None, None, None]);
+    let batch = plan_create_topic(&state, "orders", 6, 3, &[("retention.ms".into(), "1000".into())], 0).expect("plan");
+    let version_before = state.metadata_version();
+    assert_eq!(state.apply_batch(&batch).expect("apply"), version_before + 1);
+    let topic = state.topic("orders").expect("created");
+    assert_eq!(topic.partitions.len(), 6);
+    assert_eq!(topic.configs.get("retention.ms").map(String::as_str), Some("1000"));
+    for partition in &topic.partitions {
+        assert_eq!(partition.replicas.len(), 3);
+        assert_eq!(partition.isr, partition.replicas);
+        assert_eq!(partition.leader, Some(partition.replicas[0]));
+        assert_eq!((partition.leader_epoch, partition.partition_epoch), (0, 0));
+    }
+}
+
+#[test]
+fn racing_creates_of_one_topic_apply_once_and_a_failing_batch_changes_nothing() {
+    let mut state = cluster(&[None, None, None]);
+    let first = plan_create_topic(&state, "t", 1, 3, &[], 0).expect("plan");
+    let second = plan_create_topic(&state, "t", 2, 1, &[], 1).expect("planned on the same old state");
+    state.apply_batch(&first).expect("first wins");
+    let before = state.clone();
+    assert_eq!(state.apply_batch(&second), Err(MetadataError::TopicAlreadyExists("t".into())));
+    assert_eq!(state, before, "a rejected batch must not change anything, not even the version");
+    let mut both = MetadataBatch { commands: vec![] };
+    both.commands.push(register(9, None).commands[0].clone());
+    both.commands.push(first.commands[0].clone());
+    assert!(state.apply_batch(&both).is_err());
+    assert_eq!(state, before, "atomic: the registration in the failed batch did not happen");
+}
+
+#[test]
+fn bad_requests_are_errors() {
+    let state = cluster(&[None, None]);
+    assert!(matches!(plan_create_topic(&state, "", 1, 1, &[], 0), Err(MetadataError::InvalidTopicName { .. })));
+    assert!(matches!(plan_create_topic(&state, "a/b", 1, 1, &[], 0), Err(MetadataError::InvalidTopicName { .. })));
+    assert!(matches!(plan_create_topic(&state, "..", 1, 1, &[], 0), Err(MetadataError::InvalidTopicName { .. })));
+    assert!(matches!(plan_create_topic(&state, &"x".repeat(250), 1, 1, &[], 0), Err(MetadataError::InvalidTopicName { .. })));
+    assert_eq!(
+        plan_create_topic(&state, "t", 1, 3, &[], 0),
+        Err(MetadataError::InvalidReplicationFactor { requested: 3, live_brokers: 2 })
+    );
+    assert_eq!(plan_create_topic(&state, "t", 0, 1, &[], 0), Err(MetadataError::InvalidPartitionCount(0)));
+    assert_eq!(plan_create_topic(&state, "t", 10_001, 1, &[], 0), Err(MetadataError::InvalidPartitionCount(10_001)));
+    let mut duplicate_endpoint = state.clone();
+    let mut clash = register(7, None);
+    if let Some(Command::RegisterBroker(r)) = clash.commands[0].command.as_mut() {
+        r.port = 9093; // broker 1's port
+    }
+    assert!(matches!(duplicate_endpoint.apply_batch(&clash), Err(MetadataError::InvalidRegistration { .. })));
+    assert_eq!(duplicate_endpoint.apply_batch(&MetadataBatch { commands: vec![] }), Err(MetadataError::EmptyBatch));
+}
+
+#[test]
+fn partition_changes_are_guarded_by_epoch_and_isr() {
+    let mut state = cluster(&[None, None, None]);
+    state.apply_batch(&plan_create_topic(&state, "t", 1, 3, &[], 0).expect("plan")).expect("create");
+    let change = |expected, leader, isr: &[u64]| MetadataBatch {
+        commands: vec![Command::ChangePartition(ChangePartition {
+            topic: "t".into(),
+            partition: 0,
+            expected_partition_epoch: expected,
+            leader,
+            isr: isr.to_vec(),
+        })
+        .into()],
+    };
+    // ISR shrink keeping the leader: partition epoch moves, leader epoch does not.
+    state.apply_batch(&change(0, Some(1), &[1, 2])).expect("shrink");
+    let p = state.partition("t", 0).expect("partition").clone();
+    assert_eq!((p.leader_epoch, p.partition_epoch, p.isr.clone()), (0, 1, vec![1, 2]));
+    // A decision made at the old epoch is refused.
+    assert!(matches!(state.apply_batch(&change(0, Some(2), &[2])), Err(MetadataError::StalePartitionEpoch { actual: 1, .. })));
+    // Leader outside the ISR: no unclean election.
+    assert!(matches!(state.apply_batch(&change(1, Some(3), &[1, 2])), Err(MetadataError::InvalidPartitionChange { .. })));
+    assert!(matches!(state.apply_batch(&change(1, Some(1), &[])), Err(MetadataError::InvalidPartitionChange { .. })));
+    assert!(matches!(state.apply_batch(&change(1, Some(1), &[1, 9])), Err(MetadataError::InvalidPartitionChange { .. })));
+    // Leader change bumps both epochs.
+    state.apply_batch(&change(1, Some(2), &[1, 2])).expect("move leader");
+    let p = state.partition("t", 0).expect("partition");
+    assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (Some(2), 1, 2));
+}
+
+#[test]
+fn replicas_spread_across_racks_and_leadership_rotates() {
+    let brokers: Vec<(u64, Option<String>)> =
+        [(1, "a"), (2, "a"), (3, "b"), (4, "b"), (5, "c"), (6, "c")].iter().map(|(id, r)| (*id, Some(r.to_string()))).collect();
+    assert_eq!(rack_alternating_order(&brokers), vec![1, 3, 5, 2, 4, 6]);
+    let rack_of = |id: u64| brokers.iter().find(|(b, _)| *b == id).and_then(|(_, r)| r.clone()).expect("rack");
+    let assignment = assign_replicas(&brokers, 60, 3, 7).expect("assign");
+    let mut leader_counts = std::collections::BTreeMap::new();
+    for replicas in &assignment {
+        let racks: BTreeSet<String> = replicas.iter().map(|id| rack_of(*id)).collect();
+        assert_eq!(racks.len(), 3, "replicas {replicas:?} share a rack");
+        assert_eq!(replicas.iter().collect::<BTreeSet<_>>().len(), 3);
+        *leader_counts.entry(replicas[0]).or_insert(0) += 1;
+    }
+    assert_eq!(leader_counts.len(), 6);
+    assert!(leader_counts.values().all(|count| *count == 10), "{leader_counts:?}");
+}
+
+#[test]
+fn fencing_moves_leadership_within_the_isr_and_never_outside_it() {
+    let mut state = cluster(&[None, None, None]);
+    state.apply_batch(&plan_create_topic(&state, "t", 3, 3, &[], 0).expect("plan")).expect("create");
+    state.apply_batch(&plan_create_topic(&state, "single", 1, 1, &[], 0).expect("plan")).expect("create");
+    let single_leader = state.partition("single", 0).expect("p").leader.expect("led");
+    state.apply_batch(&plan_fence_broker(&state, single_leader).expect("plan")).expect("fence");
+    assert!(!state.is_live(single_leader));
+    let single = state.partition("single", 0).expect("p");
+    assert_eq!(single.leader, None, "the only replica is fenced: offline, not unclean");
+    assert_eq!(single.isr, vec![single_leader], "last ISR member stays so the partition can recover");
+    for index in 0..3 {
+        let p = state.partition("t", index).expect("p");
+        assert!(!p.isr.contains(&single_leader));
+        let leader = p.leader.expect("another ISR member leads");
+        assert_ne!(leader, single_leader);
+        assert!(p.isr.contains(&leader));
+    }
+    assert_eq!(plan_fence_broker(&state, 99), Err(MetadataError::UnknownBroker(99)));
+}
+
+/// Random controller decisions applied on two independent replicas of the
+/// state machine: identical snapshot bytes at every step, invariants always.
+#[test]
+fn seeded_random_histories_apply_identically_on_two_replicas() {
+    let mut offline_elections = 0;
+    for seed in 1..=300u64 {
+        let mut rng = NodeRng::new(seed, 0, 0);
+        let mut primary = MetadataState::new();
+        let mut replica = MetadataState::new();
+        for step in 0..120 {
+            let broker = rng.gen_range(1..=5u64);
+            let batch = match rng.gen_range(0..10) {
+                0..=2 => Ok(register(broker, Some(["a", "b"][rng.gen_range(0..2)]))),
+                3..=5 => plan_create_topic(
+                    &primary,
+                    &format!("topic-{}", rng.gen_range(0..20)),
+                    rng.gen_range(1..8),
+                    rng.gen_range(1..4),
+                    &[],
+                    rng.gen_range(0..100),
+                ),
+                6..=7 => plan_fence_broker(&primary, broker),
+                8 => Ok(MetadataBatch { commands: vec![Command::UnfenceBroker(UnfenceBroker { broker_id: broker }).into()] }),
+                _ => Ok(MetadataBatch {
+                    commands: vec![Command::DeleteTopic(keel_meta::proto::DeleteTopic {
+                        name: format!("topic-{}", rng.gen_range(0..20)),
+                    })
+                    .into()],
+                }),
+            };
+            let Ok(batch) = batch else { continue };
+            let fenced_broker = batch.commands.iter().find_map(|c| match &c.command {
+                Some(Command::FenceBroker(f)) => Some(f.broker_id),
+                _ => None,
+            });
+            // The batch crosses the wire as bytes, like a Raft entry.
+            let decoded = MetadataBatch::decode_from(&batch.encode_to_bytes()).expect("round trip");
+            let a = primary.apply_batch(&batch);
+            let b = replica.apply_batch(&decoded);
+            assert_eq!(a, b, "seed {seed} step {step}: replicas disagree on the outcome");
+            let snapshot = primary.snapshot().encode_to_bytes();
+            assert_eq!(snapshot, replica.snapshot().encode_to_bytes(), "seed {seed} step {step}: replicas diverged");
+            let restored = MetadataState::from_snapshot(&MetadataSnapshot::decode_from(&snapshot).expect("decode"))
+                .expect("own snapshot is valid");
+            assert_eq!(restored, primary, "seed {seed} step {step}: snapshot round trip");
+            if let (Ok(_), Some(fenced)) = (&a, fenced_broker) {
+                for topic in primary.topics() {
+                    for partition in &topic.partitions {
+                        assert_ne!(partition.leader, Some(fenced), "seed {seed} step {step}: a fenced broker still leads");
+                    }
+                }
+            }
+            // Controller duty: offline partitions get a leader back once an ISR member is live.
+            if let Some(elect) = plan_elect_offline_leaders(&primary) {
+                primary.apply_batch(&elect).expect("election planned on current state applies");
+                replica.apply_batch(&elect).expect("and applies on the replica too");
+                offline_elections += 1;
+            }
+            for topic in primary.topics() {
+                for partition in &topic.partitions {
+                    let electable = partition.isr.iter().any(|id| primary.is_live(*id));
+                    if electable {
+                        assert!(partition.leader.is_some(), "seed {seed} step {step}: electable partition left offline");
+                    }
+                }
+            }
+        }
+    }
+    assert!(offline_elections > 0, "no history ever took a partition offline and back");
+}
+
+/// Entries and snapshots are input: garbage must be an error or a refused
+/// batch, never a panic or a broken state.
+#[test]
+fn random_bytes_never_panic_the_decoder_or_the_state_machine() {
+    let mut state = cluster(&[None, None, None]);
+    state.apply_batch(&plan_create_topic(&state, "t", 2, 3, &[], 0).expect("plan")).expect("create");
+    let mut rng = NodeRng::new(77, 0, 0);
+    for _ in 0..20_000 {
+        let mut bytes = vec![0u8; rng.gen_range(0..64)];
+        rng.fill_bytes(&mut bytes);
+        if let Ok(batch) = MetadataBatch::decode_from(&bytes) {
+            let _ = state.apply_batch(&batch);
+        }
+        if let Ok(snapshot) = MetadataSnapshot::decode_from(&bytes) {
+            if let Ok(restored) = MetadataState::from_snapshot(&snapshot) {
+                restored.check_invariants();
+            }
+        }
+    }
+}
