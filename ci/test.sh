@@ -5,12 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Install what the suite needs. Today that is only the Rust toolchain
-# (cargo, rustc), which this machine kind provides; later layers add their
-# packages here (protobuf-compiler for raft, kcat and Python Kafka clients).
+# Install what the suite needs: the Rust toolchain (this machine kind has it)
+# and protoc, which raft-rs's prost codec runs at build time. Later layers add
+# their packages here (kcat and the Python Kafka clients).
 if ! command -v cargo >/dev/null 2>&1; then
     echo "ci/test.sh: cargo not found; install the Rust toolchain (https://rustup.rs) and run again" >&2
     exit 2
+fi
+if ! command -v protoc >/dev/null 2>&1; then
+    echo "== installing protobuf-compiler (protoc) for raft-rs's prost codec"
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler
+    else
+        echo "ci/test.sh: protoc not found and not root; run: sudo apt-get install -y protobuf-compiler" >&2
+        exit 2
+    fi
 fi
 
 started=$(date +%s)

@@ -10,6 +10,7 @@
 
 pub mod controller;
 pub mod proto;
+pub mod raft_node;
 pub mod state;
 
 pub use state::{MetadataError, MetadataState};
