@@ -5,6 +5,8 @@
 //! madsim world. Either way one seed is one exact replay: every failure prints
 //! its seed and the command that replays it.
 
+pub mod check;
 pub mod log_check;
+pub mod raft_store_check;
 pub mod runner;
 pub mod trace;

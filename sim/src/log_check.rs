@@ -14,6 +14,7 @@ use keel_io::{Disk, DiskError, NodeRng, RealDisk, SimDisk, SimDiskFaults, SimDis
 use keel_log::{FlushPolicy, Log, LogConfig, LogError, Record};
 use rand::Rng;
 
+use crate::check::{random_faults, CheckFailure};
 use crate::trace::Trace;
 
 const LOG_DIR: &str = "partitions/check-0";
@@ -55,20 +56,6 @@ pub struct LogCheckReport {
     pub disk: SimDiskStats,
 }
 
-#[derive(Debug)]
-pub struct LogCheckFailure {
-    pub seed: u64,
-    pub step: usize,
-    pub message: String,
-    pub trace: Trace,
-}
-
-impl std::fmt::Display for LogCheckFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "log-check seed {} step {}: {}", self.seed, self.step, self.message)
-    }
-}
-
 /// What the log must contain.
 #[derive(Debug)]
 struct Model {
@@ -80,6 +67,8 @@ struct Model {
     durable_end: u64,
     /// After a failed segment removal the start may have moved up to here.
     start_offset_max: u64,
+    /// After a failed destroy, the log may also have become empty at this new base.
+    reset_to: Option<u64>,
 }
 
 impl Model {
@@ -106,15 +95,15 @@ struct Checker {
     armed_mid_operation_crash: bool,
 }
 
-type Checked<T> = Result<T, LogCheckFailure>;
+type Checked<T> = Result<T, CheckFailure>;
 
 fn is_ok_kind(error: &LogError) -> bool {
     matches!(error, LogError::Disk(DiskError { .. }))
 }
 
 impl Checker {
-    fn fail(&self, message: String) -> LogCheckFailure {
-        LogCheckFailure { seed: self.config.seed, step: self.step, message, trace: self.trace.clone() }
+    fn fail(&self, message: String) -> CheckFailure {
+        CheckFailure { check: "log-check", seed: self.config.seed, step: self.step, message, trace: self.trace.clone() }
     }
 
     fn record(&mut self, line: String) {
@@ -163,6 +152,14 @@ impl Checker {
     async fn verify_recovered(&mut self, log: &Log) -> Checked<()> {
         let start = log.start_offset();
         let end = log.next_offset();
+        if let Some(base) = self.model.reset_to.take() {
+            if start == base && end == base {
+                // The destroy completed before the crash: a new, empty log.
+                self.model = Model { start_offset: base, payloads: Vec::new(), durable_end: base, start_offset_max: base, reset_to: None };
+                self.record(format!("verified destroyed log restarted empty at {base}"));
+                return Ok(());
+            }
+        }
         if start < self.model.start_offset || start > self.model.start_offset_max {
             return Err(self.fail(format!(
                 "recovered start offset {start}, expected {}..={}",
@@ -222,7 +219,7 @@ impl Checker {
     }
 
     /// A crash (sim) or clean close (real), then recovery and verification.
-    async fn crash_and_recover(&mut self, log: Log, why: &str) -> Checked<Log> {
+    async fn crash_and_recover(&mut self, log: Option<Log>, why: &str) -> Checked<Log> {
         drop(log);
         if let Some(sim) = &self.sim_disk {
             sim.crash();
@@ -235,7 +232,7 @@ impl Checker {
     }
 
     /// After an operation failed: what it might have done is now allowed, then the node crashes.
-    async fn after_failure(&mut self, log: Log, op: &str, error: LogError) -> Checked<Log> {
+    async fn after_failure(&mut self, log: Option<Log>, op: &str, error: LogError) -> Checked<Log> {
         if !is_ok_kind(&error) || self.sim_disk.is_none() {
             return Err(self.fail(format!("{op} failed unexpectedly: {error}")));
         }
@@ -268,7 +265,7 @@ impl Checker {
                     }
                     Err(error) => {
                         self.model.payloads.push(payload);
-                        log = self.after_failure(log, "append", error).await?;
+                        log = self.after_failure(Some(log), "append", error).await?;
                     }
                 }
             }
@@ -285,7 +282,7 @@ impl Checker {
                     }
                     Err(error) => {
                         self.model.payloads.extend(payloads);
-                        log = self.after_failure(log, "append_batch", error).await?;
+                        log = self.after_failure(Some(log), "append_batch", error).await?;
                     }
                 }
             }
@@ -297,7 +294,7 @@ impl Checker {
                     }
                     self.after_success(&log)?;
                 }
-                Err(error) => log = self.after_failure(log, "flush", error).await?,
+                Err(error) => log = self.after_failure(Some(log), "flush", error).await?,
             },
             62..=73 => {
                 let (start, end) = (self.model.start_offset, self.model.end());
@@ -311,7 +308,7 @@ impl Checker {
                         self.record(format!("read {offset} -> {}", if expected.is_some() { "record" } else { "end" }));
                     }
                     Err(LogError::Disk(error)) if is_sim => {
-                        log = self.after_failure(log, "read", LogError::Disk(error)).await?;
+                        log = self.after_failure(Some(log), "read", LogError::Disk(error)).await?;
                     }
                     Err(error) => return Err(self.fail(format!("read({offset}) failed: {error}"))),
                 }
@@ -331,7 +328,7 @@ impl Checker {
                         // Part of the truncate may have happened, but durable
                         // records below the target must survive.
                         self.model.durable_end = self.model.durable_end.min(offset);
-                        log = self.after_failure(log, "truncate", error).await?;
+                        log = self.after_failure(Some(log), "truncate", error).await?;
                     }
                 }
             }
@@ -351,11 +348,32 @@ impl Checker {
                     }
                     Err(error) => {
                         self.model.start_offset_max = offset.max(start);
-                        log = self.after_failure(log, "remove_segments_before", error).await?;
+                        log = self.after_failure(Some(log), "remove_segments_before", error).await?;
                     }
                 }
             }
-            83..=89 => log = self.crash_and_recover(log, "between operations").await?,
+            83..=87 => log = self.crash_and_recover(Some(log), "between operations").await?,
+            88..=89 => {
+                let new_base = self.model.end() + self.rng.gen_range(0..1_000);
+                self.log_config.initial_offset = new_base;
+                match log.destroy().await {
+                    Ok(()) => {
+                        self.record(format!("destroy, restart at {new_base}"));
+                        self.model.reset_to = Some(new_base);
+                        log = self.open().await?;
+                        self.verify_recovered(&log).await?;
+                        if log.start_offset() != new_base || log.next_offset() != new_base {
+                            return Err(self.fail(format!("log after destroy is not empty at {new_base}")));
+                        }
+                    }
+                    Err(error) => {
+                        // Part of the log may be gone (a contiguous prefix stays) or all of it.
+                        self.model.reset_to = Some(new_base);
+                        self.model.durable_end = self.model.start_offset;
+                        log = self.after_failure(None, "destroy", error).await?;
+                    }
+                }
+            }
             _ => {
                 if let Some(sim) = &self.sim_disk {
                     if !self.armed_mid_operation_crash {
@@ -366,7 +384,7 @@ impl Checker {
                         self.record(format!("power cut armed after {ops} disk operations"));
                     }
                 } else {
-                    log = self.crash_and_recover(log, "clean reopen").await?;
+                    log = self.crash_and_recover(Some(log), "clean reopen").await?;
                 }
             }
         }
@@ -374,7 +392,7 @@ impl Checker {
     }
 }
 
-fn random_log_config(rng: &mut NodeRng) -> LogConfig {
+pub(crate) fn random_log_config(rng: &mut NodeRng) -> LogConfig {
     let flush_policy = match rng.gen_range(0..3) {
         0 => FlushPolicy::Manual,
         1 => FlushPolicy::EveryAppend,
@@ -392,21 +410,12 @@ fn random_log_config(rng: &mut NodeRng) -> LogConfig {
         read_retries_max: 12,
         read_chunk_bytes: rng.gen_range(16..8 * 1024),
         flush_policy,
-    }
-}
-
-fn random_faults(rng: &mut NodeRng) -> SimDiskFaults {
-    SimDiskFaults {
-        torn_write_on_crash_probability: if rng.gen_bool(0.6) { 0.7 } else { 0.0 },
-        sync_eio_probability: if rng.gen_bool(0.25) { 0.03 } else { 0.0 },
-        write_enospc_probability: if rng.gen_bool(0.25) { 0.02 } else { 0.0 },
-        read_bit_flip_probability: if rng.gen_bool(0.5) { 0.05 } else { 0.0 },
-        latency_us: if rng.gen_bool(0.5) { Some((0, 2_000)) } else { None },
+        initial_offset: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(1..1_000_000) },
     }
 }
 
 /// Runs one seed. `Ok` carries the trace hash; `Err` the first violation.
-pub async fn check_log(config: LogCheckConfig) -> Result<(LogCheckReport, Trace), LogCheckFailure> {
+pub async fn check_log(config: LogCheckConfig) -> Result<(LogCheckReport, Trace), CheckFailure> {
     let mut rng = NodeRng::new(config.seed, 0, 0);
     let log_config = random_log_config(&mut rng);
     let (disk, sim_disk) = match &config.backend {
@@ -417,6 +426,7 @@ pub async fn check_log(config: LogCheckConfig) -> Result<(LogCheckReport, Trace)
         Backend::Real { root } => (Disk::Real(RealDisk::new(root.clone())), None),
     };
     let faults = if sim_disk.is_some() { random_faults(&mut rng) } else { SimDiskFaults::default() };
+    let initial_offset = log_config.initial_offset;
     let mut checker = Checker {
         config: config.clone(),
         rng: rng.fork(2),
@@ -425,7 +435,13 @@ pub async fn check_log(config: LogCheckConfig) -> Result<(LogCheckReport, Trace)
         log_config,
         trace: Trace::new(),
         step: 0,
-        model: Model { start_offset: 0, payloads: Vec::new(), durable_end: 0, start_offset_max: 0 },
+        model: Model {
+            start_offset: initial_offset,
+            payloads: Vec::new(),
+            durable_end: initial_offset,
+            start_offset_max: initial_offset,
+            reset_to: None,
+        },
         serial: 0,
         report: LogCheckReport { seed: config.seed, ..LogCheckReport::default() },
         armed_mid_operation_crash: false,
@@ -444,7 +460,7 @@ pub async fn check_log(config: LogCheckConfig) -> Result<(LogCheckReport, Trace)
     }
     checker.step = config.steps + 1;
     // A final power loss: whatever the run did, durable data must come back.
-    let log = checker.crash_and_recover(log, "final").await?;
+    let log = checker.crash_and_recover(Some(log), "final").await?;
     drop(log);
     if let Some(sim) = &checker.sim_disk {
         checker.report.disk = sim.stats();

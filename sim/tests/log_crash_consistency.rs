@@ -1,28 +1,13 @@
 //! Seeded crash-consistency of keel-log on SimDisk (2,000 seeds), the same
 //! contract on real files, and determinism of the check itself.
 
-use std::time::Duration;
-
+use keel_sim::check::expect_seed_passes;
 use keel_sim::log_check::{check_log, LogCheckConfig, LogCheckReport};
-use keel_sim::runner::{replay_command, run_seed, SeedOutcome};
-
-const WALL_CLOCK_BUDGET: Duration = Duration::from_secs(120);
 
 /// Runs one seed; a failure panics with the seed and its replay command.
 fn run_or_report(config: LogCheckConfig) -> LogCheckReport {
-    let seed = config.seed;
-    let steps = config.steps;
-    let replay = replay_command("log-check", seed, &format!("--steps {steps}"));
-    match run_seed(seed, WALL_CLOCK_BUDGET, move || check_log(config)) {
-        SeedOutcome::Finished(Ok((report, _))) => report,
-        SeedOutcome::Finished(Err(failure)) => {
-            let tail: Vec<&String> = failure.trace.lines().iter().rev().take(12).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().map(String::as_str).collect();
-            panic!("{failure}\nseed: {seed}\nreplay: {replay}\nlast trace lines:\n{}", tail.join("\n"))
-        }
-        SeedOutcome::Panicked(message) => panic!("seed {seed} panicked: {message}\nreplay: {replay}"),
-        SeedOutcome::Hung { wall_clock_budget } => panic!("seed {seed} hung for {wall_clock_budget:?}\nreplay: {replay}"),
-    }
+    let (seed, steps) = (config.seed, config.steps);
+    expect_seed_passes("log-check", seed, steps, move || check_log(config))
 }
 
 /// Sums what the faults did across a sweep, so a sweep where a fault never

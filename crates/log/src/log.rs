@@ -36,6 +36,9 @@ pub struct LogConfig {
     /// Bytes fetched per disk read when scanning.
     pub read_chunk_bytes: usize,
     pub flush_policy: FlushPolicy,
+    /// Offset of the first record of a log created in an empty directory
+    /// (a Raft log starts at index 1, or after an installed snapshot).
+    pub initial_offset: u64,
 }
 
 impl Default for LogConfig {
@@ -48,6 +51,7 @@ impl Default for LogConfig {
             read_retries_max: 4,
             read_chunk_bytes: 64 * 1024,
             flush_policy: FlushPolicy::Manual,
+            initial_offset: 0,
         }
     }
 }
@@ -232,8 +236,12 @@ impl Log {
             }
         }
         if segment_bases.is_empty() {
-            log.create_segment(0).await?;
-            log.flushed_offset = 0;
+            let initial_offset = log.config.initial_offset;
+            log.create_segment(initial_offset).await?;
+            log.flushed_offset = initial_offset;
+            if dir_changed {
+                disk.sync_dir(dir).await?;
+            }
             return Ok(log);
         }
         let last = segment_bases.len() - 1;
@@ -791,6 +799,24 @@ impl Log {
             if segment.has_index_file {
                 self.disk.remove(&segment.index_path(&self.dir)).await?;
             }
+        }
+        Ok(())
+    }
+}
+
+impl Log {
+    /// Deletes every segment, newest first, each removal durable before the
+    /// next: a crash part-way leaves a contiguous prefix of the log, never a
+    /// gap. Reopening the empty directory starts a new log at
+    /// `LogConfig::initial_offset` (how a Raft log restarts after a snapshot).
+    pub async fn destroy(mut self) -> Result<(), LogError> {
+        self.check_usable()?;
+        while let Some(segment) = self.segments.pop() {
+            if segment.has_index_file {
+                self.disk.remove(&segment.index_path(&self.dir)).await?;
+            }
+            self.disk.remove(&segment.path).await?;
+            self.disk.sync_dir(&self.dir).await?;
         }
         Ok(())
     }

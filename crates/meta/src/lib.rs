@@ -11,6 +11,7 @@
 pub mod controller;
 pub mod proto;
 pub mod raft_node;
+pub mod raft_store;
 pub mod state;
 
 pub use state::{MetadataError, MetadataState};
