@@ -95,6 +95,16 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
     Ok(())
 }
 
+/// The topic a command changes, if any (fencing changes partitions only
+/// through the ChangePartition commands batched with it).
+fn touched_topic(command: Option<&Command>) -> Option<&str> {
+    match command? {
+        Command::CreateTopic(create) => Some(&create.name),
+        Command::ChangePartition(change) => Some(&change.topic),
+        Command::RegisterBroker(_) | Command::FenceBroker(_) | Command::UnfenceBroker(_) | Command::DeleteTopic(_) => None,
+    }
+}
+
 fn has_duplicates(ids: &[BrokerId]) -> bool {
     ids.iter().collect::<BTreeSet<_>>().len() != ids.len()
 }
@@ -146,16 +156,30 @@ impl MetadataState {
         if batch.commands.is_empty() {
             return Err(MetadataError::EmptyBatch);
         }
-        // Metadata is small (brokers, topics, partitions): applying to a copy
-        // and swapping it in is the simplest way to be atomic.
-        let mut next = self.clone();
-        for command in &batch.commands {
-            next.apply_command(command.command.as_ref().ok_or(MetadataError::EmptyCommand)?)?;
-            next.metadata_version += 1;
+        let version_before = self.metadata_version;
+        if let [single] = batch.commands.as_slice() {
+            // Every command validates completely before it changes anything,
+            // so a one-command batch (the common case) is atomic in place.
+            self.apply_command(single.command.as_ref().ok_or(MetadataError::EmptyCommand)?)?;
+            self.metadata_version += 1;
+        } else {
+            // Later commands may fail after earlier ones changed the state:
+            // apply to a copy and swap it in.
+            let mut next = self.clone();
+            for command in &batch.commands {
+                next.apply_command(command.command.as_ref().ok_or(MetadataError::EmptyCommand)?)?;
+                next.metadata_version += 1;
+            }
+            *self = next;
         }
-        next.check_invariants();
-        assert!(next.metadata_version > self.metadata_version, "metadata version must increase");
-        *self = next;
+        for command in &batch.commands {
+            if let Some(topic) = touched_topic(command.command.as_ref()) {
+                if let Some(topic) = self.topics.get(topic) {
+                    self.check_topic_invariants(topic);
+                }
+            }
+        }
+        assert!(self.metadata_version > version_before, "metadata version must increase");
         Ok(self.metadata_version)
     }
 
@@ -301,10 +325,18 @@ impl MetadataState {
         Ok(())
     }
 
-    /// Structural invariants; they hold after every batch or the state machine
-    /// has a bug, so they are asserted (in release builds too).
+    /// Structural invariants of the whole state (snapshots, tests).
     pub fn check_invariants(&self) {
         for topic in self.topics.values() {
+            self.check_topic_invariants(topic);
+        }
+    }
+
+    /// Structural invariants of one topic; they hold after every batch or the
+    /// state machine has a bug, so they are asserted (in release builds too)
+    /// for every topic a batch touched.
+    fn check_topic_invariants(&self, topic: &Topic) {
+        {
             assert!(!topic.partitions.is_empty(), "topic {} has no partitions", topic.name);
             for (index, partition) in topic.partitions.iter().enumerate() {
                 assert!(!partition.replicas.is_empty(), "{}-{index}: no replicas", topic.name);

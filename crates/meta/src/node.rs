@@ -1,0 +1,276 @@
+//! One node of the metadata Raft group: raft-rs's `RawNode` over the durable
+//! `RaftStore`, the `MetadataState` it drives, and seeded election jitter.
+//!
+//! The node does disk I/O (through the store) but no network I/O: raft
+//! messages to send and proposal completions are returned as `ReadyOutput`,
+//! and the driver (a TCP transport in `keel`, the simulated network in
+//! `keel-sim`) delivers them. A proposal can be made on any node: raft-rs
+//! forwards it to the leader, and it completes on the proposing node when the
+//! node applies the entry carrying its proposal id.
+
+use keel_io::{Disk, NodeRng};
+use keel_log::LogConfig;
+use raft::eraftpb::{Entry, EntryType, HardState, Message};
+use raft::{RawNode, StateRole};
+
+use crate::proto::{MetadataBatch, MetadataSnapshot};
+use crate::raft_node::{raft_config, raft_logger, ElectionJitter, RaftTiming};
+use crate::raft_store::{RaftStorageView, RaftStore, RaftStoreError};
+use crate::state::{MetadataError, MetadataState};
+
+/// Applied entries kept in the log beyond the snapshot before compacting.
+pub const COMPACT_AFTER_ENTRIES: u64 = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaNodeError {
+    #[error(transparent)]
+    Store(#[from] RaftStoreError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("committed entry {index} is not a metadata batch: {reason}")]
+    BadEntry { index: u64, reason: String },
+    #[error("snapshot at {index} is not a metadata snapshot: {reason}")]
+    BadSnapshot { index: u64, reason: String },
+}
+
+/// Why a proposal could not even be handed to Raft. Retriable: the caller
+/// retries with backoff, and reports NOT_CONTROLLER-style errors if it gives up.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    #[error("no metadata leader is known yet (election in progress); retry")]
+    NoLeader,
+    #[error("raft refused the proposal: {0}; retry")]
+    Dropped(String),
+}
+
+/// A proposal made on this node, applied (or refused by the state machine).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub proposal_id: u64,
+    pub index: u64,
+    /// The new metadata version, or why the batch was refused on apply.
+    pub result: Result<u64, MetadataError>,
+}
+
+/// One committed entry as applied, for checkers comparing nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppliedEntry {
+    pub index: u64,
+    pub term: u64,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+pub struct ReadyOutput {
+    /// Raft messages for peers; every state they depend on is durable.
+    pub messages: Vec<Message>,
+    pub completions: Vec<Completion>,
+    pub applied: Vec<AppliedEntry>,
+}
+
+pub struct MetaNode {
+    node_id: u64,
+    raw: RawNode<RaftStorageView>,
+    store: RaftStore,
+    jitter: ElectionJitter,
+    state: MetadataState,
+    applied_index: u64,
+}
+
+fn encode_context(node_id: u64, proposal_id: u64) -> Vec<u8> {
+    let mut context = Vec::with_capacity(16);
+    context.extend_from_slice(&node_id.to_le_bytes());
+    context.extend_from_slice(&proposal_id.to_le_bytes());
+    context
+}
+
+fn decode_context(context: &[u8]) -> Option<(u64, u64)> {
+    if context.len() != 16 {
+        return None;
+    }
+    let node_id = u64::from_le_bytes(context[0..8].try_into().ok()?);
+    let proposal_id = u64::from_le_bytes(context[8..16].try_into().ok()?);
+    Some((node_id, proposal_id))
+}
+
+impl MetaNode {
+    /// Opens the node's durable state and starts its Raft node. Never waits
+    /// for a leader: a node serves (and reports not-ready) at once.
+    pub async fn open(
+        disk: Disk,
+        dir: &str,
+        cluster_id: &str,
+        node_id: u64,
+        voters: &[u64],
+        timing: RaftTiming,
+        rng: NodeRng,
+        log_config: LogConfig,
+    ) -> Result<MetaNode, MetaNodeError> {
+        let store = RaftStore::open(disk, dir, cluster_id, voters, log_config).await?;
+        let durable = store.durable_state();
+        let (state, applied_index) = if durable.snapshot_data.is_empty() {
+            (MetadataState::new(), durable.snapshot_metadata.index)
+        } else {
+            let index = durable.snapshot_metadata.index;
+            let snapshot = MetadataSnapshot::decode_from(&durable.snapshot_data)
+                .map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
+            let state = MetadataState::from_snapshot(&snapshot).map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
+            (state, index)
+        };
+        let config = raft_config(node_id, timing, applied_index)?;
+        let jitter = ElectionJitter::new(rng, &config);
+        let raw = RawNode::new(&config, store.storage(), &raft_logger(node_id))?;
+        let mut node = MetaNode { node_id, raw, store, jitter, state, applied_index };
+        node.jitter.apply(&mut node.raw);
+        Ok(node)
+    }
+
+    pub fn node_id(&self) -> u64 {
+        self.node_id
+    }
+
+    pub fn state(&self) -> &MetadataState {
+        &self.state
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn role(&self) -> StateRole {
+        self.raw.raft.state
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// The leader this node knows of, if any.
+    pub fn leader_id(&self) -> Option<u64> {
+        let leader = self.raw.raft.leader_id;
+        (leader != raft::INVALID_ID).then_some(leader)
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    /// Ready to serve metadata: a leader is known and everything committed
+    /// that this node knows of is applied.
+    pub fn is_ready(&self) -> bool {
+        self.leader_id().is_some() && self.applied_index >= self.commit_index()
+    }
+
+    /// One Raft tick (the driver calls this every `RaftTiming::tick_ms`).
+    pub fn tick(&mut self) {
+        self.raw.tick();
+        self.jitter.apply(&mut self.raw);
+    }
+
+    /// A message from a peer. Errors are logged and dropped: a peer's bad or
+    /// stale message must not stop this node.
+    pub fn step(&mut self, message: Message) {
+        if let Err(error) = self.raw.step(message) {
+            tracing::debug!(node_id = self.node_id, %error, "raft dropped a message");
+        }
+        self.jitter.apply(&mut self.raw);
+    }
+
+    /// Proposes `batch`; on a follower raft-rs forwards it to the leader.
+    pub fn propose(&mut self, proposal_id: u64, batch: &MetadataBatch) -> Result<(), ProposeError> {
+        if self.leader_id().is_none() {
+            return Err(ProposeError::NoLeader);
+        }
+        let result = self.raw.propose(encode_context(self.node_id, proposal_id), batch.encode_to_bytes());
+        self.jitter.apply(&mut self.raw);
+        result.map_err(|e| ProposeError::Dropped(e.to_string()))
+    }
+
+    /// Persists what Raft produced, applies what committed, and returns what
+    /// the driver must send. Messages are only returned once the state they
+    /// depend on is durable.
+    pub async fn process_ready(&mut self) -> Result<ReadyOutput, MetaNodeError> {
+        let mut output = ReadyOutput::default();
+        if !self.raw.has_ready() {
+            return Ok(output);
+        }
+        let mut ready = self.raw.ready();
+        // A leader's own messages may go out before its entries are durable
+        // (Raft section 10.2.1): they do not depend on its own persistence.
+        output.messages.extend(ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            self.store.apply_snapshot(&snapshot).await?;
+            let index = snapshot.get_metadata().index;
+            let decoded = MetadataSnapshot::decode_from(&snapshot.data)
+                .map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
+            self.state = MetadataState::from_snapshot(&decoded).map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
+            self.applied_index = index;
+        }
+        let committed = ready.take_committed_entries();
+        self.apply_entries(committed, &mut output)?;
+        self.store.append(ready.entries()).await?;
+        if let Some(hard_state) = ready.hs() {
+            self.store.set_hard_state(hard_state).await?;
+        }
+        output.messages.extend(ready.take_persisted_messages());
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hard_state: HardState = self.store.durable_state().hard_state;
+            hard_state.commit = commit;
+            self.store.set_hard_state(&hard_state).await?;
+        }
+        output.messages.extend(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.apply_entries(committed, &mut output)?;
+        self.raw.advance_apply();
+        self.jitter.apply(&mut self.raw);
+        self.maybe_compact().await?;
+        Ok(output)
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>, output: &mut ReadyOutput) -> Result<(), MetaNodeError> {
+        for entry in entries {
+            if entry.index <= self.applied_index {
+                continue;
+            }
+            assert_eq!(entry.index, self.applied_index + 1, "committed entries apply in order without gaps");
+            self.applied_index = entry.index;
+            if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
+                // A new leader's empty entry, or a configuration change (membership is static).
+                continue;
+            }
+            let batch = MetadataBatch::decode_from(&entry.data)
+                .map_err(|e| MetaNodeError::BadEntry { index: entry.index, reason: e.to_string() })?;
+            let result = self.state.apply_batch(&batch);
+            if let Err(error) = &result {
+                tracing::debug!(node_id = self.node_id, index = entry.index, %error, "metadata batch refused on apply");
+            }
+            if let Some((node_id, proposal_id)) = decode_context(&entry.context) {
+                if node_id == self.node_id {
+                    output.completions.push(Completion { proposal_id, index: entry.index, result: result.clone() });
+                }
+            }
+            output.applied.push(AppliedEntry { index: entry.index, term: entry.term, data: entry.data.clone() });
+        }
+        Ok(())
+    }
+
+    /// Snapshots the applied state and drops older log entries once enough
+    /// have accumulated, so the Raft log does not grow forever.
+    async fn maybe_compact(&mut self) -> Result<(), MetaNodeError> {
+        let durable = self.store.durable_state();
+        // The snapshot must be exactly the state at the index it names: only
+        // the applied index qualifies, and only once it is durably committed.
+        let due = self.applied_index >= durable.snapshot_index() + COMPACT_AFTER_ENTRIES;
+        if due && self.applied_index <= durable.hard_state.commit {
+            let bytes = self.state.snapshot().encode_to_bytes();
+            self.store.compact(self.applied_index, bytes).await?;
+        }
+        Ok(())
+    }
+}
