@@ -28,6 +28,6 @@ echo "== normal build: unit, crash-consistency and tidy tests"
 cargo test --workspace --locked
 
 echo "== simulation build (--cfg madsim, target/sim): the same seeded checks under madsim"
-RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo test --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-sim
+RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo test --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-net -p keel-sim
 
 echo "== ci/test.sh finished in $(( $(date +%s) - started ))s"

@@ -27,11 +27,12 @@ const BUILT: &[&str] = &[
     "io seams: Clock (skew/drift), Disk (real files + SimDisk fault model), node RNG",
     "segmented checksummed log with group commit, truncation and crash recovery",
     "keel-sim log-check: seeded crash-consistency sweeps of the log",
-    "metadata state machine, controller policy, durable Raft store (keel-sim raft-store-check)",
+    "metadata state machine, controller policy, Raft node and durable store (keel-sim raft-store-check)",
+    "broker-to-broker transport over TCP (simulated TCP under madsim)",
 ];
 
 const NOT_BUILT: &[&str] = &[
-    "metadata Raft driver and transport, simulated cluster, keel-sim run/sweep scenarios (issue 3)",
+    "metadata Raft driver loop, simulated cluster, keel-sim run/sweep scenarios, keel start --peers (issue 3)",
     "partition replication: ISR, high watermark, acks=all, leader epochs (issue 4)",
     "Kafka protocol listener, consumer groups, idempotent producers, admin HTTP (issue 5)",
 ];
