@@ -28,6 +28,12 @@ echo "== normal build: unit, crash-consistency and tidy tests"
 cargo test --workspace --locked
 
 echo "== simulation build (--cfg madsim, target/sim): the same seeded checks under madsim"
-RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo test --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-net -p keel-sim
+# madsim tests run seeds 1..=20 (a failure prints MADSIM_TEST_SEED=N to replay it).
+MADSIM_TEST_SEED=1 MADSIM_TEST_NUM=20 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
+    cargo test --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-net -p keel-sim
+
+echo "== determinism: the metadata cluster run twice on seed 42 must match event for event"
+MADSIM_TEST_SEED=42 MADSIM_TEST_CHECK_DETERMINISM=1 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
+    cargo test --locked --target-dir target/sim -p keel-sim --test meta_cluster_madsim
 
 echo "== ci/test.sh finished in $(( $(date +%s) - started ))s"

@@ -9,6 +9,7 @@
 //! them and apply stays deterministic.
 
 pub mod controller;
+pub mod driver;
 pub mod node;
 pub mod proto;
 pub mod raft_node;
