@@ -29,11 +29,11 @@ const BUILT: &[&str] = &[
     "keel-sim log-check: seeded crash-consistency sweeps of the log",
     "metadata state machine, controller policy, Raft node and durable store (keel-sim raft-store-check)",
     "broker-to-broker transport over TCP (simulated TCP under madsim)",
-    "metadata driver: event loop over the transport (3-host madsim test with a leader kill)",
+    "metadata driver with self-registration and lease fencing (3-host madsim test with a leader kill)",
 ];
 
 const NOT_BUILT: &[&str] = &[
-    "controller loop, keel-sim run/sweep scenarios and checkers, keel start --node-id --peers (issue 3)",
+    "keel-sim run/sweep scenarios and checkers, keel start --node-id --peers, admin endpoint (issue 3)",
     "partition replication: ISR, high watermark, acks=all, leader epochs (issue 4)",
     "Kafka protocol listener, consumer groups, idempotent producers, admin HTTP (issue 5)",
 ];

@@ -14,7 +14,7 @@ use keel_io::{Clock, Disk, NodeRng, SimDisk};
 use keel_log::LogConfig;
 use keel_meta::controller::plan_create_topic;
 use keel_meta::driver::{start, MetaDriverConfig, MetaHandle, ProposalError};
-use keel_meta::proto::{Command, MetadataBatch, RegisterBroker};
+use keel_meta::proto::MetadataBatch;
 use keel_meta::raft_node::RaftTiming;
 use keel_meta::MetadataError;
 use madsim::runtime::Handle;
@@ -61,7 +61,7 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
 }
 
 #[madsim::test]
-async fn metadata_group_elects_serves_followers_survives_a_leader_kill_and_converges() {
+async fn metadata_group_elects_registers_fences_a_dead_leader_and_converges_after_restart() {
     let runtime = Handle::current();
     let seed = runtime.seed();
     let handles: Handles = Arc::new(Mutex::new(BTreeMap::new()));
@@ -88,6 +88,11 @@ async fn metadata_group_elects_serves_followers_survives_a_leader_kill_and_conve
                         timing: RaftTiming::default(),
                         proposal_timeout_ms: 3_000,
                         log_config: LogConfig { segment_bytes_max: 64 * 1024, ..LogConfig::default() },
+                        advertised_host: format!("10.0.1.{id}"),
+                        advertised_port: 9092,
+                        rack: None,
+                        incarnation_id: incarnation.load(Ordering::SeqCst) + 1,
+                        registration_lease_ms: 2_000,
                     };
                     let rng = NodeRng::new(seed, id, incarnation.fetch_add(1, Ordering::SeqCst));
                     let (meta, task) = start(Disk::Sim(disk), Clock::new(), rng, config).await.expect("start never waits for a leader");
@@ -99,32 +104,44 @@ async fn metadata_group_elects_serves_followers_survives_a_leader_kill_and_conve
         hosts.insert(id, host);
     }
 
-    let all_ready = || (1..=3).all(|id| handle_of(&handles, id).is_some_and(|h| h.status().ready));
-    wait_until("a leader elected and every node ready", all_ready).await;
+    // Every broker registers itself (retried until committed), with no help.
+    let all_registered = || (1..=3).all(|id| handle_of(&handles, id).is_some_and(|h| h.status().ready && h.status().registered));
+    wait_until("a leader elected and every broker registered", all_registered).await;
     let leader = (1..=3).find(|id| handle_of(&handles, *id).is_some_and(|h| h.status().is_leader)).expect("a leader");
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     let via_follower = handle_of(&handles, follower).expect("follower handle");
-    let mut acknowledged = 0;
-    for broker_id in 1..=3u64 {
-        let register = MetadataBatch {
-            commands: vec![Command::RegisterBroker(RegisterBroker {
-                broker_id,
-                host: format!("10.0.1.{broker_id}"),
-                port: 9092,
-                rack: None,
-                incarnation_id: 1,
-            })
-            .into()],
-        };
-        acknowledged += u32::from(propose_until_applied(&via_follower, |s| s.broker(broker_id).is_none().then(|| register.clone())).await);
-    }
-    acknowledged += u32::from(propose_until_applied(&via_follower, |s| plan_create_topic(s, "orders", 3, 3, &[], 0).ok()).await);
-    assert!(acknowledged > 0, "no proposal made on a follower was ever acknowledged (seed {seed})");
+    let acknowledged = propose_until_applied(&via_follower, |s| plan_create_topic(s, "orders", 6, 3, &[], 0).ok()).await;
+    assert!(acknowledged, "a create made on a follower was not acknowledged (seed {seed})");
+    let before_kill = via_follower.read_state().await.expect("running");
 
     runtime.kill(hosts[&leader].id());
     disks[&leader].crash();
     handles.lock().expect("handles").remove(&leader);
     let survivor = handle_of(&handles, follower).expect("survivor");
+
+    // The new leader's controller fences the silent broker once its lease
+    // expires and moves its partition leaderships within the ISR.
+    for _ in 0..600 {
+        let state = survivor.read_state().await.expect("running");
+        if state.broker(leader).is_some_and(|b| b.fenced) && state.metadata_version() > before_kill.metadata_version() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fenced_state = survivor.read_state().await.expect("running");
+    assert!(fenced_state.broker(leader).is_some_and(|b| b.fenced), "killed broker {leader} never fenced (seed {seed})");
+    let orders = fenced_state.topic("orders").expect("orders");
+    for (index, partition) in orders.partitions.iter().enumerate() {
+        let leader_now = partition.leader.expect("an ISR member is live, so the partition has a leader");
+        assert_ne!(leader_now, leader, "orders-{index} still led by fenced broker {leader} (seed {seed})");
+        assert!(partition.isr.contains(&leader_now), "orders-{index} led from outside its ISR (seed {seed})");
+        assert!(!partition.isr.contains(&leader), "fenced broker {leader} still in the ISR of orders-{index} (seed {seed})");
+        let before = &before_kill.topic("orders").expect("orders").partitions[index];
+        if before.leader == Some(leader) {
+            assert!(partition.leader_epoch > before.leader_epoch, "orders-{index} moved without a new leader epoch (seed {seed})");
+        }
+    }
+
     let mut acknowledged_after_kill = false;
     for attempt in 0..3 {
         let name = format!("after-kill-{attempt}");
@@ -135,7 +152,7 @@ async fn metadata_group_elects_serves_followers_survives_a_leader_kill_and_conve
     runtime.restart(hosts[&leader].id());
     let converged = || {
         let statuses: Vec<_> = (1..=3).filter_map(|id| handle_of(&handles, id)).map(|h| h.status()).collect();
-        statuses.len() == 3 && statuses.iter().all(|s| s.ready && s.applied_index == statuses[0].applied_index)
+        statuses.len() == 3 && statuses.iter().all(|s| s.ready && s.registered && s.applied_index == statuses[0].applied_index)
     };
     wait_until("all three nodes converged after the restart", converged).await;
     let mut snapshots = Vec::new();

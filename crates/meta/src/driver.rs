@@ -17,8 +17,9 @@ use raft::eraftpb::Message;
 use raft::StateRole;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::controller::{plan_elect_offline_leaders, plan_fence_broker};
 use crate::node::{MetaNode, MetaNodeError, ProposeError};
-use crate::proto::MetadataBatch;
+use crate::proto::{Command, MetadataBatch, RegisterBroker};
 use crate::raft_node::RaftTiming;
 use crate::state::{MetadataError, MetadataState};
 
@@ -39,6 +40,14 @@ pub struct MetaDriverConfig {
     /// A proposal not applied within this long fails (retriable).
     pub proposal_timeout_ms: u64,
     pub log_config: LogConfig,
+    /// What this broker registers (its Kafka listener, later).
+    pub advertised_host: String,
+    pub advertised_port: u32,
+    pub rack: Option<String>,
+    /// Changes on every process start, so a restart re-registers.
+    pub incarnation_id: u64,
+    /// A broker silent to the leader for longer than this is fenced.
+    pub registration_lease_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +93,8 @@ pub struct MetaStatus {
     pub metadata_version: u64,
     /// A leader is known and everything known committed is applied.
     pub ready: bool,
+    /// This broker is registered (with its current incarnation) and not fenced.
+    pub registered: bool,
 }
 
 enum Request {
@@ -162,13 +173,18 @@ pub async fn start(
         }
     }
     let (requests, request_rx) = mpsc::channel(1024);
-    let (status_tx, status) = watch::channel(status_of(&node));
+    let (status_tx, status) = watch::channel(status_of(&node, config.incarnation_id));
     let task = tokio::spawn(run(node, endpoint, inbox, request_rx, status_tx, clock, config));
     Ok((MetaHandle { requests, status }, task))
 }
 
-fn status_of(node: &MetaNode) -> MetaStatus {
+fn status_of(node: &MetaNode, incarnation_id: u64) -> MetaStatus {
+    let registered = node
+        .state()
+        .broker(node.node_id())
+        .is_some_and(|b| !b.fenced && b.incarnation_id == incarnation_id);
     MetaStatus {
+        registered,
         node_id: node.node_id(),
         term: node.term(),
         is_leader: node.role() == StateRole::Leader,
@@ -193,6 +209,7 @@ async fn run(
     let mut next_tick = clock.now().checked_add(tick).expect("clock overflow");
     let mut waiters: BTreeMap<u64, Waiter> = BTreeMap::new();
     let mut next_proposal_id = 1u64;
+    let mut duties = Duties::default();
     loop {
         tokio::select! {
             _ = clock.sleep_until(next_tick) => {
@@ -242,15 +259,98 @@ async fn run(
             }
         }
         for completion in output.completions {
+            duties.completed(completion.proposal_id);
             if let Some(waiter) = waiters.remove(&completion.proposal_id) {
                 let _ = waiter.reply.send(completion.result.map_err(ProposalError::Refused));
             }
         }
+        let now_ms = clock.now().as_millis();
+        duties.run(&mut node, &config, now_ms, &mut next_proposal_id);
         status.send_if_modified(|current| {
-            let next = status_of(&node);
+            let next = status_of(&node, config.incarnation_id);
             let changed = *current != next;
             *current = next;
             changed
         });
+    }
+}
+
+/// What a node does on its own: register itself (every node) and, on the
+/// Raft leader, the controller's duties. One proposal of each kind in flight
+/// at a time, so no decision is proposed twice from the same stale state.
+#[derive(Default)]
+struct Duties {
+    registration_in_flight: Option<(u64, u64)>,
+    controller_in_flight: Option<(u64, u64)>,
+    /// Leader only: when each broker last answered Raft traffic.
+    last_seen_ms: BTreeMap<u64, u64>,
+}
+
+impl Duties {
+    fn completed(&mut self, proposal_id: u64) {
+        if self.registration_in_flight.is_some_and(|(id, _)| id == proposal_id) {
+            self.registration_in_flight = None;
+        }
+        if self.controller_in_flight.is_some_and(|(id, _)| id == proposal_id) {
+            self.controller_in_flight = None;
+        }
+    }
+
+    fn run(&mut self, node: &mut MetaNode, config: &MetaDriverConfig, now_ms: u64, next_proposal_id: &mut u64) {
+        let expired = |slot: &Option<(u64, u64)>| slot.is_none_or(|(_, deadline_ms)| deadline_ms <= now_ms);
+        let deadline_ms = now_ms + config.proposal_timeout_ms;
+        let mut propose = |node: &mut MetaNode, batch: &MetadataBatch| -> Option<(u64, u64)> {
+            let proposal_id = *next_proposal_id;
+            *next_proposal_id += 1;
+            node.propose(proposal_id, batch).ok().map(|()| (proposal_id, deadline_ms))
+        };
+        // Self-registration, retried until committed (incident 002: a
+        // proposal given up after one try). Re-registering unfences.
+        if node.is_ready() && expired(&self.registration_in_flight) {
+            let current = node.state().broker(config.node_id);
+            let needed = current.is_none_or(|b| b.fenced || b.incarnation_id != config.incarnation_id);
+            self.registration_in_flight = None;
+            if needed {
+                let register = RegisterBroker {
+                    broker_id: config.node_id,
+                    host: config.advertised_host.clone(),
+                    port: config.advertised_port,
+                    rack: config.rack.clone(),
+                    incarnation_id: config.incarnation_id,
+                };
+                let batch = MetadataBatch { commands: vec![Command::RegisterBroker(register).into()] };
+                self.registration_in_flight = propose(node, &batch);
+            }
+        }
+        if !node.is_leader() {
+            self.last_seen_ms.clear();
+            self.controller_in_flight = None;
+            return;
+        }
+        // A new leader gives every broker a full lease before judging it.
+        for broker in node.state().brokers() {
+            self.last_seen_ms.entry(broker.broker_id).or_insert(now_ms);
+        }
+        self.last_seen_ms.insert(config.node_id, now_ms);
+        for peer in node.recently_active_peers() {
+            self.last_seen_ms.insert(peer, now_ms);
+        }
+        if !node.is_ready() || !expired(&self.controller_in_flight) {
+            return;
+        }
+        self.controller_in_flight = None;
+        let silent = node.state().brokers().find(|b| {
+            !b.fenced && self.last_seen_ms.get(&b.broker_id).is_some_and(|seen| now_ms.saturating_sub(*seen) > config.registration_lease_ms)
+        });
+        let decision = match silent {
+            Some(broker) => {
+                tracing::info!(node_id = config.node_id, broker = broker.broker_id, "registration lease expired; fencing broker");
+                plan_fence_broker(node.state(), broker.broker_id).ok()
+            }
+            None => plan_elect_offline_leaders(node.state()),
+        };
+        if let Some(batch) = decision {
+            self.controller_in_flight = propose(node, &batch);
+        }
     }
 }

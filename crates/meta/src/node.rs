@@ -155,6 +155,15 @@ impl MetaNode {
         (leader != raft::INVALID_ID).then_some(leader)
     }
 
+    /// Leader only: the peers that answered since raft-rs last checked the
+    /// quorum (it clears the flags every election timeout).
+    pub fn recently_active_peers(&self) -> Vec<u64> {
+        if !self.is_leader() {
+            return Vec::new();
+        }
+        self.raw.raft.prs().iter().filter(|(id, progress)| **id != self.node_id && progress.recent_active).map(|(id, _)| *id).collect()
+    }
+
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
     }
