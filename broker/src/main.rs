@@ -1,12 +1,23 @@
 //! keel: the broker binary (composition root for production).
 //!
-//! The broker's layers arrive in order (see README "Status"): the seams and
-//! the crash-consistent log exist; metadata Raft, replication and the Kafka
-//! listener do not yet, so `keel start` refuses honestly instead of pretending.
+//! Today a node runs the metadata Raft group (and its controller) on the
+//! real disk and TCP, with an admin HTTP endpoint. The Kafka listener and
+//! partition replication arrive with issues 4 and 5; `keel status` lists what
+//! exists and what does not.
+
+mod admin;
+mod config;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use keel_io::{Clock, Disk, NodeRng, RealDisk};
+use keel_log::LogConfig;
+use keel_meta::driver::{start as start_meta, MetaDriverConfig, MetaDriverError};
+use keel_meta::node::MetaNodeError;
+use keel_meta::raft_node::RaftTiming;
+use keel_meta::raft_store::RaftStoreError;
+use rand::RngCore;
 
 #[derive(Parser)]
 #[command(name = "keel", version, about = "Kafka-compatible broker built inside a deterministic simulator")]
@@ -17,25 +28,56 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a broker (not available yet: prints what exists and what is missing).
-    Start,
+    /// Start a node: the metadata Raft group and the admin endpoint (single node with no arguments).
+    Start(StartArgs),
     /// Print what this build contains and what is still to come.
     Status,
+}
+
+#[derive(Args, Debug)]
+struct StartArgs {
+    /// This node's id; must appear in --peers.
+    #[arg(long, env = "KEEL_NODE_ID", default_value_t = 1)]
+    node_id: u64,
+    /// Every metadata voter as ID=HOST:PORT, this node included.
+    #[arg(long, env = "KEEL_PEERS", default_value = "1=127.0.0.1:19091")]
+    peers: String,
+    /// Where this node keeps its data.
+    #[arg(long, env = "KEEL_DATA_DIR", default_value = "keel-data")]
+    data_dir: String,
+    /// Names the cluster; a data dir or peer of another cluster is refused.
+    #[arg(long, env = "KEEL_CLUSTER_ID", default_value = "keel-local")]
+    cluster_id: String,
+    /// The admin HTTP endpoint (GET /status, GET /topics, POST /topics/NAME).
+    #[arg(long, env = "KEEL_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
+    admin_addr: String,
+    /// Host this broker registers for clients.
+    #[arg(long, env = "KEEL_ADVERTISED_HOST", default_value = "127.0.0.1")]
+    advertised_host: String,
+    /// Port this broker registers for clients (the Kafka listener, issue 5).
+    #[arg(long, env = "KEEL_ADVERTISED_PORT", default_value_t = 9092)]
+    advertised_port: u16,
+    /// Rack, for rack-aware replica placement.
+    #[arg(long, env = "KEEL_RACK")]
+    rack: Option<String>,
+    /// Milliseconds of silence after which the controller fences a broker.
+    #[arg(long, env = "KEEL_REGISTRATION_LEASE_MS", default_value_t = 3_000)]
+    registration_lease_ms: u64,
 }
 
 const BUILT: &[&str] = &[
     "io seams: Clock (skew/drift), Disk (real files + SimDisk fault model), node RNG",
     "segmented checksummed log with group commit, truncation and crash recovery",
-    "keel-sim log-check: seeded crash-consistency sweeps of the log",
-    "metadata state machine, controller policy, Raft node and durable store (keel-sim raft-store-check)",
+    "metadata Raft group: state machine, controller (placement, lease fencing, leader moves), durable Raft store",
     "broker-to-broker transport over TCP (simulated TCP under madsim)",
-    "metadata driver with self-registration and lease fencing (3-host madsim test with a leader kill)",
+    "admin HTTP endpoint: GET /status, GET /topics, POST /topics/NAME?partitions=N&replication_factor=R",
+    "keel-sim log-check and raft-store-check; a 3-host madsim metadata cluster test",
 ];
 
 const NOT_BUILT: &[&str] = &[
-    "keel-sim run/sweep scenarios and checkers, keel start --node-id --peers, admin endpoint (issue 3)",
+    "keel-sim run/sweep with scenario files and metadata checkers; ReadIndex reads (issue 3)",
     "partition replication: ISR, high watermark, acks=all, leader epochs (issue 4)",
-    "Kafka protocol listener, consumer groups, idempotent producers, admin HTTP (issue 5)",
+    "Kafka protocol listener, consumer groups, idempotent producers, /metrics (issue 5)",
 ];
 
 fn print_status() {
@@ -46,16 +88,102 @@ fn print_status() {
     NOT_BUILT.iter().for_each(|line| println!("  - {line}"));
 }
 
+/// Why `keel start` stopped: bad input (exit 2) or a failure while running (exit 1).
+enum StartError {
+    BadInput(String),
+    Failed(anyhow::Error),
+}
+
+async fn start(args: StartArgs) -> Result<(), StartError> {
+    let peers = config::parse_peers(&args.peers).map_err(StartError::BadInput)?;
+    let listen_addr = peers.get(&args.node_id).cloned().ok_or_else(|| {
+        StartError::BadInput(format!(
+            "--node-id {} is not in --peers ({}); add it as {}=HOST:PORT or pick one of those ids",
+            args.node_id,
+            args.peers,
+            args.node_id
+        ))
+    })?;
+    let disk = RealDisk::open_root(&args.data_dir)
+        .await
+        .map_err(|e| StartError::BadInput(format!("cannot use --data-dir {}: {e}", args.data_dir)))?;
+    let mut entropy = NodeRng::from_entropy();
+    let config = MetaDriverConfig {
+        cluster_id: args.cluster_id.clone(),
+        node_id: args.node_id,
+        voters: peers,
+        listen_addr: listen_addr.clone(),
+        data_dir: "meta".into(),
+        timing: RaftTiming::default(),
+        proposal_timeout_ms: 5_000,
+        log_config: LogConfig::default(),
+        advertised_host: args.advertised_host.clone(),
+        advertised_port: u32::from(args.advertised_port),
+        rack: args.rack.clone(),
+        incarnation_id: entropy.next_u64(),
+        registration_lease_ms: args.registration_lease_ms,
+    };
+    let (meta, task) = match start_meta(Disk::Real(disk), Clock::new(), entropy.fork(1), config).await {
+        Ok(started) => started,
+        Err(MetaDriverError::Node(MetaNodeError::Store(error @ (RaftStoreError::WrongCluster { .. } | RaftStoreError::WrongVoters { .. })))) => {
+            return Err(StartError::BadInput(format!("refusing to start: {error} (data dir {})", args.data_dir)));
+        }
+        Err(error @ (MetaDriverError::Listen { .. } | MetaDriverError::Config(_))) => return Err(StartError::BadInput(error.to_string())),
+        Err(error) => return Err(StartError::Failed(error.into())),
+    };
+    let admin = tokio::net::TcpListener::bind(args.admin_addr.as_str())
+        .await
+        .map_err(|e| StartError::BadInput(format!("cannot listen on --admin-addr {}: {e}", args.admin_addr)))?;
+    tracing::info!(
+        node_id = args.node_id,
+        metadata_addr = %listen_addr,
+        admin_addr = %args.admin_addr,
+        data_dir = %args.data_dir,
+        "keel node started (metadata group and admin endpoint; the Kafka listener is not built yet)"
+    );
+    tokio::spawn(admin::serve(admin, meta));
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| StartError::Failed(e.into()))?;
+    tokio::select! {
+        result = task => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(StartError::Failed(error.into())),
+            Err(join_error) => Err(StartError::Failed(anyhow::anyhow!("metadata loop panicked: {join_error}"))),
+        },
+        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); Ok(()) }
+        _ = terminate.recv() => { tracing::info!("SIGTERM; stopping (every acknowledged metadata change is already durable)"); Ok(()) }
+    }
+}
+
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     match Cli::parse().command {
         Command::Status => {
             print_status();
             ExitCode::SUCCESS
         }
-        Command::Start => {
-            print_status();
-            eprintln!("keel start: the broker cannot serve Kafka clients yet; nothing was started");
-            ExitCode::from(1)
+        Command::Start(args) => {
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(runtime) => runtime,
+                Err(error) => {
+                    eprintln!("keel start: cannot start the async runtime: {error}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(start(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(StartError::BadInput(message)) => {
+                    eprintln!("keel start: {message}");
+                    ExitCode::from(2)
+                }
+                Err(StartError::Failed(error)) => {
+                    eprintln!("keel start: {error:#}");
+                    ExitCode::from(1)
+                }
+            }
         }
     }
 }

@@ -259,7 +259,7 @@ async fn run(
             }
         }
         for completion in output.completions {
-            duties.completed(completion.proposal_id);
+            duties.completed(completion.proposal_id, &completion.result, clock.now().as_millis(), &config);
             if let Some(waiter) = waiters.remove(&completion.proposal_id) {
                 let _ = waiter.reply.send(completion.result.map_err(ProposalError::Refused));
             }
@@ -287,9 +287,15 @@ struct Duties {
 }
 
 impl Duties {
-    fn completed(&mut self, proposal_id: u64) {
+    fn completed(&mut self, proposal_id: u64, result: &Result<u64, MetadataError>, now_ms: u64, config: &MetaDriverConfig) {
         if self.registration_in_flight.is_some_and(|(id, _)| id == proposal_id) {
             self.registration_in_flight = None;
+            if let Err(error) = result {
+                // Bad configuration (e.g. an endpoint another broker owns):
+                // say so, and retry only after a pause, not every tick.
+                tracing::warn!(node_id = config.node_id, %error, "broker registration refused; fix the advertised address");
+                self.registration_in_flight = Some((u64::MAX, now_ms + config.proposal_timeout_ms));
+            }
         }
         if self.controller_in_flight.is_some_and(|(id, _)| id == proposal_id) {
             self.controller_in_flight = None;

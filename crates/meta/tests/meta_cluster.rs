@@ -3,7 +3,10 @@
 //! Checks Raft's guarantees as seen by the metadata layer: at most one leader
 //! per term, one entry per index on every node (across restarts), every
 //! acknowledged proposal applied everywhere, and identical metadata after the
-//! faults stop.
+//! faults stop. Normal build only: the madsim build runs the real driver in
+//! `sim/tests/meta_cluster_madsim.rs`, and `MADSIM_TEST_NUM` would repeat
+//! this 40-seed loop for every madsim seed.
+#![cfg(not(madsim))]
 
 use std::collections::BTreeMap;
 

@@ -49,6 +49,23 @@ impl RealDisk {
         RealDisk { root: Arc::new(root.into()) }
     }
 
+    /// Creates `root` (and its parents) if missing, durably, and uses it.
+    pub async fn open_root(root: impl Into<PathBuf>) -> DiskResult<Self> {
+        let root: PathBuf = root.into();
+        let shown = root.display().to_string();
+        let created = root.clone();
+        blocking(DiskOp::CreateDirAll, &shown, move || {
+            std::fs::create_dir_all(&created)?;
+            sync_directory(&created)?;
+            if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_directory(parent)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(RealDisk::new(root))
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

@@ -1,0 +1,157 @@
+//! Three real `keel` processes on 127.0.0.1 form a metadata cluster; the Raft
+//! leader is SIGKILLed; a new leader is elected, a topic created afterwards
+//! is visible on every node, including the killed one after its restart.
+//! (Waits are liveness bounds, generous for a loaded machine, not timings.)
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A minimal HTTP client: (status code, body), or None if the node is not answering.
+fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+fn field(json: &str, key: &str) -> Option<String> {
+    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
+    Some(json[at..].split([',', '}']).next()?.to_string())
+}
+
+struct Node {
+    id: u64,
+    admin_port: u16,
+    child: Option<Child>,
+    data_dir: std::path::PathBuf,
+    peers: String,
+}
+
+impl Node {
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
+            .args(["start", "--node-id", &self.id.to_string(), "--peers", &self.peers])
+            .args(["--data-dir", self.data_dir.to_str().expect("utf8 path")])
+            .args(["--admin-addr", &format!("127.0.0.1:{}", self.admin_port)])
+            .args(["--cluster-id", "process-test", "--registration-lease-ms", "2000"])
+            .args(["--advertised-port", &(19_000 + self.id).to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn keel");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+    }
+
+    fn status(&self) -> Option<String> {
+        http(self.admin_port, "GET", "/status").map(|(_, body)| body)
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < WAIT {
+        if condition() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not reached within {WAIT:?}");
+}
+
+fn leader_of(nodes: &[Node]) -> Option<u64> {
+    nodes.iter().find(|n| n.status().is_some_and(|s| field(&s, "is_leader").as_deref() == Some("true"))).map(|n| n.id)
+}
+
+fn has_topic(node: &Node, name: &str) -> bool {
+    http(node.admin_port, "GET", "/topics").is_some_and(|(_, body)| body.contains(&format!("\"name\":\"{name}\"")))
+}
+
+#[test]
+fn three_processes_elect_survive_a_sigkilled_leader_and_converge() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers = (1..=3).map(|id| format!("{id}=127.0.0.1:{}", raft_ports[id as usize - 1])).collect::<Vec<_>>().join(",");
+    let mut nodes: Vec<Node> = (1..=3u64)
+        .map(|id| Node { id, admin_port: free_port(), child: None, data_dir: dir.path().join(format!("node-{id}")), peers: peers.clone() })
+        .collect();
+    nodes.iter_mut().for_each(Node::start);
+
+    wait_for("every node registered and ready", || {
+        nodes.iter().all(|n| n.status().is_some_and(|s| field(&s, "ready").as_deref() == Some("true") && field(&s, "registered").as_deref() == Some("true")))
+    });
+    let old_leader = leader_of(&nodes).expect("a leader");
+    let follower = nodes.iter().find(|n| n.id != old_leader).expect("a follower").admin_port;
+    let (code, body) = http(follower, "POST", "/topics/before-kill?partitions=3&replication_factor=3").expect("create");
+    assert_eq!(code, 201, "create on a follower: {body}");
+
+    nodes[old_leader as usize - 1].kill();
+    wait_for("a new leader among the survivors", || leader_of(&nodes).is_some_and(|l| l != old_leader));
+    let survivor = nodes.iter().find(|n| n.id != old_leader).expect("survivor").admin_port;
+    let (code, body) = http(survivor, "POST", "/topics/after-kill?partitions=2&replication_factor=2").expect("create");
+    assert_eq!(code, 201, "create after the leader was killed: {body}");
+    for node in nodes.iter().filter(|n| n.id != old_leader) {
+        wait_for(&format!("after-kill visible on node {}", node.id), || has_topic(node, "after-kill"));
+    }
+
+    nodes[old_leader as usize - 1].start();
+    for node in &nodes {
+        wait_for(&format!("both topics visible on node {}", node.id), || has_topic(node, "before-kill") && has_topic(node, "after-kill"));
+    }
+}
+
+#[test]
+fn bad_configuration_is_refused_with_status_2() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_keel")).arg("start").args(args).output().expect("run keel")
+    };
+    let not_a_peer = run(&["--node-id", "4", "--peers", "1=127.0.0.1:1,2=127.0.0.1:2"]);
+    assert_eq!(not_a_peer.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&not_a_peer.stderr).contains("--node-id 4 is not in --peers"));
+    let duplicate = run(&["--peers", "1=127.0.0.1:1,1=127.0.0.1:2"]);
+    assert_eq!(duplicate.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&duplicate.stderr).contains("appears twice"));
+
+    // A data dir from another cluster: create it as cluster a, then start as b.
+    let data = dir.path().join("data");
+    let port = free_port();
+    let admin = free_port();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["start", "--cluster-id", "a", "--peers", &format!("1=127.0.0.1:{port}")])
+        .args(["--data-dir", data.to_str().expect("utf8"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_for("first start created its data dir", || http(admin, "GET", "/status").is_some());
+    first.kill().expect("kill");
+    first.wait().expect("reap");
+    let other = run(&["--cluster-id", "b", "--peers", &format!("1=127.0.0.1:{port}"), "--data-dir", data.to_str().expect("utf8"), "--admin-addr", "127.0.0.1:0"]);
+    assert_eq!(other.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("belongs to cluster `a`, not `b`"), "{}", String::from_utf8_lossy(&other.stderr));
+}
