@@ -32,6 +32,10 @@ echo "== simulation build (--cfg madsim, target/sim): the same seeded checks und
 MADSIM_TEST_SEED=1 MADSIM_TEST_NUM=20 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
     cargo test --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-net -p keel-sim
 
+echo "== the metadata cluster under madsim, seeds 21..1020 (leader kill, fencing, restart, convergence)"
+MADSIM_TEST_SEED=21 MADSIM_TEST_NUM=1000 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
+    cargo test --locked --target-dir target/sim -p keel-sim --test meta_cluster_madsim
+
 echo "== determinism: the metadata cluster run twice on seed 42 must match event for event"
 MADSIM_TEST_SEED=42 MADSIM_TEST_CHECK_DETERMINISM=1 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
     cargo test --locked --target-dir target/sim -p keel-sim --test meta_cluster_madsim

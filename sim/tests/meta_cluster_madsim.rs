@@ -30,24 +30,43 @@ fn handle_of(handles: &Handles, id: u64) -> Option<MetaHandle> {
 }
 
 /// Proposes until applied, retrying retriable errors like a client would.
+/// `done` says the change is already visible (nothing to propose); `plan`
+/// may fail while this node has not yet applied what it needs (for example
+/// the other brokers' registrations), which is retried too.
 /// `TopicAlreadyExists` after a retry means an earlier attempt committed.
 /// Returns whether an attempt was acknowledged (not merely found applied).
-async fn propose_until_applied(handle: &MetaHandle, make: impl Fn(&keel_meta::MetadataState) -> Option<MetadataBatch>) -> bool {
+async fn propose_until_applied(
+    handle: &MetaHandle,
+    done: impl Fn(&keel_meta::MetadataState) -> bool,
+    plan: impl Fn(&keel_meta::MetadataState) -> Result<MetadataBatch, MetadataError>,
+) -> bool {
     let mut retried = false;
+    let mut last_error = None;
     for _ in 0..200 {
         let state = handle.read_state().await.expect("node running");
-        let Some(batch) = make(&state) else { return false };
+        if done(&state) {
+            return false;
+        }
+        let batch = match plan(&state) {
+            Ok(batch) => batch,
+            Err(error) => {
+                last_error = Some(error.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         match handle.propose(batch).await {
             Ok(_) => return true,
             Err(ProposalError::Refused(MetadataError::TopicAlreadyExists(_))) if retried => return false,
             Err(error) if error.is_retriable() => {
                 retried = true;
+                last_error = Some(error.to_string());
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(error) => panic!("proposal refused: {error}"),
         }
     }
-    panic!("proposal not applied after 200 attempts");
+    panic!("proposal not applied after 200 attempts; last error: {last_error:?}");
 }
 
 async fn wait_until(what: &str, condition: impl Fn() -> bool) {
@@ -110,7 +129,7 @@ async fn metadata_group_elects_registers_fences_a_dead_leader_and_converges_afte
     let leader = (1..=3).find(|id| handle_of(&handles, *id).is_some_and(|h| h.status().is_leader)).expect("a leader");
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     let via_follower = handle_of(&handles, follower).expect("follower handle");
-    let acknowledged = propose_until_applied(&via_follower, |s| plan_create_topic(s, "orders", 6, 3, &[], 0).ok()).await;
+    let acknowledged = propose_until_applied(&via_follower, |s| s.topic("orders").is_some(), |s| plan_create_topic(s, "orders", 6, 3, &[], 0)).await;
     assert!(acknowledged, "a create made on a follower was not acknowledged (seed {seed})");
     let before_kill = via_follower.read_state().await.expect("running");
 
@@ -145,7 +164,8 @@ async fn metadata_group_elects_registers_fences_a_dead_leader_and_converges_afte
     let mut acknowledged_after_kill = false;
     for attempt in 0..3 {
         let name = format!("after-kill-{attempt}");
-        acknowledged_after_kill |= propose_until_applied(&survivor, |s| plan_create_topic(s, &name, 1, 2, &[], 1).ok()).await;
+        acknowledged_after_kill |=
+            propose_until_applied(&survivor, |s| s.topic(&name).is_some(), |s| plan_create_topic(s, &name, 1, 2, &[], 1)).await;
     }
     assert!(acknowledged_after_kill, "no create was acknowledged after the leader was killed (seed {seed})");
 

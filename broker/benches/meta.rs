@@ -1,0 +1,128 @@
+//! Metadata benchmark (not a test): `ci/bench.sh meta`.
+//!
+//! Starts three `keel` processes on 127.0.0.1 and measures, through the admin
+//! endpoint, the round trip from a create request on a random node until the
+//! topic is visible on every node (p50/p99; target p99 < 20 ms), then 100
+//! concurrent creates until all are visible on all nodes (target < 1 s).
+//! Visibility is polled, so figures include up to one poll round (~1 ms).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, response.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+fn visible_everywhere(admin_ports: &[u16], names: &[String]) -> bool {
+    admin_ports.iter().all(|port| {
+        http(*port, "GET", "/topics").is_some_and(|(_, body)| names.iter().all(|n| body.contains(&format!("\"name\":\"{n}\""))))
+    })
+}
+
+fn wait_visible(admin_ports: &[u16], names: &[String], budget: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < budget {
+        if visible_everywhere(admin_ports, names) {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+struct Cluster {
+    children: Vec<Child>,
+    admin_ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_cluster() -> Cluster {
+    let dir = tempfile::tempdir_in(std::env::var_os("KEEL_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into_os_string())).expect("temp dir");
+    let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let admin_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers = (1..=3).map(|id| format!("{id}=127.0.0.1:{}", raft_ports[id - 1])).collect::<Vec<_>>().join(",");
+    let children = (1..=3usize)
+        .map(|id| {
+            Command::new(env!("CARGO_BIN_EXE_keel"))
+                .args(["start", "--node-id", &id.to_string(), "--peers", &peers, "--cluster-id", "bench"])
+                .args(["--data-dir", dir.path().join(format!("node-{id}")).to_str().expect("utf8")])
+                .args(["--admin-addr", &format!("127.0.0.1:{}", admin_ports[id - 1]), "--advertised-port", &(19_500 + id).to_string()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn keel")
+        })
+        .collect();
+    let cluster = Cluster { children, admin_ports, _dir: dir };
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        let ready = cluster.admin_ports.iter().all(|p| {
+            http(*p, "GET", "/status").is_some_and(|(_, s)| s.contains("\"ready\":true") && s.contains("\"registered\":true"))
+        });
+        if ready {
+            return cluster;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("cluster not ready within 60 s");
+}
+
+fn main() {
+    let creates: usize = std::env::var("KEEL_BENCH_CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let cluster = start_cluster();
+    let ports = cluster.admin_ports.clone();
+    let mut round_trip_us = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
+    for i in 0..creates {
+        let name = format!("rt-{i}");
+        let started = Instant::now();
+        let (code, body) = http(ports[i % 3], "POST", &format!("/topics/{name}?partitions=1&replication_factor=3")).expect("create");
+        assert_eq!(code, 201, "create {name}: {body}");
+        wait_visible(&ports, std::slice::from_ref(&name), Duration::from_secs(10)).expect("visible within 10 s");
+        round_trip_us.record(started.elapsed().as_micros() as u64).expect("record");
+    }
+    println!(
+        "topic create, request on a random node -> visible on all 3 ({creates} creates): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (target p99 < 20 ms)",
+        round_trip_us.value_at_quantile(0.5) as f64 / 1000.0,
+        round_trip_us.value_at_quantile(0.99) as f64 / 1000.0,
+        round_trip_us.max() as f64 / 1000.0
+    );
+    let names: Vec<String> = (0..100).map(|i| format!("burst-{i}")).collect();
+    let started = Instant::now();
+    let threads: Vec<_> = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let (port, name) = (ports[i % 3], name.clone());
+            std::thread::spawn(move || http(port, "POST", &format!("/topics/{name}?partitions=1&replication_factor=3")).map(|(code, _)| code))
+        })
+        .collect();
+    let codes: Vec<Option<u16>> = threads.into_iter().map(|t| t.join().expect("thread")).collect();
+    assert!(codes.iter().all(|c| *c == Some(201)), "every concurrent create succeeds: {codes:?}");
+    let all_visible = wait_visible(&ports, &names, Duration::from_secs(30)).map(|_| started.elapsed()).expect("all visible within 30 s");
+    println!(
+        "100 concurrent creates -> all visible on all 3: {:.0} ms, {:.0} creates/s (target < 1000 ms)",
+        all_visible.as_secs_f64() * 1000.0,
+        100.0 / all_visible.as_secs_f64()
+    );
+}
