@@ -6,24 +6,12 @@
 //! concurrent creates until all are visible on all nodes (target < 1 s).
 //! Visibility is polled, so figures include up to one poll round (~1 ms).
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+#[path = "../tests/support/admin_client.rs"]
+mod admin_client;
+use admin_client::{free_port, http};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, response.split_once("\r\n\r\n")?.1.to_string()))
-}
 
 fn visible_everywhere(admin_ports: &[u16], names: &[String]) -> bool {
     admin_ports.iter().all(|port| {

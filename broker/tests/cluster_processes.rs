@@ -3,28 +3,14 @@
 //! is visible on every node, including the killed one after its restart.
 //! (Waits are liveness bounds, generous for a loaded machine, not timings.)
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+#[path = "support/admin_client.rs"]
+mod admin_client;
+use admin_client::{free_port, http};
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// A minimal HTTP client: (status code, body), or None if the node is not answering.
-fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((code, body))
-}
 
 fn field(json: &str, key: &str) -> Option<String> {
     let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
