@@ -2,6 +2,7 @@
 //!
 //!   GET  /status                                   this node's metadata status (JSON)
 //!   GET  /topics                                   topics with partitions, leaders, epochs, ISR
+//!   GET  /topics?consistency=linearizable          the same, after a Raft ReadIndex (never stale)
 //!   POST /topics/NAME?partitions=N&replication_factor=R   create a topic (any node; forwarded to the leader)
 //!
 //! One request per connection; requests are bounded in size; bad requests get
@@ -96,6 +97,7 @@ async fn handle_connection(mut stream: TcpStream, meta: MetaHandle) {
 async fn route(method: &str, path: &str, query: &str, meta: &MetaHandle) -> (u16, String) {
     match (method, path) {
         ("GET", "/status") => (200, status_json(meta)),
+        ("GET", "/topics") if query.split('&').any(|kv| kv == "consistency=linearizable") => linearizable_topics(meta).await,
         ("GET", "/topics") => match meta.read_state().await {
             Ok(state) => (200, topics_json(&state)),
             Err(error) => (503, error_body(&error.to_string())),
@@ -145,6 +147,23 @@ fn topics_json(state: &keel_meta::MetadataState) -> String {
         })
         .collect();
     format!("{{\"metadata_version\":{},\"topics\":[{}]}}", state.metadata_version(), topics.join(","))
+}
+
+/// Topics as of a Raft ReadIndex: includes every change acknowledged before
+/// the request, even on a lagging follower.
+async fn linearizable_topics(meta: &MetaHandle) -> (u16, String) {
+    let mut last_error = String::new();
+    for _ in 0..(CREATE_RETRY_BUDGET_MS / 100) {
+        match meta.read_linearizable().await {
+            Ok(state) => return (200, topics_json(&state)),
+            Err(error) if error.is_retriable() => {
+                last_error = error.to_string();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(error) => return (503, error_body(&error.to_string())),
+        }
+    }
+    (503, error_body(&format!("no linearizable read within {CREATE_RETRY_BUDGET_MS} ms: {last_error}")))
 }
 
 fn query_u32(query: &str, key: &str, default: u32) -> Result<u32, String> {

@@ -70,12 +70,12 @@ const BUILT: &[&str] = &[
     "segmented checksummed log with group commit, truncation and crash recovery",
     "metadata Raft group: state machine, controller (placement, lease fencing, leader moves), durable Raft store",
     "broker-to-broker transport over TCP (simulated TCP under madsim)",
-    "admin HTTP endpoint: GET /status, GET /topics, POST /topics/NAME?partitions=N&replication_factor=R",
+    "admin HTTP endpoint: GET /status, GET /topics[?consistency=linearizable], POST /topics/NAME?partitions=N&replication_factor=R",
     "keel-sim log-check and raft-store-check; a 3-host madsim metadata cluster test",
 ];
 
 const NOT_BUILT: &[&str] = &[
-    "keel-sim run/sweep with scenario files and metadata checkers; ReadIndex reads (issue 3)",
+    "keel-sim run/sweep with scenario files and metadata checkers (issue 3)",
     "partition replication: ISR, high watermark, acks=all, leader epochs (issue 4)",
     "Kafka protocol listener, consumer groups, idempotent producers, /metrics (issue 5)",
 ];

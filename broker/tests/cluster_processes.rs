@@ -105,6 +105,13 @@ fn three_processes_elect_survive_a_sigkilled_leader_and_converge() {
         wait_for(&format!("after-kill visible on node {}", node.id), || has_topic(node, "after-kill"));
     }
 
+    // A linearizable read on any survivor includes the acknowledged create at once.
+    for node in nodes.iter().filter(|n| n.id != old_leader) {
+        let (code, body) = http(node.admin_port, "GET", "/topics?consistency=linearizable").expect("linearizable read");
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("\"name\":\"after-kill\""), "node {}: {body}", node.id);
+    }
+
     nodes[old_leader as usize - 1].start();
     for node in &nodes {
         wait_for(&format!("both topics visible on node {}", node.id), || has_topic(node, "before-kill") && has_topic(node, "after-kill"));

@@ -100,6 +100,7 @@ pub struct MetaStatus {
 enum Request {
     Propose { batch: MetadataBatch, reply: oneshot::Sender<Result<u64, ProposalError>> },
     ReadState { reply: oneshot::Sender<MetadataState> },
+    ReadLinearizable { reply: oneshot::Sender<Result<MetadataState, ProposalError>> },
 }
 
 /// A cheap, cloneable handle on a running metadata node.
@@ -117,7 +118,15 @@ impl MetaHandle {
         response.await.map_err(|_| ProposalError::Stopped)?
     }
 
-    /// The applied metadata of this node.
+    /// Metadata that includes every change acknowledged before this call
+    /// (Raft ReadIndex through the leader). Retriable errors as for proposals.
+    pub async fn read_linearizable(&self) -> Result<MetadataState, ProposalError> {
+        let (reply, response) = oneshot::channel();
+        self.requests.send(Request::ReadLinearizable { reply }).await.map_err(|_| ProposalError::Stopped)?;
+        response.await.map_err(|_| ProposalError::Stopped)?
+    }
+
+    /// The applied metadata of this node (may lag the leader; see `read_linearizable`).
     pub async fn read_state(&self) -> Result<MetadataState, ProposalError> {
         let (reply, response) = oneshot::channel();
         self.requests.send(Request::ReadState { reply }).await.map_err(|_| ProposalError::Stopped)?;
@@ -208,6 +217,7 @@ async fn run(
     let tick = Duration::from_millis(config.timing.tick_ms);
     let mut next_tick = clock.now().checked_add(tick).expect("clock overflow");
     let mut waiters: BTreeMap<u64, Waiter> = BTreeMap::new();
+    let mut read_waiters: BTreeMap<u64, (oneshot::Sender<Result<MetadataState, ProposalError>>, u64)> = BTreeMap::new();
     let mut next_proposal_id = 1u64;
     let mut duties = Duties::default();
     loop {
@@ -220,6 +230,11 @@ async fn run(
                 for id in expired {
                     let waiter = waiters.remove(&id).expect("listed");
                     let _ = waiter.reply.send(Err(ProposalError::Timeout { timeout_ms: config.proposal_timeout_ms }));
+                }
+                let expired_reads: Vec<u64> = read_waiters.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(id, _)| *id).collect();
+                for id in expired_reads {
+                    let (reply, _) = read_waiters.remove(&id).expect("listed");
+                    let _ = reply.send(Err(ProposalError::Timeout { timeout_ms: config.proposal_timeout_ms }));
                 }
             }
             Some(frame) = inbox.recv() => {
@@ -247,6 +262,14 @@ async fn run(
                     }
                 }
                 Some(Request::ReadState { reply }) => { let _ = reply.send(node.state().clone()); }
+                Some(Request::ReadLinearizable { reply }) => {
+                    let read_id = next_proposal_id;
+                    next_proposal_id += 1;
+                    match node.read_index(read_id) {
+                        Ok(()) => { read_waiters.insert(read_id, (reply, clock.now().as_millis() + config.proposal_timeout_ms)); }
+                        Err(_) => { let _ = reply.send(Err(ProposalError::NoLeader)); }
+                    }
+                }
                 None => return Ok(()), // every handle is gone: shut down
             },
         }
@@ -256,6 +279,11 @@ async fn run(
             // Raft retransmits, so a full queue to an unreachable peer only delays.
             if let Err(error) = endpoint.send(to, FRAME_KIND_RAFT, message.encode_to_vec()) {
                 tracing::debug!(node_id = config.node_id, to, %error, "raft message not queued");
+            }
+        }
+        for read_id in output.reads_ready {
+            if let Some((reply, _)) = read_waiters.remove(&read_id) {
+                let _ = reply.send(Ok(node.state().clone()));
             }
         }
         for completion in output.completions {

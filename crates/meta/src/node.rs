@@ -66,6 +66,8 @@ pub struct ReadyOutput {
     pub messages: Vec<Message>,
     pub completions: Vec<Completion>,
     pub applied: Vec<AppliedEntry>,
+    /// Linearizable reads (`read_index`) that may now be served from `state()`.
+    pub reads_ready: Vec<u64>,
 }
 
 pub struct MetaNode {
@@ -75,6 +77,8 @@ pub struct MetaNode {
     jitter: ElectionJitter,
     state: MetadataState,
     applied_index: u64,
+    /// ReadIndex answers waiting for the applied index to reach them: (read id, index).
+    pending_reads: Vec<(u64, u64)>,
 }
 
 fn encode_context(node_id: u64, proposal_id: u64) -> Vec<u8> {
@@ -120,7 +124,7 @@ impl MetaNode {
         let config = raft_config(node_id, timing, applied_index)?;
         let jitter = ElectionJitter::new(rng, &config);
         let raw = RawNode::new(&config, store.storage(), &raft_logger(node_id))?;
-        let mut node = MetaNode { node_id, raw, store, jitter, state, applied_index };
+        let mut node = MetaNode { node_id, raw, store, jitter, state, applied_index, pending_reads: Vec::new() };
         node.jitter.apply(&mut node.raw);
         Ok(node)
     }
@@ -199,6 +203,20 @@ impl MetaNode {
         result.map_err(|e| ProposeError::Dropped(e.to_string()))
     }
 
+    /// Starts a linearizable read (Raft's ReadIndex): once the leader confirms
+    /// its leadership and this node has applied up to the leader's commit
+    /// index at that moment, `read_id` appears in `ReadyOutput::reads_ready`
+    /// and `state()` reflects every write acknowledged before the read began.
+    /// Without a leader the request is dropped; the caller times it out.
+    pub fn read_index(&mut self, read_id: u64) -> Result<(), ProposeError> {
+        if self.leader_id().is_none() {
+            return Err(ProposeError::NoLeader);
+        }
+        self.raw.read_index(read_id.to_le_bytes().to_vec());
+        self.jitter.apply(&mut self.raw);
+        Ok(())
+    }
+
     /// Persists what Raft produced, applies what committed, and returns what
     /// the driver must send. Messages are only returned once the state they
     /// depend on is durable.
@@ -207,6 +225,7 @@ impl MetaNode {
         if !self.raw.has_ready() {
             return Ok(output);
         }
+        debug_assert!(self.pending_reads.iter().all(|(_, index)| *index > self.applied_index), "served reads are removed");
         let mut ready = self.raw.ready();
         // A leader's own messages may go out before its entries are durable
         // (Raft section 10.2.1): they do not depend on its own persistence.
@@ -219,6 +238,11 @@ impl MetaNode {
                 .map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
             self.state = MetadataState::from_snapshot(&decoded).map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
             self.applied_index = index;
+        }
+        for read_state in ready.take_read_states() {
+            if let Ok(bytes) = <[u8; 8]>::try_from(read_state.request_ctx.as_slice()) {
+                self.pending_reads.push((u64::from_le_bytes(bytes), read_state.index));
+            }
         }
         let committed = ready.take_committed_entries();
         self.apply_entries(committed, &mut output)?;
@@ -238,6 +262,14 @@ impl MetaNode {
         self.apply_entries(committed, &mut output)?;
         self.raw.advance_apply();
         self.jitter.apply(&mut self.raw);
+        let applied_index = self.applied_index;
+        self.pending_reads.retain(|(read_id, index)| {
+            let ready = *index <= applied_index;
+            if ready {
+                output.reads_ready.push(*read_id);
+            }
+            !ready
+        });
         self.maybe_compact().await?;
         Ok(output)
     }
