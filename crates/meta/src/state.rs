@@ -105,6 +105,34 @@ fn touched_topic(command: Option<&Command>) -> Option<&str> {
     }
 }
 
+/// The first structural invariant `partition` breaks, if any: one condition
+/// per check, shared by the assertions after every batch and by snapshot
+/// validation, so the two can never disagree.
+fn partition_violation(partition: &Partition, brokers: &BTreeMap<BrokerId, Broker>) -> Option<&'static str> {
+    if partition.replicas.is_empty() {
+        return Some("no replicas");
+    }
+    if has_duplicates(&partition.replicas) {
+        return Some("a replica is listed twice");
+    }
+    if partition.isr.is_empty() {
+        return Some("empty ISR");
+    }
+    if has_duplicates(&partition.isr) {
+        return Some("an ISR member is listed twice");
+    }
+    if !partition.isr.iter().all(|id| partition.replicas.contains(id)) {
+        return Some("an ISR member is not a replica");
+    }
+    if partition.leader.is_some_and(|leader| !partition.isr.contains(&leader)) {
+        return Some("the leader is outside the ISR");
+    }
+    if !partition.replicas.iter().all(|id| brokers.contains_key(id)) {
+        return Some("a replica is on an unregistered broker");
+    }
+    None
+}
+
 fn has_duplicates(ids: &[BrokerId]) -> bool {
     ids.iter().collect::<BTreeSet<_>>().len() != ids.len()
 }
@@ -336,26 +364,10 @@ impl MetadataState {
     /// state machine has a bug, so they are asserted (in release builds too)
     /// for every topic a batch touched.
     fn check_topic_invariants(&self, topic: &Topic) {
-        {
-            assert!(!topic.partitions.is_empty(), "topic {} has no partitions", topic.name);
-            for (index, partition) in topic.partitions.iter().enumerate() {
-                assert!(!partition.replicas.is_empty(), "{}-{index}: no replicas", topic.name);
-                assert!(!has_duplicates(&partition.replicas), "{}-{index}: duplicate replica", topic.name);
-                assert!(!partition.isr.is_empty(), "{}-{index}: empty ISR", topic.name);
-                assert!(!has_duplicates(&partition.isr), "{}-{index}: duplicate ISR member", topic.name);
-                assert!(
-                    partition.isr.iter().all(|id| partition.replicas.contains(id)),
-                    "{}-{index}: ISR member outside the replicas",
-                    topic.name
-                );
-                if let Some(leader) = partition.leader {
-                    assert!(partition.isr.contains(&leader), "{}-{index}: leader outside the ISR", topic.name);
-                }
-                assert!(
-                    partition.replicas.iter().all(|id| self.brokers.contains_key(id)),
-                    "{}-{index}: replica on an unregistered broker",
-                    topic.name
-                );
+        assert!(!topic.partitions.is_empty(), "topic {} has no partitions", topic.name);
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            if let Some(violation) = partition_violation(partition, &self.brokers) {
+                panic!("{}-{index}: {violation}", topic.name);
             }
         }
     }
@@ -419,23 +431,17 @@ impl MetadataState {
             validate_topic_name(&t.name)?;
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for (index, p) in t.partitions.iter().enumerate() {
-                let broken = p.replicas.is_empty()
-                    || has_duplicates(&p.replicas)
-                    || p.isr.is_empty()
-                    || has_duplicates(&p.isr)
-                    || !p.isr.iter().all(|id| p.replicas.contains(id))
-                    || p.leader.is_some_and(|leader| !p.isr.contains(&leader))
-                    || !p.replicas.iter().all(|id| state.brokers.contains_key(id));
-                if broken {
-                    return Err(MetadataError::InvalidSnapshot(format!("partition {}-{index} breaks an invariant", t.name)));
-                }
-                partitions.push(Partition {
+                let partition = Partition {
                     replicas: p.replicas.clone(),
                     leader: p.leader,
                     leader_epoch: p.leader_epoch,
                     partition_epoch: p.partition_epoch,
                     isr: p.isr.clone(),
-                });
+                };
+                if let Some(violation) = partition_violation(&partition, &state.brokers) {
+                    return Err(MetadataError::InvalidSnapshot(format!("partition {}-{index}: {violation}", t.name)));
+                }
+                partitions.push(partition);
             }
             if partitions.is_empty() {
                 return Err(MetadataError::InvalidSnapshot(format!("topic {} has no partitions", t.name)));
