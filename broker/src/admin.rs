@@ -182,6 +182,14 @@ async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, Strin
         Ok(n) => n,
         Err(message) => return (400, error_body(&message)),
     };
+    // A create that arrives while this node is starting waits for it to know
+    // a leader and be registered, instead of failing on half-built metadata
+    // (incident 004: creates during startup failed after 5 s).
+    let mut waiter = meta.clone();
+    let started = tokio::time::timeout(Duration::from_millis(CREATE_RETRY_BUDGET_MS), waiter.wait_for(|s| s.ready && s.registered)).await;
+    if !matches!(started, Ok(Ok(_))) {
+        return (503, error_body(&format!("node still starting after {CREATE_RETRY_BUDGET_MS} ms (no metadata leader or not registered); retry")));
+    }
     let mut retried = false;
     let attempts = CREATE_RETRY_BUDGET_MS / 100;
     for attempt in 0..attempts {

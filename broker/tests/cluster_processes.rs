@@ -119,6 +119,24 @@ fn three_processes_elect_survive_a_sigkilled_leader_and_converge() {
 }
 
 #[test]
+fn a_create_sent_while_the_node_starts_waits_for_it_instead_of_failing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let admin_port = free_port();
+    let mut node = Node {
+        id: 1,
+        admin_port,
+        child: None,
+        data_dir: dir.path().join("node-1"),
+        peers: format!("1=127.0.0.1:{}", free_port()),
+    };
+    node.start();
+    // Send the create as soon as the admin endpoint answers, before any election.
+    wait_for("admin endpoint up", || http(admin_port, "GET", "/status").is_some());
+    let (code, body) = http(admin_port, "POST", "/topics/early?partitions=2").expect("create");
+    assert_eq!(code, 201, "{body}");
+}
+
+#[test]
 fn bad_configuration_is_refused_with_status_2() {
     let dir = tempfile::tempdir().expect("temp dir");
     let run = |args: &[&str]| {
