@@ -434,10 +434,6 @@ impl Log {
         result
     }
 
-    pub fn dir(&self) -> &str {
-        &self.dir
-    }
-
     /// The first offset still in the log.
     pub fn start_offset(&self) -> u64 {
         self.segments[0].base_offset
@@ -451,10 +447,6 @@ impl Log {
     /// Every offset below this is durable.
     pub fn flushed_offset(&self) -> u64 {
         self.flushed_offset
-    }
-
-    pub fn segment_count(&self) -> usize {
-        self.segments.len()
     }
 
     /// Appends one record and returns its offset. Durable after the next flush.
@@ -728,15 +720,7 @@ impl Log {
     async fn truncate_unchecked(&mut self, offset: u64) -> Result<(), LogError> {
         self.write_out().await?;
         let keep = self.segments.iter().filter(|s| s.base_offset < offset).count().max(1);
-        // Remove whole segments newest first, each removal durable before the
-        // next, so a crash part-way leaves a contiguous prefix of the log.
-        while self.segments.len() > keep {
-            let segment = self.segments.pop().expect("more than keep");
-            if segment.has_index_file {
-                self.disk.remove(&segment.index_path(&self.dir)).await?;
-            }
-            self.disk.remove(&segment.path).await?;
-            self.disk.sync_dir(&self.dir).await?;
+        if self.remove_newest_segments(keep).await? {
             // The newly active segment was sealed: all of it is on disk.
             self.active_written_bytes = self.segments.last().expect("kept one").size_bytes;
         }
@@ -802,22 +786,29 @@ impl Log {
         }
         Ok(())
     }
-}
 
-impl Log {
-    /// Deletes every segment, newest first, each removal durable before the
-    /// next: a crash part-way leaves a contiguous prefix of the log, never a
-    /// gap. Reopening the empty directory starts a new log at
-    /// `LogConfig::initial_offset` (how a Raft log restarts after a snapshot).
-    pub async fn destroy(mut self) -> Result<(), LogError> {
-        self.check_usable()?;
-        while let Some(segment) = self.segments.pop() {
+    /// Removes whole segments newest first until `keep` remain, each removal
+    /// durable before the next, so a crash part-way leaves a contiguous
+    /// prefix of the log, never a gap. Returns whether any was removed.
+    async fn remove_newest_segments(&mut self, keep: usize) -> Result<bool, LogError> {
+        let removed_any = self.segments.len() > keep;
+        while self.segments.len() > keep {
+            let segment = self.segments.pop().expect("more than keep");
             if segment.has_index_file {
                 self.disk.remove(&segment.index_path(&self.dir)).await?;
             }
             self.disk.remove(&segment.path).await?;
             self.disk.sync_dir(&self.dir).await?;
         }
+        Ok(removed_any)
+    }
+
+    /// Deletes every segment (see `remove_newest_segments` for crash safety).
+    /// Reopening the empty directory starts a new log at
+    /// `LogConfig::initial_offset` (how a Raft log restarts after a snapshot).
+    pub async fn destroy(mut self) -> Result<(), LogError> {
+        self.check_usable()?;
+        self.remove_newest_segments(0).await?;
         Ok(())
     }
 }
