@@ -19,10 +19,6 @@ pub struct Monotonic(Duration);
 impl Monotonic {
     pub const ZERO: Monotonic = Monotonic(Duration::ZERO);
 
-    pub fn from_elapsed(elapsed: Duration) -> Self {
-        Monotonic(elapsed)
-    }
-
     pub fn elapsed(self) -> Duration {
         self.0
     }

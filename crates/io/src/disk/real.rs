@@ -66,10 +66,6 @@ impl RealDisk {
         Ok(RealDisk::new(root))
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn resolve(&self, op: DiskOp, path: &str) -> DiskResult<PathBuf> {
         if path.is_empty() {
             return Ok(self.root.as_ref().clone());

@@ -146,10 +146,6 @@ impl SimDisk {
         self.lock().faults = faults;
     }
 
-    pub fn faults(&self) -> SimDiskFaults {
-        self.lock().faults.clone()
-    }
-
     pub fn stats(&self) -> SimDiskStats {
         self.lock().stats.clone()
     }
@@ -364,12 +360,6 @@ impl SimDisk {
     pub fn files(&self) -> Vec<(String, u64)> {
         let state = self.lock();
         state.live.iter().map(|(path, inode)| (path.clone(), state.inodes[inode].current.len() as u64)).collect()
-    }
-
-    /// Test and fault-injection helper: the durable content of a live file.
-    pub fn durable_bytes(&self, path: &str) -> Option<Vec<u8>> {
-        let state = self.lock();
-        state.live.get(path).map(|inode| state.inodes[inode].durable.clone())
     }
 
     /// Fault injection for bad-input tests: overwrite bytes durably, as if a
