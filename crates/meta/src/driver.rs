@@ -144,9 +144,34 @@ impl MetaHandle {
     }
 }
 
-struct Waiter {
-    reply: oneshot::Sender<Result<u64, ProposalError>>,
-    deadline_ms: u64,
+/// Replies owed to callers (proposals, linearizable reads), each failing as a
+/// retriable timeout once its deadline passes.
+struct PendingReplies<T> {
+    replies: BTreeMap<u64, (oneshot::Sender<Result<T, ProposalError>>, u64)>,
+}
+
+impl<T> PendingReplies<T> {
+    fn new() -> Self {
+        PendingReplies { replies: BTreeMap::new() }
+    }
+
+    fn insert(&mut self, id: u64, reply: oneshot::Sender<Result<T, ProposalError>>, deadline_ms: u64) {
+        self.replies.insert(id, (reply, deadline_ms));
+    }
+
+    /// Answers `id` if it is still owed (it may have timed out already).
+    fn complete(&mut self, id: u64, result: impl FnOnce() -> Result<T, ProposalError>) {
+        if let Some((reply, _)) = self.replies.remove(&id) {
+            let _ = reply.send(result());
+        }
+    }
+
+    fn expire(&mut self, now_ms: u64, timeout_ms: u64) {
+        let expired: Vec<u64> = self.replies.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(id, _)| *id).collect();
+        for id in expired {
+            self.complete(id, || Err(ProposalError::Timeout { timeout_ms }));
+        }
+    }
 }
 
 /// Opens the node and starts its loop; returns at once (no leader needed).
@@ -216,8 +241,8 @@ async fn run(
 ) -> Result<(), MetaDriverError> {
     let tick = Duration::from_millis(config.timing.tick_ms);
     let mut next_tick = clock.now().checked_add(tick).expect("clock overflow");
-    let mut waiters: BTreeMap<u64, Waiter> = BTreeMap::new();
-    let mut read_waiters: BTreeMap<u64, (oneshot::Sender<Result<MetadataState, ProposalError>>, u64)> = BTreeMap::new();
+    let mut proposals: PendingReplies<u64> = PendingReplies::new();
+    let mut reads: PendingReplies<MetadataState> = PendingReplies::new();
     let mut next_proposal_id = 1u64;
     let mut duties = Duties::default();
     loop {
@@ -226,16 +251,8 @@ async fn run(
                 node.tick();
                 next_tick = next_tick.checked_add(tick).expect("clock overflow");
                 let now_ms = clock.now().as_millis();
-                let expired: Vec<u64> = waiters.iter().filter(|(_, w)| w.deadline_ms <= now_ms).map(|(id, _)| *id).collect();
-                for id in expired {
-                    let waiter = waiters.remove(&id).expect("listed");
-                    let _ = waiter.reply.send(Err(ProposalError::Timeout { timeout_ms: config.proposal_timeout_ms }));
-                }
-                let expired_reads: Vec<u64> = read_waiters.iter().filter(|(_, (_, deadline))| *deadline <= now_ms).map(|(id, _)| *id).collect();
-                for id in expired_reads {
-                    let (reply, _) = read_waiters.remove(&id).expect("listed");
-                    let _ = reply.send(Err(ProposalError::Timeout { timeout_ms: config.proposal_timeout_ms }));
-                }
+                proposals.expire(now_ms, config.proposal_timeout_ms);
+                reads.expire(now_ms, config.proposal_timeout_ms);
             }
             Some(frame) = inbox.recv() => {
                 if frame.kind != FRAME_KIND_RAFT {
@@ -253,10 +270,7 @@ async fn run(
                     let proposal_id = next_proposal_id;
                     next_proposal_id += 1;
                     match node.propose(proposal_id, &batch) {
-                        Ok(()) => {
-                            let deadline_ms = clock.now().as_millis() + config.proposal_timeout_ms;
-                            waiters.insert(proposal_id, Waiter { reply, deadline_ms });
-                        }
+                        Ok(()) => proposals.insert(proposal_id, reply, clock.now().as_millis() + config.proposal_timeout_ms),
                         Err(ProposeError::NoLeader) => { let _ = reply.send(Err(ProposalError::NoLeader)); }
                         Err(ProposeError::Dropped(reason)) => { let _ = reply.send(Err(ProposalError::Dropped(reason))); }
                     }
@@ -266,7 +280,7 @@ async fn run(
                     let read_id = next_proposal_id;
                     next_proposal_id += 1;
                     match node.read_index(read_id) {
-                        Ok(()) => { read_waiters.insert(read_id, (reply, clock.now().as_millis() + config.proposal_timeout_ms)); }
+                        Ok(()) => reads.insert(read_id, reply, clock.now().as_millis() + config.proposal_timeout_ms),
                         Err(_) => { let _ = reply.send(Err(ProposalError::NoLeader)); }
                     }
                 }
@@ -282,15 +296,11 @@ async fn run(
             }
         }
         for read_id in output.reads_ready {
-            if let Some((reply, _)) = read_waiters.remove(&read_id) {
-                let _ = reply.send(Ok(node.state().clone()));
-            }
+            reads.complete(read_id, || Ok(node.state().clone()));
         }
         for completion in output.completions {
             duties.completed(completion.proposal_id, &completion.result, clock.now().as_millis(), &config);
-            if let Some(waiter) = waiters.remove(&completion.proposal_id) {
-                let _ = waiter.reply.send(completion.result.map_err(ProposalError::Refused));
-            }
+            proposals.complete(completion.proposal_id, || completion.result.map_err(ProposalError::Refused));
         }
         let now_ms = clock.now().as_millis();
         duties.run(&mut node, &config, now_ms, &mut next_proposal_id);
