@@ -81,6 +81,13 @@ pub struct MetaNode {
     pending_reads: Vec<(u64, u64)>,
 }
 
+/// The metadata state a snapshot's bytes encode, validated: snapshots come
+/// from disk or from the leader, so they are input, not truth.
+fn restore_state(index: u64, bytes: &[u8]) -> Result<MetadataState, MetaNodeError> {
+    let snapshot = MetadataSnapshot::decode_from(bytes).map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
+    MetadataState::from_snapshot(&snapshot).map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })
+}
+
 fn encode_context(node_id: u64, proposal_id: u64) -> Vec<u8> {
     let mut context = Vec::with_capacity(16);
     context.extend_from_slice(&node_id.to_le_bytes());
@@ -116,10 +123,7 @@ impl MetaNode {
             (MetadataState::new(), durable.snapshot_metadata.index)
         } else {
             let index = durable.snapshot_metadata.index;
-            let snapshot = MetadataSnapshot::decode_from(&durable.snapshot_data)
-                .map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
-            let state = MetadataState::from_snapshot(&snapshot).map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
-            (state, index)
+            (restore_state(index, &durable.snapshot_data)?, index)
         };
         let config = raft_config(node_id, timing, applied_index)?;
         let jitter = ElectionJitter::new(rng, &config);
@@ -234,9 +238,7 @@ impl MetaNode {
             let snapshot = ready.snapshot().clone();
             self.store.apply_snapshot(&snapshot).await?;
             let index = snapshot.get_metadata().index;
-            let decoded = MetadataSnapshot::decode_from(&snapshot.data)
-                .map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
-            self.state = MetadataState::from_snapshot(&decoded).map_err(|e| MetaNodeError::BadSnapshot { index, reason: e.to_string() })?;
+            self.state = restore_state(index, &snapshot.data)?;
             self.applied_index = index;
         }
         for read_state in ready.take_read_states() {

@@ -301,8 +301,7 @@ impl RaftStore {
     async fn open_log(&mut self, metadata: &SnapshotMetadata) -> Result<Vec<Entry>, RaftStoreError> {
         let log_dir = join(&self.dir, LOG_DIR);
         let first = metadata.index + 1;
-        let config = LogConfig { initial_offset: first, ..self.log_config.clone() };
-        let mut log = Log::open(self.disk.clone(), &log_dir, config.clone()).await?;
+        let mut log = self.open_entry_log(first).await?;
         let mut continues = log.start_offset() <= first && log.next_offset() >= first;
         if continues && log.start_offset() <= metadata.index && metadata.index > 0 {
             let at_snapshot = read_entry(&log, &log_dir, metadata.index).await?;
@@ -310,7 +309,7 @@ impl RaftStore {
         }
         if !continues {
             log.destroy().await?;
-            log = Log::open(self.disk.clone(), &log_dir, config).await?;
+            log = self.open_entry_log(first).await?;
         }
         let mut entries = Vec::new();
         let mut next = first.max(log.start_offset());
@@ -332,6 +331,12 @@ impl RaftStore {
         }
         self.log = Some(log);
         Ok(entries)
+    }
+
+    /// The entry log; an empty one (new, or just destroyed) starts at `first`.
+    async fn open_entry_log(&self, first: u64) -> Result<Log, RaftStoreError> {
+        let config = LogConfig { initial_offset: first, ..self.log_config.clone() };
+        Ok(Log::open(self.disk.clone(), &join(&self.dir, LOG_DIR), config).await?)
     }
 
     /// raft-rs's handle on the store.
@@ -483,8 +488,7 @@ impl RaftStore {
         } else {
             let log = self.log.take().expect("log open");
             log.destroy().await?;
-            let config = LogConfig { initial_offset: first, ..self.log_config.clone() };
-            self.log = Some(Log::open(self.disk.clone(), &join(&self.dir, LOG_DIR), config).await?);
+            self.log = Some(self.open_entry_log(first).await?);
         }
         let current = self.durable_state();
         let mut hard_state = current.hard_state.clone();
