@@ -173,6 +173,21 @@ fn query_u32(query: &str, key: &str, default: u32) -> Result<u32, String> {
     }
 }
 
+fn created(metadata_version: u64) -> (u16, String) {
+    (201, format!("{{\"metadata_version\":{metadata_version}}}"))
+}
+
+/// The answer to a create the metadata refused, at planning or at apply time.
+/// After a retry, "already exists" means an earlier attempt that timed out
+/// committed after all.
+fn refused_create(error: MetadataError, retried: bool, metadata_version: u64) -> (u16, String) {
+    match error {
+        MetadataError::TopicAlreadyExists(_) if retried => created(metadata_version),
+        MetadataError::TopicAlreadyExists(_) => (409, error_body(&error.to_string())),
+        _ => (400, error_body(&error.to_string())),
+    }
+}
+
 async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, String) {
     let partitions = match query_u32(query, "partitions", 1) {
         Ok(n) => n,
@@ -199,18 +214,11 @@ async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, Strin
         };
         let batch = match plan_create_topic(&state, name, partitions, replication_factor, &[], attempt as usize) {
             Ok(batch) => batch,
-            // An earlier attempt that timed out may have committed after all.
-            Err(MetadataError::TopicAlreadyExists(_)) if retried => return (201, format!("{{\"metadata_version\":{}}}", state.metadata_version())),
-            Err(error @ MetadataError::TopicAlreadyExists(_)) => return (409, error_body(&error.to_string())),
-            Err(error) => return (400, error_body(&error.to_string())),
+            Err(error) => return refused_create(error, retried, state.metadata_version()),
         };
         match meta.propose(batch).await {
-            Ok(version) => return (201, format!("{{\"metadata_version\":{version}}}")),
-            Err(ProposalError::Refused(MetadataError::TopicAlreadyExists(_))) if retried => {
-                return (201, format!("{{\"metadata_version\":{}}}", state.metadata_version()))
-            }
-            Err(ProposalError::Refused(error @ MetadataError::TopicAlreadyExists(_))) => return (409, error_body(&error.to_string())),
-            Err(ProposalError::Refused(error)) => return (400, error_body(&error.to_string())),
+            Ok(version) => return created(version),
+            Err(ProposalError::Refused(error)) => return refused_create(error, retried, state.metadata_version()),
             Err(error) if error.is_retriable() => {
                 retried = true;
                 tokio::time::sleep(Duration::from_millis(100)).await;
