@@ -122,6 +122,8 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         rack: args.rack.clone(),
         incarnation_id: entropy.next_u64(),
         registration_lease_ms: args.registration_lease_ms,
+        compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
+        observer: None,
     };
     let (meta, task) = match start_meta(Disk::Real(disk), Clock::new(), entropy.fork(1), config).await {
         Ok(started) => started,
@@ -144,6 +146,7 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
     tokio::spawn(admin::serve(admin, meta));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| StartError::Failed(e.into()))?;
     tokio::select! {
+        biased;
         result = task => match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(StartError::Failed(error.into())),

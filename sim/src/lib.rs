@@ -7,6 +7,10 @@
 
 pub mod check;
 pub mod log_check;
+pub mod meta_check;
+#[cfg(madsim)]
+pub mod meta_world;
 pub mod raft_store_check;
 pub mod runner;
+pub mod scenario;
 pub mod trace;

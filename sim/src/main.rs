@@ -1,15 +1,18 @@
 //! keel-sim: replay one seed exactly, or sweep a range of seeds.
 
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use keel_sim::check::CheckFailure;
+use keel_sim::meta_check::checker;
 use keel_sim::log_check::{check_log, LogCheckConfig};
 use keel_sim::raft_store_check::check_raft_store;
 use keel_sim::runner::{replay_command, run_seed, sweep, SeedOutcome};
+use keel_sim::scenario::Scenario;
 use keel_sim::trace::Trace;
 
 /// A seed that takes longer than this in wall-clock time is reported as hung.
@@ -45,32 +48,75 @@ struct CheckArgs {
     jobs: u64,
 }
 
+/// Arguments of `run`: one seed of a scenario.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The scenario file (TOML), e.g. scenarios/election-storm.toml.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// The seed to run (the same seed replays the same run exactly).
+    #[arg(long)]
+    seed: u64,
+    /// Write the run's trace (one event per line, then its hash) to this file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Run the seed twice and fail unless both traces are byte-identical.
+    #[arg(long)]
+    check_determinism: bool,
+}
+
+/// Arguments of `sweep`: a range of seeds of a scenario, each in a fresh world.
+#[derive(clap::Args)]
+struct SweepArgs {
+    /// The scenario file (TOML), e.g. scenarios/election-storm.toml.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// An inclusive range of seeds, e.g. 1..500.
+    #[arg(long, value_parser = parse_seed_range)]
+    seeds: RangeInclusive<u64>,
+    /// Seeds run in parallel.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    jobs: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run one seed of a scenario (metadata cluster, workload, faults, checkers).
+    Run(RunArgs),
+    /// Run a range of seeds of a scenario; exit 1 if any fails.
+    Sweep(SweepArgs),
     /// Crash-consistency check of the log on SimDisk: one seed (--seed) or a sweep (--seeds A..B).
     LogCheck(CheckArgs),
     /// Crash-consistency check of the metadata Raft store on SimDisk.
     RaftStoreCheck(CheckArgs),
 }
 
-#[derive(Clone, Copy)]
+/// One seed's verdict: a summary and the trace, or what failed and the trace
+/// if one survived (a panic or a hang leaves none).
+type Verdict = Result<(String, Trace), (String, Option<Trace>)>;
+
+/// What is being checked: a built-in check or a scenario file.
+#[derive(Clone)]
 enum CheckKind {
-    Log,
-    RaftStore,
+    Log { steps: usize },
+    RaftStore { steps: usize },
+    Scenario(Arc<Scenario>),
 }
 
 impl CheckKind {
-    fn subcommand(self) -> &'static str {
+    /// The command line that replays `seed` of this check.
+    fn replay(&self, seed: u64) -> String {
         match self {
-            CheckKind::Log => "log-check",
-            CheckKind::RaftStore => "raft-store-check",
+            CheckKind::Log { steps } => replay_command("log-check", seed, &format!("--steps {steps}")),
+            CheckKind::RaftStore { steps } => replay_command("raft-store-check", seed, &format!("--steps {steps}")),
+            CheckKind::Scenario(scenario) => replay_command("run", seed, &format!("--scenario {}", scenario.path.display())),
         }
     }
 
-    /// One seed in a fresh world: a one-line summary and the trace, or the failure.
-    fn run(self, seed: u64, steps: usize) -> SeedOutcome<Result<(String, Trace), CheckFailure>> {
-        match self {
-            CheckKind::Log => run_seed(seed, SEED_WALL_CLOCK_BUDGET, move || async move {
+    /// One seed in a fresh world.
+    fn run(&self, seed: u64) -> Verdict {
+        let outcome = match self.clone() {
+            CheckKind::Log { steps } => run_seed(seed, SEED_WALL_CLOCK_BUDGET, move || async move {
                 check_log(LogCheckConfig { steps, ..LogCheckConfig::sim(seed) }).await.map(|(report, trace)| {
                     let summary = format!(
                         "{} appends, {} recoveries, {} mid-operation power cuts, {} failed operations, disk {:?}",
@@ -79,7 +125,7 @@ impl CheckKind {
                     (summary, trace)
                 })
             }),
-            CheckKind::RaftStore => run_seed(seed, SEED_WALL_CLOCK_BUDGET, move || async move {
+            CheckKind::RaftStore { steps } => run_seed(seed, SEED_WALL_CLOCK_BUDGET, move || async move {
                 check_raft_store(seed, steps).await.map(|(report, trace)| {
                     let summary = format!(
                         "{} appends, {} compactions, {} snapshot installs, {} recoveries, {} failed operations, disk {:?}",
@@ -88,8 +134,38 @@ impl CheckKind {
                     (summary, trace)
                 })
             }),
+            CheckKind::Scenario(scenario) => return run_scenario_seed(scenario, seed),
+        };
+        match outcome {
+            SeedOutcome::Finished(Ok(done)) => Ok(done),
+            SeedOutcome::Finished(Err(failure)) => Err((failure.to_string(), Some(failure.trace))),
+            other => Err(unfinished(other)),
         }
     }
+}
+
+/// A seed that panicked or hung.
+fn unfinished<T>(outcome: SeedOutcome<T>) -> (String, Option<Trace>) {
+    match outcome {
+        SeedOutcome::Finished(_) => unreachable!("only unfinished seeds come here"),
+        SeedOutcome::Panicked(message) => (format!("checker `{}` failed: a panic: {message}", checker::NO_PANICS), None),
+        SeedOutcome::Hung { wall_clock_budget } => (format!("hung: no result within {wall_clock_budget:?} of wall-clock time"), None),
+    }
+}
+
+#[cfg(madsim)]
+fn run_scenario_seed(scenario: Arc<Scenario>, seed: u64) -> Verdict {
+    use keel_sim::meta_world::run_scenario;
+    match run_seed(seed, SEED_WALL_CLOCK_BUDGET, move || run_scenario(scenario, seed)) {
+        SeedOutcome::Finished(Ok((report, trace))) => Ok((report.to_string(), trace)),
+        SeedOutcome::Finished(Err((violation, trace))) => Err((violation.to_string(), Some(trace))),
+        other => Err(unfinished(other)),
+    }
+}
+
+#[cfg(not(madsim))]
+fn run_scenario_seed(_scenario: Arc<Scenario>, _seed: u64) -> Verdict {
+    unreachable!("scenario commands stop in main without the madsim build")
 }
 
 fn parse_seed_range(text: &str) -> Result<RangeInclusive<u64>, String> {
@@ -107,19 +183,9 @@ fn parse_seed_range(text: &str) -> Result<RangeInclusive<u64>, String> {
     Ok(first..=last)
 }
 
-/// A seed's verdict; on failure, the message and the trace if one survived.
-fn verdict(outcome: SeedOutcome<Result<(String, Trace), CheckFailure>>) -> Result<(String, Trace), (String, Option<Trace>)> {
-    match outcome {
-        SeedOutcome::Finished(Ok(done)) => Ok(done),
-        SeedOutcome::Finished(Err(failure)) => Err((failure.to_string(), Some(failure.trace))),
-        SeedOutcome::Panicked(message) => Err((format!("panicked: {message}"), None)),
-        SeedOutcome::Hung { wall_clock_budget } => Err((format!("hung: no result within {wall_clock_budget:?} of wall-clock time"), None)),
-    }
-}
-
-fn check_one(kind: CheckKind, seed: u64, steps: usize, trace_path: Option<&std::path::Path>, check_determinism: bool) -> anyhow::Result<ExitCode> {
-    let replay = replay_command(kind.subcommand(), seed, &format!("--steps {steps}"));
-    let (summary, trace) = match verdict(kind.run(seed, steps)) {
+fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_determinism: bool) -> anyhow::Result<ExitCode> {
+    let replay = kind.replay(seed);
+    let (summary, trace) = match kind.run(seed) {
         Ok(done) => done,
         Err((message, trace)) => {
             if let (Some(path), Some(trace)) = (trace_path, trace) {
@@ -135,8 +201,8 @@ fn check_one(kind: CheckKind, seed: u64, steps: usize, trace_path: Option<&std::
     println!("seed {seed}: passed ({summary})");
     println!("trace-hash {:016x}", trace.hash());
     if check_determinism {
-        match verdict(kind.run(seed, steps)) {
-            Ok((_, second)) if second.hash() == trace.hash() => println!("determinism: second run has the same trace hash"),
+        match kind.run(seed) {
+            Ok((_, second)) if second.render() == trace.render() => println!("determinism: second run has the same trace, byte for byte"),
             Ok((_, second)) => {
                 println!("FAILED determinism: second run trace hash {:016x} differs\nseed: {seed}\nreplay: {replay}", second.hash());
                 return Ok(ExitCode::from(1));
@@ -150,12 +216,13 @@ fn check_one(kind: CheckKind, seed: u64, steps: usize, trace_path: Option<&std::
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_sweep(kind: CheckKind, seeds: RangeInclusive<u64>, steps: usize, jobs: u64) -> ExitCode {
+fn check_sweep(kind: CheckKind, seeds: RangeInclusive<u64>, jobs: u64) -> ExitCode {
     let total = seeds.end() - seeds.start() + 1;
-    let failures = sweep(seeds, jobs, move |seed| verdict(kind.run(seed, steps)).map(|_| ()).map_err(|(message, _)| message));
+    let runner = kind.clone();
+    let failures = sweep(seeds, jobs, move |seed| runner.run(seed).map(|_| ()).map_err(|(message, _)| message));
     println!("{} passed, {} failed", total - failures.len() as u64, failures.len());
     for (seed, message) in &failures {
-        println!("FAILED seed {seed}: {message}\n  replay: {}", replay_command(kind.subcommand(), *seed, &format!("--steps {steps}")));
+        println!("FAILED seed {seed}: {message}\n  replay: {}", kind.replay(*seed));
     }
     if failures.is_empty() {
         ExitCode::SUCCESS
@@ -164,15 +231,34 @@ fn check_sweep(kind: CheckKind, seeds: RangeInclusive<u64>, steps: usize, jobs: 
     }
 }
 
-fn run_check(kind: CheckKind, args: CheckArgs) -> anyhow::Result<ExitCode> {
+fn run_check(kind: CheckKind, args: CheckArgs, subcommand: &str) -> anyhow::Result<ExitCode> {
     match (args.seed, args.seeds) {
-        (Some(seed), _) => check_one(kind, seed, args.steps, args.trace.as_deref(), args.check_determinism),
-        (None, Some(seeds)) => Ok(check_sweep(kind, seeds, args.steps, args.jobs)),
+        (Some(seed), _) => check_one(&kind, seed, args.trace.as_deref(), args.check_determinism),
+        (None, Some(seeds)) => Ok(check_sweep(kind, seeds, args.jobs)),
         (None, None) => {
-            eprintln!("keel-sim {}: give --seed N to replay one seed or --seeds A..B to sweep", kind.subcommand());
+            eprintln!("keel-sim {subcommand}: give --seed N to replay one seed or --seeds A..B to sweep");
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// Loads a scenario for `run`/`sweep`; bad input is exit 2 with the file and line.
+fn load_scenario(path: &Path) -> Result<CheckKind, ExitCode> {
+    let scenario = match Scenario::load(path) {
+        Ok(scenario) => scenario,
+        Err(error) => {
+            eprintln!("keel-sim: {error}");
+            return Err(ExitCode::from(2));
+        }
+    };
+    if !cfg!(madsim) {
+        eprintln!(
+            "keel-sim: {} is valid, but scenarios run only in the simulation build (--cfg madsim); run it with ci/sim.sh",
+            path.display()
+        );
+        return Err(ExitCode::from(2));
+    }
+    Ok(CheckKind::Scenario(Arc::new(scenario)))
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -182,7 +268,15 @@ fn main() -> anyhow::Result<ExitCode> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::LogCheck(args) => run_check(CheckKind::Log, args),
-        Command::RaftStoreCheck(args) => run_check(CheckKind::RaftStore, args),
+        Command::Run(args) => match load_scenario(&args.scenario) {
+            Ok(kind) => check_one(&kind, args.seed, args.trace.as_deref(), args.check_determinism),
+            Err(code) => Ok(code),
+        },
+        Command::Sweep(args) => match load_scenario(&args.scenario) {
+            Ok(kind) => Ok(check_sweep(kind, args.seeds, args.jobs)),
+            Err(code) => Ok(code),
+        },
+        Command::LogCheck(args) => run_check(CheckKind::Log { steps: args.steps }, args, "log-check"),
+        Command::RaftStoreCheck(args) => run_check(CheckKind::RaftStore { steps: args.steps }, args, "raft-store-check"),
     }
 }

@@ -7,6 +7,7 @@
 //! is published in `MetaStatus::ready` instead.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_io::{Clock, Disk, NodeRng};
@@ -18,7 +19,7 @@ use raft::StateRole;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::controller::{plan_elect_offline_leaders, plan_fence_broker};
-use crate::node::{MetaNode, MetaNodeError, ProposeError};
+use crate::node::{AppliedEntry, MetaNode, MetaNodeError, ProposeError};
 use crate::proto::{Command, MetadataBatch, RegisterBroker};
 use crate::raft_node::RaftTiming;
 use crate::state::{MetadataError, MetadataState};
@@ -48,6 +49,48 @@ pub struct MetaDriverConfig {
     pub incarnation_id: u64,
     /// A broker silent to the leader for longer than this is fenced.
     pub registration_lease_ms: u64,
+    /// Compact the Raft log once this many applied entries follow the snapshot.
+    pub compact_after_entries: u64,
+    /// Told of every election won, entry applied and snapshot installed.
+    pub observer: Option<MetaObserver>,
+}
+
+/// What a node tells its observer, as it happens.
+#[derive(Debug)]
+pub enum MetaEvent<'a> {
+    /// The node opened its durable state (at start and every restart).
+    Opened { node_id: u64, applied_index: u64, state: &'a MetadataState },
+    /// The node became the Raft leader of `term`.
+    BecameLeader { node_id: u64, term: u64 },
+    /// The node replaced its state with a leader's snapshot taken at `index`.
+    SnapshotInstalled { node_id: u64, index: u64 },
+    /// The node applied one committed entry, in index order.
+    Applied { node_id: u64, entry: &'a AppliedEntry },
+    /// The node's state after applying everything up to `applied_index`.
+    StateAt { node_id: u64, applied_index: u64, state: &'a MetadataState },
+}
+
+/// A callback for `MetaEvent`s: the simulator's checkers listen here. It runs
+/// on the node's loop, so it must be quick and must not block.
+#[derive(Clone)]
+pub struct MetaObserver(Arc<dyn Fn(&MetaEvent<'_>) + Send + Sync>);
+
+impl MetaObserver {
+    pub fn new(observe: impl Fn(&MetaEvent<'_>) + Send + Sync + 'static) -> Self {
+        MetaObserver(Arc::new(observe))
+    }
+
+    fn notify(observer: &Option<MetaObserver>, event: MetaEvent<'_>) {
+        if let Some(observer) = observer {
+            (observer.0)(&event);
+        }
+    }
+}
+
+impl std::fmt::Debug for MetaObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetaObserver")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +240,8 @@ pub async fn start(
         config.log_config.clone(),
     )
     .await?;
+    let mut node = node;
+    node.set_compact_after_entries(config.compact_after_entries);
     let net_config = NetConfig::new(&config.cluster_id, config.node_id);
     let (mut endpoint, inbox) = Endpoint::bind(net_config, &config.listen_addr, clock.clone(), rng.fork(2))
         .await
@@ -206,6 +251,7 @@ pub async fn start(
             endpoint.add_peer(*peer, addr);
         }
     }
+    MetaObserver::notify(&config.observer, MetaEvent::Opened { node_id: config.node_id, applied_index: node.applied_index(), state: node.state() });
     let (requests, request_rx) = mpsc::channel(1024);
     let (status_tx, status) = watch::channel(status_of(&node, config.incarnation_id));
     let task = tokio::spawn(run(node, endpoint, inbox, request_rx, status_tx, clock, config));
@@ -245,8 +291,12 @@ async fn run(
     let mut reads: PendingReplies<MetadataState> = PendingReplies::new();
     let mut next_proposal_id = 1u64;
     let mut duties = Duties::default();
+    let mut led_term = None;
     loop {
+        // Biased (fixed order) for replay: ticks first so timers never starve,
+        // then Raft traffic, then callers' requests.
         tokio::select! {
+            biased;
             _ = clock.sleep_until(next_tick) => {
                 node.tick();
                 next_tick = next_tick.checked_add(tick).expect("clock overflow");
@@ -288,6 +338,23 @@ async fn run(
             },
         }
         let output = node.process_ready().await?;
+        if config.observer.is_some() {
+            let node_id = config.node_id;
+            if node.is_leader() && led_term != Some(node.term()) {
+                led_term = Some(node.term());
+                MetaObserver::notify(&config.observer, MetaEvent::BecameLeader { node_id, term: node.term() });
+            }
+            if let Some(index) = output.snapshot_installed {
+                MetaObserver::notify(&config.observer, MetaEvent::SnapshotInstalled { node_id, index });
+            }
+            for entry in &output.applied {
+                MetaObserver::notify(&config.observer, MetaEvent::Applied { node_id, entry });
+            }
+            if output.snapshot_installed.is_some() || !output.applied.is_empty() {
+                let applied_index = node.applied_index();
+                MetaObserver::notify(&config.observer, MetaEvent::StateAt { node_id, applied_index, state: node.state() });
+            }
+        }
         for message in output.messages {
             let to = message.to;
             // Raft retransmits, so a full queue to an unreachable peer only delays.

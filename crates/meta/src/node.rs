@@ -18,7 +18,7 @@ use crate::raft_node::{raft_config, raft_logger, ElectionJitter, RaftTiming};
 use crate::raft_store::{RaftStorageView, RaftStore, RaftStoreError};
 use crate::state::{MetadataError, MetadataState};
 
-/// Applied entries kept in the log beyond the snapshot before compacting.
+/// Applied entries kept in the log beyond the snapshot before compacting, by default.
 pub const COMPACT_AFTER_ENTRIES: u64 = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -52,12 +52,16 @@ pub struct Completion {
     pub result: Result<u64, MetadataError>,
 }
 
-/// One committed entry as applied, for checkers comparing nodes.
+/// One committed entry as applied (every entry, empty ones included), for
+/// checkers comparing the applied logs of nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppliedEntry {
     pub index: u64,
     pub term: u64,
     pub data: Vec<u8>,
+    /// The metadata version after the entry, or why its batch was refused.
+    /// Empty entries and configuration changes leave the version as it was.
+    pub result: Result<u64, MetadataError>,
 }
 
 #[derive(Debug, Default)]
@@ -68,6 +72,8 @@ pub struct ReadyOutput {
     pub applied: Vec<AppliedEntry>,
     /// Linearizable reads (`read_index`) that may now be served from `state()`.
     pub reads_ready: Vec<u64>,
+    /// The index of a leader's snapshot this node installed, replacing its state.
+    pub snapshot_installed: Option<u64>,
 }
 
 pub struct MetaNode {
@@ -79,6 +85,7 @@ pub struct MetaNode {
     applied_index: u64,
     /// ReadIndex answers waiting for the applied index to reach them: (read id, index).
     pending_reads: Vec<(u64, u64)>,
+    compact_after_entries: u64,
 }
 
 /// The metadata state a snapshot's bytes encode, validated: snapshots come
@@ -128,9 +135,14 @@ impl MetaNode {
         let config = raft_config(node_id, timing, applied_index)?;
         let jitter = ElectionJitter::new(rng, &config);
         let raw = RawNode::new(&config, store.storage(), &raft_logger(node_id))?;
-        let mut node = MetaNode { node_id, raw, store, jitter, state, applied_index, pending_reads: Vec::new() };
+        let mut node = MetaNode { node_id, raw, store, jitter, state, applied_index, pending_reads: Vec::new(), compact_after_entries: COMPACT_AFTER_ENTRIES };
         node.jitter.apply(&mut node.raw);
         Ok(node)
+    }
+
+    /// Compacts once this many applied entries are beyond the snapshot (at least 1).
+    pub fn set_compact_after_entries(&mut self, entries: u64) {
+        self.compact_after_entries = entries.max(1);
     }
 
     pub fn node_id(&self) -> u64 {
@@ -240,6 +252,7 @@ impl MetaNode {
             let index = snapshot.get_metadata().index;
             self.state = restore_state(index, &snapshot.data)?;
             self.applied_index = index;
+            output.snapshot_installed = Some(index);
         }
         for read_state in ready.take_read_states() {
             if let Ok(bytes) = <[u8; 8]>::try_from(read_state.request_ctx.as_slice()) {
@@ -285,6 +298,8 @@ impl MetaNode {
             self.applied_index = entry.index;
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 // A new leader's empty entry, or a configuration change (membership is static).
+                let result = Ok(self.state.metadata_version());
+                output.applied.push(AppliedEntry { index: entry.index, term: entry.term, data: entry.data, result });
                 continue;
             }
             let batch = MetadataBatch::decode_from(&entry.data)
@@ -298,7 +313,7 @@ impl MetaNode {
                     output.completions.push(Completion { proposal_id, index: entry.index, result: result.clone() });
                 }
             }
-            output.applied.push(AppliedEntry { index: entry.index, term: entry.term, data: entry.data.clone() });
+            output.applied.push(AppliedEntry { index: entry.index, term: entry.term, data: entry.data, result });
         }
         Ok(())
     }
@@ -309,7 +324,7 @@ impl MetaNode {
         let durable = self.store.durable_state();
         // The snapshot must be exactly the state at the index it names: only
         // the applied index qualifies, and only once it is durably committed.
-        let due = self.applied_index >= durable.snapshot_index() + COMPACT_AFTER_ENTRIES;
+        let due = self.applied_index >= durable.snapshot_index() + self.compact_after_entries;
         if due && self.applied_index <= durable.hard_state.commit {
             let bytes = self.state.snapshot().encode_to_bytes();
             self.store.compact(self.applied_index, bytes).await?;

@@ -25,13 +25,34 @@ pub const RULES: &[Rule] = &[
     Rule { needle: "std::net", why: "use tokio::net (madsim simulates it)" },
     Rule { needle: "std::thread", why: "use tokio::spawn (madsim schedules tasks deterministically)" },
     Rule { needle: "tokio::fs", why: "use keel_io::Disk (tokio::fs is not simulated)" },
+    Rule {
+        needle: "select! without biased",
+        why: "start every select! with `biased;`: unbiased select! draws from tokio's thread RNG, seeded from a process-wide counter, so a seed replayed in another process (or later in a sweep) takes other branches",
+    },
 ];
+
+/// `select! {` not followed by `biased;`: the line of each such select.
+fn unbiased_selects(code: &str) -> Vec<usize> {
+    let mut lines = Vec::new();
+    let mut from = 0;
+    while let Some(at) = code[from..].find("select!") {
+        let start = from + at;
+        let rest = code[start + "select!".len()..].trim_start();
+        let body = rest.strip_prefix(['{', '(']).map(str::trim_start).unwrap_or(rest);
+        if !body.starts_with("biased;") {
+            lines.push(code[..start].bytes().filter(|b| *b == b'\n').count() + 1);
+        }
+        from = start + "select!".len();
+    }
+    lines
+}
 
 /// Files (relative to the workspace root, `/`-separated) allowed one needle, and why.
 pub const ALLOWED: &[(&str, &str, &str)] = &[
     ("sim/src/runner.rs", "std::thread", "each seed runs on a fresh OS thread: madsim seeds HashMap per thread"),
     ("sim/src/runner.rs", "Instant::now", "wall-clock watchdog reports hung seeds (a deadlock stops simulated time)"),
     ("sim/src/trace.rs", "std::fs", "a finished trace is written to the host for the developer to read"),
+    ("sim/src/scenario.rs", "std::fs", "scenario files are read from the host before a simulated world exists"),
 ];
 
 #[derive(Debug, PartialEq, Eq)]
@@ -156,10 +177,14 @@ pub fn check_source(relative_path: &str, source: &str) -> Vec<Violation> {
     let stripped = strip_comments_and_strings(source);
     let code = without_test_module(&stripped);
     let mut violations = Vec::new();
+    let unbiased = unbiased_selects(code);
     for (line_index, line) in code.lines().enumerate() {
         let mut needles: Vec<&'static str> =
             RULES.iter().filter(|rule| line.contains(rule.needle)).map(|rule| rule.needle).collect();
         needles.extend(grouped_std_imports(line));
+        if unbiased.contains(&(line_index + 1)) {
+            needles.push("select! without biased");
+        }
         for needle in needles {
             let allowed = ALLOWED.iter().any(|(file, allowed, _)| *file == relative_path && *allowed == needle);
             if allowed {
@@ -227,6 +252,16 @@ mod tests {
         assert_eq!(found.len(), 2);
         assert_eq!((found[0].line, found[0].needle), (2, "Instant::now"));
         assert_eq!((found[1].line, found[1].needle), (3, "thread_rng"));
+    }
+
+    #[test]
+    fn select_without_biased_is_flagged_and_with_biased_is_not() {
+        let unbiased = "fn f() {\n    tokio::select! {\n        _ = a => {}\n    }\n}\n";
+        let violations = check_source("crates/x/src/lib.rs", unbiased);
+        assert_eq!(violations.len(), 1, "{violations:?}");
+        assert_eq!((violations[0].line, violations[0].needle), (2, "select! without biased"));
+        let biased = "fn f() {\n    tokio::select! {\n        biased;\n        _ = a => {}\n    }\n}\n";
+        assert!(check_source("crates/x/src/lib.rs", biased).is_empty());
     }
 
     #[test]

@@ -1,0 +1,363 @@
+//! The metadata layer's checkers, fed by what the nodes report
+//! (`keel_meta::driver::MetaEvent`) and what the clients saw.
+//!
+//! Online, as events arrive: at most one leader per term; every node applies
+//! indexes in order without gaps; an index carries the same entry (term, bytes,
+//! outcome) on every node and across restarts; states at one applied index are
+//! identical. At the end (`History::check_final`): nothing ever applied is
+//! missing from a converged node (no committed command lost across crashes or
+//! power loss), every acknowledged create is visible on every node, and no
+//! topic exists that no client asked for.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use keel_meta::driver::MetaEvent;
+use keel_meta::MetadataState;
+
+use crate::trace::{Trace, TraceHash};
+
+/// Names of the checkers, as failures report them.
+pub mod checker {
+    pub const ONE_LEADER_PER_TERM: &str = "one-leader-per-term";
+    pub const APPLIED_IN_ORDER: &str = "applied-in-order";
+    pub const IDENTICAL_APPLIED_LOGS: &str = "identical-applied-logs";
+    pub const NO_COMMITTED_COMMAND_LOST: &str = "no-committed-command-lost";
+    pub const CONVERGENCE: &str = "convergence";
+    pub const ACKED_CREATES_VISIBLE: &str = "acked-creates-visible";
+    pub const NO_PHANTOM_TOPICS: &str = "no-phantom-topics";
+    pub const LIVENESS: &str = "liveness";
+    pub const NO_PANICS: &str = "no-panics";
+}
+
+/// The first checker that failed, when (simulated) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: &'static str,
+    pub at_us: u64,
+    pub message: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "checker `{}` failed at {} simulated: {}", self.checker, format_time(self.at_us), self.message)
+    }
+}
+
+/// Simulated time as seconds with microseconds, the trace's time format.
+pub fn format_time(at_us: u64) -> String {
+    format!("{}.{:06}s", at_us / 1_000_000, at_us % 1_000_000)
+}
+
+/// FNV-1a of a state's canonical encoding: equal states, equal hashes.
+pub fn state_hash(state: &MetadataState) -> u64 {
+    let mut hash = TraceHash::new();
+    hash.update(&state.snapshot().encode_to_bytes());
+    hash.value()
+}
+
+fn bytes_hash(bytes: &[u8]) -> u64 {
+    let mut hash = TraceHash::new();
+    hash.update(bytes);
+    hash.value()
+}
+
+/// One index of the applied log as first seen: (term, entry hash, outcome).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct AppliedRecord {
+    term: u64,
+    entry_hash: u64,
+    outcome: String,
+    first_node: u64,
+}
+
+/// What a client was told about one create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// Applied; the create's node answered with this metadata version.
+    Acknowledged { node_id: u64, metadata_version: u64 },
+    /// An earlier attempt timed out and a retry found the topic: it
+    /// committed, but nobody was told so.
+    FoundAfterRetry,
+    /// Gave up (every attempt failed retriably within the client's timeout).
+    GaveUp(String),
+    /// Refused for good by the state machine.
+    Refused(String),
+}
+
+/// Everything a seed observed, and the first violation.
+#[derive(Debug, Default)]
+pub struct History {
+    trace: Trace,
+    violation: Option<Violation>,
+    leaders: BTreeMap<u64, u64>,
+    applied: BTreeMap<u64, AppliedRecord>,
+    state_hashes: BTreeMap<u64, (u64, u64)>,
+    last_applied: BTreeMap<u64, u64>,
+    applied_index_max: u64,
+    creates_attempted: BTreeSet<String>,
+    creates: BTreeMap<String, CreateOutcome>,
+    pub entries_applied: u64,
+    pub elections: u64,
+}
+
+impl History {
+    pub fn new() -> Self {
+        History::default()
+    }
+
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+
+    pub fn into_trace(self) -> Trace {
+        self.trace
+    }
+
+    pub fn violation(&self) -> Option<&Violation> {
+        self.violation.as_ref()
+    }
+
+    /// The highest index any node applied so far: committed, so never to be lost.
+    pub fn applied_index_max(&self) -> u64 {
+        self.applied_index_max
+    }
+
+    pub fn creates(&self) -> &BTreeMap<String, CreateOutcome> {
+        &self.creates
+    }
+
+    /// Adds a line to the trace, stamped with simulated time.
+    pub fn note(&mut self, at_us: u64, line: impl std::fmt::Display) {
+        self.trace.record(format!("{} {line}", format_time(at_us)));
+    }
+
+    /// Records a violation; only the first one is kept (later ones are often
+    /// its consequences), but each goes into the trace.
+    pub fn violate(&mut self, at_us: u64, checker: &'static str, message: String) {
+        self.note(at_us, format_args!("VIOLATION {checker}: {message}"));
+        if self.violation.is_none() {
+            self.violation = Some(Violation { checker, at_us, message });
+        }
+    }
+
+    /// A node's report (`MetaObserver`).
+    pub fn observe(&mut self, at_us: u64, event: &MetaEvent<'_>) {
+        match event {
+            MetaEvent::Opened { node_id, applied_index, state } => {
+                let hash = state_hash(state);
+                self.note(at_us, format_args!("n{node_id} opened applied={applied_index} state={hash:016x}"));
+                self.last_applied.insert(*node_id, *applied_index);
+                self.state_at(at_us, *node_id, *applied_index, hash);
+            }
+            MetaEvent::BecameLeader { node_id, term } => {
+                self.elections += 1;
+                self.note(at_us, format_args!("n{node_id} leader term={term}"));
+                match self.leaders.get(term) {
+                    Some(other) if other != node_id => {
+                        let message = format!("nodes {other} and {node_id} were both leader of term {term}");
+                        self.violate(at_us, checker::ONE_LEADER_PER_TERM, message);
+                    }
+                    _ => {
+                        self.leaders.insert(*term, *node_id);
+                    }
+                }
+            }
+            MetaEvent::SnapshotInstalled { node_id, index } => {
+                self.note(at_us, format_args!("n{node_id} installed snapshot at {index}"));
+                let last = self.last_applied.get(node_id).copied().unwrap_or(0);
+                if *index < last {
+                    let message = format!("node {node_id} installed a snapshot at {index} after applying up to {last}");
+                    self.violate(at_us, checker::APPLIED_IN_ORDER, message);
+                }
+                self.last_applied.insert(*node_id, *index);
+            }
+            MetaEvent::Applied { node_id, entry } => {
+                self.entries_applied += 1;
+                let outcome = match &entry.result {
+                    Ok(version) => format!("v{version}"),
+                    Err(error) => format!("refused: {error}"),
+                };
+                let entry_hash = bytes_hash(&entry.data);
+                self.note(at_us, format_args!("n{node_id} apply {} term={} entry={entry_hash:016x} {outcome}", entry.index, entry.term));
+                let expected = self.last_applied.get(node_id).copied().unwrap_or(0) + 1;
+                if entry.index != expected {
+                    let message = format!("node {node_id} applied index {} where {expected} was next", entry.index);
+                    self.violate(at_us, checker::APPLIED_IN_ORDER, message);
+                }
+                self.last_applied.insert(*node_id, entry.index);
+                self.applied_index_max = self.applied_index_max.max(entry.index);
+                let record = AppliedRecord { term: entry.term, entry_hash, outcome, first_node: *node_id };
+                match self.applied.get(&entry.index) {
+                    None => {
+                        self.applied.insert(entry.index, record);
+                    }
+                    Some(first) if (first.term, first.entry_hash, &first.outcome) != (record.term, record.entry_hash, &record.outcome) => {
+                        let message = format!(
+                            "index {}: node {} applied term {} entry {:016x} ({}), node {node_id} applied term {} entry {:016x} ({})",
+                            entry.index, first.first_node, first.term, first.entry_hash, first.outcome, record.term, record.entry_hash, record.outcome
+                        );
+                        self.violate(at_us, checker::IDENTICAL_APPLIED_LOGS, message);
+                    }
+                    Some(_) => {}
+                }
+            }
+            MetaEvent::StateAt { node_id, applied_index, state } => {
+                let hash = state_hash(state);
+                self.note(at_us, format_args!("n{node_id} state at {applied_index} = {hash:016x} v{}", state.metadata_version()));
+                self.state_at(at_us, *node_id, *applied_index, hash);
+            }
+        }
+    }
+
+    fn state_at(&mut self, at_us: u64, node_id: u64, applied_index: u64, hash: u64) {
+        match self.state_hashes.get(&applied_index) {
+            None => {
+                self.state_hashes.insert(applied_index, (hash, node_id));
+            }
+            Some((first_hash, first_node)) if *first_hash != hash => {
+                let message = format!(
+                    "states at applied index {applied_index} differ: node {first_node} has {first_hash:016x}, node {node_id} has {hash:016x}"
+                );
+                self.violate(at_us, checker::IDENTICAL_APPLIED_LOGS, message);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// A client is about to ask for `topic` (names are unique per seed).
+    pub fn create_attempted(&mut self, at_us: u64, topic: &str, node_id: u64) {
+        self.note(at_us, format_args!("client create {topic} via n{node_id}"));
+        self.creates_attempted.insert(topic.to_string());
+    }
+
+    pub fn create_finished(&mut self, at_us: u64, topic: &str, outcome: CreateOutcome) {
+        self.note(at_us, format_args!("client create {topic}: {outcome:?}"));
+        self.creates.insert(topic.to_string(), outcome);
+    }
+
+    /// After convergence: each live node's final applied index and state.
+    pub fn check_final(&mut self, at_us: u64, finals: &BTreeMap<u64, (u64, MetadataState)>) {
+        let mut violations = Vec::new();
+        for (node_id, (applied_index, state)) in finals {
+            if *applied_index < self.applied_index_max {
+                let message = format!(
+                    "node {node_id} converged at applied index {applied_index}, but index {} was applied (so committed) earlier",
+                    self.applied_index_max
+                );
+                violations.push((checker::NO_COMMITTED_COMMAND_LOST, message));
+            }
+            for (topic, outcome) in &self.creates {
+                if matches!(outcome, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) && state.topic(topic).is_none() {
+                    let message = format!("node {node_id} lacks topic `{topic}`, whose create was {outcome:?}");
+                    violations.push((checker::ACKED_CREATES_VISIBLE, message));
+                }
+            }
+            for topic in state.topics() {
+                if !self.creates_attempted.contains(&topic.name) {
+                    let message = format!("node {node_id} has topic `{}`, which no client created", topic.name);
+                    violations.push((checker::NO_PHANTOM_TOPICS, message));
+                }
+            }
+        }
+        for (checker, message) in violations {
+            self.violate(at_us, checker, message);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_meta::node::AppliedEntry;
+
+    use super::*;
+
+    fn entry(index: u64, term: u64, data: &[u8]) -> AppliedEntry {
+        AppliedEntry { index, term, data: data.to_vec(), result: Ok(index) }
+    }
+
+    #[test]
+    fn two_leaders_in_one_term_are_a_violation() {
+        let mut history = History::new();
+        history.observe(1, &MetaEvent::BecameLeader { node_id: 1, term: 3 });
+        history.observe(2, &MetaEvent::BecameLeader { node_id: 1, term: 3 });
+        history.observe(3, &MetaEvent::BecameLeader { node_id: 2, term: 4 });
+        assert!(history.violation().is_none());
+        history.observe(4, &MetaEvent::BecameLeader { node_id: 3, term: 4 });
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::ONE_LEADER_PER_TERM));
+    }
+
+    #[test]
+    fn a_different_entry_at_an_applied_index_is_a_violation() {
+        let mut history = History::new();
+        history.observe(1, &MetaEvent::Applied { node_id: 1, entry: &entry(1, 1, b"a") });
+        history.observe(1, &MetaEvent::Applied { node_id: 2, entry: &entry(1, 1, b"a") });
+        assert!(history.violation().is_none());
+        history.observe(2, &MetaEvent::Applied { node_id: 3, entry: &entry(1, 2, b"a") });
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::IDENTICAL_APPLIED_LOGS));
+    }
+
+    #[test]
+    fn a_different_outcome_of_the_same_entry_is_a_violation() {
+        let mut history = History::new();
+        history.observe(1, &MetaEvent::Applied { node_id: 1, entry: &entry(1, 1, b"a") });
+        let refused = AppliedEntry { result: Err(keel_meta::MetadataError::EmptyBatch), ..entry(1, 1, b"a") };
+        history.observe(2, &MetaEvent::Applied { node_id: 2, entry: &refused });
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::IDENTICAL_APPLIED_LOGS));
+    }
+
+    #[test]
+    fn a_gap_in_one_nodes_applied_log_is_a_violation_but_a_restart_replay_is_not() {
+        let mut history = History::new();
+        let empty = MetadataState::new();
+        history.observe(1, &MetaEvent::Applied { node_id: 1, entry: &entry(1, 1, b"a") });
+        history.observe(1, &MetaEvent::Applied { node_id: 1, entry: &entry(2, 1, b"b") });
+        // A restart from an empty snapshot re-applies the same entries.
+        history.observe(2, &MetaEvent::Opened { node_id: 1, applied_index: 0, state: &empty });
+        history.observe(3, &MetaEvent::Applied { node_id: 1, entry: &entry(1, 1, b"a") });
+        history.observe(3, &MetaEvent::Applied { node_id: 1, entry: &entry(2, 1, b"b") });
+        assert!(history.violation().is_none());
+        history.observe(4, &MetaEvent::Applied { node_id: 1, entry: &entry(4, 1, b"d") });
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::APPLIED_IN_ORDER));
+    }
+
+    #[test]
+    fn different_states_at_one_index_are_a_violation() {
+        let mut history = History::new();
+        let empty = MetadataState::new();
+        let mut other = MetadataState::new();
+        let register = keel_meta::proto::RegisterBroker { broker_id: 1, host: "h".into(), port: 1, rack: None, incarnation_id: 1 };
+        let batch = keel_meta::proto::MetadataBatch { commands: vec![keel_meta::proto::Command::RegisterBroker(register).into()] };
+        other.apply_batch(&batch).expect("register");
+        history.observe(1, &MetaEvent::StateAt { node_id: 1, applied_index: 5, state: &empty });
+        history.observe(1, &MetaEvent::StateAt { node_id: 2, applied_index: 5, state: &empty });
+        assert!(history.violation().is_none());
+        history.observe(2, &MetaEvent::StateAt { node_id: 3, applied_index: 5, state: &other });
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::IDENTICAL_APPLIED_LOGS));
+    }
+
+    #[test]
+    fn final_checks_catch_a_lost_index_a_missing_acked_create_and_a_phantom_topic() {
+        let mut history = History::new();
+        history.observe(1, &MetaEvent::Applied { node_id: 1, entry: &entry(1, 1, b"a") });
+        history.observe(1, &MetaEvent::Applied { node_id: 1, entry: &entry(2, 1, b"b") });
+        let finals = BTreeMap::from([(1, (1, MetadataState::new()))]);
+        history.check_final(9, &finals);
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::NO_COMMITTED_COMMAND_LOST));
+
+        let mut history = History::new();
+        history.create_attempted(1, "orders", 1);
+        history.create_finished(2, "orders", CreateOutcome::Acknowledged { node_id: 1, metadata_version: 3 });
+        history.check_final(9, &BTreeMap::from([(2, (0, MetadataState::new()))]));
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::ACKED_CREATES_VISIBLE));
+
+        let mut history = History::new();
+        let mut state = MetadataState::new();
+        let register = keel_meta::proto::RegisterBroker { broker_id: 1, host: "h".into(), port: 1, rack: None, incarnation_id: 1 };
+        let batch = keel_meta::proto::MetadataBatch { commands: vec![keel_meta::proto::Command::RegisterBroker(register).into()] };
+        state.apply_batch(&batch).expect("register");
+        let create = keel_meta::controller::plan_create_topic(&state, "ghost", 1, 1, &[], 0).expect("plan");
+        state.apply_batch(&create).expect("create");
+        history.check_final(9, &BTreeMap::from([(1, (0, state))]));
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::NO_PHANTOM_TOPICS));
+    }
+}

@@ -1,0 +1,783 @@
+//! One seeded run of a scenario: brokers as madsim hosts running the real
+//! metadata driver (keel-meta over keel-net over madsim TCP, SimDisk each),
+//! topic creates from clients, the scenario's timed faults, then the heal
+//! and the checkers of `meta_check`.
+//!
+//! Timeline: brokers start at their start times; faults fire at theirs (plus
+//! seeded jitter) and are undone after their `duration_ms`; at the scenario's
+//! `duration_ms` everything heals (links, pauses, dead brokers restart). From
+//! then on, within `convergence_ms_max`: every broker is ready, registered
+//! and at the same applied index with identical state and every partition
+//! led; a probe create is acknowledged (liveness); and once every client has
+//! its answer, the final checks run.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_io::{Clock, Disk, NodeRng, SimDisk, SimDiskFaults};
+use keel_log::LogConfig;
+use keel_meta::controller::plan_create_topic;
+use keel_meta::driver::{start, MetaDriverConfig, MetaHandle, MetaObserver, ProposalError};
+use keel_meta::raft_node::RaftTiming;
+use keel_meta::{MetadataError, MetadataState};
+use madsim::net::NetSim;
+use madsim::runtime::{Handle, NodeHandle};
+use rand::Rng;
+
+use crate::meta_check::{checker, CreateOutcome, History, Violation};
+use crate::scenario::{CreateTarget, Fault, FaultAction, FaultKind, Scenario, Target};
+use crate::trace::Trace;
+
+const CLUSTER_ID: &str = "sim-cluster";
+const META_PORT: u16 = 9093;
+/// How often convergence is polled, in simulated time.
+const POLL_MS: u64 = 20;
+/// While a `lag` fault holds a broker's traffic back, it lets it through for this long between holds.
+const LAG_OPEN_MS: u64 = 20;
+/// A crash or power loss keeps a torn part of the unsynced writes this often.
+const TORN_WRITE_ON_CRASH_PROBABILITY: f64 = 0.5;
+
+/// What one passing seed did, for its summary line.
+#[derive(Debug, Default)]
+pub struct RunReport {
+    pub elections: u64,
+    pub entries_applied: u64,
+    pub faults_fired: u64,
+    pub creates_acknowledged: u64,
+    pub creates_found_after_retry: u64,
+    pub creates_given_up: u64,
+    pub final_applied_index: u64,
+}
+
+impl std::fmt::Display for RunReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} faults, {} elections, {} entries applied, creates: {} acknowledged, {} found after a retry, {} given up; final applied index {}",
+            self.faults_fired,
+            self.elections,
+            self.entries_applied,
+            self.creates_acknowledged,
+            self.creates_found_after_retry,
+            self.creates_given_up,
+            self.final_applied_index
+        )
+    }
+}
+
+type Handles = Arc<Mutex<BTreeMap<u64, MetaHandle>>>;
+type SharedHistory = Arc<Mutex<History>>;
+
+/// Simulated time since the world began, for the trace and the checkers.
+#[derive(Clone)]
+struct WorldClock(Clock);
+
+impl WorldClock {
+    fn now_us(&self) -> u64 {
+        u64::try_from(self.0.now().elapsed().as_micros()).expect("simulated time fits u64 microseconds")
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.0.now().as_millis()
+    }
+
+    async fn sleep_until_ms(&self, at_ms: u64) {
+        let now_ms = self.now_ms();
+        if at_ms > now_ms {
+            self.0.sleep(Duration::from_millis(at_ms - now_ms)).await;
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().expect("simulation state lock poisoned")
+}
+
+/// Broker `id`'s address on the simulated network.
+fn ip_of(id: u64) -> String {
+    format!("10.0.1.{id}")
+}
+
+/// One simulated broker host.
+struct Broker {
+    id: u64,
+    /// Created at the broker's first start.
+    host: Option<NodeHandle>,
+    disk: SimDisk,
+    clock: Clock,
+    up: bool,
+    paused: bool,
+}
+
+/// What the timeline does next.
+#[derive(Clone, Debug)]
+enum Action {
+    Start(u64),
+    Fire(usize),
+    Undo { fault: usize, brokers: Vec<u64>, links: Vec<(u64, u64)> },
+    LagHold { broker: u64, delay_ms: u64, until_ms: u64, generation: u64 },
+    LagRelease { broker: u64, delay_ms: u64, until_ms: u64, generation: u64 },
+    Heal,
+}
+
+struct World {
+    scenario: Arc<Scenario>,
+    seed: u64,
+    runtime: Handle,
+    clock: WorldClock,
+    brokers: BTreeMap<u64, Broker>,
+    handles: Handles,
+    history: SharedHistory,
+    rng: NodeRng,
+    /// (at_ms, sequence) -> action; the sequence keeps same-time actions in order.
+    timeline: BTreeMap<(u64, u64), Action>,
+    sequence: u64,
+    /// Bumped by every heal so lag cycles started before it stop.
+    lag_generation: u64,
+    faults_fired: u64,
+}
+
+impl World {
+    fn schedule(&mut self, at_ms: u64, action: Action) {
+        self.sequence += 1;
+        self.timeline.insert((at_ms, self.sequence), action);
+    }
+
+    fn note(&self, line: impl std::fmt::Display) {
+        lock(&self.history).note(self.clock.now_us(), line);
+    }
+
+    fn voters(&self) -> BTreeMap<u64, String> {
+        self.brokers.keys().map(|id| (*id, format!("{}:{META_PORT}", ip_of(*id)))).collect()
+    }
+
+    fn driver_config(&self, id: u64) -> MetaDriverConfig {
+        let raft = self.scenario.raft;
+        MetaDriverConfig {
+            cluster_id: CLUSTER_ID.into(),
+            node_id: id,
+            voters: self.voters(),
+            listen_addr: format!("{}:{META_PORT}", ip_of(id)),
+            data_dir: "meta".into(),
+            timing: RaftTiming { tick_ms: raft.tick_ms, heartbeat_ticks: raft.heartbeat_ticks, election_ticks: raft.election_ticks },
+            proposal_timeout_ms: raft.proposal_timeout_ms,
+            log_config: LogConfig { segment_bytes_max: 64 * 1024, ..LogConfig::default() },
+            advertised_host: ip_of(id),
+            advertised_port: 9092,
+            rack: self.scenario.cluster.racks.as_ref().map(|racks| racks[(id - 1) as usize].clone()),
+            incarnation_id: 0,
+            registration_lease_ms: raft.registration_lease_ms,
+            compact_after_entries: raft.compact_after_entries,
+            observer: None,
+        }
+    }
+
+    /// Creates the broker's host; its init runs the driver on every (re)start.
+    fn start_broker(&mut self, id: u64) {
+        let broker = self.brokers.get_mut(&id).expect("known broker");
+        if broker.up {
+            return;
+        }
+        broker.up = true;
+        if let Some(host) = &broker.host {
+            self.runtime.restart(host.id());
+            self.note(format_args!("n{id} restart"));
+            return;
+        }
+        let (seed, disk, clock) = (self.seed, broker.disk.clone(), broker.clock.clone());
+        let (handles, history, world_clock) = (Arc::clone(&self.handles), Arc::clone(&self.history), self.clock.clone());
+        let incarnations = Arc::new(AtomicU64::new(0));
+        let base_config = self.driver_config(id);
+        let host = self
+            .runtime
+            .create_node()
+            .name(format!("broker-{id}"))
+            .ip(ip_of(id).parse().expect("broker ip"))
+            .init(move || {
+                let incarnation = incarnations.fetch_add(1, Ordering::SeqCst) + 1;
+                let (disk, clock, handles, history, world_clock) =
+                    (disk.clone(), clock.clone(), Arc::clone(&handles), Arc::clone(&history), world_clock.clone());
+                let observer = {
+                    let (history, world_clock) = (Arc::clone(&history), world_clock.clone());
+                    MetaObserver::new(move |event| lock(&history).observe(world_clock.now_us(), event))
+                };
+                let config = MetaDriverConfig { incarnation_id: incarnation, observer: Some(observer), ..base_config.clone() };
+                async move {
+                    let rng = NodeRng::new(seed, id, incarnation);
+                    match start(Disk::Sim(disk), clock, rng, config).await {
+                        Ok((meta, task)) => {
+                            lock(&handles).insert(id, meta);
+                            let stopped = task.await;
+                            let message = match stopped {
+                                Ok(Ok(())) => format!("node {id}'s metadata loop returned while the node was up"),
+                                Ok(Err(error)) => format!("node {id} stopped on an error: {error}"),
+                                Err(error) => format!("node {id}'s metadata loop failed: {error}"),
+                            };
+                            lock(&history).violate(world_clock.now_us(), checker::NO_PANICS, message);
+                        }
+                        Err(error) => {
+                            let message = format!("node {id} could not start (incarnation {incarnation}): {error}");
+                            lock(&history).violate(world_clock.now_us(), checker::NO_PANICS, message);
+                        }
+                    }
+                }
+            })
+            .build();
+        self.note(format_args!("n{id} start"));
+        self.brokers.get_mut(&id).expect("known broker").host = Some(host);
+    }
+
+    fn stop_broker(&mut self, id: u64, power_loss: bool) {
+        let broker = self.brokers.get_mut(&id).expect("known broker");
+        if !broker.up {
+            return;
+        }
+        broker.up = false;
+        broker.paused = false;
+        let host = broker.host.as_ref().expect("an up broker has a host").id();
+        self.runtime.kill(host);
+        lock(&self.handles).remove(&id);
+        if power_loss {
+            broker.disk.set_faults(SimDiskFaults { torn_write_on_crash_probability: TORN_WRITE_ON_CRASH_PROBABILITY, ..SimDiskFaults::default() });
+            broker.disk.crash();
+        }
+    }
+
+    fn host_of(&self, id: u64) -> Option<madsim::task::NodeId> {
+        self.brokers[&id].host.as_ref().map(|host| host.id())
+    }
+
+    /// The broker that currently leads (the highest term among up brokers).
+    fn leader(&self) -> Option<u64> {
+        let handles = lock(&self.handles);
+        handles.values().map(|h| h.status()).filter(|s| s.is_leader).max_by_key(|s| s.term).map(|s| s.node_id)
+    }
+
+    fn resolve(&mut self, target: &Target) -> Option<u64> {
+        let up: Vec<u64> = self.brokers.values().filter(|b| b.up).map(|b| b.id).collect();
+        match target {
+            Target::Broker(id) => Some(*id),
+            Target::Leader => self.leader(),
+            Target::Follower => {
+                let leader = self.leader();
+                let followers: Vec<u64> = up.into_iter().filter(|id| Some(*id) != leader).collect();
+                (!followers.is_empty()).then(|| followers[self.rng.gen_range(0..followers.len())])
+            }
+            Target::Random => {
+                let all: Vec<u64> = self.brokers.keys().copied().collect();
+                Some(all[self.rng.gen_range(0..all.len())])
+            }
+        }
+    }
+
+    fn clog_link(&self, from: u64, to: u64) {
+        if let (Some(a), Some(b)) = (self.host_of(from), self.host_of(to)) {
+            NetSim::current().clog_link(a, b);
+        }
+    }
+
+    fn unclog_link(&self, from: u64, to: u64) {
+        if let (Some(a), Some(b)) = (self.host_of(from), self.host_of(to)) {
+            NetSim::current().unclog_link(a, b);
+        }
+    }
+
+    fn fire(&mut self, index: usize) {
+        let fault: Fault = self.scenario.faults[index].clone();
+        let now_ms = self.clock.now_ms();
+        let undo_at = fault.duration_ms.map(|d| now_ms + d);
+        let mut undo_brokers = Vec::new();
+        let mut undo_links = Vec::new();
+        let described = match &fault.action {
+            FaultAction::OnBroker(target) => match self.resolve(target) {
+                None => format!("{:?} on {target:?}: no such broker now, skipped", fault.kind),
+                Some(id) => {
+                    let host = self.host_of(id);
+                    let up = self.brokers[&id].up;
+                    match fault.kind {
+                        FaultKind::Kill | FaultKind::Crash if up => {
+                            self.stop_broker(id, fault.kind == FaultKind::Crash);
+                            undo_brokers.push(id);
+                        }
+                        FaultKind::Restart if !up => self.start_broker(id),
+                        FaultKind::Pause if up && !self.brokers[&id].paused => {
+                            self.runtime.pause(host.expect("up broker has a host"));
+                            self.brokers.get_mut(&id).expect("broker").paused = true;
+                            undo_brokers.push(id);
+                        }
+                        FaultKind::Clog => {
+                            if let Some(host) = host {
+                                NetSim::current().clog_node(host);
+                                undo_brokers.push(id);
+                            }
+                        }
+                        _ => {}
+                    }
+                    format!("{:?} n{id}{}", fault.kind, if undo_brokers.is_empty() && fault.kind != FaultKind::Restart { " (no effect in its current state)" } else { "" })
+                }
+            },
+            FaultAction::Partition(groups) => {
+                for (g, group) in groups.iter().enumerate() {
+                    for other in groups.iter().skip(g + 1) {
+                        for a in group {
+                            for b in other {
+                                undo_links.extend([(*a, *b), (*b, *a)]);
+                            }
+                        }
+                    }
+                }
+                undo_links.iter().for_each(|(a, b)| self.clog_link(*a, *b));
+                format!("partition {groups:?}")
+            }
+            FaultAction::OneWay { from, to } => match (self.resolve(from), self.resolve(to)) {
+                (Some(a), Some(b)) if a != b => {
+                    self.clog_link(a, b);
+                    undo_links.push((a, b));
+                    format!("one-way cut n{a} -> n{b}")
+                }
+                _ => "one-way cut: endpoints resolve to one broker, skipped".to_string(),
+            },
+            FaultAction::Latency { min_ms, max_ms } => {
+                let range = Duration::from_millis(*min_ms)..Duration::from_millis(*max_ms + 1);
+                NetSim::current().update_config(|config| config.send_latency = range);
+                format!("latency {min_ms}..={max_ms} ms")
+            }
+            FaultAction::Loss { rate } => {
+                let rate = *rate;
+                NetSim::current().update_config(|config| config.packet_loss_rate = rate);
+                format!("loss rate {rate}")
+            }
+            FaultAction::Lag { node, delay_ms } => match self.resolve(node) {
+                Some(id) => {
+                    let until_ms = undo_at.unwrap_or(self.scenario.duration_ms);
+                    let generation = self.lag_generation;
+                    self.schedule(now_ms, Action::LagHold { broker: id, delay_ms: *delay_ms, until_ms, generation });
+                    format!("lag n{id} by {delay_ms} ms until {until_ms} ms")
+                }
+                None => "lag: no such broker now, skipped".to_string(),
+            },
+            FaultAction::Clock { node, drift_ppm, skew_ms } => match self.resolve(node) {
+                Some(id) => {
+                    let clock = &self.brokers[&id].clock;
+                    clock.set_drift_ppm(*drift_ppm);
+                    clock.set_wall_skew_ms(*skew_ms);
+                    format!("clock n{id} drift {drift_ppm} ppm, skew {skew_ms} ms")
+                }
+                None => "clock: no such broker now, skipped".to_string(),
+            },
+            FaultAction::Everyone => match fault.kind {
+                FaultKind::PowerLoss => {
+                    let up: Vec<u64> = self.brokers.values().filter(|b| b.up).map(|b| b.id).collect();
+                    for id in &up {
+                        self.stop_broker(*id, true);
+                    }
+                    undo_brokers = up;
+                    "power loss of every broker".to_string()
+                }
+                _ => {
+                    self.heal();
+                    "heal".to_string()
+                }
+            },
+        };
+        self.faults_fired += 1;
+        self.note(format_args!("fault (line {}) {described}", fault.line));
+        if let Some(undo_at) = undo_at {
+            if !undo_brokers.is_empty() || !undo_links.is_empty() || matches!(fault.action, FaultAction::Latency { .. } | FaultAction::Loss { .. }) {
+                self.schedule(undo_at, Action::Undo { fault: index, brokers: undo_brokers, links: undo_links });
+            }
+        }
+    }
+
+    fn undo(&mut self, index: usize, brokers: Vec<u64>, links: Vec<(u64, u64)>) {
+        let fault = self.scenario.faults[index].clone();
+        for id in &brokers {
+            match fault.kind {
+                FaultKind::Kill | FaultKind::Crash | FaultKind::PowerLoss => self.start_broker(*id),
+                FaultKind::Pause => {
+                    if self.brokers[id].paused {
+                        self.runtime.resume(self.host_of(*id).expect("paused broker has a host"));
+                        self.brokers.get_mut(id).expect("broker").paused = false;
+                    }
+                }
+                FaultKind::Clog => {
+                    if let Some(host) = self.host_of(*id) {
+                        NetSim::current().unclog_node(host);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (a, b) in &links {
+            self.unclog_link(*a, *b);
+        }
+        match fault.action {
+            FaultAction::Latency { .. } => {
+                let default = madsim::net::Config::default().send_latency;
+                NetSim::current().update_config(|config| config.send_latency = default);
+            }
+            FaultAction::Loss { .. } => NetSim::current().update_config(|config| config.packet_loss_rate = 0.0),
+            _ => {}
+        }
+        self.note(format_args!("undo (line {}) {:?} {brokers:?} {links:?}", fault.line, fault.kind));
+    }
+
+    /// Ends every fault: links, latency, loss, pauses, lags; dead brokers start.
+    fn heal(&mut self) {
+        self.lag_generation += 1;
+        let net = NetSim::current();
+        let ids: Vec<u64> = self.brokers.keys().copied().collect();
+        for a in &ids {
+            if let Some(host) = self.host_of(*a) {
+                net.unclog_node(host);
+            }
+            for b in &ids {
+                self.unclog_link(*a, *b);
+            }
+        }
+        let default = madsim::net::Config::default();
+        net.update_config(|config| {
+            config.send_latency = default.send_latency.clone();
+            config.packet_loss_rate = 0.0;
+        });
+        for id in &ids {
+            if self.brokers[id].paused {
+                self.runtime.resume(self.host_of(*id).expect("paused broker has a host"));
+                self.brokers.get_mut(id).expect("broker").paused = false;
+            }
+            if !self.brokers[id].up {
+                self.start_broker(*id);
+            }
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        match action {
+            Action::Start(id) => self.start_broker(id),
+            Action::Fire(index) => self.fire(index),
+            Action::Undo { fault, brokers, links } => self.undo(fault, brokers, links),
+            Action::LagHold { broker, delay_ms, until_ms, generation } => {
+                if generation == self.lag_generation && self.clock.now_ms() < until_ms {
+                    if let Some(host) = self.host_of(broker) {
+                        NetSim::current().clog_node(host);
+                    }
+                    let release_at = (self.clock.now_ms() + delay_ms).min(until_ms);
+                    self.schedule(release_at, Action::LagRelease { broker, delay_ms, until_ms, generation });
+                }
+            }
+            Action::LagRelease { broker, delay_ms, until_ms, generation } => {
+                if generation == self.lag_generation {
+                    if let Some(host) = self.host_of(broker) {
+                        NetSim::current().unclog_node(host);
+                    }
+                    self.schedule(self.clock.now_ms() + LAG_OPEN_MS, Action::LagHold { broker, delay_ms, until_ms, generation });
+                }
+            }
+            Action::Heal => {
+                self.heal();
+                self.note("heal: every fault ends");
+            }
+        }
+    }
+}
+
+/// A client's create: retried with backoff on any suitable broker until
+/// acknowledged, found committed by an earlier attempt, refused for good, or
+/// out of time.
+async fn create_topic(
+    handles: Handles,
+    history: SharedHistory,
+    clock: WorldClock,
+    rng: NodeRng,
+    topic: String,
+    partitions: u32,
+    replication_factor: u32,
+    to: CreateTarget,
+    client_timeout_ms: u64,
+) -> CreateOutcome {
+    let outcome =
+        create_topic_attempts(handles, Arc::clone(&history), clock.clone(), rng, &topic, partitions, replication_factor, to, client_timeout_ms)
+            .await;
+    lock(&history).create_finished(clock.now_us(), &topic, outcome.clone());
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn create_topic_attempts(
+    handles: Handles,
+    history: SharedHistory,
+    clock: WorldClock,
+    mut rng: NodeRng,
+    topic: &str,
+    partitions: u32,
+    replication_factor: u32,
+    to: CreateTarget,
+    client_timeout_ms: u64,
+) -> CreateOutcome {
+    let deadline_ms = clock.now_ms() + client_timeout_ms;
+    let mut maybe_committed = false;
+    let mut last_error = "no broker was up".to_string();
+    let mut backoff_ms = 50u64;
+    let mut announced = false;
+    while clock.now_ms() < deadline_ms {
+        let candidates: Vec<(u64, MetaHandle)> = {
+            let handles = lock(&handles);
+            let all: Vec<(u64, MetaHandle)> = handles.iter().map(|(id, h)| (*id, h.clone())).collect();
+            let pick: Vec<(u64, MetaHandle)> = match to {
+                CreateTarget::Any => all.clone(),
+                CreateTarget::Followers => all.iter().filter(|(_, h)| !h.status().is_leader).cloned().collect(),
+                CreateTarget::Leader => all.iter().filter(|(_, h)| h.status().is_leader).cloned().collect(),
+            };
+            if pick.is_empty() {
+                all
+            } else {
+                pick
+            }
+        };
+        if !candidates.is_empty() {
+            let (node_id, handle) = candidates[rng.gen_range(0..candidates.len())].clone();
+            if !announced {
+                lock(&history).create_attempted(clock.now_us(), topic, node_id);
+                announced = true;
+            }
+            let attempt = async {
+                let state = handle.read_state().await?;
+                if state.topic(topic).is_some() {
+                    return Ok(CreateOutcome::FoundAfterRetry);
+                }
+                let batch = match plan_create_topic(&state, topic, partitions, replication_factor, &[], rng.gen_range(0..16)) {
+                    Ok(batch) => batch,
+                    // Not enough brokers registered yet, as seen from this node: retry.
+                    Err(error) => return Err(ProposalError::Refused(error)),
+                };
+                handle.propose(batch).await.map(|version| CreateOutcome::Acknowledged { node_id, metadata_version: version })
+            };
+            match attempt.await {
+                Ok(CreateOutcome::FoundAfterRetry) if !maybe_committed => {
+                    let message = format!("topic `{topic}` existed before any attempt to create it could have committed");
+                    lock(&history).violate(clock.now_us(), checker::NO_PHANTOM_TOPICS, message);
+                    return CreateOutcome::Refused("already existed".into());
+                }
+                Ok(outcome) => return outcome,
+                Err(ProposalError::Refused(MetadataError::TopicAlreadyExists(_))) if maybe_committed => {
+                    return CreateOutcome::FoundAfterRetry;
+                }
+                Err(ProposalError::Refused(MetadataError::TopicAlreadyExists(_))) => {
+                    let message = format!("creating `{topic}` was refused as existing, but no earlier attempt could have committed");
+                    lock(&history).violate(clock.now_us(), checker::NO_PHANTOM_TOPICS, message);
+                    return CreateOutcome::Refused("already existed".into());
+                }
+                Err(ProposalError::Refused(error @ (MetadataError::InvalidTopicName { .. } | MetadataError::InvalidPartitionCount(_)))) => {
+                    return CreateOutcome::Refused(error.to_string());
+                }
+                Err(error) => {
+                    // A timeout or a stopped node may still commit the attempt.
+                    if matches!(error, ProposalError::Timeout { .. } | ProposalError::Stopped | ProposalError::Dropped(_)) {
+                        maybe_committed = true;
+                    }
+                    last_error = error.to_string();
+                }
+            }
+        }
+        clock.0.sleep(Duration::from_millis(backoff_ms + rng.gen_range(0..backoff_ms))).await;
+        backoff_ms = (backoff_ms * 2).min(1_000);
+    }
+    CreateOutcome::GaveUp(last_error)
+}
+
+/// Why the cluster has not converged yet, or `None` once it has.
+async fn not_converged(world: &World) -> Option<String> {
+    let handles: Vec<(u64, MetaHandle)> = lock(&world.handles).iter().map(|(id, h)| (*id, h.clone())).collect();
+    if handles.len() != world.brokers.len() {
+        let up: Vec<u64> = handles.iter().map(|(id, _)| *id).collect();
+        return Some(format!("only brokers {up:?} are serving"));
+    }
+    let mut first: Option<(u64, u64, MetadataState)> = None;
+    for (id, handle) in &handles {
+        let status = handle.status();
+        if !status.ready || !status.registered {
+            return Some(format!("broker {id} ready={} registered={} ({status:?})", status.ready, status.registered));
+        }
+        let Ok(state) = handle.read_state().await else {
+            return Some(format!("broker {id} stopped"));
+        };
+        for topic in state.topics() {
+            if let Some(index) = topic.partitions.iter().position(|p| p.leader.is_none()) {
+                return Some(format!("broker {id}: {}-{index} has no leader", topic.name));
+            }
+        }
+        match &first {
+            None => first = Some((*id, status.applied_index, state)),
+            Some((other, applied_index, other_state)) => {
+                if *applied_index != status.applied_index || other_state.snapshot() != state.snapshot() {
+                    return Some(format!(
+                        "brokers {other} and {id} differ: applied {applied_index} vs {}, metadata version {} vs {}",
+                        status.applied_index,
+                        other_state.metadata_version(),
+                        state.metadata_version()
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Polls until converged; a violation if not within `bound_ms` of `since_ms`.
+async fn await_convergence(world: &World, since_ms: u64, bound_ms: u64, what: &str) -> bool {
+    loop {
+        let reason = match not_converged(world).await {
+            None => {
+                world.note(format_args!("converged ({what})"));
+                return true;
+            }
+            Some(reason) => reason,
+        };
+        if world.clock.now_ms() > since_ms + bound_ms {
+            let message = format!("{what}: not converged within {bound_ms} ms of the heal: {reason}");
+            lock(&world.history).violate(world.clock.now_us(), checker::CONVERGENCE, message);
+            return false;
+        }
+        world.clock.0.sleep(Duration::from_millis(POLL_MS)).await;
+    }
+}
+
+/// Runs `scenario` under `seed` in the current madsim world. Returns the
+/// report and the trace, or the first violation and the trace up to the end.
+pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunReport, Trace), (Violation, Trace)> {
+    let runtime = Handle::current();
+    let clock = WorldClock(Clock::new());
+    let mut rng = NodeRng::new(seed, 0, 0);
+    let brokers = (1..=scenario.cluster.brokers)
+        .map(|id| {
+            let broker = Broker { id, host: None, disk: SimDisk::new(NodeRng::new(seed, id, 1_000_000)), clock: Clock::new(), up: false, paused: false };
+            (id, broker)
+        })
+        .collect();
+    let history: SharedHistory = Arc::new(Mutex::new(History::new()));
+    let mut world = World {
+        scenario: Arc::clone(&scenario),
+        seed,
+        runtime,
+        clock: clock.clone(),
+        brokers,
+        handles: Arc::new(Mutex::new(BTreeMap::new())),
+        history: Arc::clone(&history),
+        rng: rng.fork(1),
+        timeline: BTreeMap::new(),
+        sequence: 0,
+        lag_generation: 0,
+        faults_fired: 0,
+    };
+    world.note(format_args!("scenario {} seed {seed}", scenario.path.display()));
+    for id in 1..=scenario.cluster.brokers {
+        let base = scenario.cluster.start_ms.as_ref().map_or(0, |start| start[(id - 1) as usize]);
+        let jitter = if scenario.cluster.start_jitter_ms > 0 { rng.gen_range(0..=scenario.cluster.start_jitter_ms) } else { 0 };
+        world.schedule(base + jitter, Action::Start(id));
+    }
+    for (index, fault) in scenario.faults.iter().enumerate() {
+        let jitter = if fault.jitter_ms > 0 { rng.gen_range(0..=fault.jitter_ms) } else { 0 };
+        world.schedule(fault.at_ms + jitter, Action::Fire(index));
+    }
+    world.schedule(scenario.duration_ms, Action::Heal);
+
+    let mut clients = Vec::new();
+    let workload = scenario.workload.clone().map(|workload| {
+        let (handles, history, clock) = (Arc::clone(&world.handles), Arc::clone(&history), clock.clone());
+        let mut rng = rng.fork(2);
+        tokio::spawn(async move {
+            let mut spawned = Vec::new();
+            clock.sleep_until_ms(workload.start_ms).await;
+            for k in 0..workload.creates {
+                let partitions = rng.gen_range(workload.partitions[0]..=workload.partitions[1]);
+                let replication_factor = rng.gen_range(workload.replication_factor[0]..=workload.replication_factor[1]);
+                let client = create_topic(
+                    Arc::clone(&handles),
+                    Arc::clone(&history),
+                    clock.clone(),
+                    rng.fork(100 + k),
+                    format!("topic-{k}"),
+                    partitions,
+                    replication_factor,
+                    workload.to,
+                    workload.client_timeout_ms,
+                );
+                spawned.push(tokio::spawn(client));
+                clock.0.sleep(Duration::from_millis(rng.gen_range(workload.gap_ms[0]..=workload.gap_ms[1]))).await;
+            }
+            spawned
+        })
+    });
+
+    // The fault timeline, up to and including the heal.
+    while let Some(((at_ms, _), action)) = world.timeline.pop_first() {
+        world.clock.sleep_until_ms(at_ms).await;
+        let heal = matches!(action, Action::Heal);
+        world.act(action);
+        if heal {
+            break;
+        }
+    }
+    let healed_ms = world.clock.now_ms();
+    let bound_ms = scenario.convergence_ms_max;
+    let mut report = RunReport { faults_fired: world.faults_fired, ..RunReport::default() };
+
+    if await_convergence(&world, healed_ms, bound_ms, "after the heal").await {
+        // Liveness: a create made after the heal is acknowledged within the bound.
+        let probe = create_topic(
+            Arc::clone(&world.handles),
+            Arc::clone(&history),
+            clock.clone(),
+            rng.fork(3),
+            "probe-after-heal".into(),
+            1,
+            u32::try_from(scenario.cluster.brokers.min(3)).expect("small"),
+            CreateTarget::Any,
+            (healed_ms + bound_ms).saturating_sub(world.clock.now_ms()).max(1),
+        )
+        .await;
+        if !matches!(probe, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) {
+            let message = format!("a create after the heal was not acknowledged within {bound_ms} ms: {probe:?}");
+            lock(&history).violate(clock.now_us(), checker::LIVENESS, message);
+        }
+    }
+    if let Some(workload) = workload {
+        clients = workload.await.expect("workload task");
+    }
+    for client in clients {
+        let outcome = client.await.expect("client task");
+        match &outcome {
+            CreateOutcome::Acknowledged { .. } => report.creates_acknowledged += 1,
+            CreateOutcome::FoundAfterRetry => report.creates_found_after_retry += 1,
+            CreateOutcome::GaveUp(_) | CreateOutcome::Refused(_) => report.creates_given_up += 1,
+        }
+    }
+    // Clients may have committed more after the first convergence: settle again.
+    let settled_ms = world.clock.now_ms();
+    let clean_so_far = lock(&history).violation().is_none();
+    if clean_so_far && await_convergence(&world, settled_ms, bound_ms, "after every client finished").await {
+        let mut finals = BTreeMap::new();
+        let handles: Vec<(u64, MetaHandle)> = lock(&world.handles).iter().map(|(id, h)| (*id, h.clone())).collect();
+        for (id, handle) in handles {
+            if let Ok(state) = handle.read_state().await {
+                finals.insert(id, (handle.status().applied_index, state));
+            }
+        }
+        report.final_applied_index = finals.values().map(|(index, _)| *index).max().unwrap_or(0);
+        lock(&history).check_final(clock.now_us(), &finals);
+    }
+    // Stop the brokers so nothing runs past the verdict.
+    let ids: Vec<u64> = world.brokers.keys().copied().collect();
+    for id in ids {
+        world.stop_broker(id, false);
+    }
+    let history = std::mem::take(&mut *lock(&history));
+    report.elections = history.elections;
+    report.entries_applied = history.entries_applied;
+    match history.violation().cloned() {
+        Some(violation) => Err((violation, history.into_trace())),
+        None => Ok((report, history.into_trace())),
+    }
+}

@@ -1,0 +1,663 @@
+//! Scenario files: a simulated metadata cluster, its workload and its timed
+//! faults, in TOML. `Scenario::load` turns a file into a validated plan or a
+//! `ScenarioError` naming the file, the line and what was expected there.
+//!
+//! ```toml
+//! about = "what this reproduces"
+//! duration_ms = 20000          # faults stop here; then everything heals
+//! convergence_ms_max = 15000   # after the heal, every live node must agree within this
+//!
+//! [cluster]
+//! brokers = 3
+//! racks = ["a", "b", "c"]      # optional, one per broker
+//! start_ms = [0, 700, 1900]    # optional, when each broker first starts
+//! start_jitter_ms = 500        # optional, plus a seeded 0..jitter per broker
+//!
+//! [raft]                       # optional, these are the defaults
+//! tick_ms = 50
+//! heartbeat_ticks = 2
+//! election_ticks = 10
+//! proposal_timeout_ms = 3000
+//! registration_lease_ms = 2000
+//! compact_after_entries = 64  # snapshot and compact the Raft log this often
+//!
+//! [workload]                   # topic creates sent to brokers by clients
+//! creates = 20
+//! start_ms = 0
+//! gap_ms = [100, 600]          # seeded pause between two creates
+//! to = "any"                   # or "followers" / "leader": which broker receives each create
+//! partitions = [1, 6]
+//! replication_factor = [1, 3]
+//! client_timeout_ms = 15000    # a client retries (with backoff, on any broker) this long
+//!
+//! [[fault]]
+//! kind = "kill"                # see FaultKind
+//! node = "leader"              # a broker id, "leader", "follower" or "random"
+//! at_ms = 3000
+//! jitter_ms = 500              # optional: seeded 0..jitter added to at_ms
+//! every_ms = 4000              # optional: repeat until until_ms
+//! until_ms = 16000
+//! duration_ms = 1500           # optional: undone after this long
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A scenario file that cannot be run, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read the scenario file: {error}")]
+    Read { path: String, error: std::io::Error },
+    #[error("{path}:{line}: {message}")]
+    Invalid { path: String, line: usize, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    about: Option<String>,
+    duration_ms: Spanned<u64>,
+    convergence_ms_max: Spanned<u64>,
+    cluster: Spanned<ClusterSpec>,
+    #[serde(default)]
+    raft: Option<Spanned<RaftSpec>>,
+    workload: Option<Spanned<WorkloadSpec>>,
+    #[serde(default)]
+    fault: Vec<Spanned<FaultSpec>>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub brokers: u64,
+    pub racks: Option<Vec<String>>,
+    pub start_ms: Option<Vec<u64>>,
+    #[serde(default)]
+    pub start_jitter_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSpec {
+    #[serde(default = "RaftSpec::default_tick_ms")]
+    pub tick_ms: u64,
+    #[serde(default = "RaftSpec::default_heartbeat_ticks")]
+    pub heartbeat_ticks: usize,
+    #[serde(default = "RaftSpec::default_election_ticks")]
+    pub election_ticks: usize,
+    #[serde(default = "RaftSpec::default_proposal_timeout_ms")]
+    pub proposal_timeout_ms: u64,
+    #[serde(default = "RaftSpec::default_registration_lease_ms")]
+    pub registration_lease_ms: u64,
+    /// Snapshot and compact the Raft log after this many applied entries.
+    #[serde(default = "RaftSpec::default_compact_after_entries")]
+    pub compact_after_entries: u64,
+}
+
+impl RaftSpec {
+    fn default_tick_ms() -> u64 {
+        50
+    }
+    fn default_heartbeat_ticks() -> usize {
+        2
+    }
+    fn default_election_ticks() -> usize {
+        10
+    }
+    fn default_proposal_timeout_ms() -> u64 {
+        3_000
+    }
+    fn default_registration_lease_ms() -> u64 {
+        2_000
+    }
+    fn default_compact_after_entries() -> u64 {
+        keel_meta::node::COMPACT_AFTER_ENTRIES
+    }
+}
+
+impl Default for RaftSpec {
+    fn default() -> Self {
+        RaftSpec {
+            tick_ms: Self::default_tick_ms(),
+            heartbeat_ticks: Self::default_heartbeat_ticks(),
+            election_ticks: Self::default_election_ticks(),
+            proposal_timeout_ms: Self::default_proposal_timeout_ms(),
+            registration_lease_ms: Self::default_registration_lease_ms(),
+            compact_after_entries: Self::default_compact_after_entries(),
+        }
+    }
+}
+
+/// Which broker receives a client's create.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CreateTarget {
+    Any,
+    Followers,
+    Leader,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadSpec {
+    pub creates: u64,
+    #[serde(default)]
+    pub start_ms: u64,
+    pub gap_ms: [u64; 2],
+    pub to: CreateTarget,
+    pub partitions: [u32; 2],
+    pub replication_factor: [u32; 2],
+    pub client_timeout_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// The broker's process dies (written but unsynced bytes survive, as in
+    /// the page cache); `duration_ms` later it restarts.
+    Kill,
+    /// The broker loses power: the process dies and unsynced bytes are lost.
+    Crash,
+    /// A broker that is down starts again.
+    Restart,
+    /// The broker's process stops being scheduled (a GC pause, SIGSTOP).
+    Pause,
+    /// No traffic between `groups` (every pair of brokers in different groups).
+    Partition,
+    /// Traffic `from` -> `to` stops; the other direction still flows.
+    OneWay,
+    /// All of the broker's traffic, both ways, stops.
+    Clog,
+    /// Every message takes `min_ms..max_ms`.
+    Latency,
+    /// Each packet is lost with probability `rate` (TCP retransmits: delays).
+    Loss,
+    /// The broker's traffic is held back for `delay_ms` at a time: it
+    /// receives everything, hundreds of milliseconds late.
+    Lag,
+    /// Every broker loses power at once; all restart after `duration_ms`.
+    PowerLoss,
+    /// The broker's clock runs `drift_ppm` fast (or slow) and its wall clock
+    /// is `skew_ms` off.
+    Clock,
+    /// Every network fault ends and paused brokers resume.
+    Heal,
+}
+
+impl FaultKind {
+    fn name(self) -> &'static str {
+        match self {
+            FaultKind::Kill => "kill",
+            FaultKind::Crash => "crash",
+            FaultKind::Restart => "restart",
+            FaultKind::Pause => "pause",
+            FaultKind::Partition => "partition",
+            FaultKind::OneWay => "one_way",
+            FaultKind::Clog => "clog",
+            FaultKind::Latency => "latency",
+            FaultKind::Loss => "loss",
+            FaultKind::Lag => "lag",
+            FaultKind::PowerLoss => "power_loss",
+            FaultKind::Clock => "clock",
+            FaultKind::Heal => "heal",
+        }
+    }
+}
+
+/// A broker named in a fault: by id, or by its role when the fault fires.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum NodeSelector {
+    Id(u64),
+    Role(String),
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultSpec {
+    kind: FaultKind,
+    at_ms: u64,
+    #[serde(default)]
+    jitter_ms: u64,
+    every_ms: Option<u64>,
+    until_ms: Option<u64>,
+    duration_ms: Option<u64>,
+    node: Option<NodeSelector>,
+    from: Option<NodeSelector>,
+    to: Option<NodeSelector>,
+    groups: Option<Vec<Vec<u64>>>,
+    min_ms: Option<u64>,
+    max_ms: Option<u64>,
+    rate: Option<f64>,
+    delay_ms: Option<u64>,
+    drift_ppm: Option<i64>,
+    skew_ms: Option<i64>,
+}
+
+/// Who a fault acts on, resolved when it fires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Broker(u64),
+    Leader,
+    Follower,
+    Random,
+}
+
+/// One validated fault; repeats are already expanded into separate faults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub at_ms: u64,
+    pub jitter_ms: u64,
+    pub duration_ms: Option<u64>,
+    pub action: FaultAction,
+    /// The scenario file's line, for the trace.
+    pub line: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultAction {
+    OnBroker(Target),
+    Partition(Vec<Vec<u64>>),
+    OneWay { from: Target, to: Target },
+    Latency { min_ms: u64, max_ms: u64 },
+    Loss { rate: f64 },
+    Lag { node: Target, delay_ms: u64 },
+    Clock { node: Target, drift_ppm: i64, skew_ms: i64 },
+    Everyone,
+}
+
+/// A validated scenario, ready to run under any seed.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub path: PathBuf,
+    pub about: String,
+    pub duration_ms: u64,
+    pub convergence_ms_max: u64,
+    pub cluster: ClusterSpec,
+    pub raft: RaftSpec,
+    pub workload: Option<WorkloadSpec>,
+    /// In firing order (by `at_ms`, then file order).
+    pub faults: Vec<Fault>,
+}
+
+const BROKERS_MAX: u64 = 9;
+/// Repeating faults expand into at most this many firings each.
+const REPEATS_MAX: u64 = 1_000;
+
+struct Validator<'a> {
+    path: &'a str,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ScenarioError {
+        ScenarioError::Invalid { path: self.path.to_string(), line: self.line_of(span.start), message: message.into() }
+    }
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let shown = path.display().to_string();
+        let text = std::str::from_utf8(&read_file(path).map_err(|error| ScenarioError::Read { path: shown.clone(), error })?)
+            .map_err(|_| ScenarioError::Invalid { path: shown.clone(), line: 1, message: "not UTF-8 text; a scenario is a TOML file".into() })?
+            .to_string();
+        Scenario::parse(path, &text)
+    }
+
+    /// Validates scenario text; `path` only names it in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+        let shown = path.display().to_string();
+        let v = Validator { path: &shown, text };
+        let file: ScenarioFile = toml::from_str(text).map_err(|error| {
+            let line = error.span().map(|span| v.line_of(span.start)).unwrap_or(1);
+            let message = format!("{}; expected the scenario format documented in scenarios/README.md", error.message().trim_end());
+            ScenarioError::Invalid { path: shown.clone(), line, message }
+        })?;
+
+        let cluster_span = file.cluster.span();
+        let cluster = file.cluster.into_inner();
+        if !(1..=BROKERS_MAX).contains(&cluster.brokers) {
+            return Err(v.error(cluster_span, format!("[cluster] brokers = {}: expected 1 to {BROKERS_MAX} brokers", cluster.brokers)));
+        }
+        let brokers = cluster.brokers;
+        if let Some(racks) = &cluster.racks {
+            if racks.len() as u64 != brokers {
+                return Err(v.error(cluster_span, format!("[cluster] racks has {} entries: expected one rack per broker ({brokers})", racks.len())));
+            }
+        }
+        if let Some(start_ms) = &cluster.start_ms {
+            if start_ms.len() as u64 != brokers {
+                return Err(v.error(
+                    cluster_span,
+                    format!("[cluster] start_ms has {} entries: expected one start time per broker ({brokers})", start_ms.len()),
+                ));
+            }
+        }
+
+        let raft = match file.raft {
+            None => RaftSpec::default(),
+            Some(spanned) => {
+                let span = spanned.span();
+                let raft = spanned.into_inner();
+                if raft.tick_ms == 0 {
+                    return Err(v.error(span, "[raft] tick_ms = 0: expected a tick of at least 1 ms"));
+                }
+                if raft.heartbeat_ticks == 0 || raft.election_ticks <= raft.heartbeat_ticks {
+                    return Err(v.error(
+                        span,
+                        format!(
+                            "[raft] election_ticks = {} and heartbeat_ticks = {}: expected 0 < heartbeat_ticks < election_ticks",
+                            raft.election_ticks, raft.heartbeat_ticks
+                        ),
+                    ));
+                }
+                if raft.proposal_timeout_ms == 0 || raft.registration_lease_ms == 0 || raft.compact_after_entries == 0 {
+                    return Err(v.error(span, "[raft] proposal_timeout_ms, registration_lease_ms and compact_after_entries must be positive"));
+                }
+                raft
+            }
+        };
+
+        let duration_ms = *file.duration_ms.get_ref();
+        if duration_ms == 0 {
+            return Err(v.error(file.duration_ms.span(), "duration_ms = 0: expected how long faults run, in simulated ms"));
+        }
+        let convergence_ms_max = *file.convergence_ms_max.get_ref();
+        if convergence_ms_max == 0 {
+            return Err(v.error(file.convergence_ms_max.span(), "convergence_ms_max = 0: expected a positive bound in ms"));
+        }
+
+        let workload = match file.workload {
+            None => None,
+            Some(spanned) => {
+                let span = spanned.span();
+                let workload = spanned.into_inner();
+                let [gap_min, gap_max] = workload.gap_ms;
+                let [partitions_min, partitions_max] = workload.partitions;
+                let [rf_min, rf_max] = workload.replication_factor;
+                if gap_min > gap_max || partitions_min > partitions_max || rf_min > rf_max {
+                    return Err(v.error(span, "[workload] gap_ms, partitions and replication_factor are [min, max] with min <= max"));
+                }
+                if partitions_min == 0 || partitions_max > keel_meta::controller::PARTITION_COUNT_MAX {
+                    return Err(v.error(
+                        span,
+                        format!("[workload] partitions: expected 1 to {} partitions", keel_meta::controller::PARTITION_COUNT_MAX),
+                    ));
+                }
+                if rf_min == 0 || u64::from(rf_max) > brokers {
+                    return Err(v.error(span, format!("[workload] replication_factor: expected 1 to {brokers} (the number of brokers)")));
+                }
+                if workload.client_timeout_ms == 0 {
+                    return Err(v.error(span, "[workload] client_timeout_ms must be positive"));
+                }
+                Some(workload)
+            }
+        };
+
+        let mut faults = Vec::new();
+        for (number, spanned) in file.fault.into_iter().enumerate() {
+            let span = spanned.span();
+            let spec = spanned.into_inner();
+            let line = v.line_of(span.start);
+            let what = format!("[[fault]] #{} ({})", number + 1, spec.kind.name());
+            let err = |message: String| v.error(span.clone(), format!("{what}: {message}"));
+            let target = |field: &str, selector: &Option<NodeSelector>| -> Result<Target, ScenarioError> {
+                match selector {
+                    None => Err(err(format!("`{field}` is required: a broker id 1..={brokers}, \"leader\", \"follower\" or \"random\""))),
+                    Some(NodeSelector::Id(id)) if (1..=brokers).contains(id) => Ok(Target::Broker(*id)),
+                    Some(NodeSelector::Id(id)) => Err(err(format!("`{field}` = {id}: expected a broker id 1..={brokers}"))),
+                    Some(NodeSelector::Role(role)) => match role.as_str() {
+                        "leader" => Ok(Target::Leader),
+                        "follower" => Ok(Target::Follower),
+                        "random" => Ok(Target::Random),
+                        other => Err(err(format!("`{field}` = \"{other}\": expected a broker id, \"leader\", \"follower\" or \"random\""))),
+                    },
+                }
+            };
+            // Fields that mean nothing for this kind are mistakes, not decoration.
+            let used: BTreeSet<&str> = match spec.kind {
+                FaultKind::Kill | FaultKind::Crash | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => ["node"].into(),
+                FaultKind::Partition => ["groups"].into(),
+                FaultKind::OneWay => ["from", "to"].into(),
+                FaultKind::Latency => ["min_ms", "max_ms"].into(),
+                FaultKind::Loss => ["rate"].into(),
+                FaultKind::Lag => ["node", "delay_ms"].into(),
+                FaultKind::Clock => ["node", "drift_ppm", "skew_ms"].into(),
+                FaultKind::PowerLoss | FaultKind::Heal => BTreeSet::new(),
+            };
+            let present = [
+                ("node", spec.node.is_some()),
+                ("from", spec.from.is_some()),
+                ("to", spec.to.is_some()),
+                ("groups", spec.groups.is_some()),
+                ("min_ms", spec.min_ms.is_some()),
+                ("max_ms", spec.max_ms.is_some()),
+                ("rate", spec.rate.is_some()),
+                ("delay_ms", spec.delay_ms.is_some()),
+                ("drift_ppm", spec.drift_ppm.is_some()),
+                ("skew_ms", spec.skew_ms.is_some()),
+            ];
+            if let Some((field, _)) = present.iter().find(|(field, is_set)| *is_set && !used.contains(field)) {
+                let expected = if used.is_empty() { "no target fields".to_string() } else { used.iter().copied().collect::<Vec<_>>().join(", ") };
+                return Err(err(format!("`{field}` does not apply to this kind (it takes {expected})")));
+            }
+            let action = match spec.kind {
+                FaultKind::Kill | FaultKind::Crash | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => {
+                    FaultAction::OnBroker(target("node", &spec.node)?)
+                }
+                FaultKind::Partition => {
+                    let groups = spec.groups.clone().ok_or_else(|| err("`groups` is required, e.g. groups = [[1], [2, 3]]".into()))?;
+                    let mut seen = BTreeSet::new();
+                    for id in groups.iter().flatten() {
+                        if !(1..=brokers).contains(id) {
+                            return Err(err(format!("`groups` names broker {id}: expected ids 1..={brokers}")));
+                        }
+                        if !seen.insert(*id) {
+                            return Err(err(format!("`groups` names broker {id} twice: each broker is in at most one group")));
+                        }
+                    }
+                    if groups.iter().filter(|g| !g.is_empty()).count() < 2 {
+                        return Err(err("`groups` needs at least two non-empty groups to cut apart".into()));
+                    }
+                    FaultAction::Partition(groups)
+                }
+                FaultKind::OneWay => {
+                    let (from, to) = (target("from", &spec.from)?, target("to", &spec.to)?);
+                    if from == to && !matches!(from, Target::Random) {
+                        return Err(err("`from` and `to` name the same broker".into()));
+                    }
+                    FaultAction::OneWay { from, to }
+                }
+                FaultKind::Latency => {
+                    let (Some(min_ms), Some(max_ms)) = (spec.min_ms, spec.max_ms) else {
+                        return Err(err("`min_ms` and `max_ms` are required".into()));
+                    };
+                    if min_ms > max_ms || max_ms > 60_000 {
+                        return Err(err(format!("min_ms = {min_ms}, max_ms = {max_ms}: expected min_ms <= max_ms <= 60000")));
+                    }
+                    FaultAction::Latency { min_ms, max_ms }
+                }
+                FaultKind::Loss => {
+                    let rate = spec.rate.ok_or_else(|| err("`rate` is required: a probability in [0, 1)".into()))?;
+                    if !(0.0..1.0).contains(&rate) {
+                        return Err(err(format!("rate = {rate}: expected a probability in [0, 1)")));
+                    }
+                    FaultAction::Loss { rate }
+                }
+                FaultKind::Lag => {
+                    let delay_ms = spec.delay_ms.ok_or_else(|| err("`delay_ms` is required".into()))?;
+                    if delay_ms == 0 || delay_ms > 60_000 {
+                        return Err(err(format!("delay_ms = {delay_ms}: expected 1 to 60000")));
+                    }
+                    FaultAction::Lag { node: target("node", &spec.node)?, delay_ms }
+                }
+                FaultKind::Clock => {
+                    let drift_ppm = spec.drift_ppm.unwrap_or(0);
+                    if drift_ppm <= -500_000 || drift_ppm >= 500_000 {
+                        return Err(err(format!("drift_ppm = {drift_ppm}: expected -499999 to 499999 (at most 50% fast or slow)")));
+                    }
+                    FaultAction::Clock { node: target("node", &spec.node)?, drift_ppm, skew_ms: spec.skew_ms.unwrap_or(0) }
+                }
+                FaultKind::PowerLoss | FaultKind::Heal => FaultAction::Everyone,
+            };
+            if matches!(spec.kind, FaultKind::Restart | FaultKind::Heal | FaultKind::Clock) && spec.duration_ms.is_some() {
+                return Err(err("`duration_ms` does not apply: this fault is not undone".into()));
+            }
+            if matches!(spec.kind, FaultKind::Kill | FaultKind::Crash | FaultKind::Pause | FaultKind::PowerLoss)
+                && spec.duration_ms == Some(0)
+            {
+                return Err(err("duration_ms = 0: leave it out to keep the broker down until the heal".into()));
+            }
+            let last_ms = spec.until_ms.unwrap_or(spec.at_ms);
+            if spec.at_ms + spec.jitter_ms >= duration_ms || last_ms + spec.jitter_ms >= duration_ms {
+                return Err(err(format!(
+                    "fires at {}..{} ms (with jitter): expected before duration_ms = {duration_ms}, when every fault heals",
+                    spec.at_ms,
+                    last_ms + spec.jitter_ms
+                )));
+            }
+            let firings = match (spec.every_ms, spec.until_ms) {
+                (None, None) => vec![spec.at_ms],
+                (Some(every_ms), Some(until_ms)) if every_ms > 0 && until_ms >= spec.at_ms => {
+                    let count = (until_ms - spec.at_ms) / every_ms + 1;
+                    if count > REPEATS_MAX {
+                        return Err(err(format!("repeats {count} times: expected at most {REPEATS_MAX}")));
+                    }
+                    (0..count).map(|k| spec.at_ms + k * every_ms).collect()
+                }
+                _ => return Err(err("a repeating fault needs every_ms > 0 and until_ms >= at_ms, together".into())),
+            };
+            for at_ms in firings {
+                faults.push(Fault { kind: spec.kind, at_ms, jitter_ms: spec.jitter_ms, duration_ms: spec.duration_ms, action: action.clone(), line });
+            }
+        }
+        faults.sort_by_key(|fault| fault.at_ms);
+
+        Ok(Scenario {
+            path: path.to_path_buf(),
+            about: file.about.unwrap_or_default(),
+            duration_ms,
+            convergence_ms_max,
+            cluster,
+            raft,
+            workload,
+            faults,
+        })
+    }
+}
+
+/// The simulator reads scenario files from the host (not a node's Disk).
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    std::fs::read(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "duration_ms = 1000\nconvergence_ms_max = 5000\n[cluster]\nbrokers = 3\n";
+
+    fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse(Path::new("s.toml"), text)
+    }
+
+    fn error_of(text: &str) -> (usize, String) {
+        match parse(text) {
+            Err(ScenarioError::Invalid { line, message, .. }) => (line, message),
+            other => panic!("expected an invalid-scenario error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_minimal_scenario_gets_default_raft_timing_and_no_faults() {
+        let scenario = parse(MINIMAL).expect("valid");
+        assert_eq!(scenario.cluster.brokers, 3);
+        assert_eq!(scenario.raft.tick_ms, 50);
+        assert!(scenario.faults.is_empty());
+        assert!(scenario.workload.is_none());
+    }
+
+    #[test]
+    fn repeating_faults_expand_and_sort_by_time() {
+        let text = format!(
+            "{MINIMAL}[[fault]]\nkind = \"pause\"\nnode = 2\nat_ms = 500\nduration_ms = 10\n\n[[fault]]\nkind = \"kill\"\nnode = \"leader\"\nat_ms = 100\nevery_ms = 200\nuntil_ms = 500\nduration_ms = 50\n"
+        );
+        let scenario = parse(&text).expect("valid");
+        let times: Vec<(u64, FaultKind)> = scenario.faults.iter().map(|f| (f.at_ms, f.kind)).collect();
+        assert_eq!(
+            times,
+            vec![(100, FaultKind::Kill), (300, FaultKind::Kill), (500, FaultKind::Pause), (500, FaultKind::Kill)]
+        );
+        assert_eq!(scenario.faults[0].action, FaultAction::OnBroker(Target::Leader));
+        assert_eq!(scenario.faults[0].line, 11);
+    }
+
+    #[test]
+    fn a_syntax_error_names_its_line() {
+        let (line, message) = error_of("duration_ms = 1000\nconvergence_ms_max = \n[cluster]\nbrokers = 3\n");
+        assert_eq!(line, 2, "{message}");
+    }
+
+    #[test]
+    fn an_unknown_field_names_its_line_and_the_field() {
+        let (line, message) = error_of(&format!("{MINIMAL}brokerz = 4\n"));
+        assert_eq!(line, 5, "{message}");
+        assert!(message.contains("brokerz"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_section_is_named() {
+        let (_, message) = error_of("duration_ms = 1000\nconvergence_ms_max = 5000\n");
+        assert!(message.contains("cluster"), "{message}");
+    }
+
+    #[test]
+    fn a_fault_on_a_broker_that_does_not_exist_names_the_fault_line() {
+        let (line, message) = error_of(&format!("{MINIMAL}\n[[fault]]\nkind = \"kill\"\nnode = 7\nat_ms = 10\n"));
+        assert_eq!(line, 6, "{message}");
+        assert!(message.contains("expected a broker id 1..=3"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_fault_kind_is_refused_with_the_kinds_expected() {
+        let (line, message) = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"meteor\"\nat_ms = 10\n"));
+        assert_eq!(line, 6, "{message}");
+        assert!(message.contains("kill"), "{message}");
+    }
+
+    #[test]
+    fn fields_that_do_not_apply_to_a_fault_kind_are_refused() {
+        let (_, message) = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"kill\"\nnode = 1\nrate = 0.5\nat_ms = 10\n"));
+        assert!(message.contains("`rate` does not apply"), "{message}");
+    }
+
+    #[test]
+    fn faults_after_the_heal_and_bad_partitions_are_refused() {
+        let (_, message) = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"clog\"\nnode = 1\nat_ms = 1000\n"));
+        assert!(message.contains("before duration_ms"), "{message}");
+        let (_, message) = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"partition\"\ngroups = [[1, 2], [2, 3]]\nat_ms = 10\n"));
+        assert!(message.contains("twice"), "{message}");
+        let (_, message) = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"partition\"\ngroups = [[1, 2, 3]]\nat_ms = 10\n"));
+        assert!(message.contains("two non-empty groups"), "{message}");
+    }
+
+    #[test]
+    fn cluster_and_workload_bounds_are_checked() {
+        let (_, message) = error_of("duration_ms = 1000\nconvergence_ms_max = 5000\n[cluster]\nbrokers = 3\nracks = [\"a\"]\n");
+        assert!(message.contains("one rack per broker"), "{message}");
+        let text = format!(
+            "{MINIMAL}[workload]\ncreates = 1\ngap_ms = [1, 2]\nto = \"any\"\npartitions = [1, 2]\nreplication_factor = [1, 4]\nclient_timeout_ms = 10\n"
+        );
+        let (_, message) = error_of(&text);
+        assert!(message.contains("replication_factor"), "{message}");
+    }
+}
