@@ -3,6 +3,8 @@
 # given arguments, e.g.:
 #   ci/sim.sh log-check --seeds 1..2000 --jobs 2
 #   ci/sim.sh log-check --seed 42 --trace trace-42.txt --check-determinism
+#   ci/sim.sh sweep --scenario scenarios/election-storm.toml --seeds 1..500 --jobs 2
+#   ci/sim.sh run --scenario scenarios/election-storm.toml --seed 42 --trace trace-42.txt --check-determinism
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo build --quiet --release --locked --target-dir target/sim -p keel-sim

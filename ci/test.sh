@@ -40,4 +40,13 @@ echo "== determinism: the metadata cluster run twice on seed 42 must match event
 MADSIM_TEST_SEED=42 MADSIM_TEST_CHECK_DETERMINISM=1 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
     cargo test --locked --target-dir target/sim -p keel-sim --test meta_cluster_madsim
 
+echo "== scenario sweeps: seeds 1..500 of every scenario (ci/sim.sh: release build with --cfg madsim)"
+for scenario in scenarios/*.toml; do
+    scenario_started=$(date +%s)
+    echo "-- $scenario"
+    ci/sim.sh sweep --scenario "$scenario" --seeds 1..500 --jobs 2
+    echo "-- $scenario: $(( $(date +%s) - scenario_started ))s"
+done
+ci/sim.sh run --scenario scenarios/election-storm.toml --seed 42 --check-determinism
+
 echo "== ci/test.sh finished in $(( $(date +%s) - started ))s"
