@@ -65,10 +65,13 @@ fn start_cluster() -> Cluster {
     let cluster = Cluster { children, admin_ports, _dir: dir };
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
-        let ready = cluster.admin_ports.iter().all(|p| {
-            http(*p, "GET", "/status").is_some_and(|(_, s)| s.contains("\"ready\":true") && s.contains("\"registered\":true"))
-        });
-        if ready {
+        let statuses: Vec<String> = cluster.admin_ports.iter().filter_map(|p| http(*p, "GET", "/status").map(|(_, s)| s)).collect();
+        let ready = statuses.len() == 3 && statuses.iter().all(|s| s.contains("\"ready\":true") && s.contains("\"registered\":true"));
+        // Every node registered on itself is not yet every node seeing all three
+        // registrations; equal metadata versions are.
+        let version = |s: &String| s.split("\"metadata_version\":").nth(1).and_then(|v| v.split(',').next()).map(str::to_string);
+        let same_version = statuses.windows(2).all(|w| version(&w[0]) == version(&w[1]));
+        if ready && same_version {
             return cluster;
         }
         std::thread::sleep(Duration::from_millis(50));
