@@ -8,7 +8,7 @@
 
 #[path = "../tests/support/admin_client.rs"]
 mod admin_client;
-use admin_client::{free_port, http};
+use admin_client::{cluster_settled, free_port, http};
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,13 +65,8 @@ fn start_cluster() -> Cluster {
     let cluster = Cluster { children, admin_ports, _dir: dir };
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(60) {
-        let statuses: Vec<String> = cluster.admin_ports.iter().filter_map(|p| http(*p, "GET", "/status").map(|(_, s)| s)).collect();
-        let ready = statuses.len() == 3 && statuses.iter().all(|s| s.contains("\"ready\":true") && s.contains("\"registered\":true"));
-        // Every node registered on itself is not yet every node seeing all three
-        // registrations; equal metadata versions are.
-        let version = |s: &String| s.split("\"metadata_version\":").nth(1).and_then(|v| v.split(',').next()).map(str::to_string);
-        let same_version = statuses.windows(2).all(|w| version(&w[0]) == version(&w[1]));
-        if ready && same_version {
+        let statuses: Vec<Option<String>> = cluster.admin_ports.iter().map(|p| http(*p, "GET", "/status").map(|(_, s)| s)).collect();
+        if cluster_settled(&statuses) {
             return cluster;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -5,17 +5,12 @@
 
 #[path = "support/admin_client.rs"]
 mod admin_client;
-use admin_client::{free_port, http};
+use admin_client::{cluster_settled, free_port, http, json_field};
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn field(json: &str, key: &str) -> Option<String> {
-    let at = json.find(&format!("\"{key}\":"))? + key.len() + 3;
-    Some(json[at..].split([',', '}']).next()?.to_string())
-}
 
 struct Node {
     id: u64,
@@ -71,7 +66,7 @@ fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 }
 
 fn leader_of(nodes: &[Node]) -> Option<u64> {
-    nodes.iter().find(|n| n.status().is_some_and(|s| field(&s, "is_leader").as_deref() == Some("true"))).map(|n| n.id)
+    nodes.iter().find(|n| n.status().is_some_and(|s| json_field(&s, "is_leader").as_deref() == Some("true"))).map(|n| n.id)
 }
 
 fn has_topic(node: &Node, name: &str) -> bool {
@@ -88,8 +83,8 @@ fn three_processes_elect_survive_a_sigkilled_leader_and_converge() {
         .collect();
     nodes.iter_mut().for_each(Node::start);
 
-    wait_for("every node registered and ready", || {
-        nodes.iter().all(|n| n.status().is_some_and(|s| field(&s, "ready").as_deref() == Some("true") && field(&s, "registered").as_deref() == Some("true")))
+    wait_for("every node registered, ready, and aware of all three", || {
+        cluster_settled(&nodes.iter().map(Node::status).collect::<Vec<_>>())
     });
     let old_leader = leader_of(&nodes).expect("a leader");
     let follower = nodes.iter().find(|n| n.id != old_leader).expect("a follower").admin_port;

@@ -20,3 +20,18 @@ pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, response.split_once("\r\n\r\n")?.1.to_string()))
 }
+
+/// A top-level field of a flat JSON object, as text (`"true"`, `"12"`, `"null"`).
+pub fn json_field(json: &str, key: &str) -> Option<String> {
+    let rest = json.split(&format!("\"{key}\":")).nth(1)?;
+    Some(rest.split([',', '}']).next()?.trim_matches('"').to_string())
+}
+
+/// Every node's `/status` says ready and registered, at one metadata version:
+/// each node registered itself AND has applied everyone's registration (a
+/// node registered only on itself would refuse a replication factor 3 create).
+pub fn cluster_settled(statuses: &[Option<String>]) -> bool {
+    let Some(statuses) = statuses.iter().cloned().collect::<Option<Vec<String>>>() else { return false };
+    let ready = statuses.iter().all(|s| json_field(s, "ready").as_deref() == Some("true") && json_field(s, "registered").as_deref() == Some("true"));
+    ready && statuses.windows(2).all(|w| json_field(&w[0], "metadata_version") == json_field(&w[1], "metadata_version"))
+}
