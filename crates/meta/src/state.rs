@@ -241,6 +241,20 @@ impl MetadataState {
                 reason: format!("port {} is not a TCP port", register.port),
             });
         }
+        // A new incarnation (a restart) never continues a leader epoch the
+        // broker held before: it may have lost unflushed records that
+        // followers already copied, and a second history under one epoch
+        // would make divergence undetectable. Partitions it leads move to a
+        // new leader epoch (it stays leader).
+        let restarted = self.brokers.get(&register.broker_id).is_some_and(|b| b.incarnation_id != register.incarnation_id);
+        if restarted {
+            for topic in self.topics.values_mut() {
+                for partition in topic.partitions.iter_mut().filter(|p| p.leader == Some(register.broker_id)) {
+                    partition.leader_epoch += 1;
+                    partition.partition_epoch += 1;
+                }
+            }
+        }
         // A registration (new or after a restart) makes the broker live; a
         // retried registration of the same incarnation changes nothing.
         self.brokers.insert(

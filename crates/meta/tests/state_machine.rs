@@ -11,13 +11,17 @@ use keel_meta::{MetadataError, MetadataState};
 use rand::{Rng, RngCore};
 
 fn register(broker_id: u64, rack: Option<&str>) -> MetadataBatch {
+    register_incarnation(broker_id, rack, 1)
+}
+
+fn register_incarnation(broker_id: u64, rack: Option<&str>, incarnation_id: u64) -> MetadataBatch {
     MetadataBatch {
         commands: vec![Command::RegisterBroker(RegisterBroker {
             broker_id,
             host: "127.0.0.1".into(),
             port: 9092 + broker_id as u32,
             rack: rack.map(str::to_string),
-            incarnation_id: 1,
+            incarnation_id,
         })
         .into()],
     }
@@ -45,6 +49,24 @@ fn create_topic_assigns_live_brokers_and_starts_at_epoch_zero() {
         assert_eq!(partition.isr, partition.replicas);
         assert_eq!(partition.leader, Some(partition.replicas[0]));
         assert_eq!((partition.leader_epoch, partition.partition_epoch), (0, 0));
+    }
+}
+
+#[test]
+fn a_restarted_broker_never_continues_a_leader_epoch_it_held() {
+    let mut state = cluster(&[None, None, None]);
+    state.apply_batch(&plan_create_topic(&state, "orders", 3, 3, &[], 0).expect("plan")).expect("create");
+    let before: Vec<(Option<u64>, u64)> = state.topic("orders").expect("orders").partitions.iter().map(|p| (p.leader, p.leader_epoch)).collect();
+    // The same incarnation registering again (a retry) changes no epoch.
+    state.apply_batch(&register(1, None)).expect("retried registration");
+    let retried: Vec<(Option<u64>, u64)> = state.topic("orders").expect("orders").partitions.iter().map(|p| (p.leader, p.leader_epoch)).collect();
+    assert_eq!(retried, before);
+    // A new incarnation of broker 1: every partition it leads gets a new leader epoch, others keep theirs.
+    state.apply_batch(&register_incarnation(1, None, 2)).expect("registration after a restart");
+    for (partition, (leader, epoch)) in state.topic("orders").expect("orders").partitions.iter().zip(before) {
+        assert_eq!(partition.leader, leader, "leadership does not move");
+        let expected = if leader == Some(1) { epoch + 1 } else { epoch };
+        assert_eq!(partition.leader_epoch, expected, "partition led by {leader:?}");
     }
 }
 
