@@ -271,6 +271,15 @@ mod tests {
 
     use super::*;
 
+    /// A state with broker 1 registered (different from the empty one).
+    fn with_broker_1() -> MetadataState {
+        let register = keel_meta::proto::RegisterBroker { broker_id: 1, host: "h".into(), port: 1, rack: None, incarnation_id: 1 };
+        let batch = keel_meta::proto::MetadataBatch { commands: vec![keel_meta::proto::Command::RegisterBroker(register).into()] };
+        let mut state = MetadataState::new();
+        state.apply_batch(&batch).expect("register");
+        state
+    }
+
     fn entry(index: u64, term: u64, data: &[u8]) -> AppliedEntry {
         AppliedEntry { index, term, data: data.to_vec(), result: Ok(index) }
     }
@@ -324,10 +333,7 @@ mod tests {
     fn different_states_at_one_index_are_a_violation() {
         let mut history = History::new();
         let empty = MetadataState::new();
-        let mut other = MetadataState::new();
-        let register = keel_meta::proto::RegisterBroker { broker_id: 1, host: "h".into(), port: 1, rack: None, incarnation_id: 1 };
-        let batch = keel_meta::proto::MetadataBatch { commands: vec![keel_meta::proto::Command::RegisterBroker(register).into()] };
-        other.apply_batch(&batch).expect("register");
+        let other = with_broker_1();
         history.observe(1, &MetaEvent::StateAt { node_id: 1, applied_index: 5, state: &empty });
         history.observe(1, &MetaEvent::StateAt { node_id: 2, applied_index: 5, state: &empty });
         assert!(history.violation().is_none());
@@ -351,10 +357,7 @@ mod tests {
         assert_eq!(history.violation().map(|v| v.checker), Some(checker::ACKED_CREATES_VISIBLE));
 
         let mut history = History::new();
-        let mut state = MetadataState::new();
-        let register = keel_meta::proto::RegisterBroker { broker_id: 1, host: "h".into(), port: 1, rack: None, incarnation_id: 1 };
-        let batch = keel_meta::proto::MetadataBatch { commands: vec![keel_meta::proto::Command::RegisterBroker(register).into()] };
-        state.apply_batch(&batch).expect("register");
+        let mut state = with_broker_1();
         let create = keel_meta::controller::plan_create_topic(&state, "ghost", 1, 1, &[], 0).expect("plan");
         state.apply_batch(&create).expect("create");
         history.check_final(9, &BTreeMap::from([(1, (0, state))]));

@@ -95,6 +95,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().expect("simulation state lock poisoned")
 }
 
+/// The brokers serving right now and their handles (copied out, so no lock
+/// is held across an await).
+fn serving(handles: &Handles) -> Vec<(u64, MetaHandle)> {
+    lock(handles).iter().map(|(id, handle)| (*id, handle.clone())).collect()
+}
+
 /// Broker `id`'s address on the simulated network.
 fn ip_of(id: u64) -> String {
     format!("10.0.1.{id}")
@@ -242,6 +248,13 @@ impl World {
         if power_loss {
             broker.disk.set_faults(SimDiskFaults { torn_write_on_crash_probability: TORN_WRITE_ON_CRASH_PROBABILITY, ..SimDiskFaults::default() });
             broker.disk.crash();
+        }
+    }
+
+    fn resume_broker(&mut self, id: u64) {
+        if self.brokers[&id].paused {
+            self.runtime.resume(self.host_of(id).expect("a paused broker has a host"));
+            self.brokers.get_mut(&id).expect("known broker").paused = false;
         }
     }
 
@@ -396,12 +409,7 @@ impl World {
         for id in &brokers {
             match fault.kind {
                 FaultKind::Kill | FaultKind::Crash | FaultKind::PowerLoss => self.start_broker(*id),
-                FaultKind::Pause => {
-                    if self.brokers[id].paused {
-                        self.runtime.resume(self.host_of(*id).expect("paused broker has a host"));
-                        self.brokers.get_mut(id).expect("broker").paused = false;
-                    }
-                }
+                FaultKind::Pause => self.resume_broker(*id),
                 FaultKind::Clog => {
                     if let Some(host) = self.host_of(*id) {
                         NetSim::current().unclog_node(host);
@@ -443,10 +451,7 @@ impl World {
             config.packet_loss_rate = 0.0;
         });
         for id in &ids {
-            if self.brokers[id].paused {
-                self.runtime.resume(self.host_of(*id).expect("paused broker has a host"));
-                self.brokers.get_mut(id).expect("broker").paused = false;
-            }
+            self.resume_broker(*id);
             if !self.brokers[id].up {
                 self.start_broker(*id);
             }
@@ -486,45 +491,38 @@ impl World {
 /// A client's create: retried with backoff on any suitable broker until
 /// acknowledged, found committed by an earlier attempt, refused for good, or
 /// out of time.
-async fn create_topic(
-    handles: Handles,
-    history: SharedHistory,
-    clock: WorldClock,
-    rng: NodeRng,
+/// One client's create: what to ask for and for how long to keep trying.
+struct CreateRequest {
     topic: String,
     partitions: u32,
     replication_factor: u32,
     to: CreateTarget,
     client_timeout_ms: u64,
-) -> CreateOutcome {
-    let outcome =
-        create_topic_attempts(handles, Arc::clone(&history), clock.clone(), rng, &topic, partitions, replication_factor, to, client_timeout_ms)
-            .await;
-    lock(&history).create_finished(clock.now_us(), &topic, outcome.clone());
+}
+
+async fn create_topic(handles: Handles, history: SharedHistory, clock: WorldClock, rng: NodeRng, request: CreateRequest) -> CreateOutcome {
+    let outcome = create_topic_attempts(&handles, &history, &clock, rng, &request).await;
+    lock(&history).create_finished(clock.now_us(), &request.topic, outcome.clone());
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn create_topic_attempts(
-    handles: Handles,
-    history: SharedHistory,
-    clock: WorldClock,
+    handles: &Handles,
+    history: &SharedHistory,
+    clock: &WorldClock,
     mut rng: NodeRng,
-    topic: &str,
-    partitions: u32,
-    replication_factor: u32,
-    to: CreateTarget,
-    client_timeout_ms: u64,
+    request: &CreateRequest,
 ) -> CreateOutcome {
-    let deadline_ms = clock.now_ms() + client_timeout_ms;
+    let CreateRequest { topic, partitions, replication_factor, to, client_timeout_ms } = request;
+    let (partitions, replication_factor, to) = (*partitions, *replication_factor, *to);
+    let deadline_ms = clock.now_ms() + *client_timeout_ms;
     let mut maybe_committed = false;
     let mut last_error = "no broker was up".to_string();
     let mut backoff_ms = 50u64;
     let mut announced = false;
     while clock.now_ms() < deadline_ms {
         let candidates: Vec<(u64, MetaHandle)> = {
-            let handles = lock(&handles);
-            let all: Vec<(u64, MetaHandle)> = handles.iter().map(|(id, h)| (*id, h.clone())).collect();
+            let all = serving(handles);
             let pick: Vec<(u64, MetaHandle)> = match to {
                 CreateTarget::Any => all.clone(),
                 CreateTarget::Followers => all.iter().filter(|(_, h)| !h.status().is_leader).cloned().collect(),
@@ -589,7 +587,7 @@ async fn create_topic_attempts(
 
 /// Why the cluster has not converged yet, or `None` once it has.
 async fn not_converged(world: &World) -> Option<String> {
-    let handles: Vec<(u64, MetaHandle)> = lock(&world.handles).iter().map(|(id, h)| (*id, h.clone())).collect();
+    let handles = serving(&world.handles);
     if handles.len() != world.brokers.len() {
         let up: Vec<u64> = handles.iter().map(|(id, _)| *id).collect();
         return Some(format!("only brokers {up:?} are serving"));
@@ -611,7 +609,7 @@ async fn not_converged(world: &World) -> Option<String> {
         match &first {
             None => first = Some((*id, status.applied_index, state)),
             Some((other, applied_index, other_state)) => {
-                if *applied_index != status.applied_index || other_state.snapshot() != state.snapshot() {
+                if *applied_index != status.applied_index || *other_state != state {
                     return Some(format!(
                         "brokers {other} and {id} differ: applied {applied_index} vs {}, metadata version {} vs {}",
                         status.applied_index,
@@ -698,11 +696,13 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
                     Arc::clone(&history),
                     clock.clone(),
                     rng.fork(100 + k),
-                    format!("topic-{k}"),
-                    partitions,
-                    replication_factor,
-                    workload.to,
-                    workload.client_timeout_ms,
+                    CreateRequest {
+                        topic: format!("topic-{k}"),
+                        partitions,
+                        replication_factor,
+                        to: workload.to,
+                        client_timeout_ms: workload.client_timeout_ms,
+                    },
                 );
                 spawned.push(tokio::spawn(client));
                 clock.0.sleep(Duration::from_millis(rng.gen_range(workload.gap_ms[0]..=workload.gap_ms[1]))).await;
@@ -731,11 +731,13 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
             Arc::clone(&history),
             clock.clone(),
             rng.fork(3),
-            "probe-after-heal".into(),
-            1,
-            u32::try_from(scenario.cluster.brokers.min(3)).expect("small"),
-            CreateTarget::Any,
-            (healed_ms + bound_ms).saturating_sub(world.clock.now_ms()).max(1),
+            CreateRequest {
+                topic: "probe-after-heal".into(),
+                partitions: 1,
+                replication_factor: u32::try_from(scenario.cluster.brokers.min(3)).expect("small"),
+                to: CreateTarget::Any,
+                client_timeout_ms: (healed_ms + bound_ms).saturating_sub(world.clock.now_ms()).max(1),
+            },
         )
         .await;
         if !matches!(probe, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) {
@@ -759,7 +761,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     let clean_so_far = lock(&history).violation().is_none();
     if clean_so_far && await_convergence(&world, settled_ms, bound_ms, "after every client finished").await {
         let mut finals = BTreeMap::new();
-        let handles: Vec<(u64, MetaHandle)> = lock(&world.handles).iter().map(|(id, h)| (*id, h.clone())).collect();
+        let handles = serving(&world.handles);
         for (id, handle) in handles {
             if let Ok(state) = handle.read_state().await {
                 finals.insert(id, (handle.status().applied_index, state));

@@ -350,6 +350,17 @@ impl Model {
         }
     }
 
+    /// No faults: every broker learns the metadata, flushes and fetches once,
+    /// and one pending ISR change commits.
+    fn quiet_round(&mut self) {
+        for id in BROKERS {
+            self.sync(id);
+            self.flush(id);
+            self.fetch(id);
+        }
+        self.commit_proposal();
+    }
+
     fn check(&self, step: usize, seed: u64) {
         if let Some(leader) = self.metadata.leader {
             let broker = &self.brokers[&leader];
@@ -415,12 +426,7 @@ fn run_seed(seed: u64, steps: usize) -> Model {
     }
     model.controller();
     for round in 0..200 {
-        for id in BROKERS {
-            model.sync(id);
-            model.flush(id);
-            model.fetch(id);
-        }
-        model.commit_proposal();
+        model.quiet_round();
         if round % 10 == 0 {
             model.tick();
         }
@@ -441,12 +447,7 @@ fn seeded_histories_lose_no_acknowledged_record_and_replicas_agree_below_the_hig
             let waiting = model.in_flight.len();
             model.produce();
             for _ in 0..5 {
-                for id in BROKERS {
-                    model.sync(id);
-                    model.flush(id);
-                    model.fetch(id);
-                }
-                model.commit_proposal();
+                model.quiet_round();
             }
             if model.acks_all_ok > before && model.in_flight.len() <= waiting {
                 succeeded = true;
