@@ -80,10 +80,8 @@ impl MetaObserver {
         MetaObserver(Arc::new(observe))
     }
 
-    fn notify(observer: &Option<MetaObserver>, event: MetaEvent<'_>) {
-        if let Some(observer) = observer {
-            (observer.0)(&event);
-        }
+    fn notify(&self, event: MetaEvent<'_>) {
+        (self.0)(&event);
     }
 }
 
@@ -229,7 +227,7 @@ pub async fn start(
     }
     let mut rng = rng;
     let voters: Vec<u64> = config.voters.keys().copied().collect();
-    let node = MetaNode::open(
+    let mut node = MetaNode::open(
         disk,
         &config.data_dir,
         &config.cluster_id,
@@ -240,7 +238,6 @@ pub async fn start(
         config.log_config.clone(),
     )
     .await?;
-    let mut node = node;
     node.set_compact_after_entries(config.compact_after_entries);
     let net_config = NetConfig::new(&config.cluster_id, config.node_id);
     let (mut endpoint, inbox) = Endpoint::bind(net_config, &config.listen_addr, clock.clone(), rng.fork(2))
@@ -251,7 +248,9 @@ pub async fn start(
             endpoint.add_peer(*peer, addr);
         }
     }
-    MetaObserver::notify(&config.observer, MetaEvent::Opened { node_id: config.node_id, applied_index: node.applied_index(), state: node.state() });
+    if let Some(observer) = &config.observer {
+        observer.notify(MetaEvent::Opened { node_id: config.node_id, applied_index: node.applied_index(), state: node.state() });
+    }
     let (requests, request_rx) = mpsc::channel(1024);
     let (status_tx, status) = watch::channel(status_of(&node, config.incarnation_id));
     let task = tokio::spawn(run(node, endpoint, inbox, request_rx, status_tx, clock, config));
@@ -338,21 +337,21 @@ async fn run(
             },
         }
         let output = node.process_ready().await?;
-        if config.observer.is_some() {
+        if let Some(observer) = &config.observer {
             let node_id = config.node_id;
             if node.is_leader() && led_term != Some(node.term()) {
                 led_term = Some(node.term());
-                MetaObserver::notify(&config.observer, MetaEvent::BecameLeader { node_id, term: node.term() });
+                observer.notify(MetaEvent::BecameLeader { node_id, term: node.term() });
             }
             if let Some(index) = output.snapshot_installed {
-                MetaObserver::notify(&config.observer, MetaEvent::SnapshotInstalled { node_id, index });
+                observer.notify(MetaEvent::SnapshotInstalled { node_id, index });
             }
             for entry in &output.applied {
-                MetaObserver::notify(&config.observer, MetaEvent::Applied { node_id, entry });
+                observer.notify(MetaEvent::Applied { node_id, entry });
             }
             if output.snapshot_installed.is_some() || !output.applied.is_empty() {
                 let applied_index = node.applied_index();
-                MetaObserver::notify(&config.observer, MetaEvent::StateAt { node_id, applied_index, state: node.state() });
+                observer.notify(MetaEvent::StateAt { node_id, applied_index, state: node.state() });
             }
         }
         for message in output.messages {
