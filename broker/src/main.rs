@@ -124,6 +124,7 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         registration_lease_ms: args.registration_lease_ms,
         compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
         observer: None,
+        other_frames: None,
     };
     let (meta, task) = match start_meta(Disk::Real(disk), Clock::new(), entropy.fork(1), config).await {
         Ok(started) => started,

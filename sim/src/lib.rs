@@ -6,6 +6,9 @@
 //! its seed and the command that replays it.
 
 pub mod check;
+pub mod data_check;
+#[cfg(madsim)]
+pub mod data_world;
 pub mod log_check;
 pub mod meta_check;
 #[cfg(madsim)]

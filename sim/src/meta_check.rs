@@ -98,6 +98,8 @@ pub struct History {
     creates: BTreeMap<String, CreateOutcome>,
     pub entries_applied: u64,
     pub elections: u64,
+    /// The partition data's history (scenarios with `[data]`).
+    pub data: crate::data_check::DataHistory,
 }
 
 impl History {

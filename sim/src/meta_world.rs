@@ -12,7 +12,7 @@
 //! its answer, the final checks run.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,12 +22,14 @@ use keel_meta::controller::plan_create_topic;
 use keel_meta::driver::{start, MetaDriverConfig, MetaHandle, MetaObserver, ProposalError};
 use keel_meta::raft_node::RaftTiming;
 use keel_meta::{MetadataError, MetadataState};
+use keel_repl::driver::{ReplConfig, ReplEvent, ReplObserver};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use rand::Rng;
 
+use crate::data_world::{DataClients, ReplHandles, DATA_TOPIC};
 use crate::meta_check::{checker, CreateOutcome, History, Violation};
-use crate::scenario::{CreateTarget, Fault, FaultAction, FaultKind, Scenario, Target};
+use crate::scenario::{CreateTarget, DataSpec, Fault, FaultAction, FaultKind, Scenario, Target};
 use crate::trace::Trace;
 
 const CLUSTER_ID: &str = "sim-cluster";
@@ -36,6 +38,8 @@ const META_PORT: u16 = 9093;
 const POLL_MS: u64 = 20;
 /// While a `lag` fault holds a broker's traffic back, it lets it through for this long between holds.
 const LAG_OPEN_MS: u64 = 20;
+/// A broker that halted on a disk error starts again this long after.
+const HALT_RESTART_MS: u64 = 300;
 /// A crash or power loss keeps a torn part of the unsynced writes this often.
 const TORN_WRITE_ON_CRASH_PROBABILITY: f64 = 0.5;
 
@@ -49,6 +53,18 @@ pub struct RunReport {
     pub creates_found_after_retry: u64,
     pub creates_given_up: u64,
     pub final_applied_index: u64,
+    pub data: Option<DataReport>,
+}
+
+/// What the data clients did in one passing seed.
+#[derive(Debug, Default)]
+pub struct DataReport {
+    pub acks_all_acknowledged: u64,
+    pub acks_leader_acknowledged: u64,
+    pub produce_errors: BTreeMap<i16, u64>,
+    pub records_read: u64,
+    pub records_in_final_log: u64,
+    pub halts: u64,
 }
 
 impl std::fmt::Display for RunReport {
@@ -63,7 +79,15 @@ impl std::fmt::Display for RunReport {
             self.creates_found_after_retry,
             self.creates_given_up,
             self.final_applied_index
-        )
+        )?;
+        if let Some(data) = &self.data {
+            write!(
+                f,
+                "; data: {} acks=all and {} acks=1 batches acknowledged, errors by Kafka code {:?}, {} records read, {} records in partition logs, {} disk halts",
+                data.acks_all_acknowledged, data.acks_leader_acknowledged, data.produce_errors, data.records_read, data.records_in_final_log, data.halts
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -72,18 +96,18 @@ type SharedHistory = Arc<Mutex<History>>;
 
 /// Simulated time since the world began, for the trace and the checkers.
 #[derive(Clone)]
-struct WorldClock(Clock);
+pub struct WorldClock(pub Clock);
 
 impl WorldClock {
-    fn now_us(&self) -> u64 {
+    pub fn now_us(&self) -> u64 {
         u64::try_from(self.0.now().elapsed().as_micros()).expect("simulated time fits u64 microseconds")
     }
 
-    fn now_ms(&self) -> u64 {
+    pub fn now_ms(&self) -> u64 {
         self.0.now().as_millis()
     }
 
-    async fn sleep_until_ms(&self, at_ms: u64) {
+    pub async fn sleep_until_ms(&self, at_ms: u64) {
         let now_ms = self.now_ms();
         if at_ms > now_ms {
             self.0.sleep(Duration::from_millis(at_ms - now_ms)).await;
@@ -115,6 +139,9 @@ struct Broker {
     clock: Clock,
     up: bool,
     paused: bool,
+    /// A `disk` fault hit this broker: stopping on a disk error is then
+    /// expected (the broker halts, as Kafka does) and it is restarted.
+    disk_faulted: Arc<AtomicBool>,
 }
 
 /// What the timeline does next.
@@ -135,6 +162,14 @@ struct World {
     clock: WorldClock,
     brokers: BTreeMap<u64, Broker>,
     handles: Handles,
+    repl: ReplHandles,
+    /// Brokers that stopped on a disk error, to be restarted (a supervisor's job).
+    halted: Arc<Mutex<Vec<u64>>>,
+    /// Every disk's faults outside `disk` faults (the scenario's latency).
+    base_disk_faults: SimDiskFaults,
+    /// (at_ms, broker): halted brokers waiting for their restart.
+    restarts_due: Vec<(u64, u64)>,
+    halts: u64,
     history: SharedHistory,
     rng: NodeRng,
     /// (at_ms, sequence) -> action; the sequence keeps same-time actions in order.
@@ -177,6 +212,7 @@ impl World {
             registration_lease_ms: raft.registration_lease_ms,
             compact_after_entries: raft.compact_after_entries,
             observer: None,
+            other_frames: None,
         }
     }
 
@@ -193,7 +229,10 @@ impl World {
             return;
         }
         let (seed, disk, clock) = (self.seed, broker.disk.clone(), broker.clock.clone());
+        let disk_faulted = Arc::clone(&broker.disk_faulted);
         let (handles, history, world_clock) = (Arc::clone(&self.handles), Arc::clone(&self.history), self.clock.clone());
+        let (repl_handles, halted) = (Arc::clone(&self.repl), Arc::clone(&self.halted));
+        let data = self.scenario.data.clone();
         let incarnations = Arc::new(AtomicU64::new(0));
         let base_config = self.driver_config(id);
         let host = self
@@ -205,29 +244,45 @@ impl World {
                 let incarnation = incarnations.fetch_add(1, Ordering::SeqCst) + 1;
                 let (disk, clock, handles, history, world_clock) =
                     (disk.clone(), clock.clone(), Arc::clone(&handles), Arc::clone(&history), world_clock.clone());
+                let (repl_handles, halted, disk_faulted, data) = (Arc::clone(&repl_handles), Arc::clone(&halted), Arc::clone(&disk_faulted), data.clone());
                 let observer = {
                     let (history, world_clock) = (Arc::clone(&history), world_clock.clone());
                     MetaObserver::new(move |event| lock(&history).observe(world_clock.now_us(), event))
                 };
-                let config = MetaDriverConfig { incarnation_id: incarnation, observer: Some(observer), ..base_config.clone() };
+                let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(4096);
+                let config = MetaDriverConfig {
+                    incarnation_id: incarnation,
+                    observer: Some(observer),
+                    other_frames: data.is_some().then_some(frames_tx),
+                    ..base_config.clone()
+                };
                 async move {
                     let rng = NodeRng::new(seed, id, incarnation);
-                    match start(Disk::Sim(disk), clock, rng, config).await {
-                        Ok((meta, task)) => {
-                            lock(&handles).insert(id, meta);
-                            let stopped = task.await;
-                            let message = match stopped {
-                                Ok(Ok(())) => format!("node {id}'s metadata loop returned while the node was up"),
-                                Ok(Err(error)) => format!("node {id} stopped on an error: {error}"),
-                                Err(error) => format!("node {id}'s metadata loop failed: {error}"),
-                            };
-                            lock(&history).violate(world_clock.now_us(), checker::NO_PANICS, message);
-                        }
+                    let (meta, mut meta_task) = match start(Disk::Sim(disk.clone()), clock.clone(), rng, config).await {
+                        Ok(started) => started,
                         Err(error) => {
                             let message = format!("node {id} could not start (incarnation {incarnation}): {error}");
-                            lock(&history).violate(world_clock.now_us(), checker::NO_PANICS, message);
+                            node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, false);
+                            return;
                         }
-                    }
+                    };
+                    lock(&handles).insert(id, meta.clone());
+                    let Some(data) = data else {
+                        let (message, panicked) = describe_stop("metadata loop", id, meta_task.await);
+                        node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, panicked);
+                        return;
+                    };
+                    let config = repl_config(id, incarnation, &data, &history, &world_clock);
+                    let (repl, mut repl_task) = keel_repl::driver::start(Disk::Sim(disk), clock, meta, frames_rx, config);
+                    lock(&repl_handles).insert(id, repl);
+                    let (message, panicked) = tokio::select! {
+                        biased;
+                        stopped = &mut meta_task => describe_stop("metadata loop", id, stopped),
+                        stopped = &mut repl_task => describe_stop("replication loop", id, stopped),
+                    };
+                    lock(&handles).remove(&id);
+                    lock(&repl_handles).remove(&id);
+                    node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, panicked);
                 }
             })
             .build();
@@ -245,8 +300,9 @@ impl World {
         let host = broker.host.as_ref().expect("an up broker has a host").id();
         self.runtime.kill(host);
         lock(&self.handles).remove(&id);
+        lock(&self.repl).remove(&id);
         if power_loss {
-            broker.disk.set_faults(SimDiskFaults { torn_write_on_crash_probability: TORN_WRITE_ON_CRASH_PROBABILITY, ..SimDiskFaults::default() });
+            broker.disk.set_faults(SimDiskFaults { torn_write_on_crash_probability: TORN_WRITE_ON_CRASH_PROBABILITY, ..self.base_disk_faults.clone() });
             broker.disk.crash();
         }
     }
@@ -255,6 +311,38 @@ impl World {
         if self.brokers[&id].paused {
             self.runtime.resume(self.host_of(id).expect("a paused broker has a host"));
             self.brokers.get_mut(&id).expect("known broker").paused = false;
+        }
+    }
+
+    /// Restarts brokers that halted on a disk error, as a supervisor
+    /// (systemd) would: the dead process is reaped at once and started
+    /// again `HALT_RESTART_MS` later.
+    fn restart_halted(&mut self) {
+        let now_ms = self.clock.now_ms();
+        let halted: Vec<u64> = std::mem::take(&mut *lock(&self.halted));
+        for id in halted {
+            if let (true, Some(host)) = (self.brokers[&id].up, self.host_of(id)) {
+                self.halts += 1;
+                self.runtime.kill(host);
+                self.restarts_due.push((now_ms + HALT_RESTART_MS, id));
+            }
+        }
+        let (due, later): (Vec<(u64, u64)>, Vec<(u64, u64)>) = self.restarts_due.drain(..).partition(|(at_ms, _)| *at_ms <= now_ms);
+        self.restarts_due = later;
+        for (_, id) in due {
+            if let (true, Some(host)) = (self.brokers[&id].up, self.host_of(id)) {
+                self.runtime.restart(host);
+                self.note(format_args!("n{id} restarted after halting on a disk error"));
+            }
+        }
+    }
+
+    /// Sleeps until `at_ms`, restarting halted brokers along the way.
+    async fn sleep_until_ms(&mut self, at_ms: u64) {
+        while self.clock.now_ms() < at_ms {
+            let wake_ms = at_ms.min(self.clock.now_ms() + POLL_MS);
+            self.clock.sleep_until_ms(wake_ms).await;
+            self.restart_halted();
         }
     }
 
@@ -281,6 +369,17 @@ impl World {
             Target::Random => {
                 let all: Vec<u64> = self.brokers.keys().copied().collect();
                 Some(all[self.rng.gen_range(0..all.len())])
+            }
+            Target::PartitionLeader | Target::PartitionFollower => {
+                let handles = serving(&self.handles);
+                let (_, handle) = handles.first()?;
+                let state = handle.feed().current();
+                let partition = state.partition(DATA_TOPIC, 0)?;
+                if *target == Target::PartitionLeader {
+                    return partition.leader;
+                }
+                let followers: Vec<u64> = partition.replicas.iter().copied().filter(|id| Some(*id) != partition.leader && up.contains(id)).collect();
+                (!followers.is_empty()).then(|| followers[self.rng.gen_range(0..followers.len())])
             }
         }
     }
@@ -380,6 +479,21 @@ impl World {
                 }
                 None => "clock: no such broker now, skipped".to_string(),
             },
+            FaultAction::Disk { node, sync_eio_probability, read_bit_flip_probability, torn_write_probability } => match self.resolve(node) {
+                Some(id) => {
+                    let broker = &self.brokers[&id];
+                    broker.disk_faulted.store(true, Ordering::SeqCst);
+                    broker.disk.set_faults(SimDiskFaults {
+                        sync_eio_probability: *sync_eio_probability,
+                        read_bit_flip_probability: *read_bit_flip_probability,
+                        torn_write_on_crash_probability: *torn_write_probability,
+                        ..self.base_disk_faults.clone()
+                    });
+                    undo_brokers.push(id);
+                    format!("disk faults on n{id}: fsync EIO {sync_eio_probability}, read bit flips {read_bit_flip_probability}, torn writes {torn_write_probability}")
+                }
+                None => "disk: no such broker now, skipped".to_string(),
+            },
             FaultAction::Everyone => match fault.kind {
                 FaultKind::PowerLoss => {
                     let up: Vec<u64> = self.brokers.values().filter(|b| b.up).map(|b| b.id).collect();
@@ -415,6 +529,7 @@ impl World {
                         NetSim::current().unclog_node(host);
                     }
                 }
+                FaultKind::Disk => self.brokers[id].disk.set_faults(self.base_disk_faults.clone()),
                 _ => {}
             }
         }
@@ -451,11 +566,13 @@ impl World {
             config.packet_loss_rate = 0.0;
         });
         for id in &ids {
+            self.brokers[id].disk.set_faults(self.base_disk_faults.clone());
             self.resume_broker(*id);
             if !self.brokers[id].up {
                 self.start_broker(*id);
             }
         }
+        self.restart_halted();
     }
 
     fn act(&mut self, action: Action) {
@@ -488,6 +605,59 @@ impl World {
     }
 }
 
+/// How a node's loop ended, and whether it panicked.
+fn describe_stop<E: std::fmt::Display>(what: &str, id: u64, stopped: Result<Result<(), E>, tokio::task::JoinError>) -> (String, bool) {
+    match stopped {
+        Ok(Ok(())) => (format!("node {id}'s {what} returned while the node was up"), false),
+        Ok(Err(error)) => (format!("node {id}'s {what} stopped on an error: {error}"), false),
+        Err(error) => (format!("node {id}'s {what} failed: {error}"), true),
+    }
+}
+
+/// A node stopped. After an injected disk fault, stopping on an error is the
+/// broker halting as it should (it is restarted); anything else, and any
+/// panic, is a violation.
+fn node_stopped(history: &SharedHistory, clock: &WorldClock, halted: &Mutex<Vec<u64>>, disk_faulted: &AtomicBool, id: u64, message: String, panicked: bool) {
+    if !panicked && disk_faulted.load(Ordering::SeqCst) {
+        lock(history).note(clock.now_us(), format_args!("n{id} halts: {message}"));
+        lock(halted).push(id);
+    } else {
+        lock(history).violate(clock.now_us(), checker::NO_PANICS, message);
+    }
+}
+
+/// The replication driver's settings for a `[data]` scenario; its events go
+/// to the trace and the one-leader-per-epoch checker.
+fn repl_config(id: u64, incarnation: u64, data: &DataSpec, history: &SharedHistory, clock: &WorldClock) -> ReplConfig {
+    let (history, clock) = (Arc::clone(history), clock.clone());
+    let observer = ReplObserver::new(move |event| {
+        let mut history = lock(&history);
+        let at_us = clock.now_us();
+        match event {
+            ReplEvent::BecameLeader { node_id, topic, partition, leader_epoch, log_end_offset } => {
+                history.note(at_us, format_args!("n{node_id} leads {topic}-{partition} epoch {leader_epoch} at log end {log_end_offset}"));
+                if let Err(violation) = history.data.became_leader(*node_id, topic, *partition, *leader_epoch) {
+                    history.violate(at_us, violation.checker, violation.message);
+                }
+            }
+            ReplEvent::BecameFollower { node_id, topic, partition, leader_id, leader_epoch, log_end_offset } => {
+                history.note(at_us, format_args!("n{node_id} follows n{leader_id} for {topic}-{partition} epoch {leader_epoch} from log end {log_end_offset}"));
+            }
+            ReplEvent::Truncated { node_id, topic, partition, end_offset } => {
+                history.note(at_us, format_args!("n{node_id} truncates {topic}-{partition} to {end_offset}"));
+            }
+        }
+    });
+    ReplConfig {
+        log_config: LogConfig { segment_bytes_max: 256 * 1024, ..LogConfig::default() },
+        min_insync_replicas_default: 1,
+        replica_lag_time_max_ms: data.replica_lag_time_max_ms,
+        produce_queue_len: data.produce_queue_len,
+        observer: Some(observer),
+        ..ReplConfig::new(id, incarnation)
+    }
+}
+
 /// A client's create: retried with backoff on any suitable broker until
 /// acknowledged, found committed by an earlier attempt, refused for good, or
 /// out of time.
@@ -496,6 +666,7 @@ struct CreateRequest {
     topic: String,
     partitions: u32,
     replication_factor: u32,
+    configs: Vec<(String, String)>,
     to: CreateTarget,
     client_timeout_ms: u64,
 }
@@ -513,7 +684,7 @@ async fn create_topic_attempts(
     mut rng: NodeRng,
     request: &CreateRequest,
 ) -> CreateOutcome {
-    let CreateRequest { topic, partitions, replication_factor, to, client_timeout_ms } = request;
+    let CreateRequest { topic, partitions, replication_factor, configs, to, client_timeout_ms } = request;
     let (partitions, replication_factor, to) = (*partitions, *replication_factor, *to);
     let deadline_ms = clock.now_ms() + *client_timeout_ms;
     let mut maybe_committed = false;
@@ -545,7 +716,7 @@ async fn create_topic_attempts(
                 if state.topic(topic).is_some() {
                     return Ok(CreateOutcome::FoundAfterRetry);
                 }
-                let batch = match plan_create_topic(&state, topic, partitions, replication_factor, &[], rng.gen_range(0..16)) {
+                let batch = match plan_create_topic(&state, topic, partitions, replication_factor, configs, rng.gen_range(0..16)) {
                     Ok(batch) => batch,
                     // Not enough brokers registered yet, as seen from this node: retry.
                     Err(error) => return Err(ProposalError::Refused(error)),
@@ -624,8 +795,9 @@ async fn not_converged(world: &World) -> Option<String> {
 }
 
 /// Polls until converged; a violation if not within `bound_ms` of `since_ms`.
-async fn await_convergence(world: &World, since_ms: u64, bound_ms: u64, what: &str) -> bool {
+async fn await_convergence(world: &mut World, since_ms: u64, bound_ms: u64, what: &str) -> bool {
     loop {
+        world.restart_halted();
         let reason = match not_converged(world).await {
             None => {
                 world.note(format_args!("converged ({what})"));
@@ -648,9 +820,12 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     let runtime = Handle::current();
     let clock = WorldClock(Clock::new());
     let mut rng = NodeRng::new(seed, 0, 0);
+    let base_disk_faults = SimDiskFaults { latency_us: scenario.cluster.disk_latency_us.map(|[min, max]| (min, max)), ..SimDiskFaults::default() };
     let brokers = (1..=scenario.cluster.brokers)
         .map(|id| {
-            let broker = Broker { id, host: None, disk: SimDisk::new(NodeRng::new(seed, id, 1_000_000)), clock: Clock::new(), up: false, paused: false };
+            let disk = SimDisk::new(NodeRng::new(seed, id, 1_000_000));
+            disk.set_faults(base_disk_faults.clone());
+            let broker = Broker { id, host: None, disk, clock: Clock::new(), up: false, paused: false, disk_faulted: Arc::new(AtomicBool::new(false)) };
             (id, broker)
         })
         .collect();
@@ -662,6 +837,11 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         clock: clock.clone(),
         brokers,
         handles: Arc::new(Mutex::new(BTreeMap::new())),
+        repl: Arc::new(Mutex::new(BTreeMap::new())),
+        halted: Arc::new(Mutex::new(Vec::new())),
+        restarts_due: Vec::new(),
+        base_disk_faults: base_disk_faults.clone(),
+        halts: 0,
         history: Arc::clone(&history),
         rng: rng.fork(1),
         timeline: BTreeMap::new(),
@@ -700,6 +880,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
                         topic: format!("topic-{k}"),
                         partitions,
                         replication_factor,
+                        configs: Vec::new(),
                         to: workload.to,
                         client_timeout_ms: workload.client_timeout_ms,
                     },
@@ -711,9 +892,43 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         })
     });
 
+    let data_stop = Arc::new(AtomicBool::new(false));
+    let data_clients = scenario.data.clone().map(|spec| DataClients {
+        spec,
+        meta: Arc::clone(&world.handles),
+        repl: Arc::clone(&world.repl),
+        history: Arc::clone(&history),
+        clock: clock.clone(),
+    });
+    let data_workload = data_clients.clone().map(|clients| {
+        let (handles, history, clock, stop) = (Arc::clone(&world.handles), Arc::clone(&history), clock.clone(), Arc::clone(&data_stop));
+        let mut rng = rng.fork(4);
+        tokio::spawn(async move {
+            let spec = clients.spec.clone();
+            clock.sleep_until_ms(spec.start_ms).await;
+            let create = CreateRequest {
+                topic: DATA_TOPIC.into(),
+                partitions: spec.partitions,
+                replication_factor: spec.replication_factor,
+                configs: vec![(keel_repl::driver::MIN_INSYNC_REPLICAS_CONFIG.into(), spec.min_insync_replicas.to_string())],
+                to: CreateTarget::Any,
+                client_timeout_ms: spec.client_timeout_ms,
+            };
+            let outcome = create_topic(handles, Arc::clone(&history), clock.clone(), rng.fork(1), create).await;
+            if !matches!(outcome, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) {
+                let message = format!("the data topic could not be created: {outcome:?}");
+                lock(&history).violate(clock.now_us(), crate::data_check::checker::DATA_LIVENESS, message);
+                return (Vec::new(), Vec::new());
+            }
+            let producers: Vec<_> = (0..spec.producers).map(|k| tokio::spawn(clients.clone().produce(k, rng.fork(100 + k)))).collect();
+            let consumers: Vec<_> = (0..spec.consumers).map(|k| tokio::spawn(clients.clone().consume(k, Arc::clone(&stop), rng.fork(10_000 + k)))).collect();
+            (producers, consumers)
+        })
+    });
+
     // The fault timeline, up to and including the heal.
     while let Some(((at_ms, _), action)) = world.timeline.pop_first() {
-        world.clock.sleep_until_ms(at_ms).await;
+        world.sleep_until_ms(at_ms).await;
         let heal = matches!(action, Action::Heal);
         world.act(action);
         if heal {
@@ -724,7 +939,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     let bound_ms = scenario.convergence_ms_max;
     let mut report = RunReport { faults_fired: world.faults_fired, ..RunReport::default() };
 
-    if await_convergence(&world, healed_ms, bound_ms, "after the heal").await {
+    if await_convergence(&mut world, healed_ms, bound_ms, "after the heal").await {
         // Liveness: a create made after the heal is acknowledged within the bound.
         let probe = create_topic(
             Arc::clone(&world.handles),
@@ -735,6 +950,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
                 topic: "probe-after-heal".into(),
                 partitions: 1,
                 replication_factor: u32::try_from(scenario.cluster.brokers.min(3)).expect("small"),
+                configs: Vec::new(),
                 to: CreateTarget::Any,
                 client_timeout_ms: (healed_ms + bound_ms).saturating_sub(world.clock.now_ms()).max(1),
             },
@@ -756,10 +972,55 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
             CreateOutcome::GaveUp(_) | CreateOutcome::Refused(_) => report.creates_given_up += 1,
         }
     }
+    let mut data_report = None;
+    if let (Some(clients), Some(workload)) = (data_clients, data_workload) {
+        let (producers, consumers) = workload.await.expect("data workload task");
+        for producer in producers {
+            producer.await.expect("producer task");
+        }
+        let since_ms = world.clock.now_ms();
+        if lock(&history).violation().is_none() && clients.probe(since_ms + bound_ms, rng.fork(5)).await {
+            loop {
+                world.restart_halted();
+                let Some(reason) = clients.not_converged().await else {
+                    world.note("data converged");
+                    break;
+                };
+                if world.clock.now_ms() > since_ms + bound_ms {
+                    let message = format!("replicas did not converge within {bound_ms} ms after the last produce: {reason}");
+                    lock(&history).violate(clock.now_us(), crate::data_check::checker::DATA_CONVERGENCE, message);
+                    break;
+                }
+                world.clock.0.sleep(Duration::from_millis(POLL_MS)).await;
+            }
+        }
+        data_stop.store(true, Ordering::SeqCst);
+        for consumer in consumers {
+            consumer.await.expect("consumer task");
+        }
+        if lock(&history).violation().is_none() {
+            let logs = clients.final_logs().await;
+            let mut history = lock(&history);
+            if let Err(violation) = history.data.check_final(&logs) {
+                history.violate(clock.now_us(), violation.checker, violation.message);
+            }
+            let records_in_final_log = logs.values().filter_map(|replicas| replicas.values().next()).map(|log| log.len() as u64).sum();
+            let data = &history.data;
+            data_report = Some(DataReport {
+                acks_all_acknowledged: data.acks_all_acknowledged,
+                acks_leader_acknowledged: data.acks_leader_acknowledged,
+                produce_errors: data.produce_errors.clone(),
+                records_read: data.records_read,
+                records_in_final_log,
+                halts: world.halts,
+            });
+        }
+    }
+    report.data = data_report;
     // Clients may have committed more after the first convergence: settle again.
     let settled_ms = world.clock.now_ms();
     let clean_so_far = lock(&history).violation().is_none();
-    if clean_so_far && await_convergence(&world, settled_ms, bound_ms, "after every client finished").await {
+    if clean_so_far && await_convergence(&mut world, settled_ms, bound_ms, "after every client finished").await {
         let mut finals = BTreeMap::new();
         let handles = serving(&world.handles);
         for (id, handle) in handles {

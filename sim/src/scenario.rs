@@ -12,6 +12,7 @@
 //! racks = ["a", "b", "c"]      # optional, one per broker
 //! start_ms = [0, 700, 1900]    # optional, when each broker first starts
 //! start_jitter_ms = 500        # optional, plus a seeded 0..jitter per broker
+//! disk_latency_us = [50, 400]  # optional, each disk operation takes this long
 //!
 //! [raft]                       # optional, these are the defaults
 //! tick_ms = 50
@@ -65,6 +66,7 @@ struct ScenarioFile {
     #[serde(default)]
     raft: Option<Spanned<RaftSpec>>,
     workload: Option<Spanned<WorkloadSpec>>,
+    data: Option<Spanned<DataSpec>>,
     #[serde(default)]
     fault: Vec<Spanned<FaultSpec>>,
 }
@@ -77,6 +79,9 @@ pub struct ClusterSpec {
     pub start_ms: Option<Vec<u64>>,
     #[serde(default)]
     pub start_jitter_ms: u64,
+    /// Every disk operation takes `[min, max]` microseconds (seeded), so an
+    /// fsync has a duration a crash can land in.
+    pub disk_latency_us: Option<[u64; 2]>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize)]
@@ -153,6 +158,74 @@ pub struct WorkloadSpec {
     pub client_timeout_ms: u64,
 }
 
+/// A producer's `acks`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AcksSpec {
+    All,
+    Leader,
+}
+
+/// Partition data: one topic, producers and consumers, and the replication
+/// settings (format in scenarios/README.md).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    #[serde(default = "DataSpec::default_partitions")]
+    pub partitions: u32,
+    #[serde(default = "DataSpec::default_replication_factor")]
+    pub replication_factor: u32,
+    #[serde(default = "DataSpec::default_min_insync_replicas")]
+    pub min_insync_replicas: usize,
+    /// Producer k uses `acks[k % len]`.
+    pub acks: Vec<AcksSpec>,
+    pub producers: u64,
+    pub batches_per_producer: u64,
+    pub records_per_batch: [u64; 2],
+    /// Each record's value is this long (padded), so batches have real sizes.
+    #[serde(default = "DataSpec::default_record_bytes")]
+    pub record_bytes: usize,
+    pub gap_ms: [u64; 2],
+    #[serde(default)]
+    pub consumers: u64,
+    #[serde(default)]
+    pub start_ms: u64,
+    /// How long an acks=all produce waits for the ISR before REQUEST_TIMED_OUT.
+    #[serde(default = "DataSpec::default_produce_timeout_ms")]
+    pub produce_timeout_ms: u64,
+    /// A producer retries one batch (with backoff, on the current leader) this long.
+    pub client_timeout_ms: u64,
+    #[serde(default = "DataSpec::default_replica_lag_time_max_ms")]
+    pub replica_lag_time_max_ms: u64,
+    /// The broker's produce request queue (small values test backpressure).
+    #[serde(default = "DataSpec::default_produce_queue_len")]
+    pub produce_queue_len: usize,
+}
+
+impl DataSpec {
+    fn default_partitions() -> u32 {
+        1
+    }
+    fn default_replication_factor() -> u32 {
+        3
+    }
+    fn default_min_insync_replicas() -> usize {
+        2
+    }
+    fn default_record_bytes() -> usize {
+        100
+    }
+    fn default_produce_timeout_ms() -> u64 {
+        3_000
+    }
+    fn default_replica_lag_time_max_ms() -> u64 {
+        2_000
+    }
+    fn default_produce_queue_len() -> usize {
+        1_024
+    }
+}
+
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
@@ -183,6 +256,9 @@ pub enum FaultKind {
     /// The broker's clock runs `drift_ppm` fast (or slow) and its wall clock
     /// is `skew_ms` off.
     Clock,
+    /// The broker's disk misbehaves: fsync fails with EIO, reads return
+    /// flipped bits, a crash tears the last write (each a probability).
+    Disk,
     /// Every network fault ends and paused brokers resume.
     Heal,
 }
@@ -202,6 +278,7 @@ impl FaultKind {
             FaultKind::Lag => "lag",
             FaultKind::PowerLoss => "power_loss",
             FaultKind::Clock => "clock",
+            FaultKind::Disk => "disk",
             FaultKind::Heal => "heal",
         }
     }
@@ -235,15 +312,24 @@ struct FaultSpec {
     delay_ms: Option<u64>,
     drift_ppm: Option<i64>,
     skew_ms: Option<i64>,
+    sync_eio_probability: Option<f64>,
+    read_bit_flip_probability: Option<f64>,
+    torn_write_probability: Option<f64>,
 }
 
 /// Who a fault acts on, resolved when it fires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
     Broker(u64),
+    /// The metadata Raft leader.
     Leader,
+    /// A metadata Raft follower.
     Follower,
     Random,
+    /// The leader of the data topic's partition 0.
+    PartitionLeader,
+    /// A follower of the data topic's partition 0.
+    PartitionFollower,
 }
 
 /// One validated fault; repeats are already expanded into separate faults.
@@ -267,6 +353,7 @@ pub enum FaultAction {
     Loss { rate: f64 },
     Lag { node: Target, delay_ms: u64 },
     Clock { node: Target, drift_ppm: i64, skew_ms: i64 },
+    Disk { node: Target, sync_eio_probability: f64, read_bit_flip_probability: f64, torn_write_probability: f64 },
     Everyone,
 }
 
@@ -280,11 +367,13 @@ pub struct Scenario {
     pub cluster: ClusterSpec,
     pub raft: RaftSpec,
     pub workload: Option<WorkloadSpec>,
+    pub data: Option<DataSpec>,
     /// In firing order (by `at_ms`, then file order).
     pub faults: Vec<Fault>,
 }
 
 const BROKERS_MAX: u64 = 9;
+const ROLES: &str = "\"leader\", \"follower\", \"random\", \"partition_leader\" or \"partition_follower\"";
 /// Repeating faults expand into at most this many firings each.
 const REPEATS_MAX: u64 = 1_000;
 
@@ -340,6 +429,12 @@ impl Scenario {
                     cluster_span,
                     format!("[cluster] start_ms has {} entries: expected one start time per broker ({brokers})", start_ms.len()),
                 ));
+            }
+        }
+
+        if let Some([latency_min, latency_max]) = cluster.disk_latency_us {
+            if latency_min > latency_max || latency_max > 1_000_000 {
+                return Err(v.error(cluster_span, "[cluster] disk_latency_us = [min, max]: expected min <= max <= 1000000"));
             }
         }
 
@@ -403,6 +498,36 @@ impl Scenario {
             }
         };
 
+        let data = match file.data {
+            None => None,
+            Some(spanned) => {
+                let span = spanned.span();
+                let data = spanned.into_inner();
+                let [records_min, records_max] = data.records_per_batch;
+                let [gap_min, gap_max] = data.gap_ms;
+                if records_min == 0 || records_min > records_max || gap_min > gap_max {
+                    return Err(v.error(span, "[data] records_per_batch and gap_ms are [min, max] with min <= max (and at least one record)"));
+                }
+                if data.partitions == 0 || data.partitions > 64 {
+                    return Err(v.error(span, format!("[data] partitions = {}: expected 1 to 64", data.partitions)));
+                }
+                if data.replication_factor == 0 || u64::from(data.replication_factor) > brokers {
+                    return Err(v.error(span, format!("[data] replication_factor = {}: expected 1 to {brokers} (the number of brokers)", data.replication_factor)));
+                }
+                if data.min_insync_replicas == 0 || data.min_insync_replicas > data.replication_factor as usize {
+                    return Err(v.error(span, format!("[data] min_insync_replicas = {}: expected 1 to replication_factor", data.min_insync_replicas)));
+                }
+                if data.acks.is_empty() || data.producers == 0 {
+                    return Err(v.error(span, "[data] needs at least one producer and one acks setting, e.g. acks = [\"all\"]"));
+                }
+                if data.record_bytes < 32 || data.client_timeout_ms == 0 || data.produce_timeout_ms == 0 || data.produce_queue_len == 0 {
+                    return Err(v.error(span, "[data] record_bytes >= 32; client_timeout_ms, produce_timeout_ms and produce_queue_len positive"));
+                }
+                Some(data)
+            }
+        };
+        let has_data = data.is_some();
+
         let mut faults = Vec::new();
         for (number, spanned) in file.fault.into_iter().enumerate() {
             let span = spanned.span();
@@ -412,14 +537,17 @@ impl Scenario {
             let err = |message: String| v.error(span.clone(), format!("{what}: {message}"));
             let target = |field: &str, selector: &Option<NodeSelector>| -> Result<Target, ScenarioError> {
                 match selector {
-                    None => Err(err(format!("`{field}` is required: a broker id 1..={brokers}, \"leader\", \"follower\" or \"random\""))),
+                    None => Err(err(format!("`{field}` is required: a broker id 1..={brokers}, {ROLES}"))),
                     Some(NodeSelector::Id(id)) if (1..=brokers).contains(id) => Ok(Target::Broker(*id)),
                     Some(NodeSelector::Id(id)) => Err(err(format!("`{field}` = {id}: expected a broker id 1..={brokers}"))),
                     Some(NodeSelector::Role(role)) => match role.as_str() {
                         "leader" => Ok(Target::Leader),
                         "follower" => Ok(Target::Follower),
                         "random" => Ok(Target::Random),
-                        other => Err(err(format!("`{field}` = \"{other}\": expected a broker id, \"leader\", \"follower\" or \"random\""))),
+                        "partition_leader" if has_data => Ok(Target::PartitionLeader),
+                        "partition_follower" if has_data => Ok(Target::PartitionFollower),
+                        "partition_leader" | "partition_follower" => Err(err(format!("`{field}` = \"{role}\" needs a [data] section"))),
+                        other => Err(err(format!("`{field}` = \"{other}\": expected a broker id, {ROLES}"))),
                     },
                 }
             };
@@ -432,6 +560,7 @@ impl Scenario {
                 FaultKind::Loss => ["rate"].into(),
                 FaultKind::Lag => ["node", "delay_ms"].into(),
                 FaultKind::Clock => ["node", "drift_ppm", "skew_ms"].into(),
+                FaultKind::Disk => ["node", "sync_eio_probability", "read_bit_flip_probability", "torn_write_probability"].into(),
                 FaultKind::PowerLoss | FaultKind::Heal => BTreeSet::new(),
             };
             let present = [
@@ -445,6 +574,9 @@ impl Scenario {
                 ("delay_ms", spec.delay_ms.is_some()),
                 ("drift_ppm", spec.drift_ppm.is_some()),
                 ("skew_ms", spec.skew_ms.is_some()),
+                ("sync_eio_probability", spec.sync_eio_probability.is_some()),
+                ("read_bit_flip_probability", spec.read_bit_flip_probability.is_some()),
+                ("torn_write_probability", spec.torn_write_probability.is_some()),
             ];
             if let Some((field, _)) = present.iter().find(|(field, is_set)| *is_set && !used.contains(field)) {
                 let expected = if used.is_empty() { "no target fields".to_string() } else { used.iter().copied().collect::<Vec<_>>().join(", ") };
@@ -507,6 +639,22 @@ impl Scenario {
                     }
                     FaultAction::Clock { node: target("node", &spec.node)?, drift_ppm, skew_ms: spec.skew_ms.unwrap_or(0) }
                 }
+                FaultKind::Disk => {
+                    let probability = |field: &str, value: Option<f64>| -> Result<f64, ScenarioError> {
+                        let value = value.unwrap_or(0.0);
+                        if (0.0..=1.0).contains(&value) {
+                            Ok(value)
+                        } else {
+                            Err(err(format!("{field} = {value}: expected a probability in [0, 1]")))
+                        }
+                    };
+                    FaultAction::Disk {
+                        node: target("node", &spec.node)?,
+                        sync_eio_probability: probability("sync_eio_probability", spec.sync_eio_probability)?,
+                        read_bit_flip_probability: probability("read_bit_flip_probability", spec.read_bit_flip_probability)?,
+                        torn_write_probability: probability("torn_write_probability", spec.torn_write_probability)?,
+                    }
+                }
                 FaultKind::PowerLoss | FaultKind::Heal => FaultAction::Everyone,
             };
             if matches!(spec.kind, FaultKind::Restart | FaultKind::Heal | FaultKind::Clock) && spec.duration_ms.is_some() {
@@ -550,6 +698,7 @@ impl Scenario {
             cluster,
             raft,
             workload,
+            data,
             faults,
         })
     }

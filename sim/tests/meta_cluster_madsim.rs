@@ -115,6 +115,7 @@ async fn metadata_group_elects_registers_fences_a_dead_leader_and_converges_afte
                         registration_lease_ms: 2_000,
                         compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
                         observer: None,
+                        other_frames: None,
                     };
                     let rng = NodeRng::new(seed, id, incarnation.fetch_add(1, Ordering::SeqCst));
                     let (meta, task) = start(Disk::Sim(disk), Clock::new(), rng, config).await.expect("start never waits for a leader");

@@ -235,6 +235,34 @@ impl Log {
                 dir_changed = true;
             }
         }
+        // A newest segment shorter than its header, holding a prefix of the
+        // header this log would write, is a creation cut short after the file
+        // was made and before its header was durable: a process that exits
+        // after a failed fsync leaves one behind (a power loss does not: the
+        // directory entry is synced only after the header). It holds no
+        // record, so it is made again from scratch.
+        if let Some(&newest) = segment_bases.last() {
+            let path = join(dir, &segment_file_name(newest));
+            let file = disk.open(&path).await?;
+            let file_len = file.len().await?;
+            if file_len < SEGMENT_HEADER_BYTES {
+                let bytes = file.read_at(0, usize::try_from(file_len).expect("shorter than a header")).await?;
+                if encode_segment_header(newest).starts_with(&bytes) {
+                    tracing::warn!(file = path, file_len, "segment creation was cut short; making the segment again");
+                    if index_bases.binary_search(&newest).is_ok() {
+                        disk.remove(&join(dir, &index_file_name(newest))).await?;
+                    }
+                    disk.remove(&path).await?;
+                    disk.sync_dir(dir).await?;
+                    segment_bases.pop();
+                    if segment_bases.is_empty() {
+                        log.create_segment(newest).await?;
+                        log.flushed_offset = newest;
+                        return Ok(log);
+                    }
+                }
+            }
+        }
         if segment_bases.is_empty() {
             let initial_offset = log.config.initial_offset;
             log.create_segment(initial_offset).await?;

@@ -86,3 +86,30 @@ async fn bad_calls_are_errors_and_leave_the_log_usable() {
     let disk = Disk::Sim(SimDisk::new(NodeRng::new(12, 0, 0)));
     assert!(matches!(Log::open(disk, "log", bad_config).await, Err(LogError::Config(_))));
 }
+
+/// A process that exits after the first fsync of a new segment failed (EIO)
+/// leaves the file with no header; the sim found brokers that could then
+/// never restart. Such a file holds no record and is made again.
+#[tokio::test]
+async fn a_segment_whose_creation_was_cut_short_is_made_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("log")).expect("mkdir");
+    std::fs::write(dir.path().join("log/00000000000000000007.log"), b"KEELS").expect("write a header prefix");
+    let disk = Disk::Real(RealDisk::new(dir.path()));
+    let mut log = Log::open(disk.clone(), "log", LogConfig::default()).await.expect("an unfinished creation is redone");
+    assert_eq!(log.start_offset(), 7);
+    assert_eq!(log.append(b"after").await.expect("append"), 7);
+    log.flush().await.expect("flush");
+    drop(log);
+    let log = Log::open(disk, "log", LogConfig::default()).await.expect("reopen");
+    assert_eq!(log.read(7).await.expect("read").expect("record").payload, b"after");
+}
+
+#[tokio::test]
+async fn a_short_segment_that_is_not_a_header_prefix_is_still_refused() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("log")).expect("mkdir");
+    std::fs::write(dir.path().join("log/00000000000000000000.log"), b"KEELSEG1\x02").expect("write");
+    let error = Log::open(Disk::Real(RealDisk::new(dir.path())), "log", LogConfig::default()).await.expect_err("short header");
+    assert!(matches!(error, LogError::Corrupt { .. }), "{error}");
+}

@@ -7,7 +7,7 @@
 //! is published in `MetaStatus::ready` instead.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_io::{Clock, Disk, NodeRng};
@@ -16,7 +16,7 @@ use keel_net::{Endpoint, NetConfig};
 use prost::Message as _;
 use raft::eraftpb::Message;
 use raft::StateRole;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::controller::{plan_elect_offline_leaders, plan_fence_broker};
 use crate::node::{AppliedEntry, MetaNode, MetaNodeError, ProposeError};
@@ -53,6 +53,10 @@ pub struct MetaDriverConfig {
     pub compact_after_entries: u64,
     /// Told of every election won, entry applied and snapshot installed.
     pub observer: Option<MetaObserver>,
+    /// Frames of other kinds on the broker transport (partition replication)
+    /// go here. A full queue drops the frame (the sender retries, as for any
+    /// frame lost with a connection); without a queue they are logged and dropped.
+    pub other_frames: Option<mpsc::Sender<keel_net::Inbound>>,
 }
 
 /// What a node tells its observer, as it happens.
@@ -144,11 +148,43 @@ enum Request {
     ReadLinearizable { reply: oneshot::Sender<Result<MetadataState, ProposalError>> },
 }
 
+/// The newest applied metadata, for one consumer on the same node (the
+/// partition replication driver). A `Notify`, not a `watch`: tokio's watch
+/// picks a waker slot with its thread RNG, which would break replay.
+pub struct MetadataFeed {
+    latest: Mutex<Arc<MetadataState>>,
+    changed: Notify,
+}
+
+impl MetadataFeed {
+    fn new(state: &MetadataState) -> Self {
+        MetadataFeed { latest: Mutex::new(Arc::new(state.clone())), changed: Notify::new() }
+    }
+
+    fn publish(&self, state: &MetadataState) {
+        *self.latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(state.clone());
+        self.changed.notify_one();
+    }
+
+    /// The newest applied metadata.
+    pub fn current(&self) -> Arc<MetadataState> {
+        Arc::clone(&self.latest.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Returns once metadata was published after the previous call returned
+    /// (a publication before the first wait counts).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+}
+
 /// A cheap, cloneable handle on a running metadata node.
 #[derive(Clone)]
 pub struct MetaHandle {
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<MetaStatus>,
+    feed: Arc<MetadataFeed>,
+    endpoint: Arc<Endpoint>,
 }
 
 impl MetaHandle {
@@ -176,6 +212,16 @@ impl MetaHandle {
 
     pub fn status(&self) -> MetaStatus {
         self.status.borrow().clone()
+    }
+
+    /// The node's applied metadata as it changes.
+    pub fn feed(&self) -> Arc<MetadataFeed> {
+        Arc::clone(&self.feed)
+    }
+
+    /// The node's broker-to-broker endpoint (shared with partition replication).
+    pub fn endpoint(&self) -> Arc<Endpoint> {
+        Arc::clone(&self.endpoint)
     }
 
     /// Waits until the published status satisfies `condition`.
@@ -253,8 +299,10 @@ pub async fn start(
     }
     let (requests, request_rx) = mpsc::channel(1024);
     let (status_tx, status) = watch::channel(status_of(&node, config.incarnation_id));
-    let task = tokio::spawn(run(node, endpoint, inbox, request_rx, status_tx, clock, config));
-    Ok((MetaHandle { requests, status }, task))
+    let feed = Arc::new(MetadataFeed::new(node.state()));
+    let endpoint = Arc::new(endpoint);
+    let task = tokio::spawn(run(node, Arc::clone(&endpoint), inbox, request_rx, status_tx, Arc::clone(&feed), clock, config));
+    Ok((MetaHandle { requests, status, feed, endpoint }, task))
 }
 
 fn status_of(node: &MetaNode, incarnation_id: u64) -> MetaStatus {
@@ -277,10 +325,11 @@ fn status_of(node: &MetaNode, incarnation_id: u64) -> MetaStatus {
 
 async fn run(
     mut node: MetaNode,
-    endpoint: Endpoint,
+    endpoint: Arc<Endpoint>,
     mut inbox: mpsc::Receiver<keel_net::Inbound>,
     mut requests: mpsc::Receiver<Request>,
     status: watch::Sender<MetaStatus>,
+    feed: Arc<MetadataFeed>,
     clock: Clock,
     config: MetaDriverConfig,
 ) -> Result<(), MetaDriverError> {
@@ -305,7 +354,15 @@ async fn run(
             }
             Some(frame) = inbox.recv() => {
                 if frame.kind != FRAME_KIND_RAFT {
-                    tracing::warn!(node_id = config.node_id, from = frame.from, kind = frame.kind, "unexpected frame kind on the metadata transport");
+                    let (from, kind) = (frame.from, frame.kind);
+                    match &config.other_frames {
+                        Some(other) => {
+                            if other.try_send(frame).is_err() {
+                                tracing::debug!(node_id = config.node_id, from, kind, "frame dropped: the replication queue is full");
+                            }
+                        }
+                        None => tracing::warn!(node_id = config.node_id, from, kind, "unexpected frame kind on the metadata transport"),
+                    }
                     continue;
                 }
                 match Message::decode(frame.payload.as_slice()) {
@@ -337,6 +394,9 @@ async fn run(
             },
         }
         let output = node.process_ready().await?;
+        if output.snapshot_installed.is_some() || !output.applied.is_empty() {
+            feed.publish(node.state());
+        }
         if let Some(observer) = &config.observer {
             let node_id = config.node_id;
             if node.is_leader() && led_term != Some(node.term()) {

@@ -22,6 +22,20 @@ pub enum ReplError {
     UnknownLeaderEpoch { requested: u32, current: u32 },
     #[error("OFFSET_OUT_OF_RANGE: offset {offset} is outside the log [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange { offset: u64, log_start_offset: u64, log_end_offset: u64 },
+    #[error("UNKNOWN_TOPIC_OR_PARTITION: this broker has no replica of {topic}-{partition}")]
+    UnknownTopicOrPartition { topic: String, partition: u32 },
+    #[error("CORRUPT_MESSAGE: {reason}; nothing was appended")]
+    CorruptMessage { reason: String },
+    #[error("MESSAGE_TOO_LARGE: the batch has {bytes} bytes, the limit is {bytes_max}; nothing was appended")]
+    MessageTooLarge { bytes: usize, bytes_max: usize },
+    #[error("INVALID_REQUEST: {reason}")]
+    InvalidRequest { reason: String },
+    #[error("REQUEST_TIMED_OUT: broker busy ({reason}); nothing was appended, retry with backoff")]
+    Busy { reason: String },
+    #[error("KAFKA_STORAGE_ERROR: {reason}")]
+    Storage { reason: String },
+    #[error("BROKER_NOT_AVAILABLE: the replication loop of this broker has stopped")]
+    Stopped,
 }
 
 impl ReplError {
@@ -29,8 +43,14 @@ impl ReplError {
     pub fn kafka_code(&self) -> i16 {
         match self {
             ReplError::OffsetOutOfRange { .. } => 1,
+            ReplError::CorruptMessage { .. } => 2,
+            ReplError::UnknownTopicOrPartition { .. } => 3,
             ReplError::NotLeader { .. } | ReplError::NotReplica { .. } => 6,
-            ReplError::RequestTimedOut { .. } => 7,
+            ReplError::RequestTimedOut { .. } | ReplError::Busy { .. } => 7,
+            ReplError::Stopped => 8,
+            ReplError::MessageTooLarge { .. } => 10,
+            ReplError::InvalidRequest { .. } => 42,
+            ReplError::Storage { .. } => 56,
             ReplError::NotEnoughReplicas { .. } => 19,
             ReplError::NotEnoughReplicasAfterAppend { .. } => 20,
             ReplError::FencedLeaderEpoch { .. } => 74,
@@ -38,9 +58,12 @@ impl ReplError {
         }
     }
 
-    /// Whether a client should retry (all of them are retriable in Kafka, but
-    /// an out-of-range offset needs a new position, not the same request).
+    /// Whether a client should retry the same request (after refreshing its
+    /// metadata for the leader and epoch errors).
     pub fn is_retriable(&self) -> bool {
-        !matches!(self, ReplError::OffsetOutOfRange { .. })
+        !matches!(
+            self,
+            ReplError::OffsetOutOfRange { .. } | ReplError::CorruptMessage { .. } | ReplError::MessageTooLarge { .. } | ReplError::InvalidRequest { .. }
+        )
     }
 }

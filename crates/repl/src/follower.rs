@@ -33,6 +33,10 @@ impl Follower {
     pub fn new(broker_id: BrokerId, leader_id: BrokerId, leader_epoch: u32, log: LogState) -> Follower {
         assert_ne!(broker_id, leader_id, "a broker does not follow itself");
         assert!(log.durable_end_offset <= log.log_end_offset, "durable end beyond log end");
+        let mut epoch_cache = log.epoch_cache;
+        // An epoch this broker led without writing owns no offsets; dropping
+        // it lets the new leader's older epochs follow in the cache.
+        epoch_cache.truncate_from_end(log.log_end_offset);
         Follower {
             broker_id,
             leader_id,
@@ -41,7 +45,7 @@ impl Follower {
             log_end_offset: log.log_end_offset,
             durable_end_offset: log.durable_end_offset,
             high_watermark: log.high_watermark.min(log.log_end_offset),
-            epoch_cache: log.epoch_cache,
+            epoch_cache,
         }
     }
 
@@ -59,6 +63,14 @@ impl Follower {
 
     pub fn high_watermark(&self) -> u64 {
         self.high_watermark
+    }
+
+    pub fn durable_end_offset(&self) -> u64 {
+        self.durable_end_offset
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.log_start_offset
     }
 
     pub fn epoch_cache(&self) -> &EpochCache {

@@ -97,7 +97,7 @@ pub struct Leader {
 }
 
 /// Where a log stands when its broker becomes leader or follower.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogState {
     pub log_start_offset: u64,
     pub log_end_offset: u64,
@@ -301,13 +301,28 @@ impl Leader {
         self.advance_high_watermark()
     }
 
-    /// This broker no longer leads: every wait is answered NOT_LEADER_OR_FOLLOWER.
-    pub fn resign(self) -> Vec<LeaderOutput> {
+    /// This broker no longer leads: every wait is answered NOT_LEADER_OR_FOLLOWER,
+    /// and the log's state goes on to the next role.
+    pub fn resign(self) -> (Vec<LeaderOutput>, LogState) {
         let broker_id = self.broker_id;
-        self.waiting
+        let outputs = self
+            .waiting
             .into_iter()
             .map(|wait| LeaderOutput::ProduceDone { produce_id: wait.produce_id, result: Err(ReplError::NotLeader { broker_id }) })
-            .collect()
+            .collect();
+        let log = LogState {
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+            durable_end_offset: self.durable_end_offset,
+            high_watermark: self.high_watermark,
+            epoch_cache: self.epoch_cache,
+        };
+        (outputs, log)
+    }
+
+    /// Everything below this is durable on the leader.
+    pub fn durable_end_offset(&self) -> u64 {
+        self.durable_end_offset
     }
 
     /// High watermark = the smallest durable end over the maximal ISR (the

@@ -1,7 +1,7 @@
 //! Partition replication with Kafka's semantics, as sans-io cores.
 //!
 //! `Leader` and `Follower` take `(now_ms, input)` and return decisions; the
-//! driver (a later layer) owns the partition's `keel-log` log, the transport
+//! driver (`driver`) owns the partition's `keel-log` log, the transport
 //! and the metadata proposals. Both sides keep a leader-epoch cache
 //! (`EpochCache`): which leader epoch wrote which offsets, so a follower
 //! that followed a deposed leader finds where its log diverges from the new
@@ -15,10 +15,13 @@
 //! when the high watermark passes the batch, and a power loss of every node
 //! loses nothing below the high watermark.
 
+pub mod driver;
 pub mod epoch_cache;
 pub mod error;
 pub mod follower;
 pub mod leader;
+pub mod stored;
+pub mod wire;
 
 pub use epoch_cache::{EpochCache, EpochEntry};
 pub use error::ReplError;

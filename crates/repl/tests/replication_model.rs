@@ -159,7 +159,7 @@ impl Model {
             (_, leader) => {
                 let previous = std::mem::replace(&mut broker.role, Role::Idle);
                 if let Role::Leader(old) = previous {
-                    outputs = old.resign();
+                    outputs = old.resign().0;
                 }
                 broker.role = match leader {
                     Some(leader_id) if leader_id == id => {
@@ -306,7 +306,7 @@ impl Model {
     fn crash(&mut self, id: BrokerId) {
         let broker = self.brokers.get_mut(&id).expect("broker");
         if let Role::Leader(leader) = std::mem::replace(&mut broker.role, Role::Down) {
-            for output in leader.resign() {
+            for output in leader.resign().0 {
                 if let LeaderOutput::ProduceDone { produce_id, .. } = output {
                     self.in_flight.remove(&produce_id);
                 }

@@ -1,0 +1,269 @@
+//! One partition replica on this broker: its log, its role (a `Leader` or
+//! `Follower` core, or idle), and the role changes the metadata asks for.
+
+use keel_io::Disk;
+use keel_log::{Log, LogError};
+use keel_meta::state::Partition;
+
+use super::{ReadLimit, ReadRecord, ReadResult, ReplConfig, ReplDriverError, ReplicaRole, ReplicaStatus};
+use crate::epoch_cache::EpochCache;
+use crate::error::ReplError;
+use crate::follower::Follower;
+use crate::leader::{Leader, LeaderConfig, LeaderOutput, LogState};
+use crate::stored::decode_stored;
+use crate::BrokerId;
+
+pub(super) enum Role {
+    Leader(Leader),
+    Follower(Follower, FetchState),
+    /// Not acting: no leader, not registered yet, or no longer a replica.
+    Idle(LogState),
+}
+
+#[derive(Debug, Default)]
+pub(super) struct FetchState {
+    /// (request id, sent at) of the fetch awaiting its answer.
+    pub in_flight: Option<(u64, u64)>,
+    pub next_fetch_ms: u64,
+}
+
+/// A follower's fetch the leader holds until there is something new.
+#[derive(Debug)]
+pub(super) struct Parked {
+    pub follower: BrokerId,
+    pub request_id: u64,
+    pub leader_epoch: u32,
+    pub fetch_offset: u64,
+    pub bytes_max: u32,
+    /// The high watermark when it was parked: a higher one is news.
+    pub high_watermark: u64,
+    pub deadline_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(super) struct IsrProposal {
+    pub leader_epoch: u32,
+    pub expected_partition_epoch: u64,
+    pub isr: Vec<BrokerId>,
+    pub retry_at_ms: Option<u64>,
+}
+
+/// The role the metadata gives this broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Desired {
+    Leader { leader_epoch: u32 },
+    Follower { leader_id: BrokerId, leader_epoch: u32 },
+    Idle,
+}
+
+impl Desired {
+    pub fn from_partition(me: BrokerId, partition: &Partition) -> Desired {
+        let leader_epoch = u32::try_from(partition.leader_epoch).expect("leader epochs fit u32");
+        match partition.leader {
+            Some(leader) if leader == me => Desired::Leader { leader_epoch },
+            Some(leader_id) => Desired::Follower { leader_id, leader_epoch },
+            None => Desired::Idle,
+        }
+    }
+}
+
+/// What a metadata change did to a replica.
+#[derive(Default)]
+pub(super) struct RoleChange {
+    pub became: Option<ReplicaRole>,
+    pub outputs: Vec<LeaderOutput>,
+}
+
+pub(super) enum ReadError {
+    Repl(ReplError),
+    Log(LogError),
+    Corrupt { offset: u64, error: ReplError },
+}
+
+pub(super) struct Replica {
+    pub log: Log,
+    pub role: Role,
+    /// The partition epoch of the metadata this replica last followed.
+    pub partition_epoch: u64,
+    pub parked: Vec<Parked>,
+    /// Appended since the last flush (leaders; followers flush at once).
+    pub dirty: bool,
+    pub isr_proposal: Option<IsrProposal>,
+}
+
+impl Replica {
+    /// Opens (or creates) the log and rebuilds the epoch cache from the
+    /// records' epochs, verifying every stored record's checksum.
+    pub async fn open(disk: &Disk, config: &ReplConfig, topic: &str, partition: u32) -> Result<Replica, ReplDriverError> {
+        let dir = format!("{}/{topic}-{partition}", config.data_dir);
+        let log_error = |error| ReplDriverError::Log { topic: topic.to_string(), partition, error };
+        disk.create_dir_all(&config.data_dir).await.map_err(|error| log_error(LogError::Disk(error)))?;
+        let log = Log::open(disk.clone(), &dir, config.log_config.clone()).await.map_err(log_error)?;
+        let mut epoch_cache = EpochCache::new();
+        let mut next = log.start_offset();
+        while next < log.next_offset() {
+            let records = log.read_from(next, config.log_config.read_chunk_bytes).await.map_err(log_error)?;
+            for record in &records {
+                let (epoch, _) = decode_stored(&record.payload)
+                    .map_err(|error| ReplDriverError::Corrupt { topic: topic.to_string(), partition, offset: record.offset, error })?;
+                epoch_cache.assign(epoch, record.offset);
+            }
+            next = records.last().expect("a read below the end yields records").offset + 1;
+        }
+        assert_eq!(log.flushed_offset(), log.next_offset(), "an opened log is durable to its end");
+        let state = LogState {
+            log_start_offset: log.start_offset(),
+            log_end_offset: log.next_offset(),
+            durable_end_offset: log.flushed_offset(),
+            high_watermark: 0,
+            epoch_cache,
+        };
+        Ok(Replica { log, role: Role::Idle(state), partition_epoch: 0, parked: Vec::new(), dirty: false, isr_proposal: None })
+    }
+
+    pub fn leader(&self) -> Option<&Leader> {
+        match &self.role {
+            Role::Leader(leader) => Some(leader),
+            _ => None,
+        }
+    }
+
+    pub fn leader_mut(&mut self) -> Option<&mut Leader> {
+        match &mut self.role {
+            Role::Leader(leader) => Some(leader),
+            _ => None,
+        }
+    }
+
+    fn current(&self) -> Desired {
+        match &self.role {
+            Role::Leader(leader) => Desired::Leader { leader_epoch: leader.leader_epoch() },
+            Role::Follower(follower, _) => Desired::Follower { leader_id: follower.leader_id(), leader_epoch: follower.leader_epoch() },
+            Role::Idle(_) => Desired::Idle,
+        }
+    }
+
+    /// Follows one metadata update: a new role, or (same leader epoch) a new ISR.
+    pub async fn follow_metadata(
+        &mut self,
+        now_ms: u64,
+        config: &ReplConfig,
+        desired: Desired,
+        partition: &Partition,
+        min_insync_replicas: usize,
+    ) -> Result<RoleChange, LogError> {
+        let epoch_moved = partition.partition_epoch != self.partition_epoch;
+        self.partition_epoch = partition.partition_epoch;
+        if desired == self.current() {
+            let mut change = RoleChange::default();
+            if let (true, Role::Leader(leader)) = (epoch_moved, &mut self.role) {
+                // The ISR changed under this leader epoch (this leader's proposal or a fencing).
+                self.isr_proposal = None;
+                change.outputs = leader.isr_changed(now_ms, partition.isr.clone());
+            }
+            return Ok(change);
+        }
+        let (outputs, mut state) = self.take_log_state();
+        self.parked.clear();
+        self.isr_proposal = None;
+        let flushed = self.log.flush().await?;
+        assert_eq!(flushed, self.log.next_offset(), "a role change starts from a durable log");
+        assert_eq!(state.log_end_offset, self.log.next_offset(), "the core and the log agree on the log end");
+        state.durable_end_offset = flushed;
+        let newest_epoch_in_log = state.epoch_cache.latest().map(|latest| latest.epoch);
+        let became = match desired {
+            Desired::Leader { leader_epoch } if newest_epoch_in_log.is_some_and(|newest| newest > leader_epoch) => {
+                // Records from a newer epoch than the metadata names: this
+                // broker's metadata is behind; wait for it.
+                self.role = Role::Idle(state);
+                ReplicaRole::Idle
+            }
+            Desired::Leader { leader_epoch } => {
+                let leader_config = LeaderConfig { min_insync_replicas, replica_lag_time_max_ms: config.replica_lag_time_max_ms };
+                let leader = Leader::new(now_ms, config.node_id, leader_epoch, partition.replicas.clone(), partition.isr.clone(), leader_config, state);
+                self.role = Role::Leader(leader);
+                ReplicaRole::Leader
+            }
+            Desired::Follower { leader_id, leader_epoch } => {
+                let follower = Follower::new(config.node_id, leader_id, leader_epoch, state);
+                self.role = Role::Follower(follower, FetchState { in_flight: None, next_fetch_ms: now_ms });
+                ReplicaRole::Follower { leader_id }
+            }
+            Desired::Idle => {
+                self.role = Role::Idle(state);
+                ReplicaRole::Idle
+            }
+        };
+        Ok(RoleChange { became: Some(became), outputs })
+    }
+
+    pub async fn become_idle(&mut self) -> Result<RoleChange, LogError> {
+        if matches!(self.role, Role::Idle(_)) {
+            return Ok(RoleChange::default());
+        }
+        let (outputs, mut state) = self.take_log_state();
+        self.parked.clear();
+        self.isr_proposal = None;
+        state.durable_end_offset = self.log.flush().await?;
+        self.role = Role::Idle(state);
+        Ok(RoleChange { became: Some(ReplicaRole::Idle), outputs })
+    }
+
+    fn take_log_state(&mut self) -> (Vec<LeaderOutput>, LogState) {
+        match std::mem::replace(&mut self.role, Role::Idle(LogState::default())) {
+            Role::Leader(leader) => leader.resign(),
+            Role::Follower(follower, _) => (Vec::new(), follower.into_log_state()),
+            Role::Idle(state) => (Vec::new(), state),
+        }
+    }
+
+    fn high_watermark(&self) -> u64 {
+        match &self.role {
+            Role::Leader(leader) => leader.high_watermark(),
+            Role::Follower(follower, _) => follower.high_watermark(),
+            Role::Idle(state) => state.high_watermark,
+        }
+    }
+
+    pub async fn read(&self, offset: u64, bytes_max: usize, limit: ReadLimit) -> Result<ReadResult, ReadError> {
+        let (log_start_offset, log_end_offset) = (self.log.start_offset(), self.log.next_offset());
+        let high_watermark = self.high_watermark();
+        let end = match limit {
+            ReadLimit::HighWatermark => high_watermark,
+            ReadLimit::LogEnd => log_end_offset,
+        };
+        if offset < log_start_offset || offset > log_end_offset {
+            return Err(ReadError::Repl(ReplError::OffsetOutOfRange { offset, log_start_offset, log_end_offset }));
+        }
+        let mut records = Vec::new();
+        if offset < end {
+            for record in self.log.read_from(offset, bytes_max).await.map_err(ReadError::Log)? {
+                if record.offset >= end {
+                    break;
+                }
+                let (leader_epoch, value) = decode_stored(&record.payload).map_err(|error| ReadError::Corrupt { offset: record.offset, error })?;
+                records.push(ReadRecord { offset: record.offset, leader_epoch, value: value.to_vec() });
+            }
+        }
+        Ok(ReadResult { records, high_watermark, log_end_offset })
+    }
+
+    pub fn status(&self, key: &(String, u32)) -> ReplicaStatus {
+        let (role, leader_epoch, isr) = match &self.role {
+            Role::Leader(leader) => (ReplicaRole::Leader, Some(leader.leader_epoch()), leader.isr().to_vec()),
+            Role::Follower(follower, _) => (ReplicaRole::Follower { leader_id: follower.leader_id() }, Some(follower.leader_epoch()), Vec::new()),
+            Role::Idle(_) => (ReplicaRole::Idle, None, Vec::new()),
+        };
+        ReplicaStatus {
+            topic: key.0.clone(),
+            partition: key.1,
+            role,
+            leader_epoch,
+            log_start_offset: self.log.start_offset(),
+            log_end_offset: self.log.next_offset(),
+            durable_end_offset: self.log.flushed_offset(),
+            high_watermark: self.high_watermark(),
+            isr,
+        }
+    }
+}

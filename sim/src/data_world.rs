@@ -1,0 +1,245 @@
+//! Partition data in a simulated world (`[data]` in a scenario): producers
+//! with acks=all or acks=1 that retry like Kafka clients, consumers that
+//! read from any replica below its high watermark, the liveness probe, data
+//! convergence and the final logs the checkers of `data_check` compare.
+//! Everything a client sends, is acknowledged, is refused or reads goes to
+//! the history.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keel_io::NodeRng;
+use keel_meta::driver::MetaHandle;
+use keel_repl::driver::{Acks, ProduceRequest, ReadLimit, ReadRecord, ReplHandle, ReplicaRole};
+use rand::Rng;
+
+use crate::data_check::checker;
+use crate::meta_check::History;
+use crate::meta_world::WorldClock;
+use crate::scenario::{AcksSpec, DataSpec};
+
+/// The topic every `[data]` workload writes.
+pub const DATA_TOPIC: &str = "data";
+/// Bytes a consumer asks for per read.
+const READ_BYTES_MAX: usize = 16 * 1024;
+
+pub type ReplHandles = Arc<Mutex<BTreeMap<u64, ReplHandle>>>;
+pub type MetaHandles = Arc<Mutex<BTreeMap<u64, MetaHandle>>>;
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What the data clients share.
+#[derive(Clone)]
+pub struct DataClients {
+    pub spec: DataSpec,
+    pub meta: MetaHandles,
+    pub repl: ReplHandles,
+    pub history: Arc<Mutex<History>>,
+    pub clock: WorldClock,
+}
+
+impl DataClients {
+    fn violate(&self, checker: &'static str, message: String) {
+        lock(&self.history).violate(self.clock.now_us(), checker, message);
+    }
+
+    /// The partition's leader and leader epoch as some serving broker's metadata says.
+    fn leader_of(&self, partition: u32, rng: &mut NodeRng) -> Option<(u64, u32, ReplHandle)> {
+        let metas: Vec<MetaHandle> = lock(&self.meta).values().cloned().collect();
+        if metas.is_empty() {
+            return None;
+        }
+        let state = metas[rng.gen_range(0..metas.len())].feed().current();
+        let leader = state.partition(DATA_TOPIC, partition)?.leader?;
+        let leader_epoch = u32::try_from(state.partition(DATA_TOPIC, partition)?.leader_epoch).expect("epoch fits u32");
+        let handle = lock(&self.repl).get(&leader).cloned()?;
+        Some((leader, leader_epoch, handle))
+    }
+
+    /// Producer `producer`: `batches_per_producer` batches, each retried
+    /// until acknowledged or out of time (a timed-out batch may still be
+    /// committed; without idempotence a retry may then duplicate it).
+    pub async fn produce(self, producer: u64, mut rng: NodeRng) {
+        let spec = &self.spec;
+        let acks = match spec.acks[(producer as usize) % spec.acks.len()] {
+            AcksSpec::All => Acks::All,
+            AcksSpec::Leader => Acks::Leader,
+        };
+        for batch in 0..spec.batches_per_producer {
+            let count = rng.gen_range(spec.records_per_batch[0]..=spec.records_per_batch[1]);
+            let values: Vec<Vec<u8>> = (0..count).map(|record| padded(format!("p{producer}-b{batch}-r{record}"), spec.record_bytes)).collect();
+            let partition = rng.gen_range(0..spec.partitions);
+            let deadline_ms = self.clock.now_ms() + spec.client_timeout_ms;
+            let mut backoff_ms = 20u64;
+            while self.clock.now_ms() < deadline_ms {
+                if let Some((leader, leader_epoch, handle)) = self.leader_of(partition, &mut rng) {
+                    let mut request = ProduceRequest::new(DATA_TOPIC, partition, acks, values.clone(), spec.produce_timeout_ms);
+                    request.leader_epoch = Some(leader_epoch);
+                    match handle.produce(request).await {
+                        Ok(produced) => {
+                            let mut history = lock(&self.history);
+                            if acks == Acks::All {
+                                if let Err(violation) = history.data.acked_all(partition, produced.base_offset, &values) {
+                                    history.violate(self.clock.now_us(), violation.checker, violation.message);
+                                }
+                            } else {
+                                history.data.acks_leader_acknowledged += 1;
+                            }
+                            history.note(
+                                self.clock.now_us(),
+                                format_args!("p{producer} b{batch} acks={acks:?} -> n{leader} {}@{} epoch {}", values.len(), produced.base_offset, produced.leader_epoch),
+                            );
+                            break;
+                        }
+                        Err(error) => {
+                            let mut history = lock(&self.history);
+                            *history.data.produce_errors.entry(error.kafka_code()).or_default() += 1;
+                            if !error.is_retriable() {
+                                let message = format!("producer {producer}: a valid batch was refused for good by broker {leader}: {error}");
+                                history.violate(self.clock.now_us(), checker::DATA_LIVENESS, message);
+                                return;
+                            }
+                        }
+                    }
+                }
+                self.clock.0.sleep(Duration::from_millis(backoff_ms + rng.gen_range(0..backoff_ms))).await;
+                backoff_ms = (backoff_ms * 2).min(500);
+            }
+            let gap_ms = rng.gen_range(spec.gap_ms[0]..=spec.gap_ms[1]);
+            self.clock.0.sleep(Duration::from_millis(gap_ms)).await;
+        }
+    }
+
+    /// Consumer `consumer`: follows one partition from offset 0, reading
+    /// from a random broker each time (followers too: KIP-392 fetching),
+    /// until `stop` is set.
+    pub async fn consume(self, consumer: u64, stop: Arc<AtomicBool>, mut rng: NodeRng) {
+        let partition = u32::try_from(consumer).expect("small") % self.spec.partitions;
+        let mut position = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            let handles: Vec<ReplHandle> = lock(&self.repl).values().cloned().collect();
+            if !handles.is_empty() {
+                let handle = &handles[rng.gen_range(0..handles.len())];
+                if let Ok(read) = handle.read(DATA_TOPIC, partition, position, READ_BYTES_MAX, ReadLimit::HighWatermark).await {
+                    let mut history = lock(&self.history);
+                    if let Err(violation) = history.data.consumer_read(consumer, partition, position, &read.records, read.high_watermark) {
+                        history.violate(self.clock.now_us(), violation.checker, violation.message);
+                        return;
+                    }
+                    position += read.records.len() as u64;
+                }
+            }
+            self.clock.0.sleep(Duration::from_millis(rng.gen_range(10..60))).await;
+        }
+    }
+
+    /// Liveness: an acks=all produce after the heal is acknowledged before `deadline_ms`.
+    pub async fn probe(&self, deadline_ms: u64, mut rng: NodeRng) -> bool {
+        let values = vec![padded("probe-after-heal".to_string(), self.spec.record_bytes)];
+        while self.clock.now_ms() < deadline_ms {
+            if let Some((_, leader_epoch, handle)) = self.leader_of(0, &mut rng) {
+                let mut request = ProduceRequest::new(DATA_TOPIC, 0, Acks::All, values.clone(), self.spec.produce_timeout_ms);
+                request.leader_epoch = Some(leader_epoch);
+                if let Ok(produced) = handle.produce(request).await {
+                    let mut history = lock(&self.history);
+                    if let Err(violation) = history.data.acked_all(0, produced.base_offset, &values) {
+                        history.violate(self.clock.now_us(), violation.checker, violation.message);
+                    }
+                    return true;
+                }
+            }
+            self.clock.0.sleep(Duration::from_millis(50)).await;
+        }
+        self.violate(checker::DATA_LIVENESS, format!("an acks=all produce after the heal was not acknowledged by {deadline_ms} ms"));
+        false
+    }
+
+    /// Why the replicas have not converged yet: every replica of every
+    /// partition follows the metadata's leader and epoch, the leader's ISR is
+    /// every replica, and all have the same log end and high watermark.
+    pub async fn not_converged(&self) -> Option<String> {
+        let metas: Vec<MetaHandle> = lock(&self.meta).values().cloned().collect();
+        let state = metas.first()?.feed().current();
+        let topic = state.topic(DATA_TOPIC)?;
+        let repl = lock(&self.repl).clone();
+        let mut statuses = BTreeMap::new();
+        for (id, handle) in &repl {
+            match handle.status().await {
+                Ok(status) => {
+                    statuses.insert(*id, status);
+                }
+                Err(error) => return Some(format!("broker {id}: {error}")),
+            }
+        }
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let index = u32::try_from(index).expect("small");
+            let leader = partition.leader?;
+            let mut ends = Vec::new();
+            for replica in &partition.replicas {
+                let Some(status) = statuses.get(replica).and_then(|all| all.iter().find(|s| s.topic == DATA_TOPIC && s.partition == index)) else {
+                    return Some(format!("broker {replica} has no replica of {DATA_TOPIC}-{index} yet"));
+                };
+                let role_ok = if *replica == leader {
+                    let mut isr = status.isr.clone();
+                    isr.sort_unstable();
+                    let mut replicas = partition.replicas.clone();
+                    replicas.sort_unstable();
+                    status.role == ReplicaRole::Leader && isr == replicas
+                } else {
+                    status.role == ReplicaRole::Follower { leader_id: leader }
+                };
+                if !role_ok || status.leader_epoch != u32::try_from(partition.leader_epoch).ok() {
+                    return Some(format!("broker {replica}: {DATA_TOPIC}-{index} is {:?} epoch {:?} isr {:?}", status.role, status.leader_epoch, status.isr));
+                }
+                ends.push((*replica, status.log_end_offset, status.high_watermark));
+            }
+            let (_, end, _) = ends[0];
+            if ends.iter().any(|(_, e, hw)| *e != end || *hw != end) {
+                return Some(format!("{DATA_TOPIC}-{index}: (broker, log end, high watermark) = {ends:?}"));
+            }
+        }
+        None
+    }
+
+    /// Every replica's whole log, per partition.
+    pub async fn final_logs(&self) -> BTreeMap<u32, BTreeMap<u64, Vec<ReadRecord>>> {
+        let metas: Vec<MetaHandle> = lock(&self.meta).values().cloned().collect();
+        let repl = lock(&self.repl).clone();
+        let mut logs = BTreeMap::new();
+        let Some(state) = metas.first().map(|m| m.feed().current()) else { return logs };
+        let Some(topic) = state.topic(DATA_TOPIC) else { return logs };
+        for (index, partition) in topic.partitions.iter().enumerate() {
+            let index = u32::try_from(index).expect("small");
+            let mut replicas = BTreeMap::new();
+            for replica in &partition.replicas {
+                let Some(handle) = repl.get(replica) else { continue };
+                let mut records = Vec::new();
+                loop {
+                    match handle.read(DATA_TOPIC, index, records.len() as u64, 1024 * 1024, ReadLimit::LogEnd).await {
+                        Ok(read) if read.records.is_empty() => break,
+                        Ok(read) => records.extend(read.records),
+                        Err(error) => {
+                            self.violate(checker::DATA_CONVERGENCE, format!("broker {replica} cannot read its log of {DATA_TOPIC}-{index}: {error}"));
+                            break;
+                        }
+                    }
+                }
+                replicas.insert(*replica, records);
+            }
+            logs.insert(index, replicas);
+        }
+        logs
+    }
+}
+
+/// A value of `bytes` bytes that starts with `text` (padded with dots).
+fn padded(mut text: String, bytes: usize) -> Vec<u8> {
+    while text.len() < bytes {
+        text.push('.');
+    }
+    text.into_bytes()
+}
