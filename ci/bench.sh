@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    echo "usage: ci/bench.sh log|meta" >&2
+    echo "usage: ci/bench.sh log|meta|repl" >&2
     echo "  log   log appends/s and MB/s (1 KiB and 64 KiB records, group commit) vs dd oflag=dsync" >&2
     echo "  meta  topic-create round trip on a 3-process cluster, 100 concurrent creates, simulation seeds/min" >&2
+    echo "  repl  acks=all and acks=1 produce throughput and latency on a 3-process cluster, vs dd oflag=dsync" >&2
 }
 
 # Absolute: cargo runs each bench in its own package directory.
@@ -54,6 +55,12 @@ case "${1:-}" in
             awk -v n="$seeds" -v j="$jobs" -v a="$started" -v b="$ended" \
                 'BEGIN { printf "election-storm: %d seeds in %.1f s with %d job(s): %.0f seeds/min\n", n, b - a, j, n / (b - a) * 60 }'
         done
+        ;;
+    repl)
+        echo "== raw disk: dd bs=1M count=$bench_mb oflag=dsync in $bench_dir"
+        echo "raw sequential fsync'd write bandwidth: $(raw_dsync_mb_per_s) MB/s"
+        echo "== produce on a real 3-process loopback cluster (keel start, admin produce path)"
+        KEEL_BENCH_DIR="$bench_dir" cargo bench --quiet --locked -p keel --bench repl
         ;;
     *)
         usage

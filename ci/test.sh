@@ -30,7 +30,7 @@ cargo test --workspace --locked
 echo "== simulation build (--cfg madsim, target/sim): the same seeded checks under madsim"
 # madsim tests run seeds 1..=20 (a failure prints MADSIM_TEST_SEED=N to replay it).
 MADSIM_TEST_SEED=1 MADSIM_TEST_NUM=20 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
-    cargo test --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-net -p keel-sim
+    cargo test --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-net -p keel-repl -p keel-sim
 
 echo "== the metadata cluster under madsim, seeds 21..1020 (leader kill, fencing, restart, convergence)"
 MADSIM_TEST_SEED=21 MADSIM_TEST_NUM=1000 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
@@ -48,5 +48,6 @@ for scenario in scenarios/*.toml; do
     echo "-- $scenario: $(( $(date +%s) - scenario_started ))s"
 done
 ci/sim.sh run --scenario scenarios/election-storm.toml --seed 42 --check-determinism
+ci/sim.sh run --scenario scenarios/partition-heal-truncation.toml --seed 42 --check-determinism
 
 echo "== ci/test.sh finished in $(( $(date +%s) - started ))s"

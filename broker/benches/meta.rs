@@ -8,9 +8,10 @@
 
 #[path = "../tests/support/admin_client.rs"]
 mod admin_client;
-use admin_client::{cluster_settled, free_port, http};
+#[path = "../tests/support/cluster.rs"]
+mod cluster;
+use admin_client::http;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn visible_everywhere(admin_ports: &[u16], names: &[String]) -> bool {
@@ -29,55 +30,11 @@ fn wait_visible(admin_ports: &[u16], names: &[String], budget: Duration) -> Opti
     None
 }
 
-struct Cluster {
-    children: Vec<Child>,
-    admin_ports: Vec<u16>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn start_cluster() -> Cluster {
-    let dir = tempfile::tempdir_in(std::env::var_os("KEEL_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into_os_string())).expect("temp dir");
-    let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let admin_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers = (1..=3).map(|id| format!("{id}=127.0.0.1:{}", raft_ports[id - 1])).collect::<Vec<_>>().join(",");
-    let children = (1..=3usize)
-        .map(|id| {
-            Command::new(env!("CARGO_BIN_EXE_keel"))
-                .args(["start", "--node-id", &id.to_string(), "--peers", &peers, "--cluster-id", "bench"])
-                .args(["--data-dir", dir.path().join(format!("node-{id}")).to_str().expect("utf8")])
-                .args(["--admin-addr", &format!("127.0.0.1:{}", admin_ports[id - 1]), "--advertised-port", &(19_500 + id).to_string()])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn keel")
-        })
-        .collect();
-    let cluster = Cluster { children, admin_ports, _dir: dir };
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        let statuses: Vec<Option<String>> = cluster.admin_ports.iter().map(|p| http(*p, "GET", "/status").map(|(_, s)| s)).collect();
-        if cluster_settled(&statuses) {
-            return cluster;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("cluster not ready within 60 s");
-}
-
 fn main() {
     let creates: usize = std::env::var("KEEL_BENCH_CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let cluster = start_cluster();
-    let ports = cluster.admin_ports.clone();
+    let dir = tempfile::tempdir_in(std::env::var_os("KEEL_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into_os_string())).expect("temp dir");
+    let nodes = cluster::start_settled(dir.path(), 3, &[]);
+    let ports: Vec<u16> = nodes.iter().map(|node| node.admin_port).collect();
     let mut round_trip_us = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");
     for i in 0..creates {
         let name = format!("rt-{i}");

@@ -3,28 +3,49 @@
 //!   GET  /status                                   this node's metadata status (JSON)
 //!   GET  /topics                                   topics with partitions, leaders, epochs, ISR
 //!   GET  /topics?consistency=linearizable          the same, after a Raft ReadIndex (never stale)
-//!   POST /topics/NAME?partitions=N&replication_factor=R   create a topic (any node; forwarded to the leader)
+//!   POST /topics/NAME?partitions=N&replication_factor=R[&min_insync_replicas=M]
+//!                                                  create a topic (any node; forwarded to the leader)
+//!   POST /produce/TOPIC/PARTITION?acks=all|1|0[&timeout_ms=T][&leader_epoch=E][&batch_crc=C]
+//!                                                  append the body's lines as records (this node must lead)
+//!   GET  /records/TOPIC/PARTITION?offset=N[&max_bytes=B][&upto=log_end]
+//!                                                  read this node's replica (below its high watermark by default)
+//!   GET  /replicas                                 this node's partition replicas: role, epoch, offsets, ISR
 //!
-//! One request per connection; requests are bounded in size; bad requests get
-//! a 4xx with a JSON error, and the server keeps serving.
+//! The produce path is the internal replication API until the Kafka listener
+//! exists (issue 5): errors carry Kafka's error code. One request per
+//! connection; requests are bounded in size; bad requests get a 4xx with a
+//! JSON error, and the server keeps serving.
 
 use std::time::Duration;
 
 use keel_meta::controller::plan_create_topic;
 use keel_meta::driver::{MetaHandle, ProposalError};
 use keel_meta::MetadataError;
+use keel_repl::driver::{Acks, ProduceRequest, ReadLimit, ReplHandle, ReplicaRole, MIN_INSYNC_REPLICAS_CONFIG};
+use keel_repl::ReplError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
+/// A produce body (the records) may be at most this large.
+const BODY_BYTES_MAX: usize = 1024 * 1024;
+/// Bytes a read returns at most.
+const READ_BYTES_MAX: usize = 1024 * 1024;
 /// How long a create keeps retrying retriable errors (no leader yet, leader change).
 const CREATE_RETRY_BUDGET_MS: u64 = 15_000;
 
-pub async fn serve(listener: TcpListener, meta: MetaHandle) {
+/// What the admin endpoint serves from.
+#[derive(Clone)]
+pub struct Node {
+    pub meta: MetaHandle,
+    pub repl: ReplHandle,
+}
+
+pub async fn serve(listener: TcpListener, node: Node) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(handle_connection(stream, meta.clone()));
+                tokio::spawn(handle_connection(stream, node.clone()));
             }
             Err(error) => tracing::warn!(%error, "admin accept failed"),
         }
@@ -58,6 +79,7 @@ async fn respond(stream: &mut TcpStream, code: u16, body: &str) {
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
+        411 => "Length Required",
         413 => "Payload Too Large",
         503 => "Service Unavailable",
         _ => "Error",
@@ -70,9 +92,19 @@ async fn respond(stream: &mut TcpStream, code: u16, body: &str) {
     let _ = stream.shutdown().await;
 }
 
-async fn handle_connection(mut stream: TcpStream, meta: MetaHandle) {
+async fn read_more(stream: &mut TcpStream, request: &mut Vec<u8>) -> bool {
+    let mut buf = [0u8; 16 * 1024];
+    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
+        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => false,
+        Ok(Ok(n)) => {
+            request.extend_from_slice(&buf[..n]);
+            true
+        }
+    }
+}
+
+async fn handle_connection(mut stream: TcpStream, node: Node) {
     let mut request = Vec::new();
-    let mut buf = [0u8; 1024];
     let head_end = loop {
         if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
             break at;
@@ -80,21 +112,38 @@ async fn handle_connection(mut stream: TcpStream, meta: MetaHandle) {
         if request.len() > REQUEST_BYTES_MAX {
             return respond(&mut stream, 413, &error_body("request head larger than 8 KiB")).await;
         }
-        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Err(_) => return,
-            Ok(Ok(n)) => request.extend_from_slice(&buf[..n]),
-            Ok(Err(_)) => return,
+        if !read_more(&mut stream, &mut request).await {
+            return;
         }
     };
     let head = String::from_utf8_lossy(&request[..head_end]).to_string();
     let mut parts = head.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let (code, body) = route(method, path, query, &meta).await;
-    respond(&mut stream, code, &body).await;
+    let content_length = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .map(|(_, value)| value.trim().parse::<usize>());
+    let body_len = match content_length {
+        None => 0,
+        Some(Ok(len)) if len <= BODY_BYTES_MAX => len,
+        Some(Ok(_)) => return respond(&mut stream, 413, &error_body("request body larger than 1 MiB")).await,
+        Some(Err(_)) => return respond(&mut stream, 400, &error_body("Content-Length is not a number")).await,
+    };
+    let body_start = head_end + 4;
+    while request.len() < body_start + body_len {
+        if !read_more(&mut stream, &mut request).await {
+            return;
+        }
+    }
+    let body = &request[body_start..body_start + body_len];
+    let (code, response) = route(method, path, query, body, &node).await;
+    respond(&mut stream, code, &response).await;
 }
 
-async fn route(method: &str, path: &str, query: &str, meta: &MetaHandle) -> (u16, String) {
+async fn route(method: &str, path: &str, query: &str, body: &[u8], node: &Node) -> (u16, String) {
+    let meta = &node.meta;
     match (method, path) {
         ("GET", "/status") => (200, status_json(meta)),
         ("GET", "/topics") if query.split('&').any(|kv| kv == "consistency=linearizable") => linearizable_topics(meta).await,
@@ -103,8 +152,134 @@ async fn route(method: &str, path: &str, query: &str, meta: &MetaHandle) -> (u16
             Err(error) => (503, error_body(&error.to_string())),
         },
         ("POST", p) if p.starts_with("/topics/") => create_topic(&p["/topics/".len()..], query, meta).await,
-        (_, "/status") | (_, "/topics") => (405, error_body("method not allowed here")),
-        _ => (404, error_body("unknown path; try GET /status, GET /topics, POST /topics/NAME?partitions=N&replication_factor=R")),
+        ("POST", p) if p.starts_with("/produce/") => produce(&p["/produce/".len()..], query, body, &node.repl).await,
+        ("GET", p) if p.starts_with("/records/") => read_records(&p["/records/".len()..], query, &node.repl).await,
+        ("GET", "/replicas") => replicas(&node.repl).await,
+        (_, "/status") | (_, "/topics") | (_, "/replicas") => (405, error_body("method not allowed here")),
+        _ => (
+            404,
+            error_body("unknown path; try GET /status, GET /topics, POST /topics/NAME, POST /produce/TOPIC/PARTITION, GET /records/TOPIC/PARTITION, GET /replicas"),
+        ),
+    }
+}
+
+/// `TOPIC/PARTITION` from a path.
+fn topic_partition(path: &str) -> Result<(&str, u32), String> {
+    let (topic, partition) = path.rsplit_once('/').ok_or_else(|| format!("`{path}`: expected TOPIC/PARTITION"))?;
+    let partition = partition.parse().map_err(|_| format!("partition `{partition}` is not a whole number"))?;
+    Ok((topic, partition))
+}
+
+fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
+}
+
+fn query_u64(query: &str, key: &str, default: u64) -> Result<u64, String> {
+    match query_value(query, key) {
+        Some(value) => value.parse().map_err(|_| format!("{key}={value} is not a whole number")),
+        None => Ok(default),
+    }
+}
+
+/// A refused produce or read: Kafka's code and message; retriable ones are 503.
+fn repl_error(error: &ReplError) -> (u16, String) {
+    let code = match error {
+        ReplError::UnknownTopicOrPartition { .. } => 404,
+        error if error.is_retriable() => 503,
+        _ => 400,
+    };
+    (code, format!("{{\"error_code\":{},\"error\":{}}}", error.kafka_code(), json_string(&error.to_string())))
+}
+
+async fn produce(path: &str, query: &str, body: &[u8], repl: &ReplHandle) -> (u16, String) {
+    let parsed = (|| -> Result<ProduceRequest, String> {
+        let (topic, partition) = topic_partition(path)?;
+        let acks = match query_value(query, "acks").unwrap_or("all") {
+            "all" | "-1" => Acks::All,
+            other => Acks::from_kafka(other.parse().map_err(|_| format!("acks={other}: expected all, -1, 1 or 0"))?).map_err(|e| e.to_string())?,
+        };
+        let timeout_ms = query_u64(query, "timeout_ms", 5_000)?;
+        let text = std::str::from_utf8(body).map_err(|_| "the body must be UTF-8 text, one record per line".to_string())?;
+        let records: Vec<Vec<u8>> = text.lines().map(|line| line.as_bytes().to_vec()).collect();
+        let mut request = ProduceRequest::new(topic, partition, acks, records, timeout_ms);
+        if let Some(epoch) = query_value(query, "leader_epoch") {
+            request.leader_epoch = Some(epoch.parse().map_err(|_| format!("leader_epoch={epoch} is not a whole number"))?);
+        }
+        if let Some(crc) = query_value(query, "batch_crc") {
+            request.batch_crc = crc.parse().map_err(|_| format!("batch_crc={crc} is not a whole number"))?;
+        }
+        Ok(request)
+    })();
+    let request = match parsed {
+        Ok(request) => request,
+        Err(message) => return (400, error_body(&message)),
+    };
+    let count = request.records.len();
+    match repl.produce(request).await {
+        Ok(produced) => {
+            (200, format!("{{\"base_offset\":{},\"records\":{count},\"leader_epoch\":{}}}", produced.base_offset, produced.leader_epoch))
+        }
+        Err(error) => repl_error(&error),
+    }
+}
+
+async fn read_records(path: &str, query: &str, repl: &ReplHandle) -> (u16, String) {
+    let parsed = (|| -> Result<(&str, u32, u64, usize, ReadLimit), String> {
+        let (topic, partition) = topic_partition(path)?;
+        let offset = query_u64(query, "offset", 0)?;
+        let bytes_max = usize::try_from(query_u64(query, "max_bytes", READ_BYTES_MAX as u64)?).unwrap_or(READ_BYTES_MAX).min(READ_BYTES_MAX);
+        let limit = match query_value(query, "upto") {
+            None | Some("high_watermark") => ReadLimit::HighWatermark,
+            Some("log_end") => ReadLimit::LogEnd,
+            Some(other) => return Err(format!("upto={other}: expected high_watermark or log_end")),
+        };
+        Ok((topic, partition, offset, bytes_max, limit))
+    })();
+    let (topic, partition, offset, bytes_max, limit) = match parsed {
+        Ok(parsed) => parsed,
+        Err(message) => return (400, error_body(&message)),
+    };
+    match repl.read(topic, partition, offset, bytes_max, limit).await {
+        Ok(read) => {
+            let records: Vec<String> = read
+                .records
+                .iter()
+                .map(|r| format!("{{\"offset\":{},\"leader_epoch\":{},\"value\":{}}}", r.offset, r.leader_epoch, json_string(&String::from_utf8_lossy(&r.value))))
+                .collect();
+            (
+                200,
+                format!("{{\"high_watermark\":{},\"log_end_offset\":{},\"records\":[{}]}}", read.high_watermark, read.log_end_offset, records.join(",")),
+            )
+        }
+        Err(error) => repl_error(&error),
+    }
+}
+
+async fn replicas(repl: &ReplHandle) -> (u16, String) {
+    match repl.status().await {
+        Ok(statuses) => {
+            let replicas: Vec<String> = statuses
+                .iter()
+                .map(|s| {
+                    let role = match s.role {
+                        ReplicaRole::Leader => "\"leader\"".to_string(),
+                        ReplicaRole::Follower { leader_id } => format!("\"follower of {leader_id}\""),
+                        ReplicaRole::Idle => "\"idle\"".to_string(),
+                    };
+                    let isr = s.isr.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+                    format!(
+                        "{{\"topic\":{},\"partition\":{},\"role\":{role},\"leader_epoch\":{},\"log_end_offset\":{},\"high_watermark\":{},\"isr\":[{isr}]}}",
+                        json_string(&s.topic),
+                        s.partition,
+                        s.leader_epoch.map(|e| e.to_string()).unwrap_or_else(|| "null".into()),
+                        s.log_end_offset,
+                        s.high_watermark
+                    )
+                })
+                .collect();
+            (200, format!("{{\"replicas\":[{}]}}", replicas.join(",")))
+        }
+        Err(error) => repl_error(&error),
     }
 }
 
@@ -167,8 +342,8 @@ async fn linearizable_topics(meta: &MetaHandle) -> (u16, String) {
 }
 
 fn query_u32(query: &str, key: &str, default: u32) -> Result<u32, String> {
-    match query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key) {
-        Some((_, value)) => value.parse().map_err(|_| format!("{key}={value} is not a whole number")),
+    match query_value(query, key) {
+        Some(value) => value.parse().map_err(|_| format!("{key}={value} is not a whole number")),
         None => Ok(default),
     }
 }
@@ -197,6 +372,13 @@ async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, Strin
         Ok(n) => n,
         Err(message) => return (400, error_body(&message)),
     };
+    let mut configs = Vec::new();
+    if let Some(value) = query_value(query, "min_insync_replicas") {
+        match value.parse::<u32>() {
+            Ok(min) if (1..=replication_factor).contains(&min) => configs.push((MIN_INSYNC_REPLICAS_CONFIG.to_string(), min.to_string())),
+            _ => return (400, error_body(&format!("min_insync_replicas={value}: expected 1 to the replication factor ({replication_factor})"))),
+        }
+    }
     // A create that arrives while this node is starting waits for it to know
     // a leader and be registered, instead of failing on half-built metadata
     // (incident 004: creates during startup failed after 5 s).
@@ -212,7 +394,7 @@ async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, Strin
             Ok(state) => state,
             Err(error) => return (503, error_body(&error.to_string())),
         };
-        let batch = match plan_create_topic(&state, name, partitions, replication_factor, &[], attempt as usize) {
+        let batch = match plan_create_topic(&state, name, partitions, replication_factor, &configs, attempt as usize) {
             Ok(batch) => batch,
             Err(error) => return refused_create(error, retried, state.metadata_version()),
         };

@@ -1,8 +1,9 @@
 //! keel: the broker binary (composition root for production).
 //!
-//! Today a node runs the metadata Raft group (and its controller) on the
-//! real disk and TCP, with an admin HTTP endpoint. The Kafka listener and
-//! partition replication arrive with issues 4 and 5; `keel status` lists what
+//! Today a node runs the metadata Raft group (and its controller) and the
+//! partition replication driver on the real disk and TCP (one broker
+//! endpoint for both), with an admin HTTP endpoint that also produces and
+//! reads. The Kafka listener arrives with issue 5; `keel status` lists what
 //! exists and what does not.
 
 mod admin;
@@ -17,6 +18,7 @@ use keel_meta::driver::{start as start_meta, MetaDriverConfig, MetaDriverError};
 use keel_meta::node::MetaNodeError;
 use keel_meta::raft_node::RaftTiming;
 use keel_meta::raft_store::RaftStoreError;
+use keel_repl::driver::ReplConfig;
 use rand::RngCore;
 
 #[derive(Parser)]
@@ -63,6 +65,12 @@ struct StartArgs {
     /// Milliseconds of silence after which the controller fences a broker.
     #[arg(long, env = "KEEL_REGISTRATION_LEASE_MS", default_value_t = 3_000)]
     registration_lease_ms: u64,
+    /// ISR size acks=all needs for topics that do not set min.insync.replicas.
+    #[arg(long, env = "KEEL_MIN_INSYNC_REPLICAS", default_value_t = 1)]
+    min_insync_replicas: usize,
+    /// A follower not caught up for this long leaves the ISR (Kafka's replica.lag.time.max.ms).
+    #[arg(long, env = "KEEL_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
+    replica_lag_time_max_ms: u64,
 }
 
 const BUILT: &[&str] = &[
@@ -70,15 +78,12 @@ const BUILT: &[&str] = &[
     "segmented checksummed log with group commit, truncation and crash recovery",
     "metadata Raft group: state machine, controller (placement, lease fencing, leader moves), durable Raft store",
     "broker-to-broker transport over TCP (simulated TCP under madsim)",
-    "admin HTTP endpoint: GET /status, GET /topics[?consistency=linearizable], POST /topics/NAME?partitions=N&replication_factor=R",
-    "keel-sim log-check and raft-store-check; a 3-host madsim metadata cluster test",
+    "partition replication: leader epochs, durable high watermark, acks=0/1/all, ISR shrink/expand through the metadata, divergence truncation",
+    "admin HTTP endpoint: GET /status, GET /topics[?consistency=linearizable], POST /topics/NAME, POST /produce/TOPIC/PARTITION, GET /records/TOPIC/PARTITION, GET /replicas",
+    "keel-sim run/sweep with scenario files, metadata and data checkers; log-check and raft-store-check",
 ];
 
-const NOT_BUILT: &[&str] = &[
-    "keel-sim run/sweep with scenario files and metadata checkers (issue 3)",
-    "partition replication: ISR, high watermark, acks=all, leader epochs (issue 4)",
-    "Kafka protocol listener, consumer groups, idempotent producers, /metrics (issue 5)",
-];
+const NOT_BUILT: &[&str] = &["Kafka protocol listener, consumer groups, idempotent producers, /metrics (issue 5)"];
 
 fn print_status() {
     println!("keel {}", env!("CARGO_PKG_VERSION"));
@@ -108,6 +113,7 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::BadInput(format!("cannot use --data-dir {}: {e}", args.data_dir)))?;
     let mut entropy = NodeRng::from_entropy();
+    let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(4096);
     let config = MetaDriverConfig {
         cluster_id: args.cluster_id.clone(),
         node_id: args.node_id,
@@ -124,9 +130,11 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         registration_lease_ms: args.registration_lease_ms,
         compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
         observer: None,
-        other_frames: None,
+        other_frames: Some(frames_tx),
     };
-    let (meta, task) = match start_meta(Disk::Real(disk), Clock::new(), entropy.fork(1), config).await {
+    let incarnation_id = config.incarnation_id;
+    let disk = Disk::Real(disk);
+    let (meta, task) = match start_meta(disk.clone(), Clock::new(), entropy.fork(1), config).await {
         Ok(started) => started,
         Err(MetaDriverError::Node(MetaNodeError::Store(error @ (RaftStoreError::WrongCluster { .. } | RaftStoreError::WrongVoters { .. })))) => {
             return Err(StartError::BadInput(format!("refusing to start: {error} (data dir {})", args.data_dir)));
@@ -137,14 +145,20 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
     let admin = tokio::net::TcpListener::bind(args.admin_addr.as_str())
         .await
         .map_err(|e| StartError::BadInput(format!("cannot listen on --admin-addr {}: {e}", args.admin_addr)))?;
+    let repl_config = ReplConfig {
+        min_insync_replicas_default: args.min_insync_replicas,
+        replica_lag_time_max_ms: args.replica_lag_time_max_ms,
+        ..ReplConfig::new(args.node_id, incarnation_id)
+    };
+    let (repl, repl_task) = keel_repl::driver::start(disk, Clock::new(), meta.clone(), frames_rx, repl_config);
     tracing::info!(
         node_id = args.node_id,
-        metadata_addr = %listen_addr,
+        broker_addr = %listen_addr,
         admin_addr = %args.admin_addr,
         data_dir = %args.data_dir,
-        "keel node started (metadata group and admin endpoint; the Kafka listener is not built yet)"
+        "keel node started (metadata group, partition replication and admin endpoint; the Kafka listener is not built yet)"
     );
-    tokio::spawn(admin::serve(admin, meta));
+    tokio::spawn(admin::serve(admin, admin::Node { meta, repl }));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| StartError::Failed(e.into()))?;
     tokio::select! {
         biased;
@@ -152,6 +166,14 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(StartError::Failed(error.into())),
             Err(join_error) => Err(StartError::Failed(anyhow::anyhow!("metadata loop panicked: {join_error}"))),
+        },
+        // A disk error on a partition log stops the broker (its unsynced
+        // records may be gone); the restarted broker recovers the log and
+        // re-registers, which moves its partitions to a new leader epoch.
+        result = repl_task => match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(StartError::Failed(error.into())),
+            Err(join_error) => Err(StartError::Failed(anyhow::anyhow!("replication loop panicked: {join_error}"))),
         },
         _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); Ok(()) }
         _ = terminate.recv() => { tracing::info!("SIGTERM; stopping (every acknowledged metadata change is already durable)"); Ok(()) }

@@ -5,69 +5,12 @@
 
 #[path = "support/admin_client.rs"]
 mod admin_client;
-use admin_client::{cluster_settled, free_port, http, json_field};
+#[path = "support/cluster.rs"]
+mod cluster;
+use admin_client::{free_port, http};
+use cluster::{leader_of, wait_for, Node};
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-struct Node {
-    id: u64,
-    admin_port: u16,
-    child: Option<Child>,
-    data_dir: std::path::PathBuf,
-    peers: String,
-}
-
-impl Node {
-    fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_keel"))
-            .args(["start", "--node-id", &self.id.to_string(), "--peers", &self.peers])
-            .args(["--data-dir", self.data_dir.to_str().expect("utf8 path")])
-            .args(["--admin-addr", &format!("127.0.0.1:{}", self.admin_port)])
-            .args(["--cluster-id", "process-test", "--registration-lease-ms", "2000"])
-            .args(["--advertised-port", &(19_000 + self.id).to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn keel");
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reap");
-        }
-    }
-
-    fn status(&self) -> Option<String> {
-        http(self.admin_port, "GET", "/status").map(|(_, body)| body)
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < WAIT {
-        if condition() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not reached within {WAIT:?}");
-}
-
-fn leader_of(nodes: &[Node]) -> Option<u64> {
-    nodes.iter().find(|n| n.status().is_some_and(|s| json_field(&s, "is_leader").as_deref() == Some("true"))).map(|n| n.id)
-}
+use std::process::{Command, Stdio};
 
 fn has_topic(node: &Node, name: &str) -> bool {
     http(node.admin_port, "GET", "/topics").is_some_and(|(_, body)| body.contains(&format!("\"name\":\"{name}\"")))
@@ -76,16 +19,7 @@ fn has_topic(node: &Node, name: &str) -> bool {
 #[test]
 fn three_processes_elect_survive_a_sigkilled_leader_and_converge() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let raft_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let peers = (1..=3).map(|id| format!("{id}=127.0.0.1:{}", raft_ports[id as usize - 1])).collect::<Vec<_>>().join(",");
-    let mut nodes: Vec<Node> = (1..=3u64)
-        .map(|id| Node { id, admin_port: free_port(), child: None, data_dir: dir.path().join(format!("node-{id}")), peers: peers.clone() })
-        .collect();
-    nodes.iter_mut().for_each(Node::start);
-
-    wait_for("every node registered, ready, and aware of all three", || {
-        cluster_settled(&nodes.iter().map(Node::status).collect::<Vec<_>>())
-    });
+    let mut nodes = cluster::start_settled(dir.path(), 3, &[]);
     let old_leader = leader_of(&nodes).expect("a leader");
     let follower = nodes.iter().find(|n| n.id != old_leader).expect("a follower").admin_port;
     let (code, body) = http(follower, "POST", "/topics/before-kill?partitions=3&replication_factor=3").expect("create");
@@ -123,6 +57,7 @@ fn a_create_sent_while_the_node_starts_waits_for_it_instead_of_failing() {
         child: None,
         data_dir: dir.path().join("node-1"),
         peers: format!("1=127.0.0.1:{}", free_port()),
+        extra_args: Vec::new(),
     };
     node.start();
     // Send the create as soon as the admin endpoint answers, before any election.

@@ -42,6 +42,15 @@ fn election_storm_seed_42_replays_byte_identically_and_seed_43_differs() {
 }
 
 #[test]
+fn a_truncating_data_run_replays_byte_identically() {
+    let truncation = scenario("partition-heal-truncation");
+    let first = trace_of(&truncation, 42);
+    let second = trace_of(&truncation, 42);
+    assert_eq!(first.render(), second.render(), "seed 42 gave two different traces");
+    assert!(first.lines().iter().any(|line| line.contains(" truncates data-0 to ")), "seed 42 should truncate a deposed leader's tail");
+}
+
+#[test]
 fn every_scenario_passes_its_first_seeds() {
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let mut names: Vec<String> = std::fs::read_dir(&dir)
@@ -50,7 +59,7 @@ fn every_scenario_passes_its_first_seeds() {
         .filter_map(|name| name.strip_suffix(".toml").map(str::to_string))
         .collect();
     names.sort();
-    assert!(names.len() >= 6, "expected the six metadata scenarios, found {names:?}");
+    assert!(names.len() >= 14, "expected the six metadata and eight replication scenarios, found {names:?}");
     for name in names {
         let scenario = scenario(&name);
         for seed in 1..=5 {

@@ -12,9 +12,14 @@ pub fn free_port() -> u16 {
 
 /// One HTTP request: (status code, body), or None if the node does not answer.
 pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
+    http_with_body(port, method, path, "")
+}
+
+/// One HTTP request with a body.
+pub fn http_with_body(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n").ok()?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let code = response.split_whitespace().nth(1)?.parse().ok()?;
