@@ -79,6 +79,8 @@ impl DataClients {
                 if let Some((leader, leader_epoch, handle)) = self.leader_of(partition, &mut rng) {
                     let mut request = ProduceRequest::new(DATA_TOPIC, partition, acks, values.clone(), spec.produce_timeout_ms);
                     request.leader_epoch = Some(leader_epoch);
+                    let sent = format!("p{producer} b{batch} sends {} to n{leader} (partition {partition}, epoch {leader_epoch})", values.len());
+                    lock(&self.history).note(self.clock.now_us(), sent);
                     match handle.produce(request).await {
                         Ok(produced) => {
                             let mut history = lock(&self.history);
@@ -98,6 +100,7 @@ impl DataClients {
                         Err(error) => {
                             let mut history = lock(&self.history);
                             *history.data.produce_errors.entry(error.kafka_code()).or_default() += 1;
+                            history.note(self.clock.now_us(), format_args!("p{producer} b{batch} refused by n{leader}: {error}"));
                             if !error.is_retriable() {
                                 let message = format!("producer {producer}: a valid batch was refused for good by broker {leader}: {error}");
                                 history.violate(self.clock.now_us(), checker::DATA_LIVENESS, message);
@@ -121,11 +124,15 @@ impl DataClients {
         let partition = u32::try_from(consumer).expect("small") % self.spec.partitions;
         let mut position = 0u64;
         while !stop.load(Ordering::SeqCst) {
-            let handles: Vec<ReplHandle> = lock(&self.repl).values().cloned().collect();
+            let handles: Vec<(u64, ReplHandle)> = lock(&self.repl).iter().map(|(id, handle)| (*id, handle.clone())).collect();
             if !handles.is_empty() {
-                let handle = &handles[rng.gen_range(0..handles.len())];
+                let (broker, handle) = &handles[rng.gen_range(0..handles.len())];
                 if let Ok(read) = handle.read(DATA_TOPIC, partition, position, READ_BYTES_MAX, ReadLimit::HighWatermark).await {
                     let mut history = lock(&self.history);
+                    if !read.records.is_empty() {
+                        let line = format_args!("c{consumer} reads {} from n{broker} at {position} (high watermark {})", read.records.len(), read.high_watermark);
+                        history.note(self.clock.now_us(), line);
+                    }
                     if let Err(violation) = history.data.consumer_read(consumer, partition, position, &read.records, read.high_watermark) {
                         history.violate(self.clock.now_us(), violation.checker, violation.message);
                         return;

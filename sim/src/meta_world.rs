@@ -1,7 +1,9 @@
 //! One seeded run of a scenario: brokers as madsim hosts running the real
-//! metadata driver (keel-meta over keel-net over madsim TCP, SimDisk each),
-//! topic creates from clients, the scenario's timed faults, then the heal
-//! and the checkers of `meta_check`.
+//! metadata driver (keel-meta over keel-net over madsim TCP, SimDisk each)
+//! and, with `[data]`, the real replication driver on the same endpoint;
+//! topic creates from clients, the data workload of `data_world`, the
+//! scenario's timed faults, then the heal and the checkers of `meta_check`
+//! and `data_check`.
 //!
 //! Timeline: brokers start at their start times; faults fire at theirs (plus
 //! seeded jitter) and are undone after their `duration_ms`; at the scenario's
