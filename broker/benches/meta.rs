@@ -32,7 +32,7 @@ fn wait_visible(admin_ports: &[u16], names: &[String], budget: Duration) -> Opti
 
 fn main() {
     let creates: usize = std::env::var("KEEL_BENCH_CREATES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
-    let dir = tempfile::tempdir_in(std::env::var_os("KEEL_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into_os_string())).expect("temp dir");
+    let dir = cluster::bench_temp_dir();
     let nodes = cluster::start_settled(dir.path(), 3, &[]);
     let ports: Vec<u16> = nodes.iter().map(|node| node.admin_port).collect();
     let mut round_trip_us = hdrhistogram::Histogram::<u64>::new(3).expect("histogram");

@@ -82,7 +82,7 @@ fn main() {
     let seconds = env_or("KEEL_BENCH_SECONDS", 5);
     let producers = env_or("KEEL_BENCH_PRODUCERS", 8) as usize;
     let batch_records = env_or("KEEL_BENCH_BATCH_RECORDS", 1000) as usize;
-    let dir = tempfile::tempdir_in(std::env::var_os("KEEL_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into_os_string())).expect("temp dir");
+    let dir = cluster::bench_temp_dir();
     let nodes = cluster::start_settled(dir.path(), 3, &[]);
     let (code, body) = http(nodes[0].admin_port, "POST", "/topics/bench?partitions=1&replication_factor=3&min_insync_replicas=2").expect("create");
     assert_eq!(code, 201, "create: {body}");

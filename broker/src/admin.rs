@@ -174,7 +174,7 @@ fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
     query.split('&').filter_map(|kv| kv.split_once('=')).find(|(k, _)| *k == key).map(|(_, v)| v)
 }
 
-fn query_u64(query: &str, key: &str, default: u64) -> Result<u64, String> {
+fn query_number<T: std::str::FromStr>(query: &str, key: &str, default: T) -> Result<T, String> {
     match query_value(query, key) {
         Some(value) => value.parse().map_err(|_| format!("{key}={value} is not a whole number")),
         None => Ok(default),
@@ -198,7 +198,7 @@ async fn produce(path: &str, query: &str, body: &[u8], repl: &ReplHandle) -> (u1
             "all" | "-1" => Acks::All,
             other => Acks::from_kafka(other.parse().map_err(|_| format!("acks={other}: expected all, -1, 1 or 0"))?).map_err(|e| e.to_string())?,
         };
-        let timeout_ms = query_u64(query, "timeout_ms", 5_000)?;
+        let timeout_ms = query_number(query, "timeout_ms", 5_000)?;
         let text = std::str::from_utf8(body).map_err(|_| "the body must be UTF-8 text, one record per line".to_string())?;
         let records: Vec<Vec<u8>> = text.lines().map(|line| line.as_bytes().to_vec()).collect();
         let mut request = ProduceRequest::new(topic, partition, acks, records, timeout_ms);
@@ -226,8 +226,8 @@ async fn produce(path: &str, query: &str, body: &[u8], repl: &ReplHandle) -> (u1
 async fn read_records(path: &str, query: &str, repl: &ReplHandle) -> (u16, String) {
     let parsed = (|| -> Result<(&str, u32, u64, usize, ReadLimit), String> {
         let (topic, partition) = topic_partition(path)?;
-        let offset = query_u64(query, "offset", 0)?;
-        let bytes_max = usize::try_from(query_u64(query, "max_bytes", READ_BYTES_MAX as u64)?).unwrap_or(READ_BYTES_MAX).min(READ_BYTES_MAX);
+        let offset = query_number(query, "offset", 0)?;
+        let bytes_max = query_number(query, "max_bytes", READ_BYTES_MAX)?.min(READ_BYTES_MAX);
         let limit = match query_value(query, "upto") {
             None | Some("high_watermark") => ReadLimit::HighWatermark,
             Some("log_end") => ReadLimit::LogEnd,
@@ -341,13 +341,6 @@ async fn linearizable_topics(meta: &MetaHandle) -> (u16, String) {
     (503, error_body(&format!("no linearizable read within {CREATE_RETRY_BUDGET_MS} ms: {last_error}")))
 }
 
-fn query_u32(query: &str, key: &str, default: u32) -> Result<u32, String> {
-    match query_value(query, key) {
-        Some(value) => value.parse().map_err(|_| format!("{key}={value} is not a whole number")),
-        None => Ok(default),
-    }
-}
-
 fn created(metadata_version: u64) -> (u16, String) {
     (201, format!("{{\"metadata_version\":{metadata_version}}}"))
 }
@@ -364,11 +357,11 @@ fn refused_create(error: MetadataError, retried: bool, metadata_version: u64) ->
 }
 
 async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, String) {
-    let partitions = match query_u32(query, "partitions", 1) {
+    let partitions = match query_number(query, "partitions", 1) {
         Ok(n) => n,
         Err(message) => return (400, error_body(&message)),
     };
-    let replication_factor = match query_u32(query, "replication_factor", 1) {
+    let replication_factor = match query_number(query, "replication_factor", 1) {
         Ok(n) => n,
         Err(message) => return (400, error_body(&message)),
     };

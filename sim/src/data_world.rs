@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use keel_io::NodeRng;
@@ -16,8 +16,7 @@ use keel_repl::driver::{Acks, ProduceRequest, ReadLimit, ReadRecord, ReplHandle,
 use rand::Rng;
 
 use crate::data_check::checker;
-use crate::meta_check::History;
-use crate::meta_world::WorldClock;
+use crate::meta_world::{lock, MetaHandles, ReplHandles, SharedHistory, WorldClock};
 use crate::scenario::{AcksSpec, DataSpec};
 
 /// The topic every `[data]` workload writes.
@@ -25,11 +24,12 @@ pub const DATA_TOPIC: &str = "data";
 /// Bytes a consumer asks for per read.
 const READ_BYTES_MAX: usize = 16 * 1024;
 
-pub type ReplHandles = Arc<Mutex<BTreeMap<u64, ReplHandle>>>;
-pub type MetaHandles = Arc<Mutex<BTreeMap<u64, MetaHandle>>>;
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+/// How one batch ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sent {
+    Acknowledged,
+    OutOfTime,
+    RefusedForGood,
 }
 
 /// What the data clients share.
@@ -38,15 +38,11 @@ pub struct DataClients {
     pub spec: DataSpec,
     pub meta: MetaHandles,
     pub repl: ReplHandles,
-    pub history: Arc<Mutex<History>>,
+    pub history: SharedHistory,
     pub clock: WorldClock,
 }
 
 impl DataClients {
-    fn violate(&self, checker: &'static str, message: String) {
-        lock(&self.history).violate(self.clock.now_us(), checker, message);
-    }
-
     /// The partition's leader and leader epoch as some serving broker's metadata says.
     fn leader_of(&self, partition: u32, rng: &mut NodeRng) -> Option<(u64, u32, ReplHandle)> {
         let metas: Vec<MetaHandle> = lock(&self.meta).values().cloned().collect();
@@ -54,10 +50,56 @@ impl DataClients {
             return None;
         }
         let state = metas[rng.gen_range(0..metas.len())].feed().current();
-        let leader = state.partition(DATA_TOPIC, partition)?.leader?;
-        let leader_epoch = u32::try_from(state.partition(DATA_TOPIC, partition)?.leader_epoch).expect("epoch fits u32");
+        let metadata = state.partition(DATA_TOPIC, partition)?;
+        let leader = metadata.leader?;
+        let leader_epoch = u32::try_from(metadata.leader_epoch).expect("epoch fits u32");
         let handle = lock(&self.repl).get(&leader).cloned()?;
         Some((leader, leader_epoch, handle))
+    }
+
+    /// Sends one batch to the partition's current leader (as some broker's
+    /// metadata names it, with its leader epoch), retrying with backoff until
+    /// it is acknowledged or `deadline_ms` passes. Every attempt, refusal and
+    /// acknowledgement goes to the history; a valid batch refused for good is
+    /// a `data-liveness` violation.
+    async fn send(&self, who: &str, partition: u32, acks: Acks, values: &[Vec<u8>], deadline_ms: u64, rng: &mut NodeRng) -> Sent {
+        let mut backoff_ms = 20u64;
+        while self.clock.now_ms() < deadline_ms {
+            if let Some((leader, leader_epoch, handle)) = self.leader_of(partition, rng) {
+                let mut request = ProduceRequest::new(DATA_TOPIC, partition, acks, values.to_vec(), self.spec.produce_timeout_ms);
+                request.leader_epoch = Some(leader_epoch);
+                let sent = format!("{who} sends {} to n{leader} (partition {partition}, epoch {leader_epoch})", values.len());
+                lock(&self.history).note(self.clock.now_us(), sent);
+                let result = handle.produce(request).await;
+                let mut history = lock(&self.history);
+                let now_us = self.clock.now_us();
+                match result {
+                    Ok(produced) => {
+                        if acks == Acks::All {
+                            let verdict = history.data.acked_all(partition, produced.base_offset, values);
+                            history.data_verdict(now_us, verdict);
+                        } else {
+                            history.data.acks_leader_acknowledged += 1;
+                        }
+                        let line = format_args!("{who} acks={acks:?} -> n{leader} {}@{} epoch {}", values.len(), produced.base_offset, produced.leader_epoch);
+                        history.note(now_us, line);
+                        return Sent::Acknowledged;
+                    }
+                    Err(error) => {
+                        *history.data.produce_errors.entry(error.kafka_code()).or_default() += 1;
+                        history.note(now_us, format_args!("{who} refused by n{leader}: {error}"));
+                        if !error.is_retriable() {
+                            let message = format!("{who}: a valid batch was refused for good by broker {leader}: {error}");
+                            history.violate(now_us, checker::DATA_LIVENESS, message);
+                            return Sent::RefusedForGood;
+                        }
+                    }
+                }
+            }
+            self.clock.0.sleep(Duration::from_millis(backoff_ms + rng.gen_range(0..backoff_ms))).await;
+            backoff_ms = (backoff_ms * 2).min(500);
+        }
+        Sent::OutOfTime
     }
 
     /// Producer `producer`: `batches_per_producer` batches, each retried
@@ -74,43 +116,8 @@ impl DataClients {
             let values: Vec<Vec<u8>> = (0..count).map(|record| padded(format!("p{producer}-b{batch}-r{record}"), spec.record_bytes)).collect();
             let partition = rng.gen_range(0..spec.partitions);
             let deadline_ms = self.clock.now_ms() + spec.client_timeout_ms;
-            let mut backoff_ms = 20u64;
-            while self.clock.now_ms() < deadline_ms {
-                if let Some((leader, leader_epoch, handle)) = self.leader_of(partition, &mut rng) {
-                    let mut request = ProduceRequest::new(DATA_TOPIC, partition, acks, values.clone(), spec.produce_timeout_ms);
-                    request.leader_epoch = Some(leader_epoch);
-                    let sent = format!("p{producer} b{batch} sends {} to n{leader} (partition {partition}, epoch {leader_epoch})", values.len());
-                    lock(&self.history).note(self.clock.now_us(), sent);
-                    match handle.produce(request).await {
-                        Ok(produced) => {
-                            let mut history = lock(&self.history);
-                            if acks == Acks::All {
-                                if let Err(violation) = history.data.acked_all(partition, produced.base_offset, &values) {
-                                    history.violate(self.clock.now_us(), violation.checker, violation.message);
-                                }
-                            } else {
-                                history.data.acks_leader_acknowledged += 1;
-                            }
-                            history.note(
-                                self.clock.now_us(),
-                                format_args!("p{producer} b{batch} acks={acks:?} -> n{leader} {}@{} epoch {}", values.len(), produced.base_offset, produced.leader_epoch),
-                            );
-                            break;
-                        }
-                        Err(error) => {
-                            let mut history = lock(&self.history);
-                            *history.data.produce_errors.entry(error.kafka_code()).or_default() += 1;
-                            history.note(self.clock.now_us(), format_args!("p{producer} b{batch} refused by n{leader}: {error}"));
-                            if !error.is_retriable() {
-                                let message = format!("producer {producer}: a valid batch was refused for good by broker {leader}: {error}");
-                                history.violate(self.clock.now_us(), checker::DATA_LIVENESS, message);
-                                return;
-                            }
-                        }
-                    }
-                }
-                self.clock.0.sleep(Duration::from_millis(backoff_ms + rng.gen_range(0..backoff_ms))).await;
-                backoff_ms = (backoff_ms * 2).min(500);
+            if self.send(&format!("p{producer} b{batch}"), partition, acks, &values, deadline_ms, &mut rng).await == Sent::RefusedForGood {
+                return;
             }
             let gap_ms = rng.gen_range(spec.gap_ms[0]..=spec.gap_ms[1]);
             self.clock.0.sleep(Duration::from_millis(gap_ms)).await;
@@ -133,8 +140,8 @@ impl DataClients {
                         let line = format_args!("c{consumer} reads {} from n{broker} at {position} (high watermark {})", read.records.len(), read.high_watermark);
                         history.note(self.clock.now_us(), line);
                     }
-                    if let Err(violation) = history.data.consumer_read(consumer, partition, position, &read.records, read.high_watermark) {
-                        history.violate(self.clock.now_us(), violation.checker, violation.message);
+                    let verdict = history.data.consumer_read(consumer, partition, position, &read.records, read.high_watermark);
+                    if !history.data_verdict(self.clock.now_us(), verdict) {
                         return;
                     }
                     position += read.records.len() as u64;
@@ -146,23 +153,16 @@ impl DataClients {
 
     /// Liveness: an acks=all produce after the heal is acknowledged before `deadline_ms`.
     pub async fn probe(&self, deadline_ms: u64, mut rng: NodeRng) -> bool {
-        let values = vec![padded("probe-after-heal".to_string(), self.spec.record_bytes)];
-        while self.clock.now_ms() < deadline_ms {
-            if let Some((_, leader_epoch, handle)) = self.leader_of(0, &mut rng) {
-                let mut request = ProduceRequest::new(DATA_TOPIC, 0, Acks::All, values.clone(), self.spec.produce_timeout_ms);
-                request.leader_epoch = Some(leader_epoch);
-                if let Ok(produced) = handle.produce(request).await {
-                    let mut history = lock(&self.history);
-                    if let Err(violation) = history.data.acked_all(0, produced.base_offset, &values) {
-                        history.violate(self.clock.now_us(), violation.checker, violation.message);
-                    }
-                    return true;
-                }
+        let values = [padded("probe-after-heal".to_string(), self.spec.record_bytes)];
+        match self.send("probe", 0, Acks::All, &values, deadline_ms, &mut rng).await {
+            Sent::Acknowledged => true,
+            Sent::RefusedForGood => false,
+            Sent::OutOfTime => {
+                let message = format!("an acks=all produce after the heal was not acknowledged by {deadline_ms} ms");
+                lock(&self.history).violate(self.clock.now_us(), checker::DATA_LIVENESS, message);
+                false
             }
-            self.clock.0.sleep(Duration::from_millis(50)).await;
         }
-        self.violate(checker::DATA_LIVENESS, format!("an acks=all produce after the heal was not acknowledged by {deadline_ms} ms"));
-        false
     }
 
     /// Why the replicas have not converged yet: every replica of every
@@ -230,7 +230,8 @@ impl DataClients {
                         Ok(read) if read.records.is_empty() => break,
                         Ok(read) => records.extend(read.records),
                         Err(error) => {
-                            self.violate(checker::DATA_CONVERGENCE, format!("broker {replica} cannot read its log of {DATA_TOPIC}-{index}: {error}"));
+                            let message = format!("broker {replica} cannot read its log of {DATA_TOPIC}-{index}: {error}");
+                            lock(&self.history).violate(self.clock.now_us(), checker::DATA_CONVERGENCE, message);
                             break;
                         }
                     }

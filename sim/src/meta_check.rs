@@ -142,6 +142,17 @@ impl History {
         }
     }
 
+    /// Records a data checker's verdict; returns whether it held.
+    pub fn data_verdict(&mut self, at_us: u64, verdict: Result<(), crate::data_check::DataViolation>) -> bool {
+        match verdict {
+            Ok(()) => true,
+            Err(violation) => {
+                self.violate(at_us, violation.checker, violation.message);
+                false
+            }
+        }
+    }
+
     /// A node's report (`MetaObserver`).
     pub fn observe(&mut self, at_us: u64, event: &MetaEvent<'_>) {
         match event {

@@ -29,7 +29,7 @@ use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use rand::Rng;
 
-use crate::data_world::{DataClients, ReplHandles, DATA_TOPIC};
+use crate::data_world::{DataClients, DATA_TOPIC};
 use crate::meta_check::{checker, CreateOutcome, History, Violation};
 use crate::scenario::{CreateTarget, DataSpec, Fault, FaultAction, FaultKind, Scenario, Target};
 use crate::trace::Trace;
@@ -93,8 +93,9 @@ impl std::fmt::Display for RunReport {
     }
 }
 
-type Handles = Arc<Mutex<BTreeMap<u64, MetaHandle>>>;
-type SharedHistory = Arc<Mutex<History>>;
+pub type MetaHandles = Arc<Mutex<BTreeMap<u64, MetaHandle>>>;
+pub type ReplHandles = Arc<Mutex<BTreeMap<u64, keel_repl::driver::ReplHandle>>>;
+pub type SharedHistory = Arc<Mutex<History>>;
 
 /// Simulated time since the world began, for the trace and the checkers.
 #[derive(Clone)]
@@ -117,13 +118,13 @@ impl WorldClock {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().expect("simulation state lock poisoned")
 }
 
 /// The brokers serving right now and their handles (copied out, so no lock
 /// is held across an await).
-fn serving(handles: &Handles) -> Vec<(u64, MetaHandle)> {
+fn serving(handles: &MetaHandles) -> Vec<(u64, MetaHandle)> {
     lock(handles).iter().map(|(id, handle)| (*id, handle.clone())).collect()
 }
 
@@ -163,7 +164,7 @@ struct World {
     runtime: Handle,
     clock: WorldClock,
     brokers: BTreeMap<u64, Broker>,
-    handles: Handles,
+    handles: MetaHandles,
     repl: ReplHandles,
     /// Brokers that stopped on a disk error, to be restarted (a supervisor's job).
     halted: Arc<Mutex<Vec<u64>>>,
@@ -638,9 +639,8 @@ fn repl_config(id: u64, incarnation: u64, data: &DataSpec, history: &SharedHisto
         match event {
             ReplEvent::BecameLeader { node_id, topic, partition, leader_epoch, log_end_offset } => {
                 history.note(at_us, format_args!("n{node_id} leads {topic}-{partition} epoch {leader_epoch} at log end {log_end_offset}"));
-                if let Err(violation) = history.data.became_leader(*node_id, topic, *partition, *leader_epoch) {
-                    history.violate(at_us, violation.checker, violation.message);
-                }
+                let verdict = history.data.became_leader(*node_id, topic, *partition, *leader_epoch);
+                history.data_verdict(at_us, verdict);
             }
             ReplEvent::BecameFollower { node_id, topic, partition, leader_id, leader_epoch, log_end_offset } => {
                 history.note(at_us, format_args!("n{node_id} follows n{leader_id} for {topic}-{partition} epoch {leader_epoch} from log end {log_end_offset}"));
@@ -673,14 +673,14 @@ struct CreateRequest {
     client_timeout_ms: u64,
 }
 
-async fn create_topic(handles: Handles, history: SharedHistory, clock: WorldClock, rng: NodeRng, request: CreateRequest) -> CreateOutcome {
+async fn create_topic(handles: MetaHandles, history: SharedHistory, clock: WorldClock, rng: NodeRng, request: CreateRequest) -> CreateOutcome {
     let outcome = create_topic_attempts(&handles, &history, &clock, rng, &request).await;
     lock(&history).create_finished(clock.now_us(), &request.topic, outcome.clone());
     outcome
 }
 
 async fn create_topic_attempts(
-    handles: &Handles,
+    handles: &MetaHandles,
     history: &SharedHistory,
     clock: &WorldClock,
     mut rng: NodeRng,
@@ -759,9 +759,9 @@ async fn create_topic_attempts(
 }
 
 /// Why the cluster has not converged yet, or `None` once it has.
-async fn not_converged(world: &World) -> Option<String> {
-    let handles = serving(&world.handles);
-    if handles.len() != world.brokers.len() {
+async fn not_converged(handles: MetaHandles, brokers: usize) -> Option<String> {
+    let handles = serving(&handles);
+    if handles.len() != brokers {
         let up: Vec<u64> = handles.iter().map(|(id, _)| *id).collect();
         return Some(format!("only brokers {up:?} are serving"));
     }
@@ -797,10 +797,26 @@ async fn not_converged(world: &World) -> Option<String> {
 }
 
 /// Polls until converged; a violation if not within `bound_ms` of `since_ms`.
-async fn await_convergence(world: &mut World, since_ms: u64, bound_ms: u64, what: &str) -> bool {
+/// The metadata's convergence (`not_converged` over every broker).
+async fn await_metadata_convergence(world: &mut World, since_ms: u64, bound_ms: u64, what: &str) -> bool {
+    let (handles, brokers) = (Arc::clone(&world.handles), world.brokers.len());
+    await_convergence(world, since_ms, bound_ms, checker::CONVERGENCE, what, || not_converged(Arc::clone(&handles), brokers)).await
+}
+
+/// Polls `not_converged` (restarting halted brokers in between) until it
+/// says `None`; a `checker` violation if that takes longer than `bound_ms`
+/// from `since_ms`.
+async fn await_convergence<F: std::future::Future<Output = Option<String>>>(
+    world: &mut World,
+    since_ms: u64,
+    bound_ms: u64,
+    checker: &'static str,
+    what: &str,
+    mut not_converged: impl FnMut() -> F,
+) -> bool {
     loop {
         world.restart_halted();
-        let reason = match not_converged(world).await {
+        let reason = match not_converged().await {
             None => {
                 world.note(format_args!("converged ({what})"));
                 return true;
@@ -808,8 +824,8 @@ async fn await_convergence(world: &mut World, since_ms: u64, bound_ms: u64, what
             Some(reason) => reason,
         };
         if world.clock.now_ms() > since_ms + bound_ms {
-            let message = format!("{what}: not converged within {bound_ms} ms of the heal: {reason}");
-            lock(&world.history).violate(world.clock.now_us(), checker::CONVERGENCE, message);
+            let message = format!("{what}: not converged within {bound_ms} ms: {reason}");
+            lock(&world.history).violate(world.clock.now_us(), checker, message);
             return false;
         }
         world.clock.0.sleep(Duration::from_millis(POLL_MS)).await;
@@ -941,7 +957,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     let bound_ms = scenario.convergence_ms_max;
     let mut report = RunReport { faults_fired: world.faults_fired, ..RunReport::default() };
 
-    if await_convergence(&mut world, healed_ms, bound_ms, "after the heal").await {
+    if await_metadata_convergence(&mut world, healed_ms, bound_ms, "after the heal").await {
         // Liveness: a create made after the heal is acknowledged within the bound.
         let probe = create_topic(
             Arc::clone(&world.handles),
@@ -982,19 +998,8 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         }
         let since_ms = world.clock.now_ms();
         if lock(&history).violation().is_none() && clients.probe(since_ms + bound_ms, rng.fork(5)).await {
-            loop {
-                world.restart_halted();
-                let Some(reason) = clients.not_converged().await else {
-                    world.note("data converged");
-                    break;
-                };
-                if world.clock.now_ms() > since_ms + bound_ms {
-                    let message = format!("replicas did not converge within {bound_ms} ms after the last produce: {reason}");
-                    lock(&history).violate(clock.now_us(), crate::data_check::checker::DATA_CONVERGENCE, message);
-                    break;
-                }
-                world.clock.0.sleep(Duration::from_millis(POLL_MS)).await;
-            }
+            let checker = crate::data_check::checker::DATA_CONVERGENCE;
+            await_convergence(&mut world, since_ms, bound_ms, checker, "replicas after the last produce", || clients.not_converged()).await;
         }
         data_stop.store(true, Ordering::SeqCst);
         for consumer in consumers {
@@ -1003,9 +1008,8 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         if lock(&history).violation().is_none() {
             let logs = clients.final_logs().await;
             let mut history = lock(&history);
-            if let Err(violation) = history.data.check_final(&logs) {
-                history.violate(clock.now_us(), violation.checker, violation.message);
-            }
+            let verdict = history.data.check_final(&logs);
+            history.data_verdict(clock.now_us(), verdict);
             let records_in_final_log = logs.values().filter_map(|replicas| replicas.values().next()).map(|log| log.len() as u64).sum();
             let data = &history.data;
             data_report = Some(DataReport {
@@ -1022,7 +1026,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     // Clients may have committed more after the first convergence: settle again.
     let settled_ms = world.clock.now_ms();
     let clean_so_far = lock(&history).violation().is_none();
-    if clean_so_far && await_convergence(&mut world, settled_ms, bound_ms, "after every client finished").await {
+    if clean_so_far && await_metadata_convergence(&mut world, settled_ms, bound_ms, "after every client finished").await {
         let mut finals = BTreeMap::new();
         let handles = serving(&world.handles);
         for (id, handle) in handles {

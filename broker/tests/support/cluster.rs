@@ -92,3 +92,10 @@ pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
 pub fn leader_of(nodes: &[Node]) -> Option<u64> {
     nodes.iter().find(|n| n.status().is_some_and(|s| json_field(&s, "is_leader").as_deref() == Some("true"))).map(|n| n.id)
 }
+
+/// A temporary directory under `KEEL_BENCH_DIR` (the disk the benchmark
+/// measures), else the system's temp dir.
+#[allow(dead_code, reason = "used by the benchmarks, not by every test binary")]
+pub fn bench_temp_dir() -> tempfile::TempDir {
+    tempfile::tempdir_in(std::env::var_os("KEEL_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into_os_string())).expect("temp dir")
+}

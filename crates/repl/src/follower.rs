@@ -65,14 +65,6 @@ impl Follower {
         self.high_watermark
     }
 
-    pub fn durable_end_offset(&self) -> u64 {
-        self.durable_end_offset
-    }
-
-    pub fn log_start_offset(&self) -> u64 {
-        self.log_start_offset
-    }
-
     pub fn epoch_cache(&self) -> &EpochCache {
         &self.epoch_cache
     }

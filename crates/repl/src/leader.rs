@@ -320,10 +320,6 @@ impl Leader {
         (outputs, log)
     }
 
-    /// Everything below this is durable on the leader.
-    pub fn durable_end_offset(&self) -> u64 {
-        self.durable_end_offset
-    }
 
     /// High watermark = the smallest durable end over the maximal ISR (the
     /// applied ISR plus pending additions; the leader's own flushed end

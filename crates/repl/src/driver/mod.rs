@@ -606,14 +606,18 @@ impl Driver {
     async fn on_fetch(&mut self, from: BrokerId, message: FetchMessage) -> DriverResult {
         let now_ms = self.now_ms();
         let key = (message.topic.clone(), message.partition);
-        let refuse = |error: ReplError| FetchResponseMessage {
+        // Every answer names the fetch it answers.
+        let answer = FetchResponseMessage {
             request_id: message.request_id,
             topic: message.topic.clone(),
             partition: message.partition,
             leader_epoch: message.leader_epoch,
+            ..FetchResponseMessage::default()
+        };
+        let refuse = |error: ReplError| FetchResponseMessage {
             error_code: i32::from(error.kafka_code()),
             error_message: error.to_string(),
-            ..FetchResponseMessage::default()
+            ..answer.clone()
         };
         let Some(replica) = self.replicas.get_mut(&key) else {
             self.respond(from, refuse(ReplError::UnknownTopicOrPartition { topic: message.topic.clone(), partition: message.partition }));
@@ -639,16 +643,7 @@ impl Driver {
         let high_watermark = leader.high_watermark();
         match plan {
             FetchPlan::Diverging { epoch, end_offset } => {
-                let response = FetchResponseMessage {
-                    request_id: message.request_id,
-                    topic: message.topic.clone(),
-                    partition: message.partition,
-                    leader_epoch: message.leader_epoch,
-                    diverging_epoch: Some(epoch),
-                    diverging_end_offset: Some(end_offset),
-                    high_watermark,
-                    ..FetchResponseMessage::default()
-                };
+                let response = FetchResponseMessage { diverging_epoch: Some(epoch), diverging_end_offset: Some(end_offset), high_watermark, ..answer };
                 self.respond(from, response);
             }
             FetchPlan::Read { from: fetch_offset, .. } => {

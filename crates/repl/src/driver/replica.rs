@@ -97,7 +97,6 @@ impl Replica {
     pub async fn open(disk: &Disk, config: &ReplConfig, topic: &str, partition: u32) -> Result<Replica, ReplDriverError> {
         let dir = format!("{}/{topic}-{partition}", config.data_dir);
         let log_error = |error| ReplDriverError::Log { topic: topic.to_string(), partition, error };
-        disk.create_dir_all(&config.data_dir).await.map_err(|error| log_error(LogError::Disk(error)))?;
         let log = Log::open(disk.clone(), &dir, config.log_config.clone()).await.map_err(log_error)?;
         let mut epoch_cache = EpochCache::new();
         let mut next = log.start_offset();
@@ -163,13 +162,7 @@ impl Replica {
             }
             return Ok(change);
         }
-        let (outputs, mut state) = self.take_log_state();
-        self.parked.clear();
-        self.isr_proposal = None;
-        let flushed = self.log.flush().await?;
-        assert_eq!(flushed, self.log.next_offset(), "a role change starts from a durable log");
-        assert_eq!(state.log_end_offset, self.log.next_offset(), "the core and the log agree on the log end");
-        state.durable_end_offset = flushed;
+        let (outputs, state) = self.leave_role().await?;
         let newest_epoch_in_log = state.epoch_cache.latest().map(|latest| latest.epoch);
         let became = match desired {
             Desired::Leader { leader_epoch } if newest_epoch_in_log.is_some_and(|newest| newest > leader_epoch) => {
@@ -201,20 +194,28 @@ impl Replica {
         if matches!(self.role, Role::Idle(_)) {
             return Ok(RoleChange::default());
         }
-        let (outputs, mut state) = self.take_log_state();
-        self.parked.clear();
-        self.isr_proposal = None;
-        state.durable_end_offset = self.log.flush().await?;
+        let (outputs, state) = self.leave_role().await?;
         self.role = Role::Idle(state);
         Ok(RoleChange { became: Some(ReplicaRole::Idle), outputs })
     }
 
-    fn take_log_state(&mut self) -> (Vec<LeaderOutput>, LogState) {
-        match std::mem::replace(&mut self.role, Role::Idle(LogState::default())) {
+    /// Ends the current role: a leader resigns (its waits are answered),
+    /// parked fetches and a pending ISR proposal are dropped, and the log is
+    /// flushed, so the next role starts from a durable log. Leaves the
+    /// replica idle and returns the log's state for the next core.
+    async fn leave_role(&mut self) -> Result<(Vec<LeaderOutput>, LogState), LogError> {
+        let (outputs, mut state) = match std::mem::replace(&mut self.role, Role::Idle(LogState::default())) {
             Role::Leader(leader) => leader.resign(),
             Role::Follower(follower, _) => (Vec::new(), follower.into_log_state()),
             Role::Idle(state) => (Vec::new(), state),
-        }
+        };
+        self.parked.clear();
+        self.isr_proposal = None;
+        let flushed = self.log.flush().await?;
+        assert_eq!(flushed, self.log.next_offset(), "a role change starts from a durable log");
+        assert_eq!(state.log_end_offset, self.log.next_offset(), "the core and the log agree on the log end");
+        state.durable_end_offset = flushed;
+        Ok((outputs, state))
     }
 
     fn high_watermark(&self) -> u64 {
