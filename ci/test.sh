@@ -5,21 +5,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Install what the suite needs: the Rust toolchain (this machine kind has it)
-# and protoc, which raft-rs's prost codec runs at build time. Later layers add
-# their packages here (kcat and the Python Kafka clients).
+# Install what the suite needs: the Rust toolchain (this machine kind has it),
+# protoc (raft-rs's prost codec runs it at build time), and the real Kafka
+# clients the process tests drive: kcat (Debian), confluent-kafka and
+# kafka-python (PyPI, pinned).
 if ! command -v cargo >/dev/null 2>&1; then
     echo "ci/test.sh: cargo not found; install the Rust toolchain (https://rustup.rs) and run again" >&2
     exit 2
 fi
-if ! command -v protoc >/dev/null 2>&1; then
-    echo "== installing protobuf-compiler (protoc) for raft-rs's prost codec"
+apt_packages=()
+command -v protoc >/dev/null 2>&1 || apt_packages+=(protobuf-compiler)
+command -v kcat >/dev/null 2>&1 || apt_packages+=(kcat)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+    echo "== installing ${apt_packages[*]} (Debian)"
     if [ "$(id -u)" = 0 ]; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_packages[@]}"
     else
-        echo "ci/test.sh: protoc not found and not root; run: sudo apt-get install -y protobuf-compiler" >&2
+        echo "ci/test.sh: ${apt_packages[*]} missing and not root; run: sudo apt-get install -y ${apt_packages[*]}" >&2
         exit 2
     fi
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "ci/test.sh: python3 not found; install Python 3 (the Kafka client tests run confluent-kafka and kafka-python)" >&2
+    exit 2
+fi
+if ! python3 -c "import confluent_kafka, kafka" >/dev/null 2>&1; then
+    echo "== installing confluent-kafka and kafka-python (PyPI)"
+    python3 -m pip install --quiet --disable-pip-version-check "confluent-kafka==2.16.1" "kafka-python==3.0.12"
 fi
 
 started=$(date +%s)

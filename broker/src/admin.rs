@@ -18,8 +18,8 @@
 
 use std::time::Duration;
 
-use keel_meta::controller::plan_create_topic;
-use keel_meta::driver::{MetaHandle, ProposalError};
+use keel_meta::admin_ops::{CreateTopicError, TopicCreate};
+use keel_meta::driver::MetaHandle;
 use keel_meta::MetadataError;
 use keel_repl::driver::{Acks, ProduceRequest, ReadLimit, ReplHandle, ReplicaRole, MIN_INSYNC_REPLICAS_CONFIG};
 use keel_repl::ReplError;
@@ -345,17 +345,6 @@ fn created(metadata_version: u64) -> (u16, String) {
     (201, format!("{{\"metadata_version\":{metadata_version}}}"))
 }
 
-/// The answer to a create the metadata refused, at planning or at apply time.
-/// After a retry, "already exists" means an earlier attempt that timed out
-/// committed after all.
-fn refused_create(error: MetadataError, retried: bool, metadata_version: u64) -> (u16, String) {
-    match error {
-        MetadataError::TopicAlreadyExists(_) if retried => created(metadata_version),
-        MetadataError::TopicAlreadyExists(_) => (409, error_body(&error.to_string())),
-        _ => (400, error_body(&error.to_string())),
-    }
-}
-
 async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, String) {
     let partitions = match query_number(query, "partitions", 1) {
         Ok(n) => n,
@@ -372,34 +361,11 @@ async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, Strin
             _ => return (400, error_body(&format!("min_insync_replicas={value}: expected 1 to the replication factor ({replication_factor})"))),
         }
     }
-    // A create that arrives while this node is starting waits for it to know
-    // a leader and be registered, instead of failing on half-built metadata
-    // (incident 004: creates during startup failed after 5 s).
-    let mut waiter = meta.clone();
-    let started = tokio::time::timeout(Duration::from_millis(CREATE_RETRY_BUDGET_MS), waiter.wait_for(|s| s.ready && s.registered)).await;
-    if !matches!(started, Ok(Ok(_))) {
-        return (503, error_body(&format!("node still starting after {CREATE_RETRY_BUDGET_MS} ms (no metadata leader or not registered); retry")));
+    let create = TopicCreate { name: name.to_string(), partitions, replication_factor, configs, validate_only: false };
+    match meta.create_topic(&create, CREATE_RETRY_BUDGET_MS).await {
+        Ok(version) => created(version),
+        Err(CreateTopicError::Refused(error @ MetadataError::TopicAlreadyExists(_))) => (409, error_body(&error.to_string())),
+        Err(CreateTopicError::Refused(error)) => (400, error_body(&error.to_string())),
+        Err(error) => (503, error_body(&error.to_string())),
     }
-    let mut retried = false;
-    let attempts = CREATE_RETRY_BUDGET_MS / 100;
-    for attempt in 0..attempts {
-        let state = match meta.read_state().await {
-            Ok(state) => state,
-            Err(error) => return (503, error_body(&error.to_string())),
-        };
-        let batch = match plan_create_topic(&state, name, partitions, replication_factor, &configs, attempt as usize) {
-            Ok(batch) => batch,
-            Err(error) => return refused_create(error, retried, state.metadata_version()),
-        };
-        match meta.propose(batch).await {
-            Ok(version) => return created(version),
-            Err(ProposalError::Refused(error)) => return refused_create(error, retried, state.metadata_version()),
-            Err(error) if error.is_retriable() => {
-                retried = true;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => return (503, error_body(&error.to_string())),
-        }
-    }
-    (503, error_body(&format!("not created within {CREATE_RETRY_BUDGET_MS} ms: no stable metadata leader; retry")))
 }

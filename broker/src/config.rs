@@ -11,8 +11,7 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
             .ok_or_else(|| format!("peer `{item}` is not ID=HOST:PORT (example: --peers 1=127.0.0.1:19091,2=127.0.0.1:19092)"))?;
         let id: u64 = id.trim().parse().map_err(|_| format!("peer id `{id}` is not a number (example: 1=127.0.0.1:19091)"))?;
         let addr = addr.trim();
-        let port_ok = addr.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
-        if !port_ok {
+        if parse_host_port(addr).is_err() {
             return Err(format!("peer {id} address `{addr}` is not HOST:PORT with a port from 1 to 65535"));
         }
         if peers.insert(id, addr.to_string()).is_some() {
@@ -30,6 +29,17 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
     Ok(peers)
 }
 
+/// `HOST:PORT` with a port from 1 to 65535.
+pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    match text.trim().rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
+            Ok(port) if port > 0 => Ok((host.to_string(), port)),
+            _ => Err(format!("`{text}` is not HOST:PORT with a port from 1 to 65535 (example: 127.0.0.1:9092)")),
+        },
+        _ => Err(format!("`{text}` is not HOST:PORT (example: 127.0.0.1:9092)")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +54,8 @@ mod tests {
         assert!(parse_peers("1=nohost").expect_err("addr").contains("HOST:PORT"));
         assert!(parse_peers("1=a:0").expect_err("port").contains("HOST:PORT"));
         assert!(parse_peers("").expect_err("empty").contains("empty"));
+        assert_eq!(parse_host_port("127.0.0.1:9092"), Ok(("127.0.0.1".to_string(), 9092)));
+        assert!(parse_host_port("9092").expect_err("no host").contains("HOST:PORT"));
+        assert!(parse_host_port("h:70000").expect_err("port").contains("65535"));
     }
 }

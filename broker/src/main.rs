@@ -1,10 +1,9 @@
 //! keel: the broker binary (composition root for production).
 //!
-//! Today a node runs the metadata Raft group (and its controller) and the
+//! A node runs the metadata Raft group (and its controller) and the
 //! partition replication driver on the real disk and TCP (one broker
-//! endpoint for both), with an admin HTTP endpoint that also produces and
-//! reads. The Kafka listener arrives with issue 5; `keel status` lists what
-//! exists and what does not.
+//! endpoint for both), the Kafka listener, and an admin HTTP endpoint that
+//! also produces and reads. `keel status` lists what exists and what does not.
 
 mod admin;
 mod config;
@@ -13,6 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use keel_io::{Clock, Disk, NodeRng, RealDisk};
+use keel_kafka::{KafkaConfig, KafkaFront};
 use keel_log::LogConfig;
 use keel_meta::driver::{start as start_meta, MetaDriverConfig, MetaDriverError};
 use keel_meta::node::MetaNodeError;
@@ -53,12 +53,27 @@ struct StartArgs {
     /// The admin HTTP endpoint (GET /status, GET /topics, POST /topics/NAME).
     #[arg(long, env = "KEEL_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
     admin_addr: String,
-    /// Host this broker registers for clients.
-    #[arg(long, env = "KEEL_ADVERTISED_HOST", default_value = "127.0.0.1")]
-    advertised_host: String,
-    /// Port this broker registers for clients (the Kafka listener, issue 5).
-    #[arg(long, env = "KEEL_ADVERTISED_PORT", default_value_t = 9092)]
-    advertised_port: u16,
+    /// The Kafka listener (what clients bootstrap from).
+    #[arg(long, env = "KEEL_KAFKA_ADDR", default_value = "127.0.0.1:9092")]
+    kafka_addr: String,
+    /// Host this broker registers for clients (default: the --kafka-addr host).
+    #[arg(long, env = "KEEL_ADVERTISED_HOST")]
+    advertised_host: Option<String>,
+    /// Port this broker registers for clients (default: the --kafka-addr port).
+    #[arg(long, env = "KEEL_ADVERTISED_PORT")]
+    advertised_port: Option<u16>,
+    /// Kafka's auto.create.topics.enable: a Metadata request for an unknown topic creates it.
+    #[arg(long, env = "KEEL_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    auto_create_topics: bool,
+    /// Kafka's num.partitions: partitions of an auto-created topic.
+    #[arg(long, env = "KEEL_NUM_PARTITIONS", default_value_t = 1)]
+    num_partitions: u32,
+    /// Kafka's default.replication.factor: replicas of an auto-created topic.
+    #[arg(long, env = "KEEL_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
+    default_replication_factor: u32,
+    /// Kafka's socket.request.max.bytes: larger request frames are refused.
+    #[arg(long, env = "KEEL_SOCKET_REQUEST_MAX_BYTES", default_value_t = keel_kafka::codec::FRAME_BYTES_MAX_DEFAULT)]
+    socket_request_max_bytes: usize,
     /// Rack, for rack-aware replica placement.
     #[arg(long, env = "KEEL_RACK")]
     rack: Option<String>,
@@ -79,11 +94,16 @@ const BUILT: &[&str] = &[
     "metadata Raft group: state machine, controller (placement, lease fencing, leader moves), durable Raft store",
     "broker-to-broker transport over TCP (simulated TCP under madsim)",
     "partition replication: leader epochs, durable high watermark, acks=0/1/all, ISR shrink/expand through the metadata, divergence truncation",
+    "Kafka listener: ApiVersions, Metadata (auto-create), Produce (acks 0/1/all), Fetch (long poll), ListOffsets, OffsetForLeaderEpoch, CreateTopics, DescribeConfigs, DescribeCluster",
     "admin HTTP endpoint: GET /status, GET /topics[?consistency=linearizable], POST /topics/NAME, POST /produce/TOPIC/PARTITION, GET /records/TOPIC/PARTITION, GET /replicas",
     "keel-sim run/sweep with scenario files, metadata and data checkers; log-check and raft-store-check",
 ];
 
-const NOT_BUILT: &[&str] = &["Kafka protocol listener, consumer groups, idempotent producers, /metrics (issue 5)"];
+const NOT_BUILT: &[&str] = &[
+    "consumer groups (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups)",
+    "idempotent producers (InitProducerId), DeleteTopics, CreatePartitions",
+    "/metrics, /healthz, /readyz, keel dev, --config files, JSON logs",
+];
 
 fn print_status() {
     println!("keel {}", env!("CARGO_PKG_VERSION"));
@@ -109,6 +129,12 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
             args.node_id
         ))
     })?;
+    let (kafka_host, kafka_port) = config::parse_host_port(&args.kafka_addr).map_err(|e| StartError::BadInput(format!("--kafka-addr: {e}")))?;
+    let advertised_host = args.advertised_host.clone().unwrap_or(kafka_host);
+    let advertised_port = args.advertised_port.unwrap_or(kafka_port);
+    if args.num_partitions == 0 || args.default_replication_factor == 0 {
+        return Err(StartError::BadInput("--num-partitions and --default-replication-factor must be at least 1".into()));
+    }
     let disk = RealDisk::open_root(&args.data_dir)
         .await
         .map_err(|e| StartError::BadInput(format!("cannot use --data-dir {}: {e}", args.data_dir)))?;
@@ -123,8 +149,8 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         timing: RaftTiming::default(),
         proposal_timeout_ms: 5_000,
         log_config: LogConfig::default(),
-        advertised_host: args.advertised_host.clone(),
-        advertised_port: u32::from(args.advertised_port),
+        advertised_host,
+        advertised_port: u32::from(advertised_port),
         rack: args.rack.clone(),
         incarnation_id: entropy.next_u64(),
         registration_lease_ms: args.registration_lease_ms,
@@ -145,19 +171,33 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
     let admin = tokio::net::TcpListener::bind(args.admin_addr.as_str())
         .await
         .map_err(|e| StartError::BadInput(format!("cannot listen on --admin-addr {}: {e}", args.admin_addr)))?;
+    let kafka = tokio::net::TcpListener::bind(args.kafka_addr.as_str())
+        .await
+        .map_err(|e| StartError::BadInput(format!("cannot listen on --kafka-addr {}: {e}", args.kafka_addr)))?;
     let repl_config = ReplConfig {
         min_insync_replicas_default: args.min_insync_replicas,
         replica_lag_time_max_ms: args.replica_lag_time_max_ms,
         ..ReplConfig::new(args.node_id, incarnation_id)
     };
     let (repl, repl_task) = keel_repl::driver::start(disk, Clock::new(), meta.clone(), frames_rx, repl_config);
+    let kafka_config = KafkaConfig {
+        frame_bytes_max: args.socket_request_max_bytes,
+        auto_create_topics: args.auto_create_topics,
+        default_partitions: args.num_partitions,
+        default_replication_factor: args.default_replication_factor,
+        min_insync_replicas_default: args.min_insync_replicas,
+        replica_lag_time_max_ms: args.replica_lag_time_max_ms,
+        ..KafkaConfig::new(args.node_id, &args.cluster_id)
+    };
     tracing::info!(
         node_id = args.node_id,
+        kafka_addr = %args.kafka_addr,
         broker_addr = %listen_addr,
         admin_addr = %args.admin_addr,
         data_dir = %args.data_dir,
-        "keel node started (metadata group, partition replication and admin endpoint; the Kafka listener is not built yet)"
+        "keel node started"
     );
+    tokio::spawn(keel_kafka::server::serve(kafka, KafkaFront::new(meta.clone(), repl.clone(), kafka_config)));
     tokio::spawn(admin::serve(admin, admin::Node { meta, repl }));
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| StartError::Failed(e.into()))?;
     tokio::select! {

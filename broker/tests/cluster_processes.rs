@@ -54,6 +54,7 @@ fn a_create_sent_while_the_node_starts_waits_for_it_instead_of_failing() {
     let mut node = Node {
         id: 1,
         admin_port,
+        kafka_port: free_port(),
         child: None,
         data_dir: dir.path().join("node-1"),
         peers: format!("1=127.0.0.1:{}", free_port()),
@@ -86,13 +87,14 @@ fn bad_configuration_is_refused_with_status_2() {
     let mut first = Command::new(env!("CARGO_BIN_EXE_keel"))
         .args(["start", "--cluster-id", "a", "--peers", &format!("1=127.0.0.1:{port}")])
         .args(["--data-dir", data.to_str().expect("utf8"), "--admin-addr", &format!("127.0.0.1:{admin}")])
+        .args(["--kafka-addr", &format!("127.0.0.1:{}", free_port())])
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
     wait_for("first start created its data dir", || http(admin, "GET", "/status").is_some());
     first.kill().expect("kill");
     first.wait().expect("reap");
-    let other = run(&["--cluster-id", "b", "--peers", &format!("1=127.0.0.1:{port}"), "--data-dir", data.to_str().expect("utf8"), "--admin-addr", "127.0.0.1:0"]);
+    let other = run(&["--cluster-id", "b", "--peers", &format!("1=127.0.0.1:{port}"), "--data-dir", data.to_str().expect("utf8"), "--admin-addr", "127.0.0.1:0", "--kafka-addr", &format!("127.0.0.1:{}", free_port())]);
     assert_eq!(other.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&other.stderr).contains("belongs to cluster `a`, not `b`"), "{}", String::from_utf8_lossy(&other.stderr));
 }

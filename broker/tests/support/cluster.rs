@@ -13,6 +13,8 @@ pub const WAIT: Duration = Duration::from_secs(60);
 pub struct Node {
     pub id: u64,
     pub admin_port: u16,
+    /// The Kafka listener.
+    pub kafka_port: u16,
     pub child: Option<Child>,
     pub data_dir: std::path::PathBuf,
     pub peers: String,
@@ -27,7 +29,7 @@ impl Node {
             .args(["--data-dir", self.data_dir.to_str().expect("utf8 path")])
             .args(["--admin-addr", &format!("127.0.0.1:{}", self.admin_port)])
             .args(["--cluster-id", "process-test", "--registration-lease-ms", "2000"])
-            .args(["--advertised-port", &(19_000 + self.id).to_string()])
+            .args(["--kafka-addr", &format!("127.0.0.1:{}", self.kafka_port)])
             .args(&self.extra_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
@@ -65,6 +67,7 @@ pub fn start_settled(dir: &Path, count: u64, extra_args: &[&str]) -> Vec<Node> {
         .map(|id| Node {
             id,
             admin_port: free_port(),
+            kafka_port: free_port(),
             child: None,
             data_dir: dir.join(format!("node-{id}")),
             peers: peers.clone(),

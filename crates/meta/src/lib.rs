@@ -8,6 +8,7 @@
 //! what to propose; decisions travel in the log, so followers never recompute
 //! them and apply stays deterministic.
 
+pub mod admin_ops;
 pub mod controller;
 pub mod driver;
 pub mod node;

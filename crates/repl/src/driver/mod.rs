@@ -175,6 +175,7 @@ pub struct ReadRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadResult {
     pub records: Vec<ReadRecord>,
+    pub log_start_offset: u64,
     pub high_watermark: u64,
     pub log_end_offset: u64,
 }
@@ -236,6 +237,7 @@ enum Request {
     Produce { request: ProduceRequest, reply: oneshot::Sender<Result<Produced, ReplError>> },
     Read { topic: String, partition: u32, offset: u64, bytes_max: usize, limit: ReadLimit, reply: oneshot::Sender<Result<ReadResult, ReplError>> },
     Status { reply: oneshot::Sender<Vec<ReplicaStatus>> },
+    EpochEnd { topic: String, partition: u32, leader_epoch: u32, reply: oneshot::Sender<Result<Option<(u32, u64)>, ReplError>> },
 }
 
 /// A cheap, cloneable handle on a broker's replication loop.
@@ -256,6 +258,15 @@ impl ReplHandle {
     pub async fn read(&self, topic: &str, partition: u32, offset: u64, bytes_max: usize, limit: ReadLimit) -> Result<ReadResult, ReplError> {
         let (reply, response) = oneshot::channel();
         self.enqueue(Request::Read { topic: topic.to_string(), partition, offset, bytes_max, limit, reply })?;
+        response.await.map_err(|_| ReplError::Stopped)?
+    }
+
+    /// Kafka's OffsetForLeaderEpoch, answered by the partition's leader: the
+    /// largest epoch `<= leader_epoch` its log knows and where that epoch's
+    /// records end; `None` when the log knows no such epoch.
+    pub async fn epoch_end_offset(&self, topic: &str, partition: u32, leader_epoch: u32) -> Result<Option<(u32, u64)>, ReplError> {
+        let (reply, response) = oneshot::channel();
+        self.enqueue(Request::EpochEnd { topic: topic.to_string(), partition, leader_epoch, reply })?;
         response.await.map_err(|_| ReplError::Stopped)?
     }
 
@@ -772,6 +783,16 @@ impl Driver {
             }
             Request::Status { reply } => {
                 let _ = reply.send(self.replicas.iter().map(|(key, replica)| replica.status(key)).collect());
+                Ok(())
+            }
+            Request::EpochEnd { topic, partition, leader_epoch, reply } => {
+                let me = self.config.node_id;
+                let answer = match self.replicas.get(&(topic, partition)).map(|replica| &replica.role) {
+                    Some(replica::Role::Leader(leader)) => Ok(leader.epoch_cache().end_offset_for(leader_epoch, leader.log_end_offset())),
+                    Some(_) => Err(ReplError::NotLeader { broker_id: me }),
+                    None => Err(ReplError::NotReplica { broker_id: me }),
+                };
+                let _ = reply.send(answer);
                 Ok(())
             }
         }

@@ -246,7 +246,7 @@ impl Replica {
                 records.push(ReadRecord { offset: record.offset, leader_epoch, value: value.to_vec() });
             }
         }
-        Ok(ReadResult { records, high_watermark, log_end_offset })
+        Ok(ReadResult { records, log_start_offset, high_watermark, log_end_offset })
     }
 
     pub fn status(&self, key: &(String, u32)) -> ReplicaStatus {

@@ -1,0 +1,54 @@
+//! The APIs and versions Keel serves. ApiVersions advertises exactly this
+//! table; a request outside it is answered UNSUPPORTED_VERSION.
+
+use kafka_protocol::messages::ApiKey;
+
+/// (api, lowest version, highest version) implemented end to end. Fetch
+/// stops at v12 and Produce at v11: later versions name topics by id, and
+/// Keel's topics have names only. ListOffsets stops at v7 (no tiered storage).
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 7),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The served version range of `api_key`, if Keel serves it at all.
+pub fn supported_versions(api_key: i16) -> Option<(ApiKey, i16, i16)> {
+    SUPPORTED_APIS.iter().copied().find(|(key, _, _)| *key as i16 == api_key)
+}
+
+/// Whether Keel serves `api_key` at `api_version`.
+pub fn is_supported(api_key: i16, api_version: i16) -> bool {
+    supported_versions(api_key).is_some_and(|(_, min, max)| (min..=max).contains(&api_version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_advertised_version_is_one_the_protocol_crate_can_decode_and_encode() {
+        for (key, min, max) in SUPPORTED_APIS {
+            let valid = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(*min >= valid.min, "{key:?} min {min} < {}", valid.min);
+            assert!(*max <= valid.max, "{key:?} max {max} > {}", valid.max);
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_versions_are_not_supported() {
+        assert!(is_supported(ApiKey::Fetch as i16, 12));
+        assert!(!is_supported(ApiKey::Fetch as i16, 13));
+        assert!(!is_supported(ApiKey::Fetch as i16, 3));
+        assert!(!is_supported(ApiKey::JoinGroup as i16, 0));
+        assert!(!is_supported(999, 0));
+        assert!(!is_supported(-1, 0));
+    }
+}

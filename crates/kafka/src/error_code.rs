@@ -1,0 +1,57 @@
+//! The Kafka error codes the front answers with (Kafka's `Errors` enum).
+
+pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+pub const OFFSET_OUT_OF_RANGE: i16 = 1;
+pub const CORRUPT_MESSAGE: i16 = 2;
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+pub const LEADER_NOT_AVAILABLE: i16 = 5;
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+pub const REQUEST_TIMED_OUT: i16 = 7;
+pub const BROKER_NOT_AVAILABLE: i16 = 8;
+pub const MESSAGE_TOO_LARGE: i16 = 10;
+pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
+pub const INVALID_REQUIRED_ACKS: i16 = 21;
+pub const UNSUPPORTED_VERSION: i16 = 35;
+pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const INVALID_PARTITIONS: i16 = 37;
+pub const INVALID_REPLICATION_FACTOR: i16 = 38;
+pub const INVALID_REPLICA_ASSIGNMENT: i16 = 39;
+pub const INVALID_CONFIG: i16 = 40;
+pub const INVALID_REQUEST: i16 = 42;
+pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+pub const FENCED_LEADER_EPOCH: i16 = 74;
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::error::ResponseError;
+
+    #[test]
+    fn codes_match_the_protocol_crate() {
+        let pairs = [
+            (super::OFFSET_OUT_OF_RANGE, ResponseError::OffsetOutOfRange),
+            (super::CORRUPT_MESSAGE, ResponseError::CorruptMessage),
+            (super::UNKNOWN_TOPIC_OR_PARTITION, ResponseError::UnknownTopicOrPartition),
+            (super::LEADER_NOT_AVAILABLE, ResponseError::LeaderNotAvailable),
+            (super::NOT_LEADER_OR_FOLLOWER, ResponseError::NotLeaderOrFollower),
+            (super::REQUEST_TIMED_OUT, ResponseError::RequestTimedOut),
+            (super::BROKER_NOT_AVAILABLE, ResponseError::BrokerNotAvailable),
+            (super::MESSAGE_TOO_LARGE, ResponseError::MessageTooLarge),
+            (super::INVALID_TOPIC_EXCEPTION, ResponseError::InvalidTopicException),
+            (super::INVALID_REQUIRED_ACKS, ResponseError::InvalidRequiredAcks),
+            (super::UNSUPPORTED_VERSION, ResponseError::UnsupportedVersion),
+            (super::TOPIC_ALREADY_EXISTS, ResponseError::TopicAlreadyExists),
+            (super::INVALID_PARTITIONS, ResponseError::InvalidPartitions),
+            (super::INVALID_REPLICATION_FACTOR, ResponseError::InvalidReplicationFactor),
+            (super::INVALID_REPLICA_ASSIGNMENT, ResponseError::InvalidReplicaAssignment),
+            (super::INVALID_CONFIG, ResponseError::InvalidConfig),
+            (super::INVALID_REQUEST, ResponseError::InvalidRequest),
+            (super::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, ResponseError::TransactionalIdAuthorizationFailed),
+            (super::FENCED_LEADER_EPOCH, ResponseError::FencedLeaderEpoch),
+            (super::UNKNOWN_LEADER_EPOCH, ResponseError::UnknownLeaderEpoch),
+        ];
+        for (code, error) in pairs {
+            assert_eq!(code, error.code(), "{error:?}");
+        }
+    }
+}

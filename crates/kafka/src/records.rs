@@ -1,0 +1,361 @@
+//! Kafka record batches in and out of the partition log.
+//!
+//! The replication layer stores one log record per Kafka record (the log
+//! offset is the Kafka offset). A produced batch is validated whole (magic 2,
+//! CRC-32C, record count, no transactional or control batches) and each of
+//! its records becomes one `StoredRecord`: timestamp, key, value, headers and
+//! the producer's id, epoch and sequence, so idempotence state can be rebuilt
+//! from the log. A fetch turns a run of stored records back into v2 batches
+//! (uncompressed) with the Kafka offsets and the leader epoch that wrote them.
+//!
+//! Batches are not stored byte for byte as received: the log's offsets count
+//! entries, and a batch spans several Kafka offsets. ARCHITECTURE.md says why
+//! and what it costs (re-encoding on fetch, compression not kept).
+
+use bytes::{Bytes, BytesMut};
+use indexmap::IndexMap;
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+};
+use prost::Message;
+
+/// One Kafka record as the log keeps it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredRecord {
+    #[prost(int64, tag = "1")]
+    pub timestamp_ms: i64,
+    #[prost(message, optional, tag = "2")]
+    pub producer: Option<StoredProducer>,
+    #[prost(bytes = "vec", optional, tag = "3")]
+    pub key: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "4")]
+    pub value: Option<Vec<u8>>,
+    #[prost(message, repeated, tag = "5")]
+    pub headers: Vec<StoredHeader>,
+}
+
+/// The idempotent producer that wrote a record, and the record's sequence.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct StoredProducer {
+    #[prost(int64, tag = "1")]
+    pub producer_id: i64,
+    #[prost(int32, tag = "2")]
+    pub producer_epoch: i32,
+    #[prost(int32, tag = "3")]
+    pub sequence: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoredHeader {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub value: Option<Vec<u8>>,
+}
+
+/// Why a produced record set was refused, each with its Kafka error code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("CORRUPT_MESSAGE: {0}")]
+    Corrupt(String),
+    #[error("INVALID_RECORD: {0}")]
+    Invalid(String),
+    #[error("UNSUPPORTED_COMPRESSION_TYPE: {0}")]
+    UnsupportedCompression(String),
+}
+
+impl BatchError {
+    pub fn kafka_code(&self) -> i16 {
+        match self {
+            BatchError::Corrupt(_) => 2,
+            BatchError::Invalid(_) => 87,
+            BatchError::UnsupportedCompression(_) => 76,
+        }
+    }
+}
+
+/// The producer of a produced record set (all its batches must agree).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// The records of a produce request's record set, ready for the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducedRecords {
+    pub stored: Vec<Vec<u8>>,
+    /// `None` for a producer without idempotence.
+    pub producer: Option<BatchProducer>,
+}
+
+/// Fields of a v2 batch header that the crate's decoder does not police.
+const BATCH_LENGTH_OFFSET: usize = 8;
+const MAGIC_OFFSET: usize = 16;
+const BATCH_HEADER_BYTES: usize = 61;
+
+/// Validates `record_set` (one or more v2 batches) and converts its records.
+pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<ProducedRecords, BatchError> {
+    check_batch_framing(record_set)?;
+    let mut input = record_set.clone();
+    let record_sets = RecordBatchDecoder::decode_all(&mut input).map_err(|error| classify_decode_error(&error.to_string()))?;
+    let records: Vec<&Record> = record_sets.iter().flat_map(|set| set.records.iter()).collect();
+    if records.is_empty() {
+        return Err(BatchError::Invalid("the record set holds no records".into()));
+    }
+    if records.len() > records_max {
+        return Err(BatchError::Invalid(format!("{} records in one produce, more than {records_max}", records.len())));
+    }
+    let first = records[0];
+    if records.iter().any(|r| r.transactional || r.control) {
+        return Err(BatchError::Invalid("transactional and control batches are not supported (Keel has no transactions)".into()));
+    }
+    if records.iter().any(|r| r.producer_id != first.producer_id || r.producer_epoch != first.producer_epoch) {
+        return Err(BatchError::Invalid("the batches of one partition name different producers".into()));
+    }
+    let producer = (first.producer_id != NO_PRODUCER_ID).then_some(BatchProducer {
+        producer_id: first.producer_id,
+        producer_epoch: first.producer_epoch,
+        base_sequence: first.sequence,
+    });
+    if let Some(producer) = producer {
+        let in_order = records.iter().enumerate().all(|(index, r)| i64::from(r.sequence) == i64::from(producer.base_sequence) + index as i64);
+        if producer.base_sequence < 0 || !in_order {
+            return Err(BatchError::Invalid("idempotent records must carry consecutive sequences from a base >= 0".into()));
+        }
+    }
+    let stored = records
+        .iter()
+        .map(|record| {
+            StoredRecord {
+                timestamp_ms: record.timestamp,
+                producer: producer.map(|_| StoredProducer {
+                    producer_id: record.producer_id,
+                    producer_epoch: i32::from(record.producer_epoch),
+                    sequence: record.sequence,
+                }),
+                key: record.key.as_ref().map(|key| key.to_vec()),
+                value: record.value.as_ref().map(|value| value.to_vec()),
+                headers: record
+                    .headers
+                    .iter()
+                    .map(|(key, value)| StoredHeader { key: key.as_str().to_string(), value: value.as_ref().map(|v| v.to_vec()) })
+                    .collect(),
+            }
+            .encode_to_vec()
+        })
+        .collect();
+    Ok(ProducedRecords { stored, producer })
+}
+
+/// The batch boundaries must tile the record set exactly: the decoder
+/// trusts lengths that a corrupt or truncated request can get wrong.
+fn check_batch_framing(record_set: &Bytes) -> Result<(), BatchError> {
+    let mut at = 0usize;
+    while at < record_set.len() {
+        let rest = &record_set[at..];
+        if rest.len() < BATCH_HEADER_BYTES {
+            return Err(BatchError::Corrupt(format!("a record batch is cut short: {} bytes, a v2 header alone is {BATCH_HEADER_BYTES}", rest.len())));
+        }
+        let magic = rest[MAGIC_OFFSET] as i8;
+        if magic != 2 {
+            return Err(BatchError::Invalid(format!("record batch magic {magic}: only v2 batches (Kafka 0.11+ clients) are supported")));
+        }
+        let batch_length = i32::from_be_bytes(rest[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].try_into().expect("4 bytes"));
+        let total = usize::try_from(batch_length).ok().map(|length| length + BATCH_LENGTH_OFFSET + 4);
+        match total {
+            Some(total) if total >= BATCH_HEADER_BYTES && total <= rest.len() => at += total,
+            _ => return Err(BatchError::Corrupt(format!("record batch length {batch_length} does not fit the {} bytes left", rest.len()))),
+        }
+    }
+    Ok(())
+}
+
+fn classify_decode_error(message: &str) -> BatchError {
+    if message.contains("compression") {
+        BatchError::UnsupportedCompression(message.to_string())
+    } else {
+        BatchError::Corrupt(message.to_string())
+    }
+}
+
+/// A stored record read back from the log, with where it sits.
+pub struct LogRecord<'a> {
+    pub offset: u64,
+    pub leader_epoch: u32,
+    pub stored: &'a [u8],
+}
+
+/// Why stored records could not be turned back into batches.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchEncodeError {
+    #[error("stored record at offset {offset} does not decode: {reason}")]
+    Undecodable { offset: u64, reason: String },
+    #[error("encoding batches: {0}")]
+    Encode(String),
+}
+
+/// Decodes one stored record.
+pub fn decode_stored_record(offset: u64, stored: &[u8]) -> Result<StoredRecord, FetchEncodeError> {
+    StoredRecord::decode(stored).map_err(|error| FetchEncodeError::Undecodable { offset, reason: error.to_string() })
+}
+
+/// Encodes consecutive log records as v2 record batches; records that share
+/// leader epoch and producer go into one batch.
+pub fn encode_fetched(records: &[LogRecord<'_>]) -> Result<Bytes, FetchEncodeError> {
+    let mut kafka_records = Vec::with_capacity(records.len());
+    let mut run_start: Option<(usize, i32)> = None;
+    for (index, log_record) in records.iter().enumerate() {
+        let stored = decode_stored_record(log_record.offset, log_record.stored)?;
+        let offset = i64::try_from(log_record.offset).expect("log offsets fit i64");
+        let leader_epoch = i32::try_from(log_record.leader_epoch).expect("leader epochs fit i32");
+        let (producer_id, producer_epoch, sequence) = match stored.producer {
+            Some(producer) => (producer.producer_id, i16::try_from(producer.producer_epoch).unwrap_or(NO_PRODUCER_EPOCH), producer.sequence),
+            None => {
+                // The encoder groups records whose offset minus sequence is
+                // constant; records without a producer get sequences that
+                // count up from NO_SEQUENCE within a run, so the batch's
+                // base sequence is NO_SEQUENCE as the format requires.
+                let previous: Option<&Record> = kafka_records.last();
+                let continues = previous.is_some_and(|p| p.producer_id == NO_PRODUCER_ID && p.partition_leader_epoch == leader_epoch);
+                let start = match run_start {
+                    Some(start) if continues => start,
+                    _ => (index, leader_epoch),
+                };
+                run_start = Some(start);
+                (NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE.wrapping_add((index - start.0) as i32))
+            }
+        };
+        kafka_records.push(Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: leader_epoch,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence,
+            timestamp: stored.timestamp_ms,
+            key: stored.key.map(Bytes::from),
+            value: stored.value.map(Bytes::from),
+            // Kafka allows a header key twice; kafka-protocol's record keeps
+            // one value per key, on produce as on fetch.
+            headers: stored.headers.into_iter().map(|h| (StrBytes::from_string(h.key), h.value.map(Bytes::from))).collect::<IndexMap<_, _>>(),
+        });
+    }
+    let mut out = BytesMut::new();
+    if !kafka_records.is_empty() {
+        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+        RecordBatchEncoder::encode(&mut out, kafka_records.iter(), &options).map_err(|error| FetchEncodeError::Encode(error.to_string()))?;
+    }
+    Ok(out.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: i64, value: &str, producer: Option<(i64, i16, i32)>) -> Record {
+        let (producer_id, producer_epoch, sequence) = producer.unwrap_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE));
+        let mut headers = IndexMap::new();
+        headers.insert(StrBytes::from_static_str("trace"), Some(Bytes::from_static(b"t-1")));
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset,
+            sequence,
+            timestamp: 1_700_000_000_000 + offset,
+            key: Some(Bytes::from(format!("k{offset}"))),
+            value: Some(Bytes::from(value.to_string())),
+            headers,
+        }
+    }
+
+    /// What a client sends: one v2 batch of `records`.
+    fn client_batch(records: &[Record]) -> Bytes {
+        let mut out = BytesMut::new();
+        RecordBatchEncoder::encode(&mut out, records.iter(), &RecordEncodeOptions { version: 2, compression: Compression::None }).expect("encode");
+        out.freeze()
+    }
+
+    fn fetched(stored: &[Vec<u8>], base_offset: u64, leader_epoch: u32) -> Vec<Record> {
+        let log: Vec<LogRecord<'_>> =
+            stored.iter().enumerate().map(|(i, s)| LogRecord { offset: base_offset + i as u64, leader_epoch, stored: s }).collect();
+        let mut bytes = encode_fetched(&log).expect("encode fetched");
+        RecordBatchDecoder::decode_all(&mut bytes).expect("decode fetched").into_iter().flat_map(|set| set.records).collect()
+    }
+
+    #[test]
+    fn produced_records_come_back_with_log_offsets_leader_epoch_keys_values_and_headers() {
+        let sent: Vec<Record> = (0..5).map(|i| record(i, &format!("v{i}"), None)).collect();
+        let produced = decode_produced(&client_batch(&sent), 100).expect("valid batch");
+        assert_eq!(produced.producer, None);
+        assert_eq!(produced.stored.len(), 5);
+        let back = fetched(&produced.stored, 40, 3);
+        assert_eq!(back.len(), 5);
+        for (i, (got, want)) in back.iter().zip(&sent).enumerate() {
+            assert_eq!(got.offset, 40 + i as i64);
+            assert_eq!(got.partition_leader_epoch, 3);
+            assert_eq!(got.key, want.key);
+            assert_eq!(got.value, want.value);
+            assert_eq!(got.timestamp, want.timestamp);
+            assert_eq!(got.headers, want.headers);
+            assert_eq!(got.producer_id, NO_PRODUCER_ID);
+        }
+    }
+
+    #[test]
+    fn an_idempotent_batch_keeps_its_producer_and_sequences() {
+        let sent: Vec<Record> = (0..3).map(|i| record(i, "x", Some((7, 2, 10 + i as i32)))).collect();
+        let produced = decode_produced(&client_batch(&sent), 100).expect("valid batch");
+        assert_eq!(produced.producer, Some(BatchProducer { producer_id: 7, producer_epoch: 2, base_sequence: 10 }));
+        let back = fetched(&produced.stored, 0, 0);
+        assert_eq!(back.iter().map(|r| (r.producer_id, r.producer_epoch, r.sequence)).collect::<Vec<_>>(), vec![(7, 2, 10), (7, 2, 11), (7, 2, 12)]);
+    }
+
+    #[test]
+    fn records_of_different_leader_epochs_are_fetched_as_separate_batches() {
+        let produced = decode_produced(&client_batch(&[record(0, "a", None), record(1, "b", None)]), 100).expect("valid");
+        let log = [
+            LogRecord { offset: 5, leader_epoch: 1, stored: &produced.stored[0] },
+            LogRecord { offset: 6, leader_epoch: 2, stored: &produced.stored[1] },
+        ];
+        let mut bytes = encode_fetched(&log).expect("encode");
+        let sets = RecordBatchDecoder::decode_all(&mut bytes).expect("decode");
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[1].records[0].partition_leader_epoch, 2);
+        assert_eq!(sets[1].records[0].offset, 6);
+    }
+
+    #[test]
+    fn damaged_record_sets_are_refused_with_kafka_codes() {
+        let good = client_batch(&[record(0, "a", None), record(1, "b", None)]);
+        let mut flipped = good.to_vec();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        assert_eq!(decode_produced(&Bytes::from(flipped), 100).map_err(|e| e.kafka_code()), Err(2), "checksum mismatch");
+        let cut = good.slice(..good.len() - 3);
+        assert_eq!(decode_produced(&cut, 100).map_err(|e| e.kafka_code()), Err(2), "cut short");
+        assert_eq!(decode_produced(&good.slice(..20), 100).map_err(|e| e.kafka_code()), Err(2), "shorter than a header");
+        let mut old_magic = good.to_vec();
+        old_magic[MAGIC_OFFSET] = 1;
+        assert_eq!(decode_produced(&Bytes::from(old_magic), 100).map_err(|e| e.kafka_code()), Err(87), "magic 1");
+        assert_eq!(decode_produced(&Bytes::new(), 100).map_err(|e| e.kafka_code()), Err(87), "no records");
+        assert_eq!(decode_produced(&good, 1).map_err(|e| e.kafka_code()), Err(87), "more records than allowed");
+        let mut transactional = record(0, "t", Some((1, 0, 0)));
+        transactional.transactional = true;
+        assert_eq!(decode_produced(&client_batch(&[transactional]), 100).map_err(|e| e.kafka_code()), Err(87), "transactional");
+        let gap = [record(0, "a", Some((1, 0, 0))), record(1, "b", Some((1, 0, 5)))];
+        let mut two_batches = client_batch(&gap[..1]).to_vec();
+        two_batches.extend_from_slice(&client_batch(&gap[1..]));
+        assert_eq!(decode_produced(&Bytes::from(two_batches), 100).map_err(|e| e.kafka_code()), Err(87), "sequence gap");
+    }
+}
