@@ -43,19 +43,21 @@ def kafka_python(bootstrap, topic, count):
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=-1)])
     if topic not in admin.list_topics():
         return [f"{topic} not listed after create"]
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False, retries=5)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
     futures = [producer.send(topic, key=str(i % 7).encode(), value=f"kp-{i}".encode()) for i in range(count)]
     producer.flush(60)
     acked = {}
     for i, future in enumerate(futures):
         meta = future.get(timeout=60)
         acked.setdefault(meta.partition, []).append((meta.offset, f"kp-{i}".encode()))
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
     consumer.seek_to_beginning()
-    consumed = {}
-    for message in consumer:
-        consumed.setdefault(message.partition, []).append((message.offset, message.value))
+    consumed, deadline = {}, time.time() + 60
+    while sum(len(v) for v in consumed.values()) < count and time.time() < deadline:
+        for partition, messages in consumer.poll(timeout_ms=1000).items():
+            consumed.setdefault(partition.partition, []).extend((m.offset, m.value) for m in messages)
+    consumer.close()
     return check(acked, consumed)
 
 
