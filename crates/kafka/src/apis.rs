@@ -18,14 +18,9 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 1),
 ];
 
-/// The served version range of `api_key`, if Keel serves it at all.
-pub fn supported_versions(api_key: i16) -> Option<(ApiKey, i16, i16)> {
-    SUPPORTED_APIS.iter().copied().find(|(key, _, _)| *key as i16 == api_key)
-}
-
 /// Whether Keel serves `api_key` at `api_version`.
 pub fn is_supported(api_key: i16, api_version: i16) -> bool {
-    supported_versions(api_key).is_some_and(|(_, min, max)| (min..=max).contains(&api_version))
+    SUPPORTED_APIS.iter().any(|(key, min, max)| *key as i16 == api_key && (*min..=*max).contains(&api_version))
 }
 
 #[cfg(test)]

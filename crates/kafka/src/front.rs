@@ -31,8 +31,6 @@ use keel_meta::driver::MetaHandle;
 use keel_meta::state::{validate_topic_name, MetadataState, Partition};
 use keel_meta::MetadataError;
 use keel_repl::driver::{Acks, ProduceRequest as ReplProduce, ReadLimit, ReplHandle, MIN_INSYNC_REPLICAS_CONFIG};
-use keel_repl::stored::batch_crc;
-use keel_repl::ReplError;
 
 use crate::apis::{is_supported, SUPPORTED_APIS};
 use crate::codec::{encode_bare_error, encode_response, peek_header, Inbound};
@@ -123,12 +121,6 @@ fn epoch_i32(epoch: u64) -> i32 {
 
 fn offset_i64(offset: u64) -> i64 {
     i64::try_from(offset).expect("log offsets fit i64")
-}
-
-/// A partition as a request names it, checked against the metadata.
-enum Located<'a> {
-    Found(&'a Partition),
-    Refused(i16),
 }
 
 impl KafkaFront {
@@ -328,31 +320,31 @@ impl KafkaFront {
         }
     }
 
-    fn locate<'a>(&self, state: &'a MetadataState, topic: &str, partition: i32) -> Located<'a> {
+    /// A partition as a request names it, checked against the metadata.
+    fn locate<'a>(&self, state: &'a MetadataState, topic: &str, partition: i32) -> Result<&'a Partition, i16> {
         if validate_topic_name(topic).is_err() {
-            return Located::Refused(code::INVALID_TOPIC_EXCEPTION);
+            return Err(code::INVALID_TOPIC_EXCEPTION);
         }
-        match u32::try_from(partition).ok().and_then(|index| state.partition(topic, index)) {
-            Some(found) => Located::Found(found),
-            None => Located::Refused(code::UNKNOWN_TOPIC_OR_PARTITION),
-        }
+        u32::try_from(partition).ok().and_then(|index| state.partition(topic, index)).ok_or(code::UNKNOWN_TOPIC_OR_PARTITION)
     }
 
-    /// The checks a consumer-facing read shares: this broker leads, and the
-    /// client's leader epoch (when given) is the current one.
-    fn check_leader(&self, partition: &Partition, current_leader_epoch: i32) -> Result<(), i16> {
-        if partition.leader != Some(self.config.node_id) {
+    /// The checks every consumer-facing read shares: the partition exists,
+    /// this broker leads it, and the client's leader epoch (when given) is
+    /// the current one. Returns the partition and its index.
+    fn led_partition<'a>(&self, state: &'a MetadataState, topic: &str, partition: i32, current_leader_epoch: i32) -> Result<(&'a Partition, u32), i16> {
+        let found = self.locate(state, topic, partition)?;
+        if found.leader != Some(self.config.node_id) {
             return Err(code::NOT_LEADER_OR_FOLLOWER);
         }
         if current_leader_epoch >= 0 {
-            let current = i64::try_from(partition.leader_epoch).unwrap_or(i64::MAX);
+            let current = i64::try_from(found.leader_epoch).unwrap_or(i64::MAX);
             match i64::from(current_leader_epoch).cmp(&current) {
                 std::cmp::Ordering::Less => return Err(code::FENCED_LEADER_EPOCH),
                 std::cmp::Ordering::Greater => return Err(code::UNKNOWN_LEADER_EPOCH),
                 std::cmp::Ordering::Equal => {}
             }
         }
-        Ok(())
+        Ok((found, u32::try_from(partition).expect("located partitions are >= 0")))
     }
 
     async fn produce(&self, version: i16, request: ProduceRequest) -> Option<ProduceResponse> {
@@ -371,7 +363,7 @@ impl KafkaFront {
                     if transactional {
                         return Err((code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, "transactions are not supported by Keel".to_string()));
                     }
-                    if let Located::Refused(error_code) = self.locate(&state, &name, index) {
+                    if let Err(error_code) = self.locate(&state, &name, index) {
                         return Err((error_code, format!("{name}-{index} is not a partition of this cluster")));
                     }
                     let records = partition.records.unwrap_or_default();
@@ -379,11 +371,8 @@ impl KafkaFront {
                         return Err((code::MESSAGE_TOO_LARGE, format!("record set of {} bytes exceeds message.max.bytes {}", records.len(), self.config.message_bytes_max)));
                     }
                     let produced = decode_produced(&records, self.config.produce_records_max).map_err(|error| (error.kafka_code(), error.to_string()))?;
-                    let crc = batch_crc(&produced.stored);
-                    let mut repl_request = ReplProduce::new(&name, u32::try_from(index).expect("located partitions are >= 0"), acks, Vec::new(), timeout_ms);
-                    repl_request.records = produced.stored;
-                    repl_request.batch_crc = crc;
-                    Ok(repl_request)
+                    let index = u32::try_from(index).expect("located partitions are >= 0");
+                    Ok(ReplProduce::new(&name, index, acks, produced.stored, timeout_ms))
                 })();
                 let task = match refusal {
                     Ok(repl_request) => {
@@ -500,13 +489,8 @@ impl KafkaFront {
         fetch_offset: i64,
         bytes_max: usize,
     ) -> Result<(Bytes, u64, u64), i16> {
-        let found = match self.locate(state, topic, partition) {
-            Located::Found(found) => found,
-            Located::Refused(error_code) => return Err(error_code),
-        };
-        self.check_leader(found, current_leader_epoch)?;
+        let (_, index) = self.led_partition(state, topic, partition, current_leader_epoch)?;
         let offset = u64::try_from(fetch_offset).map_err(|_| code::OFFSET_OUT_OF_RANGE)?;
-        let index = u32::try_from(partition).expect("located partitions are >= 0");
         let read = self.repl.read(topic, index, offset, bytes_max, ReadLimit::HighWatermark).await.map_err(|error| error.kafka_code())?;
         let log_records: Vec<LogRecord<'_>> =
             read.records.iter().map(|r| LogRecord { offset: r.offset, leader_epoch: r.leader_epoch, stored: &r.value }).collect();
@@ -549,22 +533,10 @@ impl KafkaFront {
         const LATEST: i64 = -1;
         const EARLIEST: i64 = -2;
         const MAX_TIMESTAMP: i64 = -3;
-        let found = match self.locate(state, topic, partition) {
-            Located::Found(found) => found,
-            Located::Refused(error_code) => return Err(error_code),
-        };
-        self.check_leader(found, current_leader_epoch)?;
+        let (found, index) = self.led_partition(state, topic, partition, current_leader_epoch)?;
         let leader_epoch = epoch_i32(found.leader_epoch);
-        let index = u32::try_from(partition).expect("located partitions are >= 0");
-        let probe = self.repl.read(topic, index, 0, 1, ReadLimit::HighWatermark).await;
-        let (log_start_offset, high_watermark) = match probe {
-            Ok(read) => (read.log_start_offset, read.high_watermark),
-            Err(ReplError::OffsetOutOfRange { log_start_offset, .. }) => {
-                let read = self.repl.read(topic, index, log_start_offset, 1, ReadLimit::HighWatermark).await.map_err(|e| e.kafka_code())?;
-                (read.log_start_offset, read.high_watermark)
-            }
-            Err(error) => return Err(error.kafka_code()),
-        };
+        let replica = self.repl.replica_status(topic, index).await.map_err(|error| error.kafka_code())?;
+        let (log_start_offset, high_watermark) = (replica.log_start_offset, replica.high_watermark);
         match timestamp {
             EARLIEST => Ok((-1, offset_i64(log_start_offset), leader_epoch)),
             LATEST => Ok((-1, offset_i64(high_watermark), leader_epoch)),
@@ -609,15 +581,10 @@ impl KafkaFront {
             for partition in topic.partitions {
                 let mut entry = EpochEndOffset::default().with_partition(partition.partition);
                 let answer = async {
-                    let found = match self.locate(&state, &name, partition.partition) {
-                        Located::Found(found) => found,
-                        Located::Refused(error_code) => return Err(error_code),
-                    };
-                    self.check_leader(found, partition.current_leader_epoch)?;
+                    let (_, index) = self.led_partition(&state, &name, partition.partition, partition.current_leader_epoch)?;
                     let Ok(requested) = u32::try_from(partition.leader_epoch) else {
                         return Ok(None);
                     };
-                    let index = u32::try_from(partition.partition).expect("located partitions are >= 0");
                     self.repl.epoch_end_offset(&name, index, requested).await.map_err(|error| error.kafka_code())
                 };
                 match answer.await {

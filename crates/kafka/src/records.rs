@@ -206,7 +206,7 @@ pub fn decode_stored_record(offset: u64, stored: &[u8]) -> Result<StoredRecord, 
 /// leader epoch and producer go into one batch.
 pub fn encode_fetched(records: &[LogRecord<'_>]) -> Result<Bytes, FetchEncodeError> {
     let mut kafka_records = Vec::with_capacity(records.len());
-    let mut run_start: Option<(usize, i32)> = None;
+    let mut run_start = 0usize;
     for (index, log_record) in records.iter().enumerate() {
         let stored = decode_stored_record(log_record.offset, log_record.stored)?;
         let offset = i64::try_from(log_record.offset).expect("log offsets fit i64");
@@ -220,12 +220,10 @@ pub fn encode_fetched(records: &[LogRecord<'_>]) -> Result<Bytes, FetchEncodeErr
                 // base sequence is NO_SEQUENCE as the format requires.
                 let previous: Option<&Record> = kafka_records.last();
                 let continues = previous.is_some_and(|p| p.producer_id == NO_PRODUCER_ID && p.partition_leader_epoch == leader_epoch);
-                let start = match run_start {
-                    Some(start) if continues => start,
-                    _ => (index, leader_epoch),
-                };
-                run_start = Some(start);
-                (NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE.wrapping_add((index - start.0) as i32))
+                if !continues {
+                    run_start = index;
+                }
+                (NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE.wrapping_add((index - run_start) as i32))
             }
         };
         kafka_records.push(Record {

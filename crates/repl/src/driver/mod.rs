@@ -236,7 +236,8 @@ pub enum ReplDriverError {
 enum Request {
     Produce { request: ProduceRequest, reply: oneshot::Sender<Result<Produced, ReplError>> },
     Read { topic: String, partition: u32, offset: u64, bytes_max: usize, limit: ReadLimit, reply: oneshot::Sender<Result<ReadResult, ReplError>> },
-    Status { reply: oneshot::Sender<Vec<ReplicaStatus>> },
+    /// Every replica, or only the one named.
+    Status { only: Option<(String, u32)>, reply: oneshot::Sender<Vec<ReplicaStatus>> },
     EpochEnd { topic: String, partition: u32, leader_epoch: u32, reply: oneshot::Sender<Result<Option<(u32, u64)>, ReplError>> },
 }
 
@@ -273,8 +274,16 @@ impl ReplHandle {
     /// Every replica on this broker.
     pub async fn status(&self) -> Result<Vec<ReplicaStatus>, ReplError> {
         let (reply, response) = oneshot::channel();
-        self.enqueue(Request::Status { reply })?;
+        self.enqueue(Request::Status { only: None, reply })?;
         response.await.map_err(|_| ReplError::Stopped)
+    }
+
+    /// This broker's replica of one partition.
+    pub async fn replica_status(&self, topic: &str, partition: u32) -> Result<ReplicaStatus, ReplError> {
+        let (reply, response) = oneshot::channel();
+        self.enqueue(Request::Status { only: Some((topic.to_string(), partition)), reply })?;
+        let found = response.await.map_err(|_| ReplError::Stopped)?;
+        found.into_iter().next().ok_or_else(|| ReplError::UnknownTopicOrPartition { topic: topic.to_string(), partition })
     }
 
     /// A full queue is the producer's problem to retry, never a silent wait.
@@ -781,8 +790,12 @@ impl Driver {
                 }
                 Ok(())
             }
-            Request::Status { reply } => {
+            Request::Status { only: None, reply } => {
                 let _ = reply.send(self.replicas.iter().map(|(key, replica)| replica.status(key)).collect());
+                Ok(())
+            }
+            Request::Status { only: Some(key), reply } => {
+                let _ = reply.send(self.replicas.get(&key).map(|replica| replica.status(&key)).into_iter().collect());
                 Ok(())
             }
             Request::EpochEnd { topic, partition, leader_epoch, reply } => {
