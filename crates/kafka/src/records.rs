@@ -91,7 +91,7 @@ pub struct ProducedRecords {
     pub producer: Option<BatchProducer>,
 }
 
-/// Fields of a v2 batch header that the crate's decoder does not police.
+/// Positions in a v2 batch header.
 const BATCH_LENGTH_OFFSET: usize = 8;
 const MAGIC_OFFSET: usize = 16;
 const BATCH_HEADER_BYTES: usize = 61;
@@ -150,8 +150,11 @@ pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<Produce
     Ok(ProducedRecords { stored, producer })
 }
 
-/// The batch boundaries must tile the record set exactly: the decoder
-/// trusts lengths that a corrupt or truncated request can get wrong.
+/// Walks the batch boundaries before decoding, so a refusal says what is
+/// wrong in Kafka's terms: an old message format (magic 0 or 1) is
+/// INVALID_RECORD, lengths that do not tile the record set are
+/// CORRUPT_MESSAGE with the byte counts (the decoder would also fail on
+/// them, but with a message that does not name the batch).
 fn check_batch_framing(record_set: &Bytes) -> Result<(), BatchError> {
     let mut at = 0usize;
     while at < record_set.len() {
