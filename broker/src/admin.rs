@@ -1,5 +1,9 @@
 //! The admin endpoint: a small HTTP/1.1 server for operators and tests.
 //!
+//!   GET  /healthz                                  200 while the process serves
+//!   GET  /readyz                                   200 when registered, a metadata leader is known and this
+//!                                                  node caught up (and it is not draining); else 503 with reasons
+//!   GET  /metrics                                  Prometheus text: Raft, partitions, Kafka requests
 //!   GET  /status                                   this node's metadata status (JSON)
 //!   GET  /topics                                   topics with partitions, leaders, epochs, ISR
 //!   GET  /topics?consistency=linearizable          the same, after a Raft ReadIndex (never stale)
@@ -14,17 +18,26 @@
 //! The produce path is the internal replication API until the Kafka listener
 //! exists (issue 5): errors carry Kafka's error code. One request per
 //! connection; requests are bounded in size; bad requests get a 4xx with a
-//! JSON error, and the server keeps serving.
+//! JSON error, and the server keeps serving. On stop it stops accepting and
+//! hands back its open connections for the caller to drain.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use keel_meta::admin_ops::{CreateTopicError, TopicCreate};
+use keel_meta::admin_ops::{MetaOpError, TopicCreate};
 use keel_meta::driver::MetaHandle;
 use keel_meta::MetadataError;
 use keel_repl::driver::{Acks, ProduceRequest, ReadLimit, ReplHandle, ReplicaRole, MIN_INSYNC_REPLICAS_CONFIG};
+use keel_kafka::metrics::KafkaMetrics;
+use keel_kafka::server::StopSignal;
+use keel_meta::driver::MetaStatus;
 use keel_repl::ReplError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::metrics::{render, NodeMetrics};
+use crate::prometheus;
 
 const REQUEST_BYTES_MAX: usize = 8 * 1024;
 /// A produce body (the records) may be at most this large.
@@ -34,22 +47,55 @@ const READ_BYTES_MAX: usize = 1024 * 1024;
 /// How long a create keeps retrying retriable errors (no leader yet, leader change).
 const CREATE_RETRY_BUDGET_MS: u64 = 15_000;
 
+const JSON: &str = "application/json";
+
 /// What the admin endpoint serves from.
 #[derive(Clone)]
 pub struct Node {
     pub meta: MetaHandle,
     pub repl: ReplHandle,
+    pub cluster_id: String,
+    /// The Kafka listener's request metrics.
+    pub kafka_metrics: Arc<KafkaMetrics>,
+    /// Fired when the node starts draining (it is no longer ready).
+    pub draining: StopSignal,
 }
 
-pub async fn serve(listener: TcpListener, node: Node) {
+/// Serves until `stop` fires; then stops accepting and returns the
+/// connections still open (to drain with `keel_kafka::server::drain_tasks`).
+pub async fn serve(listener: TcpListener, node: Node, stop: StopSignal) -> Vec<JoinHandle<()>> {
+    let mut connections: Vec<JoinHandle<()>> = Vec::new();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.stopped() => return connections,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((stream, _)) => {
-                tokio::spawn(handle_connection(stream, node.clone()));
+                connections.retain(|connection| !connection.is_finished());
+                connections.push(tokio::spawn(handle_connection(stream, node.clone())));
             }
             Err(error) => tracing::warn!(%error, "admin accept failed"),
         }
     }
+}
+
+/// Why this node is not ready (empty when it is): what `/readyz` says.
+pub fn not_ready_reasons(status: &MetaStatus, draining: bool) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if draining {
+        reasons.push("draining: the node is shutting down".to_string());
+    }
+    if status.leader_id.is_none() {
+        reasons.push("no metadata Raft leader is known".to_string());
+    } else if !status.ready {
+        reasons.push(format!("catching up: metadata applied to index {} of {} committed", status.applied_index, status.commit_index));
+    }
+    if !status.registered {
+        reasons.push("not registered in the metadata (registration pending, or fenced)".to_string());
+    }
+    reasons
 }
 
 fn json_string(text: &str) -> String {
@@ -72,6 +118,10 @@ fn error_body(message: &str) -> String {
 }
 
 async fn respond(stream: &mut TcpStream, code: u16, body: &str) {
+    respond_as(stream, code, JSON, body).await
+}
+
+async fn respond_as(stream: &mut TcpStream, code: u16, content_type: &str, body: &str) {
     let reason = match code {
         200 => "OK",
         201 => "Created",
@@ -85,7 +135,7 @@ async fn respond(stream: &mut TcpStream, code: u16, body: &str) {
         _ => "Error",
     };
     let response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(response.as_bytes()).await;
@@ -138,13 +188,36 @@ async fn handle_connection(mut stream: TcpStream, node: Node) {
         }
     }
     let body = &request[body_start..body_start + body_len];
+    if (method, path) == ("GET", "/metrics") {
+        return respond_as(&mut stream, 200, prometheus::CONTENT_TYPE, &metrics_page(&node).await).await;
+    }
     let (code, response) = route(method, path, query, body, &node).await;
     respond(&mut stream, code, &response).await;
+}
+
+async fn metrics_page(node: &Node) -> String {
+    let status = node.meta.status();
+    let ready = not_ready_reasons(&status, node.draining.is_stopped()).is_empty();
+    let replicas = node.repl.status().await.ok();
+    let metadata = node.meta.feed().current();
+    let kafka = node.kafka_metrics.snapshot();
+    render(&NodeMetrics { cluster_id: &node.cluster_id, ready, meta: &status, replicas: replicas.as_deref(), metadata: &metadata, kafka: &kafka })
+}
+
+fn readyz(node: &Node) -> (u16, String) {
+    let reasons = not_ready_reasons(&node.meta.status(), node.draining.is_stopped());
+    if reasons.is_empty() {
+        return (200, "{\"ready\":true}".to_string());
+    }
+    let reasons: Vec<String> = reasons.iter().map(|r| json_string(r)).collect();
+    (503, format!("{{\"ready\":false,\"reasons\":[{}],\"status\":{}}}", reasons.join(","), status_json(&node.meta)))
 }
 
 async fn route(method: &str, path: &str, query: &str, body: &[u8], node: &Node) -> (u16, String) {
     let meta = &node.meta;
     match (method, path) {
+        ("GET", "/healthz") => (200, "{\"status\":\"serving\"}".to_string()),
+        ("GET", "/readyz") => readyz(node),
         ("GET", "/status") => (200, status_json(meta)),
         ("GET", "/topics") if query.split('&').any(|kv| kv == "consistency=linearizable") => linearizable_topics(meta).await,
         ("GET", "/topics") => match meta.read_state().await {
@@ -155,10 +228,12 @@ async fn route(method: &str, path: &str, query: &str, body: &[u8], node: &Node) 
         ("POST", p) if p.starts_with("/produce/") => produce(&p["/produce/".len()..], query, body, &node.repl).await,
         ("GET", p) if p.starts_with("/records/") => read_records(&p["/records/".len()..], query, &node.repl).await,
         ("GET", "/replicas") => replicas(&node.repl).await,
-        (_, "/status") | (_, "/topics") | (_, "/replicas") => (405, error_body("method not allowed here")),
+        (_, "/status" | "/topics" | "/replicas" | "/healthz" | "/readyz" | "/metrics") => (405, error_body("method not allowed here")),
         _ => (
             404,
-            error_body("unknown path; try GET /status, GET /topics, POST /topics/NAME, POST /produce/TOPIC/PARTITION, GET /records/TOPIC/PARTITION, GET /replicas"),
+            error_body(
+                "unknown path; try GET /healthz, GET /readyz, GET /metrics, GET /status, GET /topics, POST /topics/NAME, POST /produce/TOPIC/PARTITION, GET /records/TOPIC/PARTITION, GET /replicas",
+            ),
         ),
     }
 }
@@ -364,8 +439,36 @@ async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, Strin
     let create = TopicCreate { name: name.to_string(), partitions, replication_factor, configs, validate_only: false };
     match meta.create_topic(&create, CREATE_RETRY_BUDGET_MS).await {
         Ok(version) => created(version),
-        Err(CreateTopicError::Refused(error @ MetadataError::TopicAlreadyExists(_))) => (409, error_body(&error.to_string())),
-        Err(CreateTopicError::Refused(error)) => (400, error_body(&error.to_string())),
+        Err(MetaOpError::Refused(error @ MetadataError::TopicAlreadyExists(_))) => (409, error_body(&error.to_string())),
+        Err(MetaOpError::Refused(error)) => (400, error_body(&error.to_string())),
         Err(error) => (503, error_body(&error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_needs_a_leader_the_applied_commit_and_registration_and_no_drain() {
+        let ready = MetaStatus {
+            node_id: 1,
+            term: 2,
+            is_leader: false,
+            leader_id: Some(2),
+            commit_index: 9,
+            applied_index: 9,
+            metadata_version: 4,
+            ready: true,
+            registered: true,
+        };
+        assert!(not_ready_reasons(&ready, false).is_empty());
+        assert_eq!(not_ready_reasons(&ready, true), vec!["draining: the node is shutting down".to_string()]);
+        let behind = MetaStatus { applied_index: 7, ready: false, ..ready.clone() };
+        assert_eq!(not_ready_reasons(&behind, false), vec!["catching up: metadata applied to index 7 of 9 committed".to_string()]);
+        let alone = MetaStatus { leader_id: None, ready: false, registered: false, ..ready };
+        let reasons = not_ready_reasons(&alone, false);
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert!(reasons[0].contains("no metadata Raft leader") && reasons[1].contains("not registered"));
     }
 }

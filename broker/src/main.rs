@@ -3,15 +3,25 @@
 //! A node runs the metadata Raft group (and its controller) and the
 //! partition replication driver on the real disk and TCP (one broker
 //! endpoint for both), the Kafka listener, and an admin HTTP endpoint that
-//! also produces and reads. `keel status` lists what exists and what does not.
+//! also produces and reads and serves /healthz, /readyz and /metrics.
+//! SIGTERM drains it (see `start`). `keel dev` runs a local cluster of such
+//! nodes as child processes. `keel status` lists what exists and what does not.
 
 mod admin;
 mod config;
+mod dev;
+mod metrics;
+mod prometheus;
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use config::{LogFormat, StartArgs};
 use keel_io::{Clock, Disk, NodeRng, RealDisk};
+use keel_kafka::metrics::KafkaMetrics;
+use keel_kafka::server::{drain_tasks, serve_until, ServeOptions, StopSignal};
 use keel_kafka::{KafkaConfig, KafkaFront};
 use keel_log::LogConfig;
 use keel_meta::driver::{start as start_meta, MetaDriverConfig, MetaDriverError};
@@ -30,62 +40,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start a node: the metadata Raft group and the admin endpoint (single node with no arguments).
+    /// Start a node: metadata Raft, replication, the Kafka listener and the admin endpoint (single node with no arguments).
     Start(StartArgs),
+    /// Run a local N-node cluster (N `keel start` child processes) until Ctrl-C.
+    Dev(dev::DevArgs),
     /// Print what this build contains and what is still to come.
     Status,
-}
-
-#[derive(Args, Debug)]
-struct StartArgs {
-    /// This node's id; must appear in --peers.
-    #[arg(long, env = "KEEL_NODE_ID", default_value_t = 1)]
-    node_id: u64,
-    /// Every metadata voter as ID=HOST:PORT, this node included.
-    #[arg(long, env = "KEEL_PEERS", default_value = "1=127.0.0.1:19091")]
-    peers: String,
-    /// Where this node keeps its data.
-    #[arg(long, env = "KEEL_DATA_DIR", default_value = "keel-data")]
-    data_dir: String,
-    /// Names the cluster; a data dir or peer of another cluster is refused.
-    #[arg(long, env = "KEEL_CLUSTER_ID", default_value = "keel-local")]
-    cluster_id: String,
-    /// The admin HTTP endpoint (GET /status, GET /topics, POST /topics/NAME).
-    #[arg(long, env = "KEEL_ADMIN_ADDR", default_value = "127.0.0.1:8080")]
-    admin_addr: String,
-    /// The Kafka listener (what clients bootstrap from).
-    #[arg(long, env = "KEEL_KAFKA_ADDR", default_value = "127.0.0.1:9092")]
-    kafka_addr: String,
-    /// Host this broker registers for clients (default: the --kafka-addr host).
-    #[arg(long, env = "KEEL_ADVERTISED_HOST")]
-    advertised_host: Option<String>,
-    /// Port this broker registers for clients (default: the --kafka-addr port).
-    #[arg(long, env = "KEEL_ADVERTISED_PORT")]
-    advertised_port: Option<u16>,
-    /// Kafka's auto.create.topics.enable: a Metadata request for an unknown topic creates it.
-    #[arg(long, env = "KEEL_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
-    auto_create_topics: bool,
-    /// Kafka's num.partitions: partitions of an auto-created topic.
-    #[arg(long, env = "KEEL_NUM_PARTITIONS", default_value_t = 1)]
-    num_partitions: u32,
-    /// Kafka's default.replication.factor: replicas of an auto-created topic.
-    #[arg(long, env = "KEEL_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
-    default_replication_factor: u32,
-    /// Kafka's socket.request.max.bytes: larger request frames are refused.
-    #[arg(long, env = "KEEL_SOCKET_REQUEST_MAX_BYTES", default_value_t = keel_kafka::codec::FRAME_BYTES_MAX_DEFAULT)]
-    socket_request_max_bytes: usize,
-    /// Rack, for rack-aware replica placement.
-    #[arg(long, env = "KEEL_RACK")]
-    rack: Option<String>,
-    /// Milliseconds of silence after which the controller fences a broker.
-    #[arg(long, env = "KEEL_REGISTRATION_LEASE_MS", default_value_t = 3_000)]
-    registration_lease_ms: u64,
-    /// ISR size acks=all needs for topics that do not set min.insync.replicas.
-    #[arg(long, env = "KEEL_MIN_INSYNC_REPLICAS", default_value_t = 1)]
-    min_insync_replicas: usize,
-    /// A follower not caught up for this long leaves the ISR (Kafka's replica.lag.time.max.ms).
-    #[arg(long, env = "KEEL_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
-    replica_lag_time_max_ms: u64,
 }
 
 const BUILT: &[&str] = &[
@@ -96,13 +56,13 @@ const BUILT: &[&str] = &[
     "partition replication: leader epochs, durable high watermark, acks=0/1/all, ISR shrink/expand through the metadata, divergence truncation",
     "Kafka listener: ApiVersions, Metadata (auto-create), Produce (acks 0/1/all), Fetch (long poll), ListOffsets, OffsetForLeaderEpoch, CreateTopics, DescribeConfigs, DescribeCluster",
     "admin HTTP endpoint: GET /status, GET /topics[?consistency=linearizable], POST /topics/NAME, POST /produce/TOPIC/PARTITION, GET /records/TOPIC/PARTITION, GET /replicas",
+    "operations: GET /healthz, /readyz, /metrics (Prometheus); keel dev; keel start --config FILE; --log-format json; SIGTERM drains",
     "keel-sim run/sweep with scenario files, metadata and data checkers; log-check and raft-store-check",
 ];
 
 const NOT_BUILT: &[&str] = &[
     "consumer groups (FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch, ListGroups, DescribeGroups)",
     "idempotent producers (InitProducerId), DeleteTopics, CreatePartitions",
-    "/metrics, /healthz, /readyz, keel dev, --config files, JSON logs",
 ];
 
 fn print_status() {
@@ -120,6 +80,8 @@ enum StartError {
 }
 
 async fn start(args: StartArgs) -> Result<(), StartError> {
+    // Listening from the start: a SIGTERM during startup drains once started.
+    let signals = Signals::listen()?;
     let peers = config::parse_peers(&args.peers).map_err(StartError::BadInput)?;
     let listen_addr = peers.get(&args.node_id).cloned().ok_or_else(|| {
         StartError::BadInput(format!(
@@ -160,7 +122,7 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
     };
     let incarnation_id = config.incarnation_id;
     let disk = Disk::Real(disk);
-    let (meta, task) = match start_meta(disk.clone(), Clock::new(), entropy.fork(1), config).await {
+    let (meta, meta_task) = match start_meta(disk.clone(), Clock::new(), entropy.fork(1), config).await {
         Ok(started) => started,
         Err(MetaDriverError::Node(MetaNodeError::Store(error @ (RaftStoreError::WrongCluster { .. } | RaftStoreError::WrongVoters { .. })))) => {
             return Err(StartError::BadInput(format!("refusing to start: {error} (data dir {})", args.data_dir)));
@@ -197,39 +159,166 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         data_dir = %args.data_dir,
         "keel node started"
     );
-    tokio::spawn(keel_kafka::server::serve(kafka, KafkaFront::new(meta.clone(), repl.clone(), kafka_config)));
-    tokio::spawn(admin::serve(admin, admin::Node { meta, repl }));
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| StartError::Failed(e.into()))?;
-    tokio::select! {
-        biased;
-        result = task => match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(StartError::Failed(error.into())),
-            Err(join_error) => Err(StartError::Failed(anyhow::anyhow!("metadata loop panicked: {join_error}"))),
-        },
-        // A disk error on a partition log stops the broker (its unsynced
-        // records may be gone); the restarted broker recovers the log and
-        // re-registers, which moves its partitions to a new leader epoch.
-        result = repl_task => match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(StartError::Failed(error.into())),
-            Err(join_error) => Err(StartError::Failed(anyhow::anyhow!("replication loop panicked: {join_error}"))),
-        },
-        _ = tokio::signal::ctrl_c() => { tracing::info!("interrupted; stopping"); Ok(()) }
-        _ = terminate.recv() => { tracing::info!("SIGTERM; stopping (every acknowledged metadata change is already durable)"); Ok(()) }
+    let clock = Clock::new();
+    let drain_timeout = Duration::from_millis(args.drain_timeout_ms);
+    let kafka_metrics = Arc::new(KafkaMetrics::new());
+    let (kafka_stop, admin_stop) = (StopSignal::new(), StopSignal::new());
+    let kafka_options = ServeOptions { metrics: Arc::clone(&kafka_metrics), clock: clock.clone(), stop: kafka_stop.clone(), drain_timeout };
+    let kafka_server = tokio::spawn(serve_until(kafka, KafkaFront::new(meta.clone(), repl.clone(), kafka_config), kafka_options));
+    let node = admin::Node { meta, repl, cluster_id: args.cluster_id.clone(), kafka_metrics, draining: kafka_stop.clone() };
+    let admin_server = tokio::spawn(admin::serve(admin, node, admin_stop.clone()));
+    let running = Running { meta_task, repl_task, kafka_server, admin_server, kafka_stop, admin_stop, clock, drain_timeout };
+    running.until_stopped(signals).await
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), the two ways to stop a node.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn listen() -> Result<Signals, StartError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind| signal(kind).map_err(|e| StartError::Failed(anyhow::anyhow!("cannot listen for signals: {e}")));
+        Ok(Signals { terminate: listen(SignalKind::terminate())?, interrupt: listen(SignalKind::interrupt())? })
     }
 }
 
+/// How long the replication and metadata loops get to stop once nothing
+/// feeds them any more (their last turn flushes; see `Running::drain`).
+const LOOP_STOP_TIMEOUT_MS: u64 = 10_000;
+
+/// A started node's tasks, owned by `start` until the node stops.
+struct Running {
+    meta_task: tokio::task::JoinHandle<Result<(), MetaDriverError>>,
+    repl_task: tokio::task::JoinHandle<Result<(), keel_repl::driver::ReplDriverError>>,
+    kafka_server: tokio::task::JoinHandle<keel_kafka::server::Drained>,
+    admin_server: tokio::task::JoinHandle<Vec<tokio::task::JoinHandle<()>>>,
+    kafka_stop: StopSignal,
+    admin_stop: StopSignal,
+    clock: Clock,
+    drain_timeout: Duration,
+}
+
+impl Running {
+    /// Runs until a loop fails (exit 1) or SIGTERM / Ctrl-C (drain, exit 0).
+    /// A second signal while draining stops at once (exit 1).
+    async fn until_stopped(mut self, signals: Signals) -> Result<(), StartError> {
+        let Signals { mut terminate, mut interrupt } = signals;
+        let signal_name = tokio::select! {
+            biased;
+            result = &mut self.meta_task => return Err(loop_ended("metadata", result)),
+            // A disk error on a partition log stops the broker (its unsynced
+            // records may be gone); the restarted broker recovers the log and
+            // re-registers, which moves its partitions to a new leader epoch.
+            result = &mut self.repl_task => return Err(loop_ended("replication", result)),
+            _ = interrupt.recv() => "interrupt",
+            _ = terminate.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = signal_name, drain_timeout_ms = self.drain_timeout.as_millis() as u64, "stopping: draining connections, then flushing");
+        tokio::select! {
+            biased;
+            _ = terminate.recv() => Err(StartError::Failed(anyhow::anyhow!("second SIGTERM while draining: stopped without waiting for the drain"))),
+            _ = interrupt.recv() => Err(StartError::Failed(anyhow::anyhow!("second interrupt while draining: stopped without waiting for the drain"))),
+            result = self.drain() => result,
+        }
+    }
+
+    /// Stop accepting Kafka connections, let requests in flight finish
+    /// (bounded by the drain timeout), then the admin endpoint's; once every
+    /// connection is gone nothing holds a driver handle, so the replication
+    /// loop returns after a turn (each turn ends with its logs flushed:
+    /// group commit, and followers flush what they fetch) and the metadata
+    /// loop after it (its Raft store is durable at every step).
+    async fn drain(&mut self) -> Result<(), StartError> {
+        let started = self.clock.now();
+        self.kafka_stop.stop();
+        match (&mut self.kafka_server).await {
+            Ok(drained) if drained.tasks_aborted > 0 => {
+                tracing::warn!(aborted = drained.tasks_aborted, "Kafka requests still in flight at the drain timeout were cut off")
+            }
+            Ok(_) => {}
+            Err(join_error) => return Err(StartError::Failed(anyhow::anyhow!("Kafka listener panicked: {join_error}"))),
+        }
+        self.admin_stop.stop();
+        let admin_connections = (&mut self.admin_server).await.map_err(|e| StartError::Failed(anyhow::anyhow!("admin endpoint panicked: {e}")))?;
+        let remaining = self.drain_timeout.saturating_sub(self.clock.now().saturating_since(started));
+        drain_tasks(admin_connections, remaining).await;
+        let loop_timeout = Duration::from_millis(LOOP_STOP_TIMEOUT_MS);
+        match tokio::time::timeout(loop_timeout, &mut self.repl_task).await {
+            Ok(Ok(Ok(()))) => tracing::info!("replication loop stopped; every partition log is flushed"),
+            Ok(result) => return Err(loop_ended("replication", result)),
+            Err(_) => {
+                return Err(StartError::Failed(anyhow::anyhow!(
+                    "the replication loop did not stop within {LOOP_STOP_TIMEOUT_MS} ms of the drain (a task still holds its handle); records appended since its last flush may be lost"
+                )))
+            }
+        }
+        match tokio::time::timeout(loop_timeout, &mut self.meta_task).await {
+            Ok(Ok(Ok(()))) => tracing::info!("metadata loop stopped"),
+            Ok(result) => return Err(loop_ended("metadata", result)),
+            Err(_) => {
+                return Err(StartError::Failed(anyhow::anyhow!(
+                    "the metadata loop did not stop within {LOOP_STOP_TIMEOUT_MS} ms of the drain (a task still holds its handle); every acknowledged metadata change is durable regardless"
+                )))
+            }
+        }
+        tracing::info!(drain_ms = self.clock.now().saturating_since(started).as_millis() as u64, "stopped cleanly");
+        Ok(())
+    }
+}
+
+/// A driver loop that returned: Ok while running means it was stopped from
+/// outside, which only the drain does.
+fn loop_ended<E>(name: &str, result: Result<Result<(), E>, tokio::task::JoinError>) -> StartError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match result {
+        Ok(Ok(())) => StartError::Failed(anyhow::anyhow!("the {name} loop stopped unexpectedly")),
+        Ok(Err(error)) => StartError::Failed(anyhow::Error::new(error).context(format!("the {name} loop failed"))),
+        Err(join_error) => StartError::Failed(anyhow::anyhow!("the {name} loop panicked: {join_error}")),
+    }
+}
+
+/// Logs to stderr in `format`; RUST_LOG sets the filter (default info).
+fn init_logging(format: LogFormat) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|error| {
+            eprintln!("keel: RUST_LOG={directives:?} is not a valid filter ({error}); logging at info (example: RUST_LOG=info,keel_repl=debug)");
+            tracing_subscriber::EnvFilter::new("info")
+        }),
+        _ => tracing_subscriber::EnvFilter::new("info"),
+    };
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+/// The effective `keel start` settings: flags and env over the `--config`
+/// file over defaults. Bad input is a message for exit status 2.
+async fn effective_start_args(args: StartArgs, matches: &clap::ArgMatches) -> Result<StartArgs, String> {
+    let Some(path) = args.config.clone() else { return Ok(args) };
+    let text = config::read_config_file(&path)?;
+    let file = config::parse_config_file(&path, &text)?;
+    Ok(config::apply_file(args, matches, file))
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-    match Cli::parse().command {
+    // clap exits with status 2 (and says why) on bad flags.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    match cli.command {
         Command::Status => {
             print_status();
             ExitCode::SUCCESS
+        }
+        Command::Dev(args) => {
+            init_logging(args.log_format);
+            dev::run(args)
         }
         Command::Start(args) => {
             let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -239,6 +328,19 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            let start_matches = matches.subcommand_matches("start").expect("the start subcommand was parsed");
+            let args = match runtime.block_on(effective_start_args(args, start_matches)) {
+                Ok(args) => args,
+                Err(message) => {
+                    eprintln!("keel start: {message}");
+                    return ExitCode::from(2);
+                }
+            };
+            if args.print_config {
+                print!("{}", config::effective_toml(&args));
+                return ExitCode::SUCCESS;
+            }
+            init_logging(args.log_format);
             match runtime.block_on(start(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(StartError::BadInput(message)) => {

@@ -8,6 +8,9 @@
 mod admin_client;
 #[path = "support/cluster.rs"]
 mod cluster;
+#[allow(dead_code, reason = "the operations tests use the rest of this support module")]
+#[path = "support/process.rs"]
+mod process;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -48,7 +51,7 @@ fn kcat_round_trip(bootstrap: &str, topic: &str) {
 fn python_clients(bootstrap: &str, topic_prefix: &str) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kafka_clients.py");
     let python = std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    for client in ["confluent", "kafka-python"] {
+    for client in ["confluent", "confluent-group", "kafka-python"] {
         let topic = format!("{topic_prefix}-{client}");
         let (ok, stdout, stderr) = run(&python, &[script, client, bootstrap, &topic, "2000"], "");
         assert!(ok, "{client} failed:\n{stdout}\n{stderr}");
@@ -64,13 +67,18 @@ fn kcat_confluent_kafka_and_kafka_python_produce_and_consume_on_one_node() {
     python_clients(&bootstrap, "single");
 }
 
+/// Against `keel dev --nodes 3` (replication factor 3, min.insync.replicas 2).
 #[test]
-fn kcat_confluent_kafka_and_kafka_python_produce_and_consume_on_three_nodes() {
+fn kcat_confluent_kafka_and_kafka_python_produce_and_consume_on_keel_dev_three_nodes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let nodes = start_settled(dir.path(), 3, &["--default-replication-factor", "3", "--min-insync-replicas", "2"]);
-    let bootstrap = bootstrap(&nodes);
-    kcat_round_trip(&bootstrap, "kcat-three");
-    python_clients(&bootstrap, "three");
+    let mut dev = process::start_dev(dir.path(), &[]);
+    cluster::wait_for("every keel dev node settled", || {
+        admin_client::cluster_settled(&dev.admin_ports.iter().map(|port| admin_client::http(*port, "GET", "/status").map(|(_, body)| body)).collect::<Vec<_>>())
+    });
+    kcat_round_trip(&dev.bootstrap, "kcat-three");
+    python_clients(&dev.bootstrap, "three");
+    dev.keel.signal(libc::SIGTERM);
+    assert_eq!(dev.keel.wait_exit().code(), Some(0), "keel dev stops cleanly: {}", process::stderr_of(dir.path()));
 }
 
 /// One request frame: size, then the bytes.

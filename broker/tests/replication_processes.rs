@@ -10,18 +10,9 @@ mod admin_client;
 #[path = "support/cluster.rs"]
 mod cluster;
 use admin_client::{http, http_with_body, json_field};
-use cluster::{wait_for, Node};
+use cluster::{partition_leader, wait_for, Node};
 
 use std::collections::BTreeMap;
-
-/// The partition's leader and leader epoch, as node `via` reports them.
-fn partition_leader(via: &Node, topic: &str) -> Option<(u64, u64)> {
-    let (_, body) = http(via.admin_port, "GET", "/topics")?;
-    let topic_json = body.split(&format!("\"name\":\"{topic}\"")).nth(1)?;
-    let leader = json_field(topic_json, "leader")?.parse().ok()?;
-    let epoch = json_field(topic_json, "leader_epoch")?.parse().ok()?;
-    Some((leader, epoch))
-}
 
 /// The `"value"`s of a /records answer, by offset.
 fn records_of(body: &str) -> BTreeMap<u64, String> {

@@ -177,7 +177,7 @@ mod tests {
     use super::*;
 
     fn record(offset: u64, value: &str) -> ReadRecord {
-        ReadRecord { offset, leader_epoch: 1, value: value.as_bytes().to_vec() }
+        ReadRecord { offset, leader_epoch: 1, stamp: keel_repl::RecordStamp::NONE, value: value.as_bytes().to_vec() }
     }
 
     fn logs(replicas: &[(u64, Vec<ReadRecord>)]) -> BTreeMap<u32, BTreeMap<u64, Vec<ReadRecord>>> {

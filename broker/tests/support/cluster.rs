@@ -102,3 +102,13 @@ pub fn leader_of(nodes: &[Node]) -> Option<u64> {
 pub fn bench_temp_dir() -> tempfile::TempDir {
     tempfile::tempdir_in(std::env::var_os("KEEL_BENCH_DIR").unwrap_or_else(|| std::env::temp_dir().into_os_string())).expect("temp dir")
 }
+
+/// Partition 0's leader and leader epoch for `topic`, as node `via` reports them.
+#[allow(dead_code, reason = "used by some test binaries, not all")]
+pub fn partition_leader(via: &Node, topic: &str) -> Option<(u64, u64)> {
+    let (_, body) = http(via.admin_port, "GET", "/topics")?;
+    let topic_json = body.split(&format!("\"name\":\"{topic}\"")).nth(1)?;
+    let leader = json_field(topic_json, "leader")?.parse().ok()?;
+    let epoch = json_field(topic_json, "leader_epoch")?.parse().ok()?;
+    Some((leader, epoch))
+}

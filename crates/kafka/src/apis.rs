@@ -16,6 +16,18 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 7),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
 ];
 
 /// Whether Keel serves `api_key` at `api_version`.
@@ -42,7 +54,8 @@ mod tests {
         assert!(is_supported(ApiKey::Fetch as i16, 12));
         assert!(!is_supported(ApiKey::Fetch as i16, 13));
         assert!(!is_supported(ApiKey::Fetch as i16, 3));
-        assert!(!is_supported(ApiKey::JoinGroup as i16, 0));
+        assert!(!is_supported(ApiKey::JoinGroup as i16, 8));
+        assert!(!is_supported(ApiKey::EndTxn as i16, 0));
         assert!(!is_supported(999, 0));
         assert!(!is_supported(-1, 0));
     }

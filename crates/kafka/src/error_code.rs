@@ -1,6 +1,7 @@
 //! The Kafka error codes the front answers with (Kafka's `Errors` enum).
 
 pub const UNKNOWN_SERVER_ERROR: i16 = -1;
+pub const NONE: i16 = 0;
 pub const OFFSET_OUT_OF_RANGE: i16 = 1;
 pub const CORRUPT_MESSAGE: i16 = 2;
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
@@ -20,6 +21,13 @@ pub const INVALID_CONFIG: i16 = 40;
 pub const INVALID_REQUEST: i16 = 42;
 pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const NOT_COORDINATOR: i16 = 16;
+pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
+pub const INVALID_GROUP_ID: i16 = 24;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 
 #[cfg(test)]
@@ -49,6 +57,13 @@ mod tests {
             (super::TRANSACTIONAL_ID_AUTHORIZATION_FAILED, ResponseError::TransactionalIdAuthorizationFailed),
             (super::FENCED_LEADER_EPOCH, ResponseError::FencedLeaderEpoch),
             (super::UNKNOWN_LEADER_EPOCH, ResponseError::UnknownLeaderEpoch),
+            (super::COORDINATOR_NOT_AVAILABLE, ResponseError::CoordinatorNotAvailable),
+            (super::NOT_COORDINATOR, ResponseError::NotCoordinator),
+            (super::OFFSET_METADATA_TOO_LARGE, ResponseError::OffsetMetadataTooLarge),
+            (super::INVALID_COMMIT_OFFSET_SIZE, ResponseError::InvalidCommitOffsetSize),
+            (super::UNKNOWN_TOPIC_ID, ResponseError::UnknownTopicId),
+            (super::GROUP_ID_NOT_FOUND, ResponseError::GroupIdNotFound),
+            (super::INVALID_GROUP_ID, ResponseError::InvalidGroupId),
         ];
         for (code, error) in pairs {
             assert_eq!(code, error.code(), "{error:?}");

@@ -26,13 +26,16 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use keel_meta::admin_ops::{CreateTopicError, TopicCreate};
+use keel_meta::admin_ops::{MetaOpError, TopicCreate};
 use keel_meta::driver::MetaHandle;
 use keel_meta::state::{validate_topic_name, MetadataState, Partition};
 use keel_meta::MetadataError;
 use keel_repl::driver::{Acks, ProduceRequest as ReplProduce, ReadLimit, ReplHandle, MIN_INSYNC_REPLICAS_CONFIG};
+use keel_repl::ProducerStamp;
 
 use crate::apis::{is_supported, SUPPORTED_APIS};
+use crate::group_driver::GroupHandle;
+use keel_io::Clock;
 use crate::codec::{encode_bare_error, encode_response, peek_header, Inbound};
 use crate::error_code as code;
 use crate::records::{decode_produced, decode_stored_record, encode_fetched, LogRecord};
@@ -64,6 +67,8 @@ pub struct KafkaConfig {
     pub fetch_wait_ms_max: u64,
     /// The longest a create (CreateTopics or auto-create) keeps retrying.
     pub create_budget_ms: u64,
+    /// Kafka's `group.*` settings for the consumer-group coordinator.
+    pub group: keel_group::Config,
 }
 
 impl KafkaConfig {
@@ -82,6 +87,7 @@ impl KafkaConfig {
             fetch_poll_interval_ms: 5,
             fetch_wait_ms_max: 30_000,
             create_budget_ms: 15_000,
+            group: keel_group::Config::default(),
         }
     }
 }
@@ -98,16 +104,19 @@ pub enum Reply {
 
 #[derive(Clone)]
 pub struct KafkaFront {
-    meta: MetaHandle,
-    repl: ReplHandle,
-    config: Arc<KafkaConfig>,
+    pub(crate) meta: MetaHandle,
+    pub(crate) repl: ReplHandle,
+    pub(crate) config: Arc<KafkaConfig>,
+    pub(crate) groups: GroupHandle,
+    /// Producer ids this broker was handed by the metadata and not given out yet.
+    pub(crate) producer_ids: Arc<tokio::sync::Mutex<std::ops::Range<u64>>>,
 }
 
-fn str_bytes(text: &str) -> StrBytes {
+pub(crate) fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
 
-fn topic_name(text: &str) -> TopicName {
+pub(crate) fn topic_name(text: &str) -> TopicName {
     TopicName(str_bytes(text))
 }
 
@@ -124,8 +133,11 @@ fn offset_i64(offset: u64) -> i64 {
 }
 
 impl KafkaFront {
+    /// The front of one broker; starts its group coordinator task (call it
+    /// inside the node's runtime, so the task lives and dies with the node).
     pub fn new(meta: MetaHandle, repl: ReplHandle, config: KafkaConfig) -> Self {
-        KafkaFront { meta, repl, config: Arc::new(config) }
+        let groups = GroupHandle::start(meta.clone(), Clock::new(), config.group.clone());
+        KafkaFront { meta, repl, config: Arc::new(config), groups, producer_ids: Arc::new(tokio::sync::Mutex::new(0..0)) }
     }
 
     pub fn config(&self) -> &KafkaConfig {
@@ -166,15 +178,16 @@ impl KafkaFront {
         let version = prefix.api_version;
         let mut body = frame.clone();
         let decoded = RequestHeader::decode(&mut body, api_key.request_header_version(version))
-            .and_then(|_header| RequestKind::decode(api_key, &mut body, version));
-        let request = match decoded {
-            Ok(request) => request,
+            .and_then(|header| Ok((header, RequestKind::decode(api_key, &mut body, version)?)));
+        let (header, request) = match decoded {
+            Ok(decoded) => decoded,
             Err(error) => {
                 tracing::debug!(?api_key, version, %error, "undecodable request");
                 return Reply::Send(encode_bare_error(correlation_id, code::INVALID_REQUEST));
             }
         };
-        match self.dispatch(version, request).await {
+        let client_id = header.client_id.as_ref().map_or("", |id| id.as_str());
+        match self.dispatch(version, client_id, request).await {
             Some(response) => self.encoded(api_key, version, correlation_id, &response),
             None => Reply::Nothing,
         }
@@ -192,7 +205,7 @@ impl KafkaFront {
         }
     }
 
-    async fn dispatch(&self, version: i16, request: RequestKind) -> Option<ResponseKind> {
+    async fn dispatch(&self, version: i16, client_id: &str, request: RequestKind) -> Option<ResponseKind> {
         Some(match request {
             RequestKind::ApiVersions(request) => ResponseKind::ApiVersions(self.api_versions(version, request)),
             RequestKind::Metadata(request) => ResponseKind::Metadata(self.metadata(version, request).await),
@@ -203,6 +216,18 @@ impl KafkaFront {
             RequestKind::CreateTopics(request) => ResponseKind::CreateTopics(self.create_topics(version, request).await),
             RequestKind::DescribeConfigs(request) => ResponseKind::DescribeConfigs(self.describe_configs(version, request)),
             RequestKind::DescribeCluster(request) => ResponseKind::DescribeCluster(self.describe_cluster(version, request)),
+            RequestKind::DeleteTopics(request) => ResponseKind::DeleteTopics(self.delete_topics(version, request).await),
+            RequestKind::CreatePartitions(request) => ResponseKind::CreatePartitions(self.create_partitions(version, request).await),
+            RequestKind::InitProducerId(request) => ResponseKind::InitProducerId(self.init_producer_id(request).await),
+            RequestKind::FindCoordinator(request) => ResponseKind::FindCoordinator(self.find_coordinator(version, request)),
+            RequestKind::JoinGroup(request) => ResponseKind::JoinGroup(self.join_group(version, client_id, request).await),
+            RequestKind::SyncGroup(request) => ResponseKind::SyncGroup(self.sync_group(version, request).await),
+            RequestKind::Heartbeat(request) => ResponseKind::Heartbeat(self.heartbeat(request).await),
+            RequestKind::LeaveGroup(request) => ResponseKind::LeaveGroup(self.leave_group(version, request).await),
+            RequestKind::OffsetCommit(request) => ResponseKind::OffsetCommit(self.offset_commit(version, request).await),
+            RequestKind::OffsetFetch(request) => ResponseKind::OffsetFetch(self.offset_fetch(version, request).await),
+            RequestKind::ListGroups(request) => ResponseKind::ListGroups(self.list_groups(version, request).await),
+            RequestKind::DescribeGroups(request) => ResponseKind::DescribeGroups(self.describe_groups(version, request).await),
             other => unreachable!("an API outside SUPPORTED_APIS passed the version check: {other:?}"),
         })
     }
@@ -244,7 +269,7 @@ impl KafkaFront {
                     let create = self.default_create(name);
                     match self.meta.create_topic(&create, self.config.create_budget_ms).await {
                         Ok(_) => tracing::info!(topic = %name, partitions = create.partitions, replication_factor = create.replication_factor, "auto-created topic"),
-                        Err(CreateTopicError::Refused(MetadataError::TopicAlreadyExists(_))) => {}
+                        Err(MetaOpError::Refused(MetadataError::TopicAlreadyExists(_))) => {}
                         Err(error) => {
                             tracing::warn!(topic = %name, %error, "auto-create failed");
                             creation_errors.push((name.clone(), create_error_code(&error)));
@@ -372,7 +397,10 @@ impl KafkaFront {
                     }
                     let produced = decode_produced(&records, self.config.produce_records_max).map_err(|error| (error.kafka_code(), error.to_string()))?;
                     let index = u32::try_from(index).expect("located partitions are >= 0");
-                    Ok(ReplProduce::new(&name, index, acks, produced.stored, timeout_ms))
+                    let record_count = produced.stored.len();
+                    let mut repl_request = ReplProduce::new(&name, index, acks, produced.stored, timeout_ms);
+                    repl_request.producer = produced.producer.map(|p| ProducerStamp::batch(p.producer_id, p.producer_epoch, p.base_sequence, record_count));
+                    Ok(repl_request)
                 })();
                 let task = match refusal {
                     Ok(repl_request) => {
@@ -493,7 +521,7 @@ impl KafkaFront {
         let offset = u64::try_from(fetch_offset).map_err(|_| code::OFFSET_OUT_OF_RANGE)?;
         let read = self.repl.read(topic, index, offset, bytes_max, ReadLimit::HighWatermark).await.map_err(|error| error.kafka_code())?;
         let log_records: Vec<LogRecord<'_>> =
-            read.records.iter().map(|r| LogRecord { offset: r.offset, leader_epoch: r.leader_epoch, stored: &r.value }).collect();
+            read.records.iter().map(|r| LogRecord { offset: r.offset, leader_epoch: r.leader_epoch, stamp: r.stamp, stored: &r.value }).collect();
         let batches = encode_fetched(&log_records).map_err(|error| {
             tracing::error!(topic, partition, %error, "stored records do not convert to a batch");
             code::CORRUPT_MESSAGE
@@ -775,17 +803,19 @@ fn api_versions_body() -> ApiVersionsResponse {
     body
 }
 
-fn create_error_code(error: &CreateTopicError) -> i16 {
+pub(crate) fn create_error_code(error: &MetaOpError) -> i16 {
     match error {
-        CreateTopicError::Refused(refused) => match refused {
+        MetaOpError::Refused(refused) => match refused {
             MetadataError::TopicAlreadyExists(_) => code::TOPIC_ALREADY_EXISTS,
             MetadataError::InvalidTopicName { .. } => code::INVALID_TOPIC_EXCEPTION,
             MetadataError::InvalidPartitionCount(_) => code::INVALID_PARTITIONS,
             MetadataError::InvalidReplicationFactor { .. } => code::INVALID_REPLICATION_FACTOR,
             MetadataError::InvalidAssignment { .. } => code::INVALID_REPLICA_ASSIGNMENT,
+            MetadataError::UnknownTopic(_) => code::UNKNOWN_TOPIC_OR_PARTITION,
+            MetadataError::InvalidPartitionGrowth { .. } => code::INVALID_PARTITIONS,
             _ => code::INVALID_REQUEST,
         },
-        CreateTopicError::NotReady { .. } | CreateTopicError::TimedOut { .. } => code::REQUEST_TIMED_OUT,
-        CreateTopicError::Stopped(_) => code::BROKER_NOT_AVAILABLE,
+        MetaOpError::NotReady { .. } | MetaOpError::TimedOut { .. } => code::REQUEST_TIMED_OUT,
+        MetaOpError::Stopped(_) => code::BROKER_NOT_AVAILABLE,
     }
 }

@@ -3,9 +3,10 @@
 //! The replication layer stores one log record per Kafka record (the log
 //! offset is the Kafka offset). A produced batch is validated whole (magic 2,
 //! CRC-32C, record count, no transactional or control batches) and each of
-//! its records becomes one `StoredRecord`: timestamp, key, value, headers and
-//! the producer's id, epoch and sequence, so idempotence state can be rebuilt
-//! from the log. A fetch turns a run of stored records back into v2 batches
+//! its records becomes one `StoredRecord`: timestamp, key, value and headers.
+//! The producer's id, epoch and sequences travel beside it to the replication
+//! layer, which stores them in its own record header (it checks and rebuilds
+//! the idempotence state from them) and hands them back on reads. A fetch turns a run of stored records back into v2 batches
 //! (uncompressed) with the Kafka offsets and the leader epoch that wrote them.
 //!
 //! Batches are not stored byte for byte as received: the log's offsets count
@@ -18,6 +19,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
+use keel_repl::RecordStamp;
 use prost::Message;
 
 /// One Kafka record as the log keeps it.
@@ -25,25 +27,13 @@ use prost::Message;
 pub struct StoredRecord {
     #[prost(int64, tag = "1")]
     pub timestamp_ms: i64,
-    #[prost(message, optional, tag = "2")]
-    pub producer: Option<StoredProducer>,
+    // Tag 2 held the producer stamp, now in the replication layer's header.
     #[prost(bytes = "vec", optional, tag = "3")]
     pub key: Option<Vec<u8>>,
     #[prost(bytes = "vec", optional, tag = "4")]
     pub value: Option<Vec<u8>>,
     #[prost(message, repeated, tag = "5")]
     pub headers: Vec<StoredHeader>,
-}
-
-/// The idempotent producer that wrote a record, and the record's sequence.
-#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
-pub struct StoredProducer {
-    #[prost(int64, tag = "1")]
-    pub producer_id: i64,
-    #[prost(int32, tag = "2")]
-    pub producer_epoch: i32,
-    #[prost(int32, tag = "3")]
-    pub sequence: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -91,19 +81,42 @@ pub struct ProducedRecords {
     pub producer: Option<BatchProducer>,
 }
 
+/// A record without a timestamp.
+const NO_TIMESTAMP: i64 = -1;
+/// Stored timestamps stay far from i64's ends: a fetch re-encodes records as
+/// deltas from their batch's smallest timestamp, and kafka-protocol
+/// subtracts unchecked (a panic under overflow checks).
+const TIMESTAMP_MAX: i64 = i64::MAX / 2;
+
 /// Positions in a v2 batch header.
 const BATCH_LENGTH_OFFSET: usize = 8;
 const MAGIC_OFFSET: usize = 16;
+const FIRST_TIMESTAMP_OFFSET: usize = 27;
+const RECORD_COUNT_OFFSET: usize = 57;
 const BATCH_HEADER_BYTES: usize = 61;
 
 /// Validates `record_set` (one or more v2 batches) and converts its records.
 pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<ProducedRecords, BatchError> {
-    check_batch_framing(record_set)?;
+    check_batch_framing(record_set, records_max)?;
     let mut input = record_set.clone();
-    let record_sets = RecordBatchDecoder::decode_all(&mut input).map_err(|error| classify_decode_error(&error.to_string()))?;
+    let mut record_sets = Vec::new();
+    while !input.is_empty() {
+        // Our decompression step checks what the decoder would reserve or
+        // overflow (see `plain_records`); the framing check left >= 61 bytes.
+        let base_offset = i64::from_be_bytes(input[..8].try_into().expect("8 bytes"));
+        let first_timestamp = i64::from_be_bytes(input[FIRST_TIMESTAMP_OFFSET..FIRST_TIMESTAMP_OFFSET + 8].try_into().expect("8 bytes"));
+        let checked = |records: &mut Bytes, compression| {
+            plain_records(records, compression, base_offset, first_timestamp).map_err(|reason| std::io::Error::other(reason).into())
+        };
+        let set = RecordBatchDecoder::decode_with_custom_compression(&mut input, Some(checked)).map_err(|error| classify_decode_error(&error.to_string()))?;
+        record_sets.push(set);
+    }
     let records: Vec<&Record> = record_sets.iter().flat_map(|set| set.records.iter()).collect();
     if records.is_empty() {
         return Err(BatchError::Invalid("the record set holds no records".into()));
+    }
+    if let Some(record) = records.iter().find(|record| !(NO_TIMESTAMP..=TIMESTAMP_MAX).contains(&record.timestamp)) {
+        return Err(BatchError::Invalid(format!("record timestamp {} is out of range (-1, or 0 to {TIMESTAMP_MAX})", record.timestamp)));
     }
     if records.len() > records_max {
         return Err(BatchError::Invalid(format!("{} records in one produce, more than {records_max}", records.len())));
@@ -122,6 +135,9 @@ pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<Produce
     });
     if let Some(producer) = producer {
         let in_order = records.iter().enumerate().all(|(index, r)| i64::from(r.sequence) == i64::from(producer.base_sequence) + index as i64);
+        if producer.producer_id < 0 || producer.producer_epoch < 0 {
+            return Err(BatchError::Invalid(format!("producer id {} epoch {}: ids and epochs are not negative", producer.producer_id, producer.producer_epoch)));
+        }
         if producer.base_sequence < 0 || !in_order {
             return Err(BatchError::Invalid("idempotent records must carry consecutive sequences from a base >= 0".into()));
         }
@@ -131,11 +147,6 @@ pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<Produce
         .map(|record| {
             StoredRecord {
                 timestamp_ms: record.timestamp,
-                producer: producer.map(|_| StoredProducer {
-                    producer_id: record.producer_id,
-                    producer_epoch: i32::from(record.producer_epoch),
-                    sequence: record.sequence,
-                }),
                 key: record.key.as_ref().map(|key| key.to_vec()),
                 value: record.value.as_ref().map(|value| value.to_vec()),
                 headers: record
@@ -155,8 +166,14 @@ pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<Produce
 /// INVALID_RECORD, lengths that do not tile the record set are
 /// CORRUPT_MESSAGE with the byte counts (the decoder would also fail on
 /// them, but with a message that does not name the batch).
-fn check_batch_framing(record_set: &Bytes) -> Result<(), BatchError> {
+///
+/// It also bounds each batch's record count by `records_max` (in total):
+/// kafka-protocol reserves room for the count a batch claims before it
+/// decodes one record (`Vec::reserve(record_count)`, about 100 bytes a
+/// record), so a 61-byte batch claiming 2^31 records would abort the broker.
+fn check_batch_framing(record_set: &Bytes, records_max: usize) -> Result<(), BatchError> {
     let mut at = 0usize;
+    let mut records_total = 0u64;
     while at < record_set.len() {
         let rest = &record_set[at..];
         if rest.len() < BATCH_HEADER_BYTES {
@@ -166,11 +183,130 @@ fn check_batch_framing(record_set: &Bytes) -> Result<(), BatchError> {
         if magic != 2 {
             return Err(BatchError::Invalid(format!("record batch magic {magic}: only v2 batches (Kafka 0.11+ clients) are supported")));
         }
+        let record_count = i32::from_be_bytes(rest[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4].try_into().expect("4 bytes"));
+        let Ok(record_count) = u64::try_from(record_count) else {
+            return Err(BatchError::Corrupt(format!("record batch with a negative record count {record_count}")));
+        };
+        records_total += record_count;
+        if records_total > records_max as u64 {
+            return Err(BatchError::Invalid(format!("{records_total} records in one produce, more than {records_max}")));
+        }
         let batch_length = i32::from_be_bytes(rest[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].try_into().expect("4 bytes"));
         let total = usize::try_from(batch_length).ok().map(|length| length + BATCH_LENGTH_OFFSET + 4);
         match total {
             Some(total) if total >= BATCH_HEADER_BYTES && total <= rest.len() => at += total,
             _ => return Err(BatchError::Corrupt(format!("record batch length {batch_length} does not fit the {} bytes left", rest.len()))),
+        }
+    }
+    Ok(())
+}
+
+/// The records of one batch, decompressed, once checked for what the
+/// decoder would reserve ahead of the data: kafka-protocol sizes each
+/// record's header map by the count the record claims
+/// (`IndexMap::with_capacity(count)`), and its snappy decoder zero-fills the
+/// uncompressed length a block claims (`BytesMut::resize`), both before
+/// reading what they describe. A header takes at least 2 bytes and snappy
+/// expands at most about 22 times, so larger claims are refused here.
+/// (Gzip, lz4 and zstd output is not bounded here: see the report on
+/// decompression limits.)
+/// The decoder also adds each record's deltas to the batch's base offset
+/// and first timestamp unchecked (a panic under overflow checks), so those
+/// sums are checked here too.
+fn plain_records(records: &mut Bytes, compression: Compression, base_offset: i64, first_timestamp: i64) -> Result<Bytes, String> {
+    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    let take = |plain: &mut Bytes| Ok(std::mem::take(plain));
+    let plain = match compression {
+        Compression::None => std::mem::take(records),
+        Compression::Snappy => {
+            check_snappy_lengths(records)?;
+            <Snappy as Decompressor<Bytes>>::decompress(records, take).map_err(|error| error.to_string())?
+        }
+        Compression::Gzip => <Gzip as Decompressor<Bytes>>::decompress(records, take).map_err(|error| error.to_string())?,
+        Compression::Lz4 => <Lz4 as Decompressor<Bytes>>::decompress(records, take).map_err(|error| error.to_string())?,
+        Compression::Zstd => <Zstd as Decompressor<Bytes>>::decompress(records, take).map_err(|error| error.to_string())?,
+    };
+    check_records(&plain, base_offset, first_timestamp)?;
+    Ok(plain)
+}
+
+/// Snappy never expands a byte into more than 22 (a 3-byte copy writes at
+/// most 64 bytes).
+const SNAPPY_EXPANSION_MAX: u64 = 32;
+const XERIAL_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+
+/// The uncompressed length a raw snappy block starts with must be one its
+/// bytes can produce.
+fn check_snappy_lengths(compressed: &[u8]) -> Result<(), String> {
+    let check_block = |block: &[u8]| {
+        let mut cursor = block;
+        match read_uvarint(&mut cursor, 10) {
+            Some(length) if length > (block.len() as u64).saturating_mul(SNAPPY_EXPANSION_MAX) => {
+                Err(format!("a snappy block of {} bytes claims {length} uncompressed bytes", block.len()))
+            }
+            _ => Ok(()),
+        }
+    };
+    let Some(mut blocks) = compressed.strip_prefix(XERIAL_HEADER.as_slice()) else { return check_block(compressed) };
+    while blocks.len() >= 4 {
+        let size = u32::from_be_bytes(blocks[..4].try_into().expect("4 bytes")) as usize;
+        let Some(block) = blocks.get(4..4 + size) else { return Ok(()) };
+        check_block(block)?;
+        blocks = &blocks[4 + size..];
+    }
+    Ok(())
+}
+
+/// kafka-protocol's unsigned varint: at most `bytes_max` bytes (5 for an
+/// int, 10 for a long), extra high bits dropped; `None` when cut short.
+fn read_uvarint(input: &mut &[u8], bytes_max: u32) -> Option<u64> {
+    let mut value = 0u64;
+    for index in 0..bytes_max {
+        let (&byte, rest) = input.split_first()?;
+        *input = rest;
+        value |= u64::from(byte & 0x7f).wrapping_shl(index * 7);
+        if byte < 0x80 {
+            break;
+        }
+    }
+    Some(value)
+}
+
+/// A zigzag varint (kafka-protocol's `VarInt`/`VarLong`).
+fn read_varint(input: &mut &[u8], bytes_max: u32) -> Option<i64> {
+    let zigzag = read_uvarint(input, bytes_max)?;
+    let value = if bytes_max == 5 { i64::from(((zigzag as u32 >> 1) as i32) ^ -((zigzag & 1) as i32)) } else { ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64) };
+    Some(value)
+}
+
+/// Walks the records as `Record::decode_new` reads them, up to each
+/// record's header count, and refuses a timestamp or offset delta that
+/// overflows the batch's base, and a header count that the record's
+/// remaining bytes cannot hold. A record that does not parse ends the walk:
+/// the decoder fails on it too, or never reaches it.
+fn check_records(plain: &[u8], base_offset: i64, first_timestamp: i64) -> Result<(), String> {
+    let mut input = plain;
+    while !input.is_empty() {
+        let Some(size) = read_varint(&mut input, 5).and_then(|size| usize::try_from(size).ok()) else { return Ok(()) };
+        let Some(record) = input.get(..size) else { return Ok(()) };
+        input = &input[size..];
+        let mut fields = record;
+        let Some((_attributes, rest)) = fields.split_first() else { return Ok(()) };
+        fields = rest;
+        let (Some(timestamp_delta), Some(offset_delta)) = (read_varint(&mut fields, 10), read_varint(&mut fields, 5)) else { return Ok(()) };
+        if first_timestamp.checked_add(timestamp_delta).is_none() || base_offset.checked_add(offset_delta).is_none() {
+            return Err(format!("record deltas (timestamp {timestamp_delta}, offset {offset_delta}) overflow the batch's base timestamp {first_timestamp} and offset {base_offset}"));
+        }
+        for _key_then_value in 0..2 {
+            match read_varint(&mut fields, 5) {
+                Some(-1) => {}
+                Some(length) if length >= 0 && (length as usize) <= fields.len() => fields = &fields[length as usize..],
+                _ => return Ok(()),
+            }
+        }
+        let Some(headers) = read_varint(&mut fields, 5) else { return Ok(()) };
+        if headers > 0 && (headers as u64).saturating_mul(2) > fields.len() as u64 {
+            return Err(format!("a record claims {headers} headers in the {} bytes left of it", fields.len()));
         }
     }
     Ok(())
@@ -188,6 +324,7 @@ fn classify_decode_error(message: &str) -> BatchError {
 pub struct LogRecord<'a> {
     pub offset: u64,
     pub leader_epoch: u32,
+    pub stamp: RecordStamp,
     pub stored: &'a [u8],
 }
 
@@ -214,9 +351,10 @@ pub fn encode_fetched(records: &[LogRecord<'_>]) -> Result<Bytes, FetchEncodeErr
         let stored = decode_stored_record(log_record.offset, log_record.stored)?;
         let offset = i64::try_from(log_record.offset).expect("log offsets fit i64");
         let leader_epoch = i32::try_from(log_record.leader_epoch).expect("leader epochs fit i32");
-        let (producer_id, producer_epoch, sequence) = match stored.producer {
-            Some(producer) => (producer.producer_id, i16::try_from(producer.producer_epoch).unwrap_or(NO_PRODUCER_EPOCH), producer.sequence),
-            None => {
+        let stamp = log_record.stamp;
+        let (producer_id, producer_epoch, sequence) = match stamp.is_idempotent() {
+            true => (stamp.producer_id, stamp.producer_epoch, stamp.sequence),
+            false => {
                 // The encoder groups records whose offset minus sequence is
                 // constant; records without a producer get sequences that
                 // count up from NO_SEQUENCE within a run, so the batch's
@@ -287,9 +425,14 @@ mod tests {
         out.freeze()
     }
 
-    fn fetched(stored: &[Vec<u8>], base_offset: u64, leader_epoch: u32) -> Vec<Record> {
-        let log: Vec<LogRecord<'_>> =
-            stored.iter().enumerate().map(|(i, s)| LogRecord { offset: base_offset + i as u64, leader_epoch, stored: s }).collect();
+    fn fetched(produced: &ProducedRecords, base_offset: u64, leader_epoch: u32) -> Vec<Record> {
+        let batch = produced.producer.map(|p| keel_repl::ProducerStamp::batch(p.producer_id, p.producer_epoch, p.base_sequence, produced.stored.len()));
+        let log: Vec<LogRecord<'_>> = produced
+            .stored
+            .iter()
+            .enumerate()
+            .map(|(i, s)| LogRecord { offset: base_offset + i as u64, leader_epoch, stamp: batch.map_or(RecordStamp::NONE, |b| b.record(i)), stored: s })
+            .collect();
         let mut bytes = encode_fetched(&log).expect("encode fetched");
         RecordBatchDecoder::decode_all(&mut bytes).expect("decode fetched").into_iter().flat_map(|set| set.records).collect()
     }
@@ -300,7 +443,7 @@ mod tests {
         let produced = decode_produced(&client_batch(&sent), 100).expect("valid batch");
         assert_eq!(produced.producer, None);
         assert_eq!(produced.stored.len(), 5);
-        let back = fetched(&produced.stored, 40, 3);
+        let back = fetched(&produced, 40, 3);
         assert_eq!(back.len(), 5);
         for (i, (got, want)) in back.iter().zip(&sent).enumerate() {
             assert_eq!(got.offset, 40 + i as i64);
@@ -318,7 +461,7 @@ mod tests {
         let sent: Vec<Record> = (0..3).map(|i| record(i, "x", Some((7, 2, 10 + i as i32)))).collect();
         let produced = decode_produced(&client_batch(&sent), 100).expect("valid batch");
         assert_eq!(produced.producer, Some(BatchProducer { producer_id: 7, producer_epoch: 2, base_sequence: 10 }));
-        let back = fetched(&produced.stored, 0, 0);
+        let back = fetched(&produced, 0, 0);
         assert_eq!(back.iter().map(|r| (r.producer_id, r.producer_epoch, r.sequence)).collect::<Vec<_>>(), vec![(7, 2, 10), (7, 2, 11), (7, 2, 12)]);
     }
 
@@ -326,8 +469,8 @@ mod tests {
     fn records_of_different_leader_epochs_are_fetched_as_separate_batches() {
         let produced = decode_produced(&client_batch(&[record(0, "a", None), record(1, "b", None)]), 100).expect("valid");
         let log = [
-            LogRecord { offset: 5, leader_epoch: 1, stored: &produced.stored[0] },
-            LogRecord { offset: 6, leader_epoch: 2, stored: &produced.stored[1] },
+            LogRecord { offset: 5, leader_epoch: 1, stamp: RecordStamp::NONE, stored: &produced.stored[0] },
+            LogRecord { offset: 6, leader_epoch: 2, stamp: RecordStamp::NONE, stored: &produced.stored[1] },
         ];
         let mut bytes = encode_fetched(&log).expect("encode");
         let sets = RecordBatchDecoder::decode_all(&mut bytes).expect("decode");
@@ -358,5 +501,7 @@ mod tests {
         let mut two_batches = client_batch(&gap[..1]).to_vec();
         two_batches.extend_from_slice(&client_batch(&gap[1..]));
         assert_eq!(decode_produced(&Bytes::from(two_batches), 100).map_err(|e| e.kafka_code()), Err(87), "sequence gap");
+        let negative_producer = [record(0, "a", Some((-5, 0, 0)))];
+        assert_eq!(decode_produced(&client_batch(&negative_producer), 100).map_err(|e| e.kafka_code()), Err(87), "negative producer id");
     }
 }

@@ -1,12 +1,16 @@
-//! Operator actions that any broker can start and that go through the
-//! metadata Raft group: shared by the admin HTTP endpoint and the Kafka
+//! Operator and client actions that any broker can start and that go through
+//! the metadata Raft group: shared by the admin HTTP endpoint and the Kafka
 //! front, so both retry and refuse in the same way.
 
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::controller::plan_create_topic;
+use crate::controller::{plan_create_partitions, plan_create_topic};
 use crate::driver::{MetaHandle, ProposalError};
-use crate::state::MetadataError;
+use crate::proto::{AllocateProducerIds, Command, CommitOffsets, CommittedOffsetRecord, DeleteTopic, MetadataBatch};
+use crate::state::{MetadataError, MetadataState};
+use crate::BrokerId;
 
 /// How long between retries of a retriable proposal error.
 const RETRY_BACKOFF_MS: u64 = 100;
@@ -22,65 +26,140 @@ pub struct TopicCreate {
     pub validate_only: bool,
 }
 
-/// Why a create did not happen.
+/// Why a metadata operation did not happen.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CreateTopicError {
+pub enum MetaOpError {
     /// The metadata refused it (name, partition count, replication factor, exists).
     #[error("{0}")]
     Refused(MetadataError),
     #[error("node still starting after {waited_ms} ms (no metadata leader or not registered); retry")]
     NotReady { waited_ms: u64 },
-    #[error("not created within {budget_ms} ms: {last_error}; retry")]
+    #[error("not done within {budget_ms} ms: {last_error}; retry")]
     TimedOut { budget_ms: u64, last_error: String },
     #[error("{0}")]
     Stopped(ProposalError),
+}
+
+/// What an operation decides on the current state.
+enum Plan {
+    Propose(MetadataBatch),
+    /// Nothing to propose (a validate-only request): done at this version.
+    Done,
 }
 
 impl MetaHandle {
     /// Creates a topic, retrying retriable proposal errors (no leader yet,
     /// leader change) within `budget_ms`. Returns the metadata version the
     /// create applied at (for `validate_only`, the version it was checked at).
-    pub async fn create_topic(&self, create: &TopicCreate, budget_ms: u64) -> Result<u64, CreateTopicError> {
-        // A create that arrives while this node is starting waits for it to
-        // know a leader and be registered, instead of failing on half-built
+    pub async fn create_topic(&self, create: &TopicCreate, budget_ms: u64) -> Result<u64, MetaOpError> {
+        let plan = |state: &MetadataState, attempt: usize| {
+            let batch = plan_create_topic(state, &create.name, create.partitions, create.replication_factor, &create.configs, attempt)?;
+            Ok(if create.validate_only { Plan::Done } else { Plan::Propose(batch) })
+        };
+        // After a retry, "already exists" means an earlier attempt that timed
+        // out committed after all: the create succeeded.
+        let done_before = |error: &MetadataError| matches!(error, MetadataError::TopicAlreadyExists(_));
+        self.propose_with_retry(budget_ms, plan, done_before).await
+    }
+
+    /// Deletes a topic (its replicas remove their logs once they apply it).
+    pub async fn delete_topic(&self, name: &str, budget_ms: u64) -> Result<u64, MetaOpError> {
+        let plan = |state: &MetadataState, _attempt: usize| {
+            if state.topic(name).is_none() {
+                return Err(MetadataError::UnknownTopic(name.to_string()));
+            }
+            Ok(Plan::Propose(MetadataBatch { commands: vec![Command::DeleteTopic(DeleteTopic { name: name.to_string() }).into()] }))
+        };
+        self.propose_with_retry(budget_ms, plan, |error| matches!(error, MetadataError::UnknownTopic(_))).await
+    }
+
+    /// Grows `topic` to `partition_count` partitions.
+    pub async fn create_partitions(&self, topic: &str, partition_count: u32, validate_only: bool, budget_ms: u64) -> Result<u64, MetaOpError> {
+        let plan = |state: &MetadataState, attempt: usize| {
+            let batch = plan_create_partitions(state, topic, partition_count, attempt)?;
+            Ok(if validate_only { Plan::Done } else { Plan::Propose(batch) })
+        };
+        // After a retry the earlier attempt may have committed: the topic then
+        // already has the count asked for, which the plan refuses.
+        self.propose_with_retry(budget_ms, plan, |error| matches!(error, MetadataError::InvalidPartitionGrowth { current, requested, .. } if current == requested))
+            .await
+    }
+
+    /// A block of `count` producer ids for `broker_id` to hand out.
+    pub async fn allocate_producer_ids(&self, broker_id: BrokerId, count: u32, budget_ms: u64) -> Result<Range<u64>, MetaOpError> {
+        let expected = AtomicU64::new(0);
+        let plan = |state: &MetadataState, _attempt: usize| {
+            let next = state.next_producer_id();
+            expected.store(next, Ordering::Relaxed);
+            let allocate = AllocateProducerIds { broker_id, expected_next_producer_id: next, count };
+            Ok(Plan::Propose(MetadataBatch { commands: vec![Command::AllocateProducerIds(allocate).into()] }))
+        };
+        // No "done before": a retried allocation that committed only wastes ids.
+        self.propose_with_retry(budget_ms, plan, |_| false).await?;
+        let first = expected.load(Ordering::Relaxed);
+        Ok(first..first + u64::from(count))
+    }
+
+    /// Stores a group's committed offsets (replicated with the metadata).
+    pub async fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffsetRecord>, budget_ms: u64) -> Result<u64, MetaOpError> {
+        let plan = |_state: &MetadataState, _attempt: usize| {
+            let commit = CommitOffsets { group: group.to_string(), offsets: offsets.clone() };
+            Ok(Plan::Propose(MetadataBatch { commands: vec![Command::CommitOffsets(commit).into()] }))
+        };
+        self.propose_with_retry(budget_ms, plan, |_| false).await
+    }
+
+    /// Plans on the local state and proposes, retrying retriable errors (no
+    /// leader yet, leader change, a plan made on stale state) within
+    /// `budget_ms`. A refusal that `done_before` recognises after a retry
+    /// means an earlier attempt committed: success.
+    async fn propose_with_retry(
+        &self,
+        budget_ms: u64,
+        plan: impl Fn(&MetadataState, usize) -> Result<Plan, MetadataError>,
+        done_before: impl Fn(&MetadataError) -> bool,
+    ) -> Result<u64, MetaOpError> {
+        // An operation that arrives while this node is starting waits for it
+        // to know a leader and be registered, instead of failing on half-built
         // metadata (incident 004: creates during startup failed after 5 s).
         let mut waiter = self.clone();
         let started = tokio::time::timeout(Duration::from_millis(budget_ms), waiter.wait_for(|s| s.ready && s.registered)).await;
         if !matches!(started, Ok(Ok(_))) {
-            return Err(CreateTopicError::NotReady { waited_ms: budget_ms });
+            return Err(MetaOpError::NotReady { waited_ms: budget_ms });
         }
         let mut retried = false;
         let mut last_error = String::from("no attempt finished");
         for attempt in 0..(budget_ms / RETRY_BACKOFF_MS).max(1) {
-            let state = self.read_state().await.map_err(CreateTopicError::Stopped)?;
-            let planned = plan_create_topic(&state, &create.name, create.partitions, create.replication_factor, &create.configs, attempt as usize);
-            let batch = match planned {
-                Ok(batch) => batch,
-                Err(error) => return refused(error, retried, state.metadata_version()),
+            let state = self.read_state().await.map_err(MetaOpError::Stopped)?;
+            let refused = |error: MetadataError, retried: bool| {
+                if retried && done_before(&error) {
+                    Ok(state.metadata_version())
+                } else {
+                    Err(MetaOpError::Refused(error))
+                }
             };
-            if create.validate_only {
-                return Ok(state.metadata_version());
-            }
+            let batch = match plan(&state, attempt as usize) {
+                Ok(Plan::Propose(batch)) => batch,
+                Ok(Plan::Done) => return Ok(state.metadata_version()),
+                Err(error) => return refused(error, retried),
+            };
             match self.propose(batch).await {
                 Ok(version) => return Ok(version),
-                Err(ProposalError::Refused(error)) => return refused(error, retried, state.metadata_version()),
+                Err(ProposalError::Refused(error @ MetadataError::StaleProducerIdBlock { .. })) => {
+                    // Another broker's block committed first; plan again on newer state.
+                    retried = true;
+                    last_error = error.to_string();
+                    tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
+                }
+                Err(ProposalError::Refused(error)) => return refused(error, retried),
                 Err(error) if error.is_retriable() => {
                     retried = true;
                     last_error = error.to_string();
                     tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
                 }
-                Err(error) => return Err(CreateTopicError::Stopped(error)),
+                Err(error) => return Err(MetaOpError::Stopped(error)),
             }
         }
-        Err(CreateTopicError::TimedOut { budget_ms, last_error })
-    }
-}
-
-/// After a retry, "already exists" means an earlier attempt that timed out
-/// committed after all: the create succeeded.
-fn refused(error: MetadataError, retried: bool, metadata_version: u64) -> Result<u64, CreateTopicError> {
-    match error {
-        MetadataError::TopicAlreadyExists(_) if retried => Ok(metadata_version),
-        error => Err(CreateTopicError::Refused(error)),
+        Err(MetaOpError::TimedOut { budget_ms, last_error })
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::proto::{ChangePartition, Command, CreateTopic, FenceBroker, MetadataBatch, PartitionAssignment, TopicConfig};
+use crate::proto::{ChangePartition, Command, CreatePartitions, CreateTopic, FenceBroker, MetadataBatch, PartitionAssignment, TopicConfig};
 use crate::state::{validate_topic_name, MetadataState, Partition};
 use crate::{BrokerId, MetadataError};
 
@@ -79,6 +79,23 @@ pub fn plan_create_topic(
     let configs = configs.iter().map(|(key, value)| TopicConfig { key: key.clone(), value: value.clone() }).collect();
     let create = CreateTopic { name: name.to_string(), partitions, configs };
     Ok(MetadataBatch { commands: vec![Command::CreateTopic(create).into()] })
+}
+
+/// The `CreatePartitions` batch growing `topic` to `partition_count`
+/// partitions, placed like a new topic's (the new ones continue the rotation).
+pub fn plan_create_partitions(state: &MetadataState, topic: &str, partition_count: u32, start_index: usize) -> Result<MetadataBatch, MetadataError> {
+    let existing = state.topic(topic).ok_or_else(|| MetadataError::UnknownTopic(topic.to_string()))?;
+    let current = u32::try_from(existing.partitions.len()).expect("partition counts are bounded");
+    if partition_count <= current {
+        return Err(MetadataError::InvalidPartitionGrowth { topic: topic.to_string(), current, requested: partition_count });
+    }
+    let replication_factor = u32::try_from(existing.partitions[0].replicas.len()).expect("replica counts are small");
+    let live: Vec<(BrokerId, Option<String>)> =
+        state.brokers().filter(|b| !b.fenced).map(|b| (b.broker_id, b.rack.clone())).collect();
+    let replicas = assign_replicas(&live, partition_count, replication_factor, start_index)?;
+    let partitions = replicas.into_iter().skip(current as usize).map(|replicas| PartitionAssignment { leader: replicas[0], replicas }).collect();
+    let create = CreatePartitions { topic: topic.to_string(), partitions };
+    Ok(MetadataBatch { commands: vec![Command::CreatePartitions(create).into()] })
 }
 
 /// The leader for `partition` if `unavailable` must not lead: the first

@@ -15,7 +15,7 @@ pub struct MetadataBatch {
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct MetadataCommand {
-    #[prost(oneof = "Command", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "Command", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub command: Option<Command>,
 }
 
@@ -33,6 +33,12 @@ pub enum Command {
     DeleteTopic(DeleteTopic),
     #[prost(message, tag = "6")]
     ChangePartition(ChangePartition),
+    #[prost(message, tag = "7")]
+    AllocateProducerIds(AllocateProducerIds),
+    #[prost(message, tag = "8")]
+    CommitOffsets(CommitOffsets),
+    #[prost(message, tag = "9")]
+    CreatePartitions(CreatePartitions),
 }
 
 impl From<Command> for MetadataCommand {
@@ -104,6 +110,63 @@ pub struct DeleteTopic {
     pub name: String,
 }
 
+/// A block of idempotent producer ids for one broker to hand out (Kafka's
+/// AllocateProducerIds, KIP-730). Applies only if the next free id is still
+/// `expected_next_producer_id`, so the proposer knows its block is
+/// `[expected_next_producer_id, + count)` once it commits.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct AllocateProducerIds {
+    #[prost(uint64, tag = "1")]
+    pub broker_id: u64,
+    #[prost(uint64, tag = "2")]
+    pub expected_next_producer_id: u64,
+    #[prost(uint32, tag = "3")]
+    pub count: u32,
+}
+
+/// A consumer group's committed offsets (Kafka's OffsetCommit), replicated
+/// with the rest of the metadata so a coordinator failover loses none.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct CommitOffsets {
+    #[prost(string, tag = "1")]
+    pub group: String,
+    #[prost(message, repeated, tag = "2")]
+    pub offsets: Vec<CommittedOffsetRecord>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct CommittedOffsetRecord {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    #[prost(uint32, tag = "2")]
+    pub partition: u32,
+    #[prost(int64, tag = "3")]
+    pub offset: i64,
+    /// -1 when the client did not say.
+    #[prost(int32, tag = "4")]
+    pub leader_epoch: i32,
+    #[prost(string, tag = "5")]
+    pub metadata: String,
+}
+
+/// More partitions for an existing topic (Kafka's CreatePartitions).
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct CreatePartitions {
+    #[prost(string, tag = "1")]
+    pub topic: String,
+    /// The new partitions, numbered after the existing ones.
+    #[prost(message, repeated, tag = "2")]
+    pub partitions: Vec<PartitionAssignment>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct GroupOffsetsRecord {
+    #[prost(string, tag = "1")]
+    pub group: String,
+    #[prost(message, repeated, tag = "2")]
+    pub offsets: Vec<CommittedOffsetRecord>,
+}
+
 /// A leader and/or ISR change (Kafka's AlterPartition / PartitionChangeRecord).
 /// Applies only if the partition is still at `expected_partition_epoch`, so a
 /// decision made on stale state is refused rather than applied.
@@ -162,6 +225,9 @@ pub struct TopicRecord {
     pub partitions: Vec<PartitionRecord>,
     #[prost(message, repeated, tag = "3")]
     pub configs: Vec<TopicConfig>,
+    /// Tells a topic from an earlier one of the same name (its log directories carry it).
+    #[prost(uint64, tag = "4")]
+    pub topic_id: u64,
 }
 
 /// The whole state machine, for Raft snapshots and divergence checks.
@@ -173,6 +239,12 @@ pub struct MetadataSnapshot {
     pub brokers: Vec<BrokerRecord>,
     #[prost(message, repeated, tag = "3")]
     pub topics: Vec<TopicRecord>,
+    #[prost(uint64, tag = "4")]
+    pub last_topic_id: u64,
+    #[prost(uint64, tag = "5")]
+    pub next_producer_id: u64,
+    #[prost(message, repeated, tag = "6")]
+    pub group_offsets: Vec<GroupOffsetsRecord>,
 }
 
 impl MetadataBatch {

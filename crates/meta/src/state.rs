@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::proto::{
-    BrokerRecord, ChangePartition, Command, CreateTopic, MetadataBatch, MetadataSnapshot, PartitionRecord,
-    RegisterBroker, TopicConfig, TopicRecord,
+    AllocateProducerIds, BrokerRecord, ChangePartition, Command, CommitOffsets, CommittedOffsetRecord, CreatePartitions, CreateTopic,
+    GroupOffsetsRecord, MetadataBatch, MetadataSnapshot, PartitionAssignment, PartitionRecord, RegisterBroker, TopicConfig, TopicRecord,
 };
 use crate::BrokerId;
 
@@ -39,6 +39,9 @@ pub struct Partition {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Topic {
     pub name: String,
+    /// Unique over the cluster's life: a topic deleted and created again gets
+    /// a new id, so no broker mistakes the old topic's log for the new one's.
+    pub topic_id: u64,
     pub partitions: Vec<Partition>,
     pub configs: BTreeMap<String, String>,
 }
@@ -73,8 +76,22 @@ pub enum MetadataError {
     InvalidSnapshot(String),
     #[error("invalid partition count {0}: a topic needs 1 to {max} partitions", max = crate::controller::PARTITION_COUNT_MAX)]
     InvalidPartitionCount(u32),
+    #[error("topic `{topic}` has {current} partitions; it can only grow, not to {requested}")]
+    InvalidPartitionGrowth { topic: String, current: u32, requested: u32 },
+    #[error("producer id block at {expected} was decided on stale metadata: the next free id is {actual}")]
+    StaleProducerIdBlock { expected: u64, actual: u64 },
+    #[error("a producer id block needs 1 to {max} ids, not {count}", max = PRODUCER_ID_BLOCK_MAX)]
+    InvalidProducerIdBlock { count: u32 },
     #[error("replication factor {requested} is not possible with {live_brokers} live brokers")]
     InvalidReplicationFactor { requested: u32, live_brokers: usize },
+}
+
+/// A committed consumer group offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
 }
 
 /// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -101,7 +118,9 @@ fn touched_topic(command: Option<&Command>) -> Option<&str> {
     match command? {
         Command::CreateTopic(create) => Some(&create.name),
         Command::ChangePartition(change) => Some(&change.topic),
+        Command::CreatePartitions(create) => Some(&create.topic),
         Command::RegisterBroker(_) | Command::FenceBroker(_) | Command::UnfenceBroker(_) | Command::DeleteTopic(_) => None,
+        Command::AllocateProducerIds(_) | Command::CommitOffsets(_) => None,
     }
 }
 
@@ -142,7 +161,13 @@ pub struct MetadataState {
     metadata_version: u64,
     brokers: BTreeMap<BrokerId, Broker>,
     topics: BTreeMap<String, Topic>,
+    last_topic_id: u64,
+    next_producer_id: u64,
+    group_offsets: BTreeMap<String, BTreeMap<(String, u32), CommittedOffset>>,
 }
+
+/// The most producer ids one allocation hands out.
+pub const PRODUCER_ID_BLOCK_MAX: u32 = 1_000_000;
 
 impl MetadataState {
     pub fn new() -> Self {
@@ -173,6 +198,21 @@ impl MetadataState {
 
     pub fn partition(&self, topic: &str, partition: u32) -> Option<&Partition> {
         self.topics.get(topic).and_then(|t| t.partitions.get(partition as usize))
+    }
+
+    /// The first producer id no broker was handed yet.
+    pub fn next_producer_id(&self) -> u64 {
+        self.next_producer_id
+    }
+
+    /// A group's committed offsets, by (topic, partition).
+    pub fn group_offsets(&self, group: &str) -> Option<&BTreeMap<(String, u32), CommittedOffset>> {
+        self.group_offsets.get(group)
+    }
+
+    /// Every group with committed offsets.
+    pub fn groups_with_offsets(&self) -> impl Iterator<Item = &str> {
+        self.group_offsets.keys().map(String::as_str)
     }
 
     pub fn is_live(&self, broker_id: BrokerId) -> bool {
@@ -217,12 +257,96 @@ impl MetadataState {
             Command::FenceBroker(fence) => self.set_fenced(fence.broker_id, true),
             Command::UnfenceBroker(unfence) => self.set_fenced(unfence.broker_id, false),
             Command::CreateTopic(create) => self.create_topic(create),
-            Command::DeleteTopic(delete) => match self.topics.remove(&delete.name) {
-                Some(_) => Ok(()),
-                None => Err(MetadataError::UnknownTopic(delete.name.clone())),
-            },
+            Command::DeleteTopic(delete) => {
+                self.topics.remove(&delete.name).ok_or_else(|| MetadataError::UnknownTopic(delete.name.clone()))?;
+                // Offsets of a deleted topic would apply to a later topic of the same name.
+                for offsets in self.group_offsets.values_mut() {
+                    offsets.retain(|(topic, _), _| *topic != delete.name);
+                }
+                self.group_offsets.retain(|_, offsets| !offsets.is_empty());
+                Ok(())
+            }
             Command::ChangePartition(change) => self.change_partition(change),
+            Command::AllocateProducerIds(allocate) => self.allocate_producer_ids(allocate),
+            Command::CommitOffsets(commit) => self.commit_offsets(commit),
+            Command::CreatePartitions(create) => self.create_partitions(create),
         }
+    }
+
+    fn allocate_producer_ids(&mut self, allocate: &AllocateProducerIds) -> Result<(), MetadataError> {
+        if allocate.count == 0 || allocate.count > PRODUCER_ID_BLOCK_MAX {
+            return Err(MetadataError::InvalidProducerIdBlock { count: allocate.count });
+        }
+        if allocate.expected_next_producer_id != self.next_producer_id {
+            return Err(MetadataError::StaleProducerIdBlock { expected: allocate.expected_next_producer_id, actual: self.next_producer_id });
+        }
+        if !self.brokers.contains_key(&allocate.broker_id) {
+            return Err(MetadataError::UnknownBroker(allocate.broker_id));
+        }
+        self.next_producer_id += u64::from(allocate.count);
+        assert!(self.next_producer_id <= i64::MAX as u64, "producer ids fit Kafka's int64");
+        Ok(())
+    }
+
+    fn commit_offsets(&mut self, commit: &CommitOffsets) -> Result<(), MetadataError> {
+        for offset in &commit.offsets {
+            if self.partition(&offset.topic, offset.partition).is_none() {
+                return Err(MetadataError::UnknownPartition { topic: offset.topic.clone(), partition: offset.partition });
+            }
+        }
+        let offsets = self.group_offsets.entry(commit.group.clone()).or_default();
+        for offset in &commit.offsets {
+            let committed = CommittedOffset { offset: offset.offset, leader_epoch: offset.leader_epoch, metadata: offset.metadata.clone() };
+            offsets.insert((offset.topic.clone(), offset.partition), committed);
+        }
+        Ok(())
+    }
+
+    fn create_partitions(&mut self, create: &CreatePartitions) -> Result<(), MetadataError> {
+        let topic = self.topics.get(&create.topic).ok_or_else(|| MetadataError::UnknownTopic(create.topic.clone()))?;
+        let replication_factor = topic.partitions[0].replicas.len();
+        let total = topic.partitions.len() + create.partitions.len();
+        if create.partitions.is_empty() || total > crate::controller::PARTITION_COUNT_MAX as usize {
+            return Err(MetadataError::InvalidPartitionCount(u32::try_from(total).unwrap_or(u32::MAX)));
+        }
+        let partitions = self.new_partitions(&create.topic, &create.partitions, replication_factor)?;
+        self.topics.get_mut(&create.topic).expect("checked above").partitions.extend(partitions);
+        Ok(())
+    }
+
+    /// Validates new partitions' assignments (each with `replication_factor`
+    /// distinct live replicas, led by the first) and builds them.
+    fn new_partitions(&self, topic: &str, assignments: &[PartitionAssignment], replication_factor: usize) -> Result<Vec<Partition>, MetadataError> {
+        let invalid = |reason: String| MetadataError::InvalidAssignment { topic: topic.to_string(), reason };
+        let mut partitions = Vec::with_capacity(assignments.len());
+        for (index, assignment) in assignments.iter().enumerate() {
+            if assignment.replicas.is_empty() {
+                return Err(invalid(format!("partition {index} has no replicas")));
+            }
+            if assignment.replicas.len() != replication_factor {
+                return Err(invalid(format!("partition {index} has {} replicas, the topic has {replication_factor}", assignment.replicas.len())));
+            }
+            if has_duplicates(&assignment.replicas) {
+                return Err(invalid(format!("partition {index} lists a replica twice")));
+            }
+            for replica in &assignment.replicas {
+                let broker = self.brokers.get(replica).ok_or(MetadataError::UnknownBroker(*replica))?;
+                if broker.fenced {
+                    return Err(MetadataError::BrokerFenced(*replica));
+                }
+            }
+            if assignment.leader != assignment.replicas[0] {
+                return Err(invalid(format!("partition {index} must start led by its first replica")));
+            }
+            partitions.push(Partition {
+                replicas: assignment.replicas.clone(),
+                leader: Some(assignment.leader),
+                leader_epoch: 0,
+                partition_epoch: 0,
+                isr: assignment.replicas.clone(),
+            });
+        }
+        Ok(partitions)
     }
 
     fn register_broker(&mut self, register: &RegisterBroker) -> Result<(), MetadataError> {
@@ -282,41 +406,14 @@ impl MetadataState {
         if self.topics.contains_key(&create.name) {
             return Err(MetadataError::TopicAlreadyExists(create.name.clone()));
         }
-        let invalid = |reason: String| MetadataError::InvalidAssignment { topic: create.name.clone(), reason };
         if create.partitions.is_empty() {
-            return Err(invalid("a topic needs at least one partition".into()));
+            return Err(MetadataError::InvalidAssignment { topic: create.name.clone(), reason: "a topic needs at least one partition".into() });
         }
-        let replication_factor = create.partitions[0].replicas.len();
-        let mut partitions = Vec::with_capacity(create.partitions.len());
-        for (index, assignment) in create.partitions.iter().enumerate() {
-            if assignment.replicas.is_empty() {
-                return Err(invalid(format!("partition {index} has no replicas")));
-            }
-            if assignment.replicas.len() != replication_factor {
-                return Err(invalid(format!("partition {index} has {} replicas, partition 0 has {replication_factor}", assignment.replicas.len())));
-            }
-            if has_duplicates(&assignment.replicas) {
-                return Err(invalid(format!("partition {index} lists a replica twice")));
-            }
-            for replica in &assignment.replicas {
-                let broker = self.brokers.get(replica).ok_or(MetadataError::UnknownBroker(*replica))?;
-                if broker.fenced {
-                    return Err(MetadataError::BrokerFenced(*replica));
-                }
-            }
-            if assignment.leader != assignment.replicas[0] {
-                return Err(invalid(format!("partition {index} must start led by its first replica")));
-            }
-            partitions.push(Partition {
-                replicas: assignment.replicas.clone(),
-                leader: Some(assignment.leader),
-                leader_epoch: 0,
-                partition_epoch: 0,
-                isr: assignment.replicas.clone(),
-            });
-        }
+        let partitions = self.new_partitions(&create.name, &create.partitions, create.partitions[0].replicas.len())?;
         let configs = create.configs.iter().map(|c| (c.key.clone(), c.value.clone())).collect();
-        self.topics.insert(create.name.clone(), Topic { name: create.name.clone(), partitions, configs });
+        self.last_topic_id += 1;
+        let topic = Topic { name: create.name.clone(), topic_id: self.last_topic_id, partitions, configs };
+        self.topics.insert(create.name.clone(), topic);
         Ok(())
     }
 
@@ -419,6 +516,26 @@ impl MetadataState {
                         })
                         .collect(),
                     configs: t.configs.iter().map(|(k, v)| TopicConfig { key: k.clone(), value: v.clone() }).collect(),
+                    topic_id: t.topic_id,
+                })
+                .collect(),
+            last_topic_id: self.last_topic_id,
+            next_producer_id: self.next_producer_id,
+            group_offsets: self
+                .group_offsets
+                .iter()
+                .map(|(group, offsets)| GroupOffsetsRecord {
+                    group: group.clone(),
+                    offsets: offsets
+                        .iter()
+                        .map(|((topic, partition), committed)| CommittedOffsetRecord {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            offset: committed.offset,
+                            leader_epoch: committed.leader_epoch,
+                            metadata: committed.metadata.clone(),
+                        })
+                        .collect(),
                 })
                 .collect(),
         }
@@ -427,7 +544,12 @@ impl MetadataState {
     /// Rebuilds the state from a snapshot, refusing one that breaks an invariant
     /// (a snapshot arrives from disk or another node: it is input, not truth).
     pub fn from_snapshot(snapshot: &MetadataSnapshot) -> Result<Self, MetadataError> {
-        let mut state = MetadataState { metadata_version: snapshot.metadata_version, ..MetadataState::default() };
+        let mut state = MetadataState {
+            metadata_version: snapshot.metadata_version,
+            last_topic_id: snapshot.last_topic_id,
+            next_producer_id: snapshot.next_producer_id,
+            ..MetadataState::default()
+        };
         for b in &snapshot.brokers {
             let broker = Broker {
                 broker_id: b.broker_id,
@@ -461,9 +583,28 @@ impl MetadataState {
                 return Err(MetadataError::InvalidSnapshot(format!("topic {} has no partitions", t.name)));
             }
             let configs = t.configs.iter().map(|c| (c.key.clone(), c.value.clone())).collect();
-            let topic = Topic { name: t.name.clone(), partitions, configs };
+            if state.topics.values().any(|other| other.topic_id == t.topic_id) {
+                return Err(MetadataError::InvalidSnapshot(format!("topic id {} appears twice", t.topic_id)));
+            }
+            if t.topic_id == 0 || t.topic_id > snapshot.last_topic_id {
+                return Err(MetadataError::InvalidSnapshot(format!("topic {} has id {}, ids run 1..={}", t.name, t.topic_id, snapshot.last_topic_id)));
+            }
+            let topic = Topic { name: t.name.clone(), topic_id: t.topic_id, partitions, configs };
             if state.topics.insert(t.name.clone(), topic).is_some() {
                 return Err(MetadataError::InvalidSnapshot(format!("topic {} appears twice", t.name)));
+            }
+        }
+        for group in &snapshot.group_offsets {
+            let mut offsets = BTreeMap::new();
+            for o in &group.offsets {
+                if state.partition(&o.topic, o.partition).is_none() {
+                    return Err(MetadataError::InvalidSnapshot(format!("group {} has an offset for unknown {}-{}", group.group, o.topic, o.partition)));
+                }
+                let committed = CommittedOffset { offset: o.offset, leader_epoch: o.leader_epoch, metadata: o.metadata.clone() };
+                offsets.insert((o.topic.clone(), o.partition), committed);
+            }
+            if state.group_offsets.insert(group.group.clone(), offsets).is_some() {
+                return Err(MetadataError::InvalidSnapshot(format!("group {} appears twice", group.group)));
             }
         }
         Ok(state)

@@ -4,9 +4,11 @@ use std::collections::BTreeSet;
 
 use keel_io::NodeRng;
 use keel_meta::controller::{
-    assign_replicas, plan_create_topic, plan_elect_offline_leaders, plan_fence_broker, rack_alternating_order,
+    assign_replicas, plan_create_partitions, plan_create_topic, plan_elect_offline_leaders, plan_fence_broker, rack_alternating_order,
 };
-use keel_meta::proto::{ChangePartition, Command, MetadataBatch, MetadataSnapshot, RegisterBroker, UnfenceBroker};
+use keel_meta::proto::{
+    AllocateProducerIds, ChangePartition, Command, CommitOffsets, CommittedOffsetRecord, DeleteTopic, MetadataBatch, MetadataSnapshot, RegisterBroker, UnfenceBroker,
+};
 use keel_meta::{MetadataError, MetadataState};
 use rand::{Rng, RngCore};
 
@@ -267,4 +269,66 @@ fn random_bytes_never_panic_the_decoder_or_the_state_machine() {
             }
         }
     }
+}
+
+fn one_command(command: Command) -> MetadataBatch {
+    MetadataBatch { commands: vec![command.into()] }
+}
+
+fn round_trip(state: &MetadataState) -> MetadataState {
+    let bytes = state.snapshot().encode_to_bytes();
+    MetadataState::from_snapshot(&MetadataSnapshot::decode_from(&bytes).expect("decodes")).expect("valid")
+}
+
+#[test]
+fn producer_id_blocks_never_overlap_and_a_stale_block_is_refused() {
+    let mut state = cluster(&[None, None]);
+    let block = |broker_id, expected_next_producer_id| one_command(Command::AllocateProducerIds(AllocateProducerIds { broker_id, expected_next_producer_id, count: 1000 }));
+    state.apply_batch(&block(1, 0)).expect("first block");
+    assert_eq!(state.next_producer_id(), 1000);
+    assert_eq!(state.apply_batch(&block(2, 0)), Err(MetadataError::StaleProducerIdBlock { expected: 0, actual: 1000 }));
+    state.apply_batch(&block(2, 1000)).expect("second block");
+    assert_eq!(round_trip(&state).next_producer_id(), 2000);
+    assert!(matches!(state.apply_batch(&block(9, 2000)), Err(MetadataError::UnknownBroker(9))));
+}
+
+#[test]
+fn committed_offsets_survive_a_snapshot_and_leave_with_their_topic() {
+    let mut state = cluster(&[None]);
+    state.apply_batch(&plan_create_topic(&state, "orders", 2, 1, &[], 0).expect("plan")).expect("create");
+    let offset = |partition, offset| CommittedOffsetRecord { topic: "orders".into(), partition, offset, leader_epoch: -1, metadata: "m".into() };
+    let commit = |offsets| one_command(Command::CommitOffsets(CommitOffsets { group: "g".into(), offsets }));
+    state.apply_batch(&commit(vec![offset(0, 5), offset(1, 7)])).expect("commit");
+    state.apply_batch(&commit(vec![offset(0, 6)])).expect("commit again");
+    let restored = round_trip(&state);
+    let offsets = restored.group_offsets("g").expect("group has offsets");
+    assert_eq!(offsets[&("orders".to_string(), 0)].offset, 6);
+    assert_eq!(offsets[&("orders".to_string(), 1)].offset, 7);
+    assert!(matches!(state.apply_batch(&commit(vec![offset(2, 1)])), Err(MetadataError::UnknownPartition { .. })));
+    state.apply_batch(&one_command(Command::DeleteTopic(DeleteTopic { name: "orders".into() }))).expect("delete");
+    assert!(state.group_offsets("g").is_none());
+}
+
+#[test]
+fn a_recreated_topic_gets_a_new_topic_id() {
+    let mut state = cluster(&[None]);
+    state.apply_batch(&plan_create_topic(&state, "t", 1, 1, &[], 0).expect("plan")).expect("create");
+    let first_id = state.topic("t").expect("exists").topic_id;
+    state.apply_batch(&one_command(Command::DeleteTopic(DeleteTopic { name: "t".into() }))).expect("delete");
+    state.apply_batch(&plan_create_topic(&state, "t", 1, 1, &[], 0).expect("plan")).expect("create again");
+    assert_ne!(state.topic("t").expect("exists").topic_id, first_id);
+    assert_eq!(round_trip(&state).topic("t").expect("restored").topic_id, state.topic("t").expect("exists").topic_id);
+}
+
+#[test]
+fn partitions_grow_and_never_shrink() {
+    let mut state = cluster(&[None, None, None]);
+    state.apply_batch(&plan_create_topic(&state, "t", 2, 2, &[], 0).expect("plan")).expect("create");
+    state.apply_batch(&plan_create_partitions(&state, "t", 5, 0).expect("plan")).expect("grow");
+    let topic = state.topic("t").expect("exists");
+    assert_eq!(topic.partitions.len(), 5);
+    assert!(topic.partitions.iter().all(|p| p.replicas.len() == 2));
+    assert!(matches!(plan_create_partitions(&state, "t", 5, 0), Err(MetadataError::InvalidPartitionGrowth { current: 5, requested: 5, .. })));
+    assert!(matches!(plan_create_partitions(&state, "t", 3, 0), Err(MetadataError::InvalidPartitionGrowth { .. })));
+    assert!(matches!(plan_create_partitions(&state, "nope", 3, 0), Err(MetadataError::UnknownTopic(_))));
 }

@@ -34,6 +34,10 @@ pub enum ReplError {
     Busy { reason: String },
     #[error("KAFKA_STORAGE_ERROR: {reason}")]
     Storage { reason: String },
+    #[error("OUT_OF_ORDER_SEQUENCE_NUMBER: producer {producer_id} sent sequence {received}, this partition expects {expected}; nothing was appended")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, received: i32 },
+    #[error("INVALID_PRODUCER_EPOCH: producer {producer_id} sent epoch {requested}, older than the current {current}; a newer producer took over this id")]
+    InvalidProducerEpoch { producer_id: i64, requested: i16, current: i16 },
     #[error("BROKER_NOT_AVAILABLE: the replication loop of this broker has stopped")]
     Stopped,
 }
@@ -55,6 +59,8 @@ impl ReplError {
             ReplError::NotEnoughReplicasAfterAppend { .. } => 20,
             ReplError::FencedLeaderEpoch { .. } => 74,
             ReplError::UnknownLeaderEpoch { .. } => 75,
+            ReplError::OutOfOrderSequence { .. } => 45,
+            ReplError::InvalidProducerEpoch { .. } => 47,
         }
     }
 
@@ -63,7 +69,10 @@ impl ReplError {
     pub fn is_retriable(&self) -> bool {
         !matches!(
             self,
-            ReplError::OffsetOutOfRange { .. } | ReplError::CorruptMessage { .. } | ReplError::MessageTooLarge { .. } | ReplError::InvalidRequest { .. }
+            ReplError::OffsetOutOfRange { .. } | ReplError::CorruptMessage { .. } | ReplError::MessageTooLarge { .. }
+                | ReplError::InvalidRequest { .. }
+                | ReplError::OutOfOrderSequence { .. }
+                | ReplError::InvalidProducerEpoch { .. }
         )
     }
 }

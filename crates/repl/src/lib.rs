@@ -20,12 +20,14 @@ pub mod epoch_cache;
 pub mod error;
 pub mod follower;
 pub mod leader;
+pub mod producers;
 pub mod stored;
 pub mod wire;
 
 pub use epoch_cache::{EpochCache, EpochEntry};
 pub use error::ReplError;
 pub use follower::{Follower, FollowerStep};
+pub use producers::{Admission, ProducerStamp, ProducerStates, RecordStamp};
 pub use leader::{FetchPlan, FetchRequest, Leader, LeaderConfig, LeaderOutput, LogState};
 
 /// A broker id, as in the metadata.

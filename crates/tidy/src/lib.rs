@@ -53,6 +53,7 @@ pub const ALLOWED: &[(&str, &str, &str)] = &[
     ("sim/src/runner.rs", "Instant::now", "wall-clock watchdog reports hung seeds (a deadlock stops simulated time)"),
     ("sim/src/trace.rs", "std::fs", "a finished trace is written to the host for the developer to read"),
     ("sim/src/scenario.rs", "std::fs", "scenario files are read from the host before a simulated world exists"),
+    ("broker/src/config.rs", "std::fs", "the --config file is read from the host (read-only) before the node starts"),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

@@ -43,6 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ReplError;
 use crate::leader::{FetchPlan, FetchRequest, LeaderOutput};
+use crate::producers::{Admission, ProducerStamp, RecordStamp};
 use crate::stored::{batch_crc, decode_stored, encode_stored, STORED_HEADER_BYTES};
 use crate::wire::{FetchMessage, FetchResponseMessage, FRAME_KIND_FETCH, FRAME_KIND_FETCH_RESPONSE};
 use crate::BrokerId;
@@ -56,7 +57,7 @@ pub struct ReplConfig {
     pub node_id: BrokerId,
     /// The incarnation the metadata must show for this broker before it acts.
     pub incarnation_id: u64,
-    /// Partition logs live in `{data_dir}/{topic}-{partition}` on the node's Disk.
+    /// Partition logs live in `{data_dir}/{topic}-{partition}-{topic_id}` on the node's Disk.
     pub data_dir: String,
     pub log_config: LogConfig,
     pub tick_ms: u64,
@@ -136,6 +137,9 @@ pub struct ProduceRequest {
     /// The leader epoch the producer believes current; checked when given.
     pub leader_epoch: Option<u32>,
     pub records: Vec<Vec<u8>>,
+    /// An idempotent producer's batch: retries are answered with the
+    /// original offsets, gaps refused (`None`: appended as it comes).
+    pub producer: Option<ProducerStamp>,
     /// `stored::batch_crc` of `records`, computed by the producer.
     pub batch_crc: u32,
     pub timeout_ms: u64,
@@ -145,7 +149,7 @@ impl ProduceRequest {
     /// A request for `records` with its checksum computed.
     pub fn new(topic: &str, partition: u32, acks: Acks, records: Vec<Vec<u8>>, timeout_ms: u64) -> Self {
         let batch_crc = batch_crc(&records);
-        ProduceRequest { topic: topic.to_string(), partition, acks, leader_epoch: None, records, batch_crc, timeout_ms }
+        ProduceRequest { topic: topic.to_string(), partition, acks, leader_epoch: None, records, producer: None, batch_crc, timeout_ms }
     }
 }
 
@@ -169,6 +173,8 @@ pub enum ReadLimit {
 pub struct ReadRecord {
     pub offset: u64,
     pub leader_epoch: u32,
+    /// The idempotent producer's stamp (`RecordStamp::NONE` without idempotence).
+    pub stamp: RecordStamp,
     pub value: Vec<u8>,
 }
 
@@ -404,18 +410,29 @@ impl Driver {
         self.metadata = metadata;
         let me = self.config.node_id;
         let registered = self.metadata.broker(me).is_some_and(|b| !b.fenced && b.incarnation_id == self.config.incarnation_id);
+        // A replica of a deleted topic (or of an earlier topic of the same
+        // name) is removed with its log before anything opens the new one.
+        let deleted: Vec<(String, u32)> =
+            self.replicas.iter().filter(|(key, replica)| self.metadata.topic(&key.0).is_none_or(|t| t.topic_id != replica.topic_id)).map(|(key, _)| key.clone()).collect();
+        for key in deleted {
+            let replica = self.replicas.remove(&key).expect("listed above");
+            let change = replica.destroy().await.map_err(|error| log_error(&key, error))?;
+            self.after_role_change(&key, change);
+            tracing::info!(node_id = me, topic = key.0, partition = key.1, "topic deleted; replica log removed");
+        }
         let mut assigned = Vec::new();
         for topic in self.metadata.topics() {
             for (index, partition) in topic.partitions.iter().enumerate() {
                 if partition.replicas.contains(&me) {
                     let index = u32::try_from(index).expect("partition index fits u32");
-                    assigned.push((topic.name.clone(), index));
+                    assigned.push((topic.name.clone(), topic.topic_id, index));
                 }
             }
         }
-        for key in assigned {
+        for (topic_name, topic_id, index) in assigned {
+            let key = (topic_name, index);
             if !self.replicas.contains_key(&key) {
-                let replica = Replica::open(&self.disk, &self.config, &key.0, key.1).await?;
+                let replica = Replica::open(&self.disk, &self.config, &key.0, topic_id, key.1).await?;
                 self.replicas.insert(key.clone(), replica);
             }
             let metadata = Arc::clone(&self.metadata);
@@ -738,6 +755,7 @@ impl Driver {
             if let crate::follower::FollowerStep::Truncate { end_offset } = follower.diverging(epoch, end_offset) {
                 replica.log.truncate(end_offset).await.map_err(|error| log_error(&key, error))?;
                 assert_eq!(replica.log.next_offset(), end_offset, "the log ends where it was cut");
+                replica.rebuild_producers(&self.config, &key).await?;
                 self.observe(ReplEvent::Truncated { node_id: me, topic: &key.0, partition: key.1, end_offset });
             }
             self.send_fetch(&key);
@@ -748,7 +766,7 @@ impl Driver {
             self.send_fetch(&key);
             return Ok(());
         }
-        let runs = match check_fetched(follower, &message) {
+        let (runs, stamps) = match check_fetched(follower, &message) {
             Ok(runs) => runs,
             Err(error) => {
                 tracing::warn!(node_id = me, topic = key.0, partition = key.1, from, %error, "fetched records refused");
@@ -759,6 +777,9 @@ impl Driver {
         let payloads: Vec<&[u8]> = message.records.iter().map(Vec::as_slice).collect();
         let range = replica.log.append_batch(&payloads).await.map_err(|error| log_error(&key, error))?;
         assert_eq!(range.start, message.base_offset, "fetched records land where the leader has them");
+        for (offset, stamp) in (range.start..range.end).zip(&stamps) {
+            replica.producers.observe_record(offset, stamp);
+        }
         let flushed = replica.log.flush().await.map_err(|error| log_error(&key, error))?;
         assert_eq!(flushed, range.end, "a follower fetches again only with everything durable");
         follower.appended(message.base_offset, &runs, message.high_watermark);
@@ -821,12 +842,35 @@ impl Driver {
         let replica = self.replicas.get_mut(&key).expect("checked");
         let leader = replica.leader_mut().expect("checked");
         let leader_epoch = leader.leader_epoch();
-        let payloads: Vec<Vec<u8>> = request.records.iter().map(|value| encode_stored(leader_epoch, value)).collect();
-        let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        let range = replica.log.append_batch(&refs).await.map_err(|error| log_error(&key, error))?;
-        replica.dirty = true;
+        let stamp = request.producer.unwrap_or(ProducerStamp::NONE);
+        let admission = match request.producer {
+            Some(stamp) => replica.producers.admit(&stamp),
+            None => Ok(Admission::Append),
+        };
+        let range = match admission {
+            Err(error) => {
+                let _ = reply.send(Err(error));
+                return Ok(());
+            }
+            Ok(Admission::Duplicate { base_offset, end_offset }) => {
+                // The retry of a batch already in the log: answered like the
+                // original (acks=all still waits for it to be committed).
+                tracing::debug!(node_id = self.config.node_id, topic = key.0, partition = key.1, producer_id = stamp.producer_id, base_offset, "duplicate batch answered with its offsets");
+                base_offset..end_offset
+            }
+            Ok(Admission::Append) => {
+                let payloads: Vec<Vec<u8>> = request.records.iter().enumerate().map(|(index, value)| encode_stored(leader_epoch, &stamp.record(index), value)).collect();
+                let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+                let range = replica.log.append_batch(&refs).await.map_err(|error| log_error(&key, error))?;
+                replica.dirty = true;
+                if stamp.is_idempotent() {
+                    replica.producers.appended(&stamp, range.start, range.end);
+                }
+                replica.leader_mut().expect("checked").appended(range.start, range.end);
+                range
+            }
+        };
         let leader = replica.leader_mut().expect("checked");
-        leader.appended(range.start, range.end);
         let produced = Produced { base_offset: range.start, leader_epoch };
         match request.acks {
             Acks::None | Acks::Leader => {
@@ -867,6 +911,12 @@ impl Driver {
         if let Some(record) = request.records.iter().find(|r| r.len() > record_bytes_max) {
             return Err(ReplError::MessageTooLarge { bytes: record.len(), bytes_max: record_bytes_max });
         }
+        if let Some(stamp) = &request.producer {
+            if stamp.record_count() != request.records.len() as u64 {
+                let reason = format!("the batch has {} records and {} sequences", request.records.len(), stamp.record_count());
+                return Err(ReplError::InvalidRequest { reason });
+            }
+        }
         if batch_crc(&request.records) != request.batch_crc {
             return Err(ReplError::CorruptMessage { reason: "the batch checksum does not match its records".into() });
         }
@@ -904,15 +954,19 @@ fn log_error(key: &(String, u32), error: LogError) -> ReplDriverError {
 
 /// Checks fetched records before anything is written: each stored record's
 /// checksum, that they continue this log, and that their epochs never go
-/// back and never exceed the leader's. Returns the (epoch, end offset) runs.
-fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMessage) -> Result<Vec<(u32, u64)>, ReplError> {
+/// back and never exceed the leader's. Returns the (epoch, end offset) runs
+/// and each record's producer stamp.
+fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMessage) -> Result<(Vec<(u32, u64)>, Vec<RecordStamp>), ReplError> {
     if message.base_offset != follower.log_end_offset() {
         return Err(ReplError::InvalidRequest { reason: format!("records start at {}, the log ends at {}", message.base_offset, follower.log_end_offset()) });
     }
     let mut runs: Vec<(u32, u64)> = Vec::new();
+    let mut stamps = Vec::with_capacity(message.records.len());
     let mut previous_epoch = follower.epoch_cache().latest().map_or(0, |latest| latest.epoch);
     for (index, payload) in message.records.iter().enumerate() {
-        let (epoch, _) = decode_stored(payload)?;
+        let stored = decode_stored(payload)?;
+        stamps.push(stored.stamp);
+        let epoch = stored.leader_epoch;
         if epoch < previous_epoch || epoch > follower.leader_epoch() {
             let reason = format!("record epoch {epoch} after epoch {previous_epoch} under leader epoch {}", follower.leader_epoch());
             return Err(ReplError::InvalidRequest { reason });
@@ -924,5 +978,5 @@ fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMe
             _ => runs.push((epoch, end_offset)),
         }
     }
-    Ok(runs)
+    Ok((runs, stamps))
 }

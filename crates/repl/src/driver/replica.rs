@@ -10,6 +10,7 @@ use crate::epoch_cache::EpochCache;
 use crate::error::ReplError;
 use crate::follower::Follower;
 use crate::leader::{Leader, LeaderConfig, LeaderOutput, LogState};
+use crate::producers::ProducerStates;
 use crate::stored::decode_stored;
 use crate::BrokerId;
 
@@ -82,6 +83,9 @@ pub(super) enum ReadError {
 
 pub(super) struct Replica {
     pub log: Log,
+    /// The topic's id in the metadata: a topic of the same name created after
+    /// this one was deleted is another topic with another log.
+    pub topic_id: u64,
     pub role: Role,
     /// The partition epoch of the metadata this replica last followed.
     pub partition_epoch: u64,
@@ -89,26 +93,37 @@ pub(super) struct Replica {
     /// Appended since the last flush (leaders; followers flush at once).
     pub dirty: bool,
     pub isr_proposal: Option<IsrProposal>,
+    /// The idempotent producers' recent batches in this log (every role
+    /// keeps it, so a new leader already has it).
+    pub producers: ProducerStates,
+}
+
+/// Reads the whole log once: the epoch cache and the producers' state.
+async fn scan(log: &Log, config: &ReplConfig, topic: &str, partition: u32) -> Result<(EpochCache, ProducerStates), ReplDriverError> {
+    let mut epoch_cache = EpochCache::new();
+    let mut producers = ProducerStates::new();
+    let mut next = log.start_offset();
+    while next < log.next_offset() {
+        let records = log.read_from(next, config.log_config.read_chunk_bytes).await.map_err(|error| ReplDriverError::Log { topic: topic.to_string(), partition, error })?;
+        for record in &records {
+            let stored = decode_stored(&record.payload)
+                .map_err(|error| ReplDriverError::Corrupt { topic: topic.to_string(), partition, offset: record.offset, error })?;
+            epoch_cache.assign(stored.leader_epoch, record.offset);
+            producers.observe_record(record.offset, &stored.stamp);
+        }
+        next = records.last().expect("a read below the end yields records").offset + 1;
+    }
+    Ok((epoch_cache, producers))
 }
 
 impl Replica {
-    /// Opens (or creates) the log and rebuilds the epoch cache from the
-    /// records' epochs, verifying every stored record's checksum.
-    pub async fn open(disk: &Disk, config: &ReplConfig, topic: &str, partition: u32) -> Result<Replica, ReplDriverError> {
-        let dir = format!("{}/{topic}-{partition}", config.data_dir);
+    /// Opens (or creates) the log and rebuilds the epoch cache and the
+    /// producers' state from the records, verifying every stored record's checksum.
+    pub async fn open(disk: &Disk, config: &ReplConfig, topic: &str, topic_id: u64, partition: u32) -> Result<Replica, ReplDriverError> {
+        let dir = format!("{}/{topic}-{partition}-{topic_id}", config.data_dir);
         let log_error = |error| ReplDriverError::Log { topic: topic.to_string(), partition, error };
         let log = Log::open(disk.clone(), &dir, config.log_config.clone()).await.map_err(log_error)?;
-        let mut epoch_cache = EpochCache::new();
-        let mut next = log.start_offset();
-        while next < log.next_offset() {
-            let records = log.read_from(next, config.log_config.read_chunk_bytes).await.map_err(log_error)?;
-            for record in &records {
-                let (epoch, _) = decode_stored(&record.payload)
-                    .map_err(|error| ReplDriverError::Corrupt { topic: topic.to_string(), partition, offset: record.offset, error })?;
-                epoch_cache.assign(epoch, record.offset);
-            }
-            next = records.last().expect("a read below the end yields records").offset + 1;
-        }
+        let (epoch_cache, producers) = scan(&log, config, topic, partition).await?;
         assert_eq!(log.flushed_offset(), log.next_offset(), "an opened log is durable to its end");
         let state = LogState {
             log_start_offset: log.start_offset(),
@@ -117,7 +132,21 @@ impl Replica {
             high_watermark: 0,
             epoch_cache,
         };
-        Ok(Replica { log, role: Role::Idle(state), partition_epoch: 0, parked: Vec::new(), dirty: false, isr_proposal: None })
+        Ok(Replica { log, topic_id, role: Role::Idle(state), partition_epoch: 0, parked: Vec::new(), dirty: false, isr_proposal: None, producers })
+    }
+
+    /// After a truncation the producers' state is rebuilt from what is left.
+    pub async fn rebuild_producers(&mut self, config: &ReplConfig, key: &(String, u32)) -> Result<(), ReplDriverError> {
+        let (_, producers) = scan(&self.log, config, &key.0, key.1).await?;
+        self.producers = producers;
+        Ok(())
+    }
+
+    /// The topic was deleted: the replica leaves its role and its log is removed.
+    pub async fn destroy(mut self) -> Result<RoleChange, LogError> {
+        let change = self.become_idle().await?;
+        self.log.destroy().await?;
+        Ok(change)
     }
 
     pub fn leader(&self) -> Option<&Leader> {
@@ -242,8 +271,8 @@ impl Replica {
                 if record.offset >= end {
                     break;
                 }
-                let (leader_epoch, value) = decode_stored(&record.payload).map_err(|error| ReadError::Corrupt { offset: record.offset, error })?;
-                records.push(ReadRecord { offset: record.offset, leader_epoch, value: value.to_vec() });
+                let stored = decode_stored(&record.payload).map_err(|error| ReadError::Corrupt { offset: record.offset, error })?;
+                records.push(ReadRecord { offset: record.offset, leader_epoch: stored.leader_epoch, stamp: stored.stamp, value: stored.value.to_vec() });
             }
         }
         Ok(ReadResult { records, log_start_offset, high_watermark, log_end_offset })
