@@ -8,6 +8,8 @@
 mod admin_client;
 #[path = "support/cluster.rs"]
 mod cluster;
+#[path = "support/kafka_wire.rs"]
+mod kafka_wire;
 #[allow(dead_code, reason = "the operations tests use the rest of this support module")]
 #[path = "support/process.rs"]
 mod process;
@@ -18,6 +20,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cluster::{start_settled, Node};
+use kafka_wire::{header, read_response, send_frame};
 
 fn bootstrap(nodes: &[Node]) -> String {
     nodes.iter().map(|n| format!("127.0.0.1:{}", n.kafka_port)).collect::<Vec<_>>().join(",")
@@ -79,31 +82,6 @@ fn kcat_confluent_kafka_and_kafka_python_produce_and_consume_on_keel_dev_three_n
     python_clients(&dev.bootstrap, "three");
     dev.keel.signal(libc::SIGTERM);
     assert_eq!(dev.keel.wait_exit().code(), Some(0), "keel dev stops cleanly: {}", process::stderr_of(dir.path()));
-}
-
-/// One request frame: size, then the bytes.
-fn send_frame(stream: &mut TcpStream, body: &[u8]) {
-    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(body);
-    stream.write_all(&frame).expect("send");
-}
-
-/// The next response frame's body (correlation id first).
-fn read_response(stream: &mut TcpStream) -> Vec<u8> {
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).expect("response size");
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body).expect("response body");
-    body
-}
-
-fn header(api_key: i16, api_version: i16, correlation_id: i32) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&api_key.to_be_bytes());
-    out.extend_from_slice(&api_version.to_be_bytes());
-    out.extend_from_slice(&correlation_id.to_be_bytes());
-    out.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
-    out
 }
 
 /// (correlation id, first i16 after it): the error code for ApiVersions and the bare error answers.

@@ -5,15 +5,18 @@
 
 #[path = "support/admin_client.rs"]
 mod admin_client;
+#[path = "support/kafka_wire.rs"]
+mod kafka_wire;
 #[path = "support/process.rs"]
 mod process;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
 use admin_client::{cluster_settled, free_port, http, http_with_body, json_field};
+use kafka_wire::{header, read_response, send_frame};
 use process::{parse_prometheus, pid_alive, signal_pid, start_dev, stderr_of, Keel, WAIT};
 
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
@@ -64,29 +67,6 @@ fn start_single(dir: &Path, ports: &Ports, extra: &[&str]) -> Keel {
     Keel::spawn(dir, &args, &[], &dir.join("stderr.log"))
 }
 
-
-fn send_frame(stream: &mut TcpStream, body: &[u8]) {
-    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(body);
-    stream.write_all(&frame).expect("send");
-}
-
-fn read_response(stream: &mut TcpStream) -> Vec<u8> {
-    let mut size = [0u8; 4];
-    stream.read_exact(&mut size).expect("response size");
-    let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-    stream.read_exact(&mut body).expect("response body");
-    body
-}
-
-fn header(api_key: i16, api_version: i16, correlation_id: i32) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&api_key.to_be_bytes());
-    out.extend_from_slice(&api_version.to_be_bytes());
-    out.extend_from_slice(&correlation_id.to_be_bytes());
-    out.extend_from_slice(&(-1i16).to_be_bytes()); // null client id
-    out
-}
 
 fn connect(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");

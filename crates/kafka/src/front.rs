@@ -92,6 +92,13 @@ impl KafkaConfig {
     }
 }
 
+/// Who sent a request: the header's client id and the connection's address.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Client<'a> {
+    pub id: &'a str,
+    pub host: &'a str,
+}
+
 /// What to do after a frame.
 #[derive(Debug)]
 pub enum Reply {
@@ -144,8 +151,14 @@ impl KafkaFront {
         &self.config
     }
 
-    /// Answers one inbound frame.
+    /// Answers one inbound frame from a client whose address is unknown.
     pub async fn handle(&self, inbound: Inbound) -> Reply {
+        self.handle_from("", inbound).await
+    }
+
+    /// Answers one inbound frame from `client_host` (Kafka's "/ip" form,
+    /// reported by DescribeGroups).
+    pub async fn handle_from(&self, client_host: &str, inbound: Inbound) -> Reply {
         let frame = match inbound {
             Inbound::Oversized { size_bytes, head } => {
                 let limit = self.config.frame_bytes_max;
@@ -187,7 +200,7 @@ impl KafkaFront {
             }
         };
         let client_id = header.client_id.as_ref().map_or("", |id| id.as_str());
-        match self.dispatch(version, client_id, request).await {
+        match self.dispatch(version, Client { id: client_id, host: client_host }, request).await {
             Some(response) => self.encoded(api_key, version, correlation_id, &response),
             None => Reply::Nothing,
         }
@@ -205,7 +218,7 @@ impl KafkaFront {
         }
     }
 
-    async fn dispatch(&self, version: i16, client_id: &str, request: RequestKind) -> Option<ResponseKind> {
+    async fn dispatch(&self, version: i16, client: Client<'_>, request: RequestKind) -> Option<ResponseKind> {
         Some(match request {
             RequestKind::ApiVersions(request) => ResponseKind::ApiVersions(self.api_versions(version, request)),
             RequestKind::Metadata(request) => ResponseKind::Metadata(self.metadata(version, request).await),
@@ -220,7 +233,7 @@ impl KafkaFront {
             RequestKind::CreatePartitions(request) => ResponseKind::CreatePartitions(self.create_partitions(version, request).await),
             RequestKind::InitProducerId(request) => ResponseKind::InitProducerId(self.init_producer_id(request).await),
             RequestKind::FindCoordinator(request) => ResponseKind::FindCoordinator(self.find_coordinator(version, request)),
-            RequestKind::JoinGroup(request) => ResponseKind::JoinGroup(self.join_group(version, client_id, request).await),
+            RequestKind::JoinGroup(request) => ResponseKind::JoinGroup(self.join_group(version, client, request).await),
             RequestKind::SyncGroup(request) => ResponseKind::SyncGroup(self.sync_group(version, request).await),
             RequestKind::Heartbeat(request) => ResponseKind::Heartbeat(self.heartbeat(request).await),
             RequestKind::LeaveGroup(request) => ResponseKind::LeaveGroup(self.leave_group(version, request).await),

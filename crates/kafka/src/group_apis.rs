@@ -25,7 +25,7 @@ use keel_meta::proto::CommittedOffsetRecord;
 use keel_meta::MetadataState;
 
 use crate::error_code as code;
-use crate::front::{str_bytes, KafkaFront};
+use crate::front::{str_bytes, Client, KafkaFront};
 
 /// Kafka's `offset.metadata.max.bytes`.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -85,14 +85,14 @@ impl KafkaFront {
         response
     }
 
-    pub(crate) async fn join_group(&self, version: i16, client_id: &str, request: JoinGroupRequest) -> JoinGroupResponse {
+    pub(crate) async fn join_group(&self, version: i16, client: Client<'_>, request: JoinGroupRequest) -> JoinGroupResponse {
         let session_timeout_ms = u64::try_from(request.session_timeout_ms).unwrap_or(0);
         let join = keel_group::JoinRequest {
             group_id: request.group_id.0.as_str().to_string(),
             member_id: request.member_id.as_str().to_string(),
             group_instance_id: optional_string(&request.group_instance_id),
-            client_id: client_id.to_string(),
-            client_host: String::new(),
+            client_id: client.id.to_string(),
+            client_host: client.host.to_string(),
             session_timeout_ms,
             // v0 has no rebalance timeout: Kafka uses the session timeout.
             rebalance_timeout_ms: if version >= 1 { u64::try_from(request.rebalance_timeout_ms).unwrap_or(0) } else { session_timeout_ms },

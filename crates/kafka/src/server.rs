@@ -213,6 +213,7 @@ impl RequestSeen {
 async fn serve_connection_until(mut stream: TcpStream, front: &KafkaFront, options: &ServeOptions) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let frame_bytes_max = front.config().frame_bytes_max;
+    let client_host = stream.peer_addr().map(|peer| format!("/{}", peer.ip())).unwrap_or_default();
     loop {
         // Draining closes a connection between requests, never inside one.
         let read = tokio::select! {
@@ -234,7 +235,7 @@ async fn serve_connection_until(mut stream: TcpStream, front: &KafkaFront, optio
         let started = options.clock.now();
         let in_flight = options.metrics.request_started();
         let seen = RequestSeen::of(&inbound);
-        let reply = front.handle(inbound).await;
+        let reply = front.handle_from(&client_host, inbound).await;
         let error_code = seen.error_code(&reply);
         let outcome = match reply {
             Reply::Send(bytes) => stream.write_all(&bytes).await.map_err(|error| format!("writing a response: {error}")),
