@@ -61,5 +61,10 @@ for scenario in scenarios/*.toml; do
 done
 ci/sim.sh run --scenario scenarios/election-storm.toml --seed 42 --check-determinism
 ci/sim.sh run --scenario scenarios/partition-heal-truncation.toml --seed 42 --check-determinism
+ci/sim.sh run --scenario scenarios/idempotent-retries-no-duplicates.toml --seed 42 --check-determinism
+ci/sim.sh run --scenario scenarios/consumer-group-rebalance-under-faults.toml --seed 42 --check-determinism
+
+echo "== fuzzing: request decoding + dispatch and produced record batches, 30 s each from the committed corpus"
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}" ci/fuzz.sh
 
 echo "== ci/test.sh finished in $(( $(date +%s) - started ))s"

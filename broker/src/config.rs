@@ -76,6 +76,9 @@ pub struct StartArgs {
     /// A follower not caught up for this long leaves the ISR (Kafka's replica.lag.time.max.ms).
     #[arg(long, env = "KEEL_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
     pub replica_lag_time_max_ms: u64,
+    /// Kafka's group.initial.rebalance.delay.ms: the first rebalance of an empty consumer group waits this long for more members.
+    #[arg(long, env = "KEEL_GROUP_INITIAL_REBALANCE_DELAY_MS", default_value_t = 3_000)]
+    pub group_initial_rebalance_delay_ms: u64,
     /// On SIGTERM, requests in flight get this long to finish before their connections are cut.
     #[arg(long, env = "KEEL_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
     pub drain_timeout_ms: u64,
@@ -122,6 +125,8 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replica_lag_time_max_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
@@ -145,6 +150,7 @@ pub const FILE_KEYS: &[&str] = &[
     "registration_lease_ms",
     "min_insync_replicas",
     "replica_lag_time_max_ms",
+    "group_initial_rebalance_delay_ms",
     "drain_timeout_ms",
     "log_format",
 ];
@@ -211,6 +217,7 @@ pub fn apply_file(mut args: StartArgs, matches: &ArgMatches, file: FileConfig) -
         registration_lease_ms,
         min_insync_replicas,
         replica_lag_time_max_ms,
+        group_initial_rebalance_delay_ms,
         drain_timeout_ms,
         log_format,
     );
@@ -236,6 +243,7 @@ pub fn effective_toml(args: &StartArgs) -> String {
         registration_lease_ms: Some(args.registration_lease_ms),
         min_insync_replicas: Some(args.min_insync_replicas),
         replica_lag_time_max_ms: Some(args.replica_lag_time_max_ms),
+        group_initial_rebalance_delay_ms: Some(args.group_initial_rebalance_delay_ms),
         drain_timeout_ms: Some(args.drain_timeout_ms),
         log_format: Some(args.log_format),
     };
@@ -314,6 +322,7 @@ mod tests {
             registration_lease_ms: Some(1),
             min_insync_replicas: Some(1),
             replica_lag_time_max_ms: Some(1),
+            group_initial_rebalance_delay_ms: Some(1),
             drain_timeout_ms: Some(1),
             log_format: Some(LogFormat::Json),
         };

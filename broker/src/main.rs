@@ -149,6 +149,7 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         default_replication_factor: args.default_replication_factor,
         min_insync_replicas_default: args.min_insync_replicas,
         replica_lag_time_max_ms: args.replica_lag_time_max_ms,
+        group: keel_group::Config { group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms, ..keel_group::Config::default() },
         ..KafkaConfig::new(args.node_id, &args.cluster_id)
     };
     tracing::info!(

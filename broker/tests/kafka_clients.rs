@@ -120,6 +120,12 @@ fn bad_frames_get_kafka_error_codes_and_the_broker_keeps_serving() {
     metadata.extend_from_slice(&[0, 0, 0, 9, 0]);
     send_frame(&mut stream, &metadata);
     assert_eq!(id_and_code(&read_response(&mut stream)), (4, INVALID_REQUEST));
+    // A tiny Metadata v0 that claims 2^31-1 topics: refused before the
+    // decoder would reserve memory for them (crates/kafka/src/guard.rs).
+    let mut huge_count = header(3, 0, 40);
+    huge_count.extend_from_slice(&i32::MAX.to_be_bytes());
+    send_frame(&mut stream, &huge_count);
+    assert_eq!(id_and_code(&read_response(&mut stream)), (40, INVALID_REQUEST));
     // A frame over --socket-request-max-bytes is skipped whole and refused.
     let mut oversized = header(0, 9, 5);
     oversized.resize(100_000, 7);

@@ -8,6 +8,16 @@
 //! convergence: every replica of a partition holds the same records, every
 //! acks=all acknowledgement is in that log at its offset, and every read
 //! matches it.
+//!
+//! With idempotent producers (`[data] idempotent = true`, Kafka clients),
+//! `no-duplicates` too: online, no value of an idempotent producer is
+//! committed (acknowledged or read) at two offsets; at the end, every value
+//! such a producer sent is in the converged log at most once and every
+//! acknowledged one exactly once, stamped with the producer id, epoch and
+//! sequence it was sent with, and each producer id's records in a partition
+//! carry the sequences 0, 1, 2, ... in offset order. `idempotent-sequence`:
+//! such a producer, retrying only its latest batch, is never refused with
+//! OUT_OF_ORDER_SEQUENCE_NUMBER or INVALID_PRODUCER_EPOCH.
 
 use std::collections::BTreeMap;
 
@@ -23,6 +33,8 @@ pub mod checker {
     pub const ONE_LEADER_PER_EPOCH: &str = "one-leader-per-epoch";
     pub const DATA_CONVERGENCE: &str = "data-convergence";
     pub const DATA_LIVENESS: &str = "data-liveness";
+    pub const NO_DUPLICATES: &str = "no-duplicates";
+    pub const IDEMPOTENT_SEQUENCE: &str = "idempotent-sequence";
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,6 +61,41 @@ enum Witness {
     Read { consumer: u64 },
 }
 
+/// Who sent one record of an idempotent producer (its value is unique).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdempotentRecord {
+    pub partition: u32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub sequence: i32,
+}
+
+/// One acknowledged batch of an idempotent producer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdempotentAck {
+    pub partition: u32,
+    pub base_offset: u64,
+    /// Produce requests sent for this batch, the acknowledged one included.
+    pub attempts: u32,
+    /// The leader epoch the client's metadata gave the broker that acknowledged it.
+    pub leader_epoch: i32,
+}
+
+/// What the Kafka clients did, for the summary.
+#[derive(Debug, Default)]
+pub struct KafkaStats {
+    /// Producer ids handed out by InitProducerId.
+    pub producer_ids: u64,
+    /// Batches sent more than once.
+    pub batches_retried: u64,
+    /// Retries after an attempt the broker may have appended (a request
+    /// timeout, a lost connection, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND).
+    pub retries_after_maybe_appended: u64,
+    /// Batches given up after `client_timeout_ms` (the producer then takes a new id).
+    pub batches_given_up: u64,
+    pub acks: Vec<IdempotentAck>,
+}
+
 #[derive(Debug, Default)]
 pub struct DataHistory {
     /// (partition, offset) -> value and who reported it first (an acks=all
@@ -60,10 +107,58 @@ pub struct DataHistory {
     pub acks_leader_acknowledged: u64,
     pub produce_errors: BTreeMap<i16, u64>,
     pub records_read: u64,
+    /// Every value an idempotent producer sent, and who sent it.
+    idempotent: BTreeMap<Vec<u8>, IdempotentRecord>,
+    /// Where each of those values was first committed (acknowledged or read).
+    idempotent_at: BTreeMap<Vec<u8>, (u32, u64)>,
+    pub kafka: KafkaStats,
 }
 
 impl DataHistory {
+    /// Partition -> every offset known committed (acknowledged with acks=all or read below the high watermark).
+    pub fn committed_offsets(&self) -> BTreeMap<u32, std::collections::BTreeSet<u64>> {
+        let mut out: BTreeMap<u32, std::collections::BTreeSet<u64>> = BTreeMap::new();
+        for (partition, offset) in self.committed.keys() {
+            out.entry(*partition).or_default().insert(*offset);
+        }
+        out
+    }
+
+    /// An idempotent producer is about to send `values` as one batch
+    /// (before its first attempt, so every copy in any log is known).
+    pub fn idempotent_batch(&mut self, partition: u32, producer_id: i64, producer_epoch: i16, base_sequence: i32, values: &[Vec<u8>]) {
+        for (index, value) in values.iter().enumerate() {
+            let sequence = base_sequence + i32::try_from(index).expect("small batches");
+            let record = IdempotentRecord { partition, producer_id, producer_epoch, sequence };
+            let earlier = self.idempotent.insert(value.clone(), record);
+            assert!(earlier.is_none(), "the workload sends each value once: `{}` again", shown(value));
+        }
+    }
+
+    /// `value` of an idempotent producer is committed at `offset`: it must
+    /// never be committed at another one.
+    fn committed_once(&mut self, partition: u32, offset: u64, value: &[u8]) -> Result<(), DataViolation> {
+        let Some(sent) = self.idempotent.get(value) else { return Ok(()) };
+        match self.idempotent_at.get(value) {
+            None => {
+                self.idempotent_at.insert(value.to_vec(), (partition, offset));
+                Ok(())
+            }
+            Some(first) if *first == (partition, offset) => Ok(()),
+            Some((first_partition, first_offset)) => violation(
+                checker::NO_DUPLICATES,
+                format!(
+                    "`{}` (producer {} sequence {}) is committed at partition {first_partition} offset {first_offset} and at partition {partition} offset {offset}",
+                    shown(value),
+                    sent.producer_id,
+                    sent.sequence
+                ),
+            ),
+        }
+    }
+
     fn commit(&mut self, partition: u32, offset: u64, value: &[u8], witness: Witness) -> Result<(), DataViolation> {
+        self.committed_once(partition, offset, value)?;
         match self.committed.get(&(partition, offset)) {
             None => {
                 self.committed.insert((partition, offset), (value.to_vec(), witness));
@@ -110,6 +205,14 @@ impl DataHistory {
             self.commit(partition, record.offset, &record.value, Witness::Read { consumer })?;
         }
         Ok(())
+    }
+
+    /// An idempotent producer was refused with `error_code` (45 or 47).
+    pub fn sequence_refused(&mut self, who: &str, partition: u32, producer_id: i64, base_sequence: i32, error_code: i16, message: &str) -> Result<(), DataViolation> {
+        violation(
+            checker::IDEMPOTENT_SEQUENCE,
+            format!("{who}: producer {producer_id} batch at sequence {base_sequence} to partition {partition} refused with error {error_code} ({message}); it only ever retries its latest batch"),
+        )
     }
 
     pub fn became_leader(&mut self, node_id: u64, topic: &str, partition: u32, leader_epoch: u32) -> Result<(), DataViolation> {
@@ -172,6 +275,79 @@ impl DataHistory {
     }
 }
 
+impl DataHistory {
+    /// After convergence, over `logs` as `check_final` takes them (with the
+    /// Kafka values): every value an idempotent producer sent is in its
+    /// partition's log at most once (and `check_final` found every
+    /// acknowledged one at its offset: so exactly once),
+    /// with the stamp it was sent with, and each producer id's sequences
+    /// in a partition run 0, 1, 2, ... in offset order (one batch in flight
+    /// and retries of only the latest batch, so the log can hold nothing else).
+    pub fn check_no_duplicates(&self, logs: &BTreeMap<u32, BTreeMap<u64, Vec<ReadRecord>>>) -> Result<(), DataViolation> {
+        let mut found: BTreeMap<&[u8], u64> = BTreeMap::new();
+        for (partition, replicas) in logs {
+            let Some(log) = replicas.values().next() else { continue };
+            let mut next_sequence: BTreeMap<(i64, i16), i32> = BTreeMap::new();
+            for record in log {
+                let Some(sent) = self.idempotent.get(&record.value) else { continue };
+                let value = shown(&record.value);
+                if let Some(offset) = found.get(record.value.as_slice()) {
+                    return violation(
+                        checker::NO_DUPLICATES,
+                        format!("`{value}` (producer {} sequence {}) is in the converged log of partition {partition} twice: offsets {offset} and {}", sent.producer_id, sent.sequence, record.offset),
+                    );
+                }
+                found.insert(&record.value, record.offset);
+                if sent.partition != *partition {
+                    return violation(checker::NO_DUPLICATES, format!("`{value}` was sent to partition {} and is in partition {partition}", sent.partition));
+                }
+                let stamp = &record.stamp;
+                if (stamp.producer_id, stamp.producer_epoch, stamp.sequence) != (sent.producer_id, sent.producer_epoch, sent.sequence) {
+                    return violation(
+                        checker::NO_DUPLICATES,
+                        format!(
+                            "partition {partition} offset {}: `{value}` was sent as producer {} epoch {} sequence {}, the log stamps it producer {} epoch {} sequence {}",
+                            record.offset, sent.producer_id, sent.producer_epoch, sent.sequence, stamp.producer_id, stamp.producer_epoch, stamp.sequence
+                        ),
+                    );
+                }
+                let expected = next_sequence.entry((sent.producer_id, sent.producer_epoch)).or_insert(0);
+                if sent.sequence != *expected {
+                    return violation(
+                        checker::NO_DUPLICATES,
+                        format!(
+                            "partition {partition} offset {}: producer {} has sequence {} where {} comes next (its records must be in sequence order, each once)",
+                            record.offset, sent.producer_id, sent.sequence, expected
+                        ),
+                    );
+                }
+                *expected += 1;
+            }
+        }
+        // Acknowledged values are in the log at their offsets (`check_final`),
+        // so with the above each is there exactly once.
+        Ok(())
+    }
+
+    /// Of the acknowledged batches sent more than once, how many were
+    /// answered from an earlier attempt's append: their records in the
+    /// converged log were written in an older leader epoch than the one of
+    /// the broker that acknowledged them (a lower bound: a retry answered
+    /// as a duplicate by the leader that appended the first attempt is not
+    /// counted).
+    pub fn duplicates_answered(&self, logs: &BTreeMap<u32, BTreeMap<u64, Vec<ReadRecord>>>) -> u64 {
+        let written_epoch = |partition: u32, offset: u64| -> Option<u32> {
+            let log = logs.get(&partition)?.values().next()?;
+            log.get(usize::try_from(offset).ok()?).map(|record| record.leader_epoch)
+        };
+        let older = |ack: &&IdempotentAck| match (written_epoch(ack.partition, ack.base_offset), u32::try_from(ack.leader_epoch)) {
+            (Some(written), Ok(acknowledged)) => written < acknowledged,
+            _ => false,
+        };
+        self.kafka.acks.iter().filter(|ack| ack.attempts > 1).filter(older).count() as u64
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +386,45 @@ mod tests {
         assert_eq!(history.consumer_read(1, 0, 3, &[record(4, "x")], 9).unwrap_err().checker, checker::NON_MONOTONIC_READ);
         assert_eq!(history.consumer_read(1, 0, 3, &[record(3, "x")], 3).unwrap_err().checker, checker::READ_ABOVE_HIGH_WATERMARK);
         assert_eq!(history.consumer_read(1, 0, 3, &[record(3, "x"), record(4, "y")], 5), Ok(()));
+    }
+
+    fn stamped(offset: u64, value: &str, producer_id: i64, sequence: i32) -> ReadRecord {
+        let stamp = keel_repl::RecordStamp { producer_id, producer_epoch: 0, sequence, last_sequence: sequence };
+        ReadRecord { stamp, ..record(offset, value) }
+    }
+
+    fn idempotent_history() -> DataHistory {
+        let mut history = DataHistory::default();
+        history.idempotent_batch(0, 7, 0, 0, &[b"a".to_vec(), b"b".to_vec()]);
+        history.idempotent_batch(0, 7, 0, 2, &[b"c".to_vec()]);
+        history
+    }
+
+    #[test]
+    fn an_idempotent_value_committed_at_two_offsets_is_a_duplicate() {
+        let mut history = idempotent_history();
+        history.acked_all(0, 0, &[b"a".to_vec(), b"b".to_vec()]).expect("first ack");
+        let again = [record(2, "a")];
+        assert_eq!(history.consumer_read(1, 0, 2, &again, 3).unwrap_err().checker, checker::NO_DUPLICATES);
+    }
+
+    #[test]
+    fn the_converged_log_holds_each_idempotent_record_once_in_sequence_order() {
+        let history = idempotent_history();
+        let once = vec![stamped(0, "a", 7, 0), stamped(1, "b", 7, 1), record(2, "other"), stamped(3, "c", 7, 2)];
+        assert_eq!(history.check_no_duplicates(&logs(&[(1, once.clone()), (2, once)])), Ok(()));
+        let twice = vec![stamped(0, "a", 7, 0), stamped(1, "b", 7, 1), stamped(2, "a", 7, 0)];
+        assert_eq!(history.check_no_duplicates(&logs(&[(1, twice)])).unwrap_err().checker, checker::NO_DUPLICATES);
+        let reordered = vec![stamped(0, "a", 7, 0), stamped(1, "c", 7, 2), stamped(2, "b", 7, 1)];
+        assert_eq!(history.check_no_duplicates(&logs(&[(1, reordered)])).unwrap_err().checker, checker::NO_DUPLICATES);
+        let restamped = vec![stamped(0, "a", 8, 0)];
+        assert_eq!(history.check_no_duplicates(&logs(&[(1, restamped)])).unwrap_err().checker, checker::NO_DUPLICATES);
+    }
+
+    #[test]
+    fn a_sequence_refusal_is_a_violation() {
+        let mut history = DataHistory::default();
+        assert_eq!(history.sequence_refused("k1", 0, 7, 3, 45, "gap").unwrap_err().checker, checker::IDEMPOTENT_SEQUENCE);
     }
 
     #[test]

@@ -9,6 +9,12 @@ pub mod check;
 pub mod data_check;
 #[cfg(madsim)]
 pub mod data_world;
+pub mod group_check;
+#[cfg(madsim)]
+pub mod group_world;
+pub mod kafka_client;
+#[cfg(madsim)]
+pub mod kafka_world;
 pub mod log_check;
 pub mod meta_check;
 #[cfg(madsim)]

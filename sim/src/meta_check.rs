@@ -100,6 +100,8 @@ pub struct History {
     pub elections: u64,
     /// The partition data's history (scenarios with `[data]`).
     pub data: crate::data_check::DataHistory,
+    /// The consumer group's history (scenarios with `[group]`).
+    pub group: crate::group_check::GroupHistory,
 }
 
 impl History {

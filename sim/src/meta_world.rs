@@ -1,7 +1,9 @@
 //! One seeded run of a scenario: brokers as madsim hosts running the real
 //! metadata driver (keel-meta over keel-net over madsim TCP, SimDisk each)
-//! and, with `[data]`, the real replication driver on the same endpoint;
-//! topic creates from clients, the data workload of `data_world`, the
+//! and, with `[data]`, the real replication driver on the same endpoint and
+//! keel-kafka's front on port 9092 (`kafka_world`); topic creates from
+//! clients, the data workload of `data_world` (or, with `client = "kafka"`,
+//! of `kafka_world`, from a clients' host over the Kafka protocol), the
 //! scenario's timed faults, then the heal and the checkers of `meta_check`
 //! and `data_check`.
 //!
@@ -30,8 +32,9 @@ use madsim::runtime::{Handle, NodeHandle};
 use rand::Rng;
 
 use crate::data_world::{DataClients, DATA_TOPIC};
+use crate::kafka_world::KafkaClients;
 use crate::meta_check::{checker, CreateOutcome, History, Violation};
-use crate::scenario::{CreateTarget, DataSpec, Fault, FaultAction, FaultKind, Scenario, Target};
+use crate::scenario::{ClientKind, CreateTarget, DataSpec, Fault, FaultAction, FaultKind, Scenario, Target};
 use crate::trace::Trace;
 
 const CLUSTER_ID: &str = "sim-cluster";
@@ -45,6 +48,65 @@ const HALT_RESTART_MS: u64 = 300;
 /// A crash or power loss keeps a torn part of the unsynced writes this often.
 const TORN_WRITE_ON_CRASH_PROBABILITY: f64 = 0.5;
 
+/// After the data converged: the group consumes and commits every
+/// committed record within `bound_ms`, its members stop (leaving the
+/// group), and its final committed offsets are checked.
+#[allow(clippy::too_many_arguments)]
+async fn finish_group(
+    clock: &WorldClock,
+    history: &SharedHistory,
+    group: &crate::scenario::GroupSpec,
+    kafka: &KafkaClients,
+    host: &NodeHandle,
+    group_stop: &Arc<AtomicBool>,
+    members: Vec<tokio::task::JoinHandle<()>>,
+    bound_ms: u64,
+    mut rng: NodeRng,
+) -> crate::group_check::GroupStats {
+    let since_ms = clock.now_ms();
+    let committed = lock(history).data.committed_offsets();
+    let mut caught_up = false;
+    while lock(history).violation().is_none() && clock.now_ms() < since_ms + bound_ms {
+        // Consumed everything, and the group's committed offsets (as the
+        // coordinator answers them now) are past every committed record.
+        if lock(history).group.caught_up(&committed) {
+            let (kafka, group, deadline_ms) = (kafka.clone(), group.clone(), clock.now_ms() + 2_000);
+            let probe_rng = rng.fork(clock.now_ms());
+            let offsets = host.spawn(async move { crate::group_world::final_committed(kafka, group, deadline_ms, probe_rng).await }).await.expect("offsets task");
+            if offsets.is_some_and(|offsets| crate::group_check::commits_cover(&committed, &offsets)) {
+                caught_up = true;
+                break;
+            }
+        }
+        clock.0.sleep(Duration::from_millis(200)).await;
+    }
+    if !caught_up && lock(history).violation().is_none() {
+        let message = format!("the group did not consume and commit every committed record within {bound_ms} ms of the data converging");
+        lock(history).violate(clock.now_us(), crate::group_check::checker::GROUP_PROGRESS, message);
+    }
+    group_stop.store(true, Ordering::SeqCst);
+    for member in members {
+        member.await.expect("group member task");
+    }
+    if lock(history).violation().is_none() {
+        let (kafka, group, deadline_ms) = (kafka.clone(), group.clone(), clock.now_ms() + bound_ms);
+        let finals = host.spawn(async move { crate::group_world::final_committed(kafka, group, deadline_ms, rng).await }).await.expect("final offsets task");
+        let mut history = lock(history);
+        let now_us = clock.now_us();
+        match finals {
+            Some(finals) => {
+                let verdict = history.group.check_final(&committed, &finals);
+                history.data_verdict(now_us, verdict);
+            }
+            None => {
+                let message = format!("the group's committed offsets could not be read within {bound_ms} ms");
+                history.violate(now_us, crate::group_check::checker::GROUP_PROGRESS, message);
+            }
+        }
+    }
+    lock(history).group.stats.clone()
+}
+
 /// What one passing seed did, for its summary line.
 #[derive(Debug, Default)]
 pub struct RunReport {
@@ -56,6 +118,8 @@ pub struct RunReport {
     pub creates_given_up: u64,
     pub final_applied_index: u64,
     pub data: Option<DataReport>,
+    /// With `[group]`.
+    pub group: Option<crate::group_check::GroupStats>,
 }
 
 /// What the data clients did in one passing seed.
@@ -67,6 +131,22 @@ pub struct DataReport {
     pub records_read: u64,
     pub records_in_final_log: u64,
     pub halts: u64,
+    /// With `client = "kafka"`.
+    pub kafka: Option<KafkaReport>,
+}
+
+/// What the Kafka clients did in one passing seed.
+#[derive(Debug, Default)]
+pub struct KafkaReport {
+    pub producer_ids: u64,
+    /// Batches sent more than once.
+    pub batches_retried: u64,
+    /// Of those, retried after an attempt the broker may have appended.
+    pub retries_after_maybe_appended: u64,
+    /// Retried batches answered from an earlier attempt's append (proved by
+    /// the leader epoch that wrote them; a lower bound).
+    pub duplicates_answered: u64,
+    pub batches_given_up: u64,
 }
 
 impl std::fmt::Display for RunReport {
@@ -87,6 +167,20 @@ impl std::fmt::Display for RunReport {
                 f,
                 "; data: {} acks=all and {} acks=1 batches acknowledged, errors by Kafka code {:?}, {} records read, {} records in partition logs, {} disk halts",
                 data.acks_all_acknowledged, data.acks_leader_acknowledged, data.produce_errors, data.records_read, data.records_in_final_log, data.halts
+            )?;
+            if let Some(kafka) = &data.kafka {
+                write!(
+                    f,
+                    "; kafka: {} producer ids, {} batches retried ({} after an attempt that may have appended), {} retries answered as duplicates of an earlier leader epoch's append, {} batches given up",
+                    kafka.producer_ids, kafka.batches_retried, kafka.retries_after_maybe_appended, kafka.duplicates_answered, kafka.batches_given_up
+                )?;
+            }
+        }
+        if let Some(group) = &self.group {
+            write!(
+                f,
+                "; group: {} joins, {} generations synced, {} commits acknowledged, {} refused, {} coordinator moves, {} leaves, {} member crashes, {} records consumed",
+                group.joins, group.generations_synced, group.commits_acknowledged, group.commits_refused, group.coordinator_moves, group.leaves, group.crashes, group.records_consumed
             )?;
         }
         Ok(())
@@ -129,8 +223,22 @@ fn serving(handles: &MetaHandles) -> Vec<(u64, MetaHandle)> {
 }
 
 /// Broker `id`'s address on the simulated network.
-fn ip_of(id: u64) -> String {
+pub(crate) fn ip_of(id: u64) -> String {
     format!("10.0.1.{id}")
+}
+
+/// The Kafka clients' host (`[data] client = "kafka"`), its address, and the
+/// id faults name it by (`Target::Clients`; broker ids start at 1).
+const CLIENTS_IP: &str = "10.0.2.1";
+const CLIENTS_ID: u64 = 0;
+
+/// A fault's name for a host: a broker, or the Kafka clients' host.
+fn host_name(id: u64) -> String {
+    if id == CLIENTS_ID {
+        "clients".to_string()
+    } else {
+        format!("n{id}")
+    }
 }
 
 /// One simulated broker host.
@@ -181,6 +289,8 @@ struct World {
     /// Bumped by every heal so lag cycles started before it stop.
     lag_generation: u64,
     faults_fired: u64,
+    /// The Kafka clients' host, with `[data] client = "kafka"`.
+    client_host: Option<NodeHandle>,
 }
 
 impl World {
@@ -276,13 +386,24 @@ impl World {
                         return;
                     };
                     let config = repl_config(id, incarnation, &data, &history, &world_clock);
-                    let (repl, mut repl_task) = keel_repl::driver::start(Disk::Sim(disk), clock, meta, frames_rx, config);
-                    lock(&repl_handles).insert(id, repl);
+                    let (repl, mut repl_task) = keel_repl::driver::start(Disk::Sim(disk), clock, meta.clone(), frames_rx, config);
+                    lock(&repl_handles).insert(id, repl.clone());
+                    // The Kafka front over the same drivers, on port 9092.
+                    let kafka_task = match crate::kafka_world::start_front(id, CLUSTER_ID, meta, repl, &data).await {
+                        Ok(task) => task,
+                        Err(message) => {
+                            lock(&handles).remove(&id);
+                            lock(&repl_handles).remove(&id);
+                            node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, false);
+                            return;
+                        }
+                    };
                     let (message, panicked) = tokio::select! {
                         biased;
                         stopped = &mut meta_task => describe_stop("metadata loop", id, stopped),
                         stopped = &mut repl_task => describe_stop("replication loop", id, stopped),
                     };
+                    kafka_task.abort();
                     lock(&handles).remove(&id);
                     lock(&repl_handles).remove(&id);
                     node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, panicked);
@@ -350,6 +471,9 @@ impl World {
     }
 
     fn host_of(&self, id: u64) -> Option<madsim::task::NodeId> {
+        if id == CLIENTS_ID {
+            return self.client_host.as_ref().map(|host| host.id());
+        }
         self.brokers[&id].host.as_ref().map(|host| host.id())
     }
 
@@ -384,6 +508,7 @@ impl World {
                 let followers: Vec<u64> = partition.replicas.iter().copied().filter(|id| Some(*id) != partition.leader && up.contains(id)).collect();
                 (!followers.is_empty()).then(|| followers[self.rng.gen_range(0..followers.len())])
             }
+            Target::Clients => self.client_host.is_some().then_some(CLIENTS_ID),
         }
     }
 
@@ -450,7 +575,7 @@ impl World {
                 (Some(a), Some(b)) if a != b => {
                     self.clog_link(a, b);
                     undo_links.push((a, b));
-                    format!("one-way cut n{a} -> n{b}")
+                    format!("one-way cut {} -> {}", host_name(a), host_name(b))
                 }
                 _ => "one-way cut: endpoints resolve to one broker, skipped".to_string(),
             },
@@ -561,6 +686,10 @@ impl World {
             }
             for b in &ids {
                 self.unclog_link(*a, *b);
+            }
+            if self.client_host.is_some() {
+                self.unclog_link(*a, CLIENTS_ID);
+                self.unclog_link(CLIENTS_ID, *a);
             }
         }
         let default = madsim::net::Config::default();
@@ -866,7 +995,18 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         sequence: 0,
         lag_generation: 0,
         faults_fired: 0,
+        client_host: None,
     };
+    let kafka_clients = scenario.data.clone().filter(|spec| spec.client == ClientKind::Kafka).map(|spec| KafkaClients {
+        spec,
+        history: Arc::clone(&history),
+        clock: clock.clone(),
+        brokers: (1..=scenario.cluster.brokers).collect(),
+    });
+    if kafka_clients.is_some() {
+        let host = world.runtime.create_node().name("kafka-clients").ip(CLIENTS_IP.parse().expect("clients ip")).build();
+        world.client_host = Some(host);
+    }
     world.note(format_args!("scenario {} seed {seed}", scenario.path.display()));
     for id in 1..=scenario.cluster.brokers {
         let base = scenario.cluster.start_ms.as_ref().map_or(0, |start| start[(id - 1) as usize]);
@@ -911,6 +1051,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     });
 
     let data_stop = Arc::new(AtomicBool::new(false));
+    let group_stop = Arc::new(AtomicBool::new(false));
     let data_clients = scenario.data.clone().map(|spec| DataClients {
         spec,
         meta: Arc::clone(&world.handles),
@@ -921,7 +1062,12 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     let data_workload = data_clients.clone().map(|clients| {
         let (handles, history, clock, stop) = (Arc::clone(&world.handles), Arc::clone(&history), clock.clone(), Arc::clone(&data_stop));
         let mut rng = rng.fork(4);
-        tokio::spawn(async move {
+        let kafka = kafka_clients.clone();
+        let (group, group_stop, heal_at_ms) = (scenario.group.clone(), Arc::clone(&group_stop), scenario.duration_ms);
+        // Kafka clients run on their own host (the data topic is created
+        // from there too, through the metadata handles, as before).
+        let spawn_on = world.client_host.clone();
+        let workload = async move {
             let spec = clients.spec.clone();
             clock.sleep_until_ms(spec.start_ms).await;
             let create = CreateRequest {
@@ -936,12 +1082,27 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
             if !matches!(outcome, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) {
                 let message = format!("the data topic could not be created: {outcome:?}");
                 lock(&history).violate(clock.now_us(), crate::data_check::checker::DATA_LIVENESS, message);
-                return (Vec::new(), Vec::new());
+                return (Vec::new(), Vec::new(), Vec::new());
+            }
+            if let Some(kafka) = kafka {
+                let producers: Vec<_> = (0..spec.producers).map(|k| tokio::spawn(kafka.clone().produce(k, rng.fork(100 + k)))).collect();
+                let consumers: Vec<_> = (0..spec.consumers).map(|k| tokio::spawn(kafka.clone().consume(k, Arc::clone(&stop), rng.fork(10_000 + k)))).collect();
+                let members: Vec<_> = match &group {
+                    Some(group) => (0..group.members)
+                        .map(|k| tokio::spawn(crate::group_world::member(kafka.clone(), group.clone(), k, heal_at_ms, Arc::clone(&group_stop), rng.fork(20_000 + k))))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                return (producers, consumers, members);
             }
             let producers: Vec<_> = (0..spec.producers).map(|k| tokio::spawn(clients.clone().produce(k, rng.fork(100 + k)))).collect();
             let consumers: Vec<_> = (0..spec.consumers).map(|k| tokio::spawn(clients.clone().consume(k, Arc::clone(&stop), rng.fork(10_000 + k)))).collect();
-            (producers, consumers)
-        })
+            (producers, consumers, Vec::new())
+        };
+        match spawn_on {
+            Some(host) => host.spawn(workload),
+            None => tokio::spawn(workload),
+        }
     });
 
     // The fault timeline, up to and including the heal.
@@ -992,12 +1153,20 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     }
     let mut data_report = None;
     if let (Some(clients), Some(workload)) = (data_clients, data_workload) {
-        let (producers, consumers) = workload.await.expect("data workload task");
+        let (producers, consumers, members) = workload.await.expect("data workload task");
         for producer in producers {
             producer.await.expect("producer task");
         }
         let since_ms = world.clock.now_ms();
-        if lock(&history).violation().is_none() && clients.probe(since_ms + bound_ms, rng.fork(5)).await {
+        let probed = lock(&history).violation().is_none()
+            && match (&kafka_clients, &world.client_host) {
+                (Some(kafka), Some(host)) => {
+                    let (kafka, probe_rng) = (kafka.clone(), rng.fork(5));
+                    host.spawn(async move { kafka.probe(since_ms + bound_ms, probe_rng).await }).await.expect("probe task")
+                }
+                _ => clients.probe(since_ms + bound_ms, rng.fork(5)).await,
+            };
+        if probed {
             let checker = crate::data_check::checker::DATA_CONVERGENCE;
             await_convergence(&mut world, since_ms, bound_ms, checker, "replicas after the last produce", || clients.not_converged()).await;
         }
@@ -1005,11 +1174,36 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         for consumer in consumers {
             consumer.await.expect("consumer task");
         }
+        if let (Some(group), Some(kafka), Some(host)) = (&scenario.group, &kafka_clients, &world.client_host) {
+            report.group = Some(finish_group(&world.clock, &history, group, kafka, host, &group_stop, members, bound_ms, rng.fork(6)).await);
+        }
         if lock(&history).violation().is_none() {
             let logs = clients.final_logs().await;
+            let logs = match kafka_clients.is_some() {
+                // Records written through Kafka are stored wrapped: compare their Kafka values.
+                true => crate::kafka_world::kafka_values(logs),
+                false => Ok(logs),
+            };
+            let logs = logs.unwrap_or_else(|violation| {
+                lock(&history).data_verdict(clock.now_us(), Err(violation));
+                BTreeMap::new()
+            });
             let mut history = lock(&history);
             let verdict = history.data.check_final(&logs);
-            history.data_verdict(clock.now_us(), verdict);
+            if history.data_verdict(clock.now_us(), verdict) && clients.spec.idempotent {
+                let verdict = history.data.check_no_duplicates(&logs);
+                history.data_verdict(clock.now_us(), verdict);
+            }
+            let kafka = kafka_clients.as_ref().map(|_| {
+                let stats = &history.data.kafka;
+                KafkaReport {
+                    producer_ids: stats.producer_ids,
+                    batches_retried: stats.batches_retried,
+                    retries_after_maybe_appended: stats.retries_after_maybe_appended,
+                    duplicates_answered: history.data.duplicates_answered(&logs),
+                    batches_given_up: stats.batches_given_up,
+                }
+            });
             let records_in_final_log = logs.values().filter_map(|replicas| replicas.values().next()).map(|log| log.len() as u64).sum();
             let data = &history.data;
             data_report = Some(DataReport {
@@ -1019,6 +1213,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
                 records_read: data.records_read,
                 records_in_final_log,
                 halts: world.halts,
+                kafka,
             });
         }
     }

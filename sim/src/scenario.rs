@@ -67,6 +67,7 @@ struct ScenarioFile {
     raft: Option<Spanned<RaftSpec>>,
     workload: Option<Spanned<WorkloadSpec>>,
     data: Option<Spanned<DataSpec>>,
+    group: Option<Spanned<GroupSpec>>,
     #[serde(default)]
     fault: Vec<Spanned<FaultSpec>>,
 }
@@ -166,6 +167,18 @@ pub enum AcksSpec {
     Leader,
 }
 
+/// How a `[data]` workload's clients reach the brokers.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientKind {
+    /// Straight to the replication driver's handles (no Kafka layer).
+    #[default]
+    Direct,
+    /// Kafka clients on their own simulated host, speaking the Kafka wire
+    /// protocol over simulated TCP to each broker's Kafka front.
+    Kafka,
+}
+
 /// Partition data: one topic, producers and consumers, and the replication
 /// settings (format in scenarios/README.md).
 #[derive(Clone, Debug, Deserialize)]
@@ -200,6 +213,17 @@ pub struct DataSpec {
     /// The broker's produce request queue (small values test backpressure).
     #[serde(default = "DataSpec::default_produce_queue_len")]
     pub produce_queue_len: usize,
+    /// How the clients reach the brokers.
+    #[serde(default)]
+    pub client: ClientKind,
+    /// Kafka producers are idempotent: InitProducerId, then sequence
+    /// numbers per partition (needs client = "kafka" and acks = ["all"]).
+    #[serde(default)]
+    pub idempotent: bool,
+    /// Kafka clients: how long one request waits for its response
+    /// (`request.timeout.ms`); then the connection is closed and the
+    /// request retried. Default: produce_timeout_ms + 2000.
+    pub request_timeout_ms: Option<u64>,
 }
 
 impl DataSpec {
@@ -223,6 +247,11 @@ impl DataSpec {
     }
     fn default_produce_queue_len() -> usize {
         1_024
+    }
+
+    /// How long a Kafka client waits for one response.
+    pub fn request_timeout_ms(&self) -> u64 {
+        self.request_timeout_ms.unwrap_or(self.produce_timeout_ms + 2_000)
     }
 }
 
@@ -330,6 +359,8 @@ pub enum Target {
     PartitionLeader,
     /// A follower of the data topic's partition 0.
     PartitionFollower,
+    /// The host the Kafka clients run on (`one_way` only, with `client = "kafka"`).
+    Clients,
 }
 
 /// One validated fault; repeats are already expanded into separate faults.
@@ -357,6 +388,50 @@ pub enum FaultAction {
     Everyone,
 }
 
+/// `[group]` in a scenario file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    pub members: u64,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    pub heartbeat_interval_ms: u64,
+    pub commit_interval_ms: u64,
+    /// A member lives this long (drawn) before it leaves or crashes; absent: members never churn.
+    #[serde(default)]
+    pub churn_every_ms: Option<[u64; 2]>,
+    /// A member that left or crashed comes back after this long (drawn).
+    #[serde(default = "GroupSpec::default_rejoin_after_ms")]
+    pub rejoin_after_ms: [u64; 2],
+}
+
+impl GroupSpec {
+    fn default_rejoin_after_ms() -> [u64; 2] {
+        [200, 1000]
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.members == 0 {
+            return Err("[group] members must be at least 1".into());
+        }
+        if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms >= self.session_timeout_ms {
+            return Err("[group] heartbeat_interval_ms must be positive and below session_timeout_ms".into());
+        }
+        if self.commit_interval_ms == 0 {
+            return Err("[group] commit_interval_ms must be positive".into());
+        }
+        if let Some([low, high]) = self.churn_every_ms {
+            if low == 0 || low > high {
+                return Err("[group] churn_every_ms must be [low, high] with 0 < low <= high".into());
+            }
+        }
+        if self.rejoin_after_ms[0] > self.rejoin_after_ms[1] {
+            return Err("[group] rejoin_after_ms must be [low, high] with low <= high".into());
+        }
+        Ok(())
+    }
+}
+
 /// A validated scenario, ready to run under any seed.
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -368,12 +443,14 @@ pub struct Scenario {
     pub raft: RaftSpec,
     pub workload: Option<WorkloadSpec>,
     pub data: Option<DataSpec>,
+    /// A consumer group over the data topic (needs `[data] client = "kafka"`).
+    pub group: Option<GroupSpec>,
     /// In firing order (by `at_ms`, then file order).
     pub faults: Vec<Fault>,
 }
 
 const BROKERS_MAX: u64 = 9;
-const ROLES: &str = "\"leader\", \"follower\", \"random\", \"partition_leader\" or \"partition_follower\"";
+const ROLES: &str = "\"leader\", \"follower\", \"random\", \"partition_leader\" or \"partition_follower\" (and \"clients\" in one_way)";
 /// Repeating faults expand into at most this many firings each.
 const REPEATS_MAX: u64 = 1_000;
 
@@ -523,10 +600,32 @@ impl Scenario {
                 if data.record_bytes < 32 || data.client_timeout_ms == 0 || data.produce_timeout_ms == 0 || data.produce_queue_len == 0 {
                     return Err(v.error(span, "[data] record_bytes >= 32; client_timeout_ms, produce_timeout_ms and produce_queue_len positive"));
                 }
+                if data.client != ClientKind::Kafka && (data.idempotent || data.request_timeout_ms.is_some()) {
+                    return Err(v.error(span, "[data] idempotent and request_timeout_ms are Kafka client settings: they need client = \"kafka\""));
+                }
+                if data.idempotent && data.acks.iter().any(|acks| *acks != AcksSpec::All) {
+                    return Err(v.error(span, "[data] idempotent = true needs acks = [\"all\"] (Kafka's idempotent producer requires acks=all)"));
+                }
+                if data.request_timeout_ms == Some(0) {
+                    return Err(v.error(span, "[data] request_timeout_ms must be positive"));
+                }
                 Some(data)
             }
         };
         let has_data = data.is_some();
+        let has_kafka_clients = data.as_ref().is_some_and(|data| data.client == ClientKind::Kafka);
+        let group = match file.group {
+            None => None,
+            Some(spanned) => {
+                let span = spanned.span();
+                let group = spanned.into_inner();
+                if !has_kafka_clients {
+                    return Err(v.error(span, "[group] consumes the data topic over Kafka: it needs [data] with client = \"kafka\""));
+                }
+                group.validate().map_err(|message| v.error(span, message))?;
+                Some(group)
+            }
+        };
 
         let mut faults = Vec::new();
         for (number, spanned) in file.fault.into_iter().enumerate() {
@@ -547,6 +646,8 @@ impl Scenario {
                         "partition_leader" if has_data => Ok(Target::PartitionLeader),
                         "partition_follower" if has_data => Ok(Target::PartitionFollower),
                         "partition_leader" | "partition_follower" => Err(err(format!("`{field}` = \"{role}\" needs a [data] section"))),
+                        "clients" if has_kafka_clients && spec.kind == FaultKind::OneWay => Ok(Target::Clients),
+                        "clients" => Err(err(format!("`{field}` = \"clients\" applies to one_way faults with [data] client = \"kafka\" only"))),
                         other => Err(err(format!("`{field}` = \"{other}\": expected a broker id, {ROLES}"))),
                     },
                 }
@@ -699,6 +800,7 @@ impl Scenario {
             raft,
             workload,
             data,
+            group,
             faults,
         })
     }
@@ -797,6 +899,35 @@ mod tests {
         assert!(message.contains("twice"), "{message}");
         let (_, message) = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"partition\"\ngroups = [[1, 2, 3]]\nat_ms = 10\n"));
         assert!(message.contains("two non-empty groups"), "{message}");
+    }
+
+    const DATA: &str = "[data]\nacks = [\"all\"]\nproducers = 1\nbatches_per_producer = 1\nrecords_per_batch = [1, 1]\ngap_ms = [1, 1]\nclient_timeout_ms = 100\n";
+
+    #[test]
+    fn kafka_clients_and_idempotence_are_data_settings() {
+        let scenario = parse(&format!("{MINIMAL}{DATA}client = \"kafka\"\nidempotent = true\n")).expect("valid");
+        let data = scenario.data.expect("data");
+        assert_eq!(data.client, ClientKind::Kafka);
+        assert!(data.idempotent);
+        assert_eq!(data.request_timeout_ms(), data.produce_timeout_ms + 2_000);
+        assert_eq!(parse(&format!("{MINIMAL}{DATA}")).expect("valid").data.expect("data").client, ClientKind::Direct);
+        let (_, message) = error_of(&format!("{MINIMAL}{DATA}idempotent = true\n"));
+        assert!(message.contains("client = \"kafka\""), "{message}");
+        let leader_acks = format!("{MINIMAL}{}client = \"kafka\"\nidempotent = true\n", DATA.replace("[\"all\"]", "[\"all\", \"leader\"]"));
+        let (_, message) = error_of(&leader_acks);
+        assert!(message.contains("acks"), "{message}");
+    }
+
+    #[test]
+    fn the_clients_host_is_a_one_way_endpoint_of_kafka_scenarios_only() {
+        let one_way = "[[fault]]\nkind = \"one_way\"\nfrom = \"partition_leader\"\nto = \"clients\"\nat_ms = 10\n";
+        let scenario = parse(&format!("{MINIMAL}{DATA}client = \"kafka\"\n{one_way}")).expect("valid");
+        assert_eq!(scenario.faults[0].action, FaultAction::OneWay { from: Target::PartitionLeader, to: Target::Clients });
+        let (_, message) = error_of(&format!("{MINIMAL}{DATA}{one_way}"));
+        assert!(message.contains("clients"), "{message}");
+        let clog = "[[fault]]\nkind = \"clog\"\nnode = \"clients\"\nat_ms = 10\n";
+        let (_, message) = error_of(&format!("{MINIMAL}{DATA}client = \"kafka\"\n{clog}"));
+        assert!(message.contains("one_way"), "{message}");
     }
 
     #[test]

@@ -51,6 +51,16 @@ fn a_truncating_data_run_replays_byte_identically() {
 }
 
 #[test]
+fn idempotent_retries_no_duplicates_seed_42_replays_byte_identically_and_retries_acknowledged_batches() {
+    let idempotent = scenario("idempotent-retries-no-duplicates");
+    let first = trace_of(&idempotent, 42);
+    let second = trace_of(&idempotent, 42);
+    assert_eq!(first.render(), second.render(), "seed 42 gave two different traces");
+    let acknowledged_after_a_retry = first.lines().iter().filter(|line| line.contains(" acks=All -> ") && !line.contains("(attempt 1)")).count();
+    assert!(acknowledged_after_a_retry > 0, "seed 42 should acknowledge batches only a retry got through");
+}
+
+#[test]
 fn every_scenario_passes_its_first_seeds() {
     let dir: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let mut names: Vec<String> = std::fs::read_dir(&dir)

@@ -23,9 +23,9 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DescribeClusterRequest,
     DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, RequestKind, ResponseKind, TopicName,
+    ProduceResponse, RequestKind, ResponseKind, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use keel_meta::admin_ops::{MetaOpError, TopicCreate};
 use keel_meta::driver::MetaHandle;
 use keel_meta::state::{validate_topic_name, MetadataState, Partition};
@@ -115,6 +115,8 @@ pub struct KafkaFront {
     pub(crate) repl: ReplHandle,
     pub(crate) config: Arc<KafkaConfig>,
     pub(crate) groups: GroupHandle,
+    /// Per group: commits hold it shared, offset fetches exclusively.
+    pub(crate) group_commit_locks: Arc<std::sync::Mutex<std::collections::BTreeMap<String, Arc<tokio::sync::RwLock<()>>>>>,
     /// Producer ids this broker was handed by the metadata and not given out yet.
     pub(crate) producer_ids: Arc<tokio::sync::Mutex<std::ops::Range<u64>>>,
 }
@@ -144,7 +146,14 @@ impl KafkaFront {
     /// inside the node's runtime, so the task lives and dies with the node).
     pub fn new(meta: MetaHandle, repl: ReplHandle, config: KafkaConfig) -> Self {
         let groups = GroupHandle::start(meta.clone(), Clock::new(), config.group.clone());
-        KafkaFront { meta, repl, config: Arc::new(config), groups, producer_ids: Arc::new(tokio::sync::Mutex::new(0..0)) }
+        KafkaFront {
+            meta,
+            repl,
+            config: Arc::new(config),
+            groups,
+            group_commit_locks: Arc::default(),
+            producer_ids: Arc::new(tokio::sync::Mutex::new(0..0)),
+        }
     }
 
     pub fn config(&self) -> &KafkaConfig {
@@ -189,9 +198,9 @@ impl KafkaFront {
         }
         let api_key = ApiKey::try_from(prefix.api_key).expect("served APIs are known to kafka-protocol");
         let version = prefix.api_version;
-        let mut body = frame.clone();
-        let decoded = RequestHeader::decode(&mut body, api_key.request_header_version(version))
-            .and_then(|header| Ok((header, RequestKind::decode(api_key, &mut body, version)?)));
+        // The guard first: kafka-protocol reserves memory for array counts
+        // read off the wire before it reads an element (guard.rs).
+        let decoded = crate::guard::decode_request(api_key, version, &frame);
         let (header, request) = match decoded {
             Ok(decoded) => decoded,
             Err(error) => {

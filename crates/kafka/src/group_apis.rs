@@ -4,6 +4,7 @@
 //! the committed offsets in the metadata (`MetaHandle::commit_offsets`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::find_coordinator_response::Coordinator as WireCoordinator;
@@ -41,6 +42,12 @@ fn optional_string(text: &Option<StrBytes>) -> Option<String> {
 }
 
 impl KafkaFront {
+    /// The lock that orders `group_id`'s commits before its offset fetches.
+    fn group_commits(&self, group_id: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut locks = self.group_commit_locks.lock().expect("not poisoned");
+        Arc::clone(locks.entry(group_id.to_string()).or_default())
+    }
+
     /// Every group's coordinator is the metadata Raft leader.
     pub(crate) fn find_coordinator(&self, version: i16, request: FindCoordinatorRequest) -> FindCoordinatorResponse {
         let state = self.meta.feed().current();
@@ -206,6 +213,12 @@ impl KafkaFront {
     /// partitions, then stores the offsets through the metadata Raft group.
     pub(crate) async fn offset_commit(&self, version: i16, request: OffsetCommitRequest) -> OffsetCommitResponse {
         let group_id = request.group_id.0.as_str().to_string();
+        // Held from the membership check until the offsets are stored: an
+        // OffsetFetch waits for it (Kafka's require_stable), so a member that
+        // takes over a partition never starts below a commit that was
+        // checked against the previous generation and lands after its read.
+        let commits = self.group_commits(&group_id);
+        let _in_flight = commits.read().await;
         let state = self.meta.feed().current();
         let (generation_id, member_id) = (request.generation_id_or_member_epoch, request.member_id.as_str().to_string());
         let membership = if group_id.is_empty() {
@@ -221,15 +234,16 @@ impl KafkaFront {
                 let metadata = partition.committed_metadata.as_ref().map_or("", |m| m.as_str());
                 let error_code = match &membership {
                     Err(error_code) => *error_code,
-                    Ok(()) if u32::try_from(partition.partition_index).ok().and_then(|p| state.partition(&name, p)).is_none() => code::UNKNOWN_TOPIC_OR_PARTITION,
-                    Ok(()) if metadata.len() > OFFSET_METADATA_BYTES_MAX => code::OFFSET_METADATA_TOO_LARGE,
-                    Ok(()) => {
+                    Ok(_) if u32::try_from(partition.partition_index).ok().and_then(|p| state.partition(&name, p)).is_none() => code::UNKNOWN_TOPIC_OR_PARTITION,
+                    Ok(_) if metadata.len() > OFFSET_METADATA_BYTES_MAX => code::OFFSET_METADATA_TOO_LARGE,
+                    Ok(_) => {
                         to_commit.push(CommittedOffsetRecord {
                             topic: name.clone(),
                             partition: u32::try_from(partition.partition_index).expect("checked above"),
                             offset: partition.committed_offset,
                             leader_epoch: if version >= 6 { partition.committed_leader_epoch } else { -1 },
                             metadata: metadata.to_string(),
+                            stamp: None,
                         });
                         code::NONE
                     }
@@ -237,8 +251,8 @@ impl KafkaFront {
                 per_partition.push((name.clone(), partition.partition_index, error_code));
             }
         }
-        if !to_commit.is_empty() {
-            if let Err(error) = self.meta.commit_offsets(&group_id, to_commit, self.config.create_budget_ms).await {
+        if let (false, Ok(stamp)) = (to_commit.is_empty(), membership) {
+            if let Err(error) = self.meta.commit_offsets(&group_id, to_commit, stamp, self.config.create_budget_ms).await {
                 // The commit may still apply later; the client retries it.
                 tracing::warn!(group = %group_id, %error, "offset commit not stored");
                 for entry in per_partition.iter_mut().filter(|e| e.2 == code::NONE) {
@@ -273,6 +287,8 @@ impl KafkaFront {
         if !self.meta.status().is_leader {
             return fail(response, code::NOT_COORDINATOR);
         }
+        let commits = self.group_commits(request.group_id.0.as_str());
+        let _settled = commits.write().await;
         let state: MetadataState = match self.meta.read_linearizable().await {
             Ok(state) => state,
             Err(error) => {

@@ -18,6 +18,7 @@ use keel_group::{
 };
 use keel_io::Clock;
 use keel_meta::driver::MetaHandle;
+use keel_meta::proto::CommitStamp;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error_code as code;
@@ -35,7 +36,7 @@ pub enum GroupCall {
 
 enum Call {
     Request { call: GroupCall, reply: oneshot::Sender<Response> },
-    ValidateCommit { group_id: String, member_id: String, group_instance_id: Option<String>, generation_id: i32, reply: oneshot::Sender<Result<(), i16>> },
+    ValidateCommit { group_id: String, member_id: String, group_instance_id: Option<String>, generation_id: i32, reply: oneshot::Sender<Result<CommitStamp, i16>> },
     Describe { group_ids: Vec<String>, reply: oneshot::Sender<Result<Vec<GroupDescription>, i16>> },
     List { reply: oneshot::Sender<Result<Vec<GroupOverview>, i16>> },
 }
@@ -63,8 +64,9 @@ impl GroupHandle {
         answer.await.map_err(|_| code::COORDINATOR_NOT_AVAILABLE)
     }
 
-    /// Kafka's OffsetCommit membership check.
-    pub async fn validate_commit(&self, group_id: &str, member_id: &str, group_instance_id: Option<String>, generation_id: i32) -> Result<(), i16> {
+    /// Kafka's OffsetCommit membership check; a valid commit gets its place
+    /// in the coordinator's order of commits.
+    pub async fn validate_commit(&self, group_id: &str, member_id: &str, group_instance_id: Option<String>, generation_id: i32) -> Result<CommitStamp, i16> {
         let (reply, answer) = oneshot::channel();
         let call = Call::ValidateCommit { group_id: group_id.to_string(), member_id: member_id.to_string(), group_instance_id, generation_id, reply };
         self.calls.send(call).map_err(|_| code::COORDINATOR_NOT_AVAILABLE)?;
@@ -88,6 +90,8 @@ impl GroupHandle {
 struct Active {
     term: u64,
     coordinator: Coordinator,
+    /// Commits validated in this term so far.
+    commits: u64,
 }
 
 struct Task {
@@ -148,7 +152,7 @@ impl Task {
             let config = GroupConfig { member_id_epoch: term, ..self.config.clone() };
             let coordinator = Coordinator::new(config).expect("group config validated at startup");
             tracing::info!(term, "group coordinator for every group");
-            self.active = Some(Active { term, coordinator });
+            self.active = Some(Active { term, coordinator, commits: 0 });
         }
     }
 
@@ -174,7 +178,10 @@ impl Task {
                 self.deliver(outputs);
             }
             Call::ValidateCommit { group_id, member_id, group_instance_id, generation_id, reply } => {
-                let result = active.coordinator.validate_commit(now_ms, &group_id, &member_id, group_instance_id.as_deref(), generation_id);
+                let result = active.coordinator.validate_commit(now_ms, &group_id, &member_id, group_instance_id.as_deref(), generation_id).map(|()| {
+                    active.commits += 1;
+                    CommitStamp { coordinator_term: active.term, sequence: active.commits }
+                });
                 let _ = reply.send(result);
             }
             Call::Describe { group_ids, reply } => {

@@ -16,6 +16,7 @@ pub mod error_code;
 pub mod front;
 pub mod group_apis;
 pub mod group_driver;
+pub mod guard;
 pub mod metrics;
 pub mod records;
 pub mod server;

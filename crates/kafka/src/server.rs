@@ -238,7 +238,11 @@ async fn serve_connection_until(mut stream: TcpStream, front: &KafkaFront, optio
         let reply = front.handle_from(&client_host, inbound).await;
         let error_code = seen.error_code(&reply);
         let outcome = match reply {
-            Reply::Send(bytes) => stream.write_all(&bytes).await.map_err(|error| format!("writing a response: {error}")),
+            // madsim's TcpStream buffers until flushed (real tokio's sends on write).
+            Reply::Send(bytes) => match stream.write_all(&bytes).await {
+                Ok(()) => stream.flush().await.map_err(|error| format!("sending a response: {error}")),
+                Err(error) => Err(format!("writing a response: {error}")),
+            },
             Reply::Nothing => Ok(()),
             Reply::Close(reason) => {
                 tracing::warn!(%reason, "Kafka connection closed by the broker");

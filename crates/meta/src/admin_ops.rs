@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::controller::{plan_create_partitions, plan_create_topic};
 use crate::driver::{MetaHandle, ProposalError};
-use crate::proto::{AllocateProducerIds, Command, CommitOffsets, CommittedOffsetRecord, DeleteTopic, MetadataBatch};
+use crate::proto::{AllocateProducerIds, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, DeleteTopic, MetadataBatch};
 use crate::state::{MetadataError, MetadataState};
 use crate::BrokerId;
 
@@ -100,10 +100,11 @@ impl MetaHandle {
         Ok(first..first + u64::from(count))
     }
 
-    /// Stores a group's committed offsets (replicated with the metadata).
-    pub async fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffsetRecord>, budget_ms: u64) -> Result<u64, MetaOpError> {
+    /// Stores a group's committed offsets (replicated with the metadata);
+    /// `stamp` orders it among the group's commits (see `CommitOffsets`).
+    pub async fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffsetRecord>, stamp: CommitStamp, budget_ms: u64) -> Result<u64, MetaOpError> {
         let plan = |_state: &MetadataState, _attempt: usize| {
-            let commit = CommitOffsets { group: group.to_string(), offsets: offsets.clone() };
+            let commit = CommitOffsets { group: group.to_string(), offsets: offsets.clone(), stamp: Some(stamp) };
             Ok(Plan::Propose(MetadataBatch { commands: vec![Command::CommitOffsets(commit).into()] }))
         };
         self.propose_with_retry(budget_ms, plan, |_| false).await

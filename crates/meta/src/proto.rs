@@ -132,6 +132,20 @@ pub struct CommitOffsets {
     pub group: String,
     #[prost(message, repeated, tag = "2")]
     pub offsets: Vec<CommittedOffsetRecord>,
+    /// The coordinator's order of this commit: (its metadata term, its
+    /// count). A commit applies to a partition only if it is not older than
+    /// the one there, so a retried or delayed proposal of an earlier commit
+    /// never overwrites a later one.
+    #[prost(message, optional, tag = "3")]
+    pub stamp: Option<CommitStamp>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, prost::Message)]
+pub struct CommitStamp {
+    #[prost(uint64, tag = "1")]
+    pub coordinator_term: u64,
+    #[prost(uint64, tag = "2")]
+    pub sequence: u64,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -147,6 +161,9 @@ pub struct CommittedOffsetRecord {
     pub leader_epoch: i32,
     #[prost(string, tag = "5")]
     pub metadata: String,
+    /// In snapshots: the stamp of the commit that set it.
+    #[prost(message, optional, tag = "6")]
+    pub stamp: Option<CommitStamp>,
 }
 
 /// More partitions for an existing topic (Kafka's CreatePartitions).

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::proto::{
-    AllocateProducerIds, BrokerRecord, ChangePartition, Command, CommitOffsets, CommittedOffsetRecord, CreatePartitions, CreateTopic,
+    AllocateProducerIds, BrokerRecord, ChangePartition, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, CreatePartitions, CreateTopic,
     GroupOffsetsRecord, MetadataBatch, MetadataSnapshot, PartitionAssignment, PartitionRecord, RegisterBroker, TopicConfig, TopicRecord,
 };
 use crate::BrokerId;
@@ -92,6 +92,8 @@ pub struct CommittedOffset {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: String,
+    /// The coordinator's order of the commit that set it.
+    pub stamp: CommitStamp,
 }
 
 /// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
@@ -294,10 +296,16 @@ impl MetadataState {
                 return Err(MetadataError::UnknownPartition { topic: offset.topic.clone(), partition: offset.partition });
             }
         }
+        let stamp = commit.stamp.unwrap_or_default();
         let offsets = self.group_offsets.entry(commit.group.clone()).or_default();
         for offset in &commit.offsets {
-            let committed = CommittedOffset { offset: offset.offset, leader_epoch: offset.leader_epoch, metadata: offset.metadata.clone() };
-            offsets.insert((offset.topic.clone(), offset.partition), committed);
+            let key = (offset.topic.clone(), offset.partition);
+            if offsets.get(&key).is_some_and(|existing| existing.stamp > stamp) {
+                // A delayed or retried earlier commit: the later one stays.
+                continue;
+            }
+            let committed = CommittedOffset { offset: offset.offset, leader_epoch: offset.leader_epoch, metadata: offset.metadata.clone(), stamp };
+            offsets.insert(key, committed);
         }
         Ok(())
     }
@@ -534,6 +542,7 @@ impl MetadataState {
                             offset: committed.offset,
                             leader_epoch: committed.leader_epoch,
                             metadata: committed.metadata.clone(),
+                            stamp: Some(committed.stamp),
                         })
                         .collect(),
                 })
@@ -600,7 +609,7 @@ impl MetadataState {
                 if state.partition(&o.topic, o.partition).is_none() {
                     return Err(MetadataError::InvalidSnapshot(format!("group {} has an offset for unknown {}-{}", group.group, o.topic, o.partition)));
                 }
-                let committed = CommittedOffset { offset: o.offset, leader_epoch: o.leader_epoch, metadata: o.metadata.clone() };
+                let committed = CommittedOffset { offset: o.offset, leader_epoch: o.leader_epoch, metadata: o.metadata.clone(), stamp: o.stamp.unwrap_or_default() };
                 offsets.insert((o.topic.clone(), o.partition), committed);
             }
             if state.group_offsets.insert(group.group.clone(), offsets).is_some() {

@@ -7,7 +7,7 @@ use keel_meta::controller::{
     assign_replicas, plan_create_partitions, plan_create_topic, plan_elect_offline_leaders, plan_fence_broker, rack_alternating_order,
 };
 use keel_meta::proto::{
-    AllocateProducerIds, ChangePartition, Command, CommitOffsets, CommittedOffsetRecord, DeleteTopic, MetadataBatch, MetadataSnapshot, RegisterBroker, UnfenceBroker,
+    AllocateProducerIds, ChangePartition, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, DeleteTopic, MetadataBatch, MetadataSnapshot, RegisterBroker, UnfenceBroker,
 };
 use keel_meta::{MetadataError, MetadataState};
 use rand::{Rng, RngCore};
@@ -296,14 +296,20 @@ fn producer_id_blocks_never_overlap_and_a_stale_block_is_refused() {
 fn committed_offsets_survive_a_snapshot_and_leave_with_their_topic() {
     let mut state = cluster(&[None]);
     state.apply_batch(&plan_create_topic(&state, "orders", 2, 1, &[], 0).expect("plan")).expect("create");
-    let offset = |partition, offset| CommittedOffsetRecord { topic: "orders".into(), partition, offset, leader_epoch: -1, metadata: "m".into() };
-    let commit = |offsets| one_command(Command::CommitOffsets(CommitOffsets { group: "g".into(), offsets }));
-    state.apply_batch(&commit(vec![offset(0, 5), offset(1, 7)])).expect("commit");
-    state.apply_batch(&commit(vec![offset(0, 6)])).expect("commit again");
+    let offset = |partition, offset| CommittedOffsetRecord { topic: "orders".into(), partition, offset, leader_epoch: -1, metadata: "m".into(), stamp: None };
+    let stamped = |sequence, offsets| {
+        let stamp = Some(CommitStamp { coordinator_term: 2, sequence });
+        one_command(Command::CommitOffsets(CommitOffsets { group: "g".into(), offsets, stamp }))
+    };
+    let commit = |offsets| stamped(10, offsets);
+    state.apply_batch(&stamped(9, vec![offset(0, 5), offset(1, 7)])).expect("commit");
+    state.apply_batch(&stamped(11, vec![offset(0, 6)])).expect("commit again");
+    // An earlier commit applied late (a retried proposal) changes nothing it is older than.
+    state.apply_batch(&stamped(10, vec![offset(0, 1), offset(1, 8)])).expect("a late commit");
     let restored = round_trip(&state);
     let offsets = restored.group_offsets("g").expect("group has offsets");
     assert_eq!(offsets[&("orders".to_string(), 0)].offset, 6);
-    assert_eq!(offsets[&("orders".to_string(), 1)].offset, 7);
+    assert_eq!(offsets[&("orders".to_string(), 1)].offset, 8);
     assert!(matches!(state.apply_batch(&commit(vec![offset(2, 1)])), Err(MetadataError::UnknownPartition { .. })));
     state.apply_batch(&one_command(Command::DeleteTopic(DeleteTopic { name: "orders".into() }))).expect("delete");
     assert!(state.group_offsets("g").is_none());

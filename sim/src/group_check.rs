@@ -1,0 +1,180 @@
+//! Checkers over a consumer group's history (`[group]` scenarios), fed by
+//! the group members of `group_world` as they act:
+//!
+//! - `group-commits-durable`: an offset the coordinator acknowledged as
+//!   committed is never lost: every OffsetFetch answers at least the highest
+//!   offset acknowledged for that partition before the fetch was sent, and
+//!   the group's final committed offsets are at least the highest
+//!   acknowledged ones (across coordinator failovers).
+//! - `group-single-owner`: within one generation (named by its leader and
+//!   generation id: a new coordinator counts generations afresh), no
+//!   partition is handed to two members.
+//! - `group-progress`: after the faults heal, the group consumes every
+//!   record acknowledged with acks=all and commits past it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::data_check::DataViolation;
+
+pub mod checker {
+    pub const GROUP_COMMITS_DURABLE: &str = "group-commits-durable";
+    pub const GROUP_SINGLE_OWNER: &str = "group-single-owner";
+    pub const GROUP_PROGRESS: &str = "group-progress";
+}
+
+fn violation(checker: &'static str, message: String) -> Result<(), DataViolation> {
+    Err(DataViolation { checker, message })
+}
+
+/// Counts for the seed's summary.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GroupStats {
+    pub joins: u64,
+    pub generations_synced: u64,
+    pub commits_acknowledged: u64,
+    pub commits_refused: u64,
+    pub coordinator_moves: u64,
+    pub leaves: u64,
+    pub crashes: u64,
+    pub records_consumed: u64,
+}
+
+/// Whether `committed_offsets` are past every record of `committed_records`.
+pub fn commits_cover(committed_records: &BTreeMap<u32, BTreeSet<u64>>, committed_offsets: &BTreeMap<u32, i64>) -> bool {
+    committed_records.iter().all(|(partition, offsets)| {
+        let end = offsets.iter().next_back().map_or(0, |last| *last as i64 + 1);
+        committed_offsets.get(partition).is_some_and(|committed| *committed >= end)
+    })
+}
+
+#[derive(Debug, Default)]
+pub struct GroupHistory {
+    /// Partition -> the highest committed offset acknowledged so far.
+    acked_max: BTreeMap<u32, i64>,
+    /// (leader member id, generation id) -> partition -> its member.
+    owners: BTreeMap<(String, i32), BTreeMap<u32, String>>,
+    /// (partition, offset) consumed by some member.
+    consumed: BTreeSet<(u32, u64)>,
+    pub stats: GroupStats,
+}
+
+impl GroupHistory {
+    /// The highest acknowledged commit of `partition` (-1: none yet).
+    pub fn acked_max(&self, partition: u32) -> i64 {
+        self.acked_max.get(&partition).copied().unwrap_or(-1)
+    }
+
+    /// The coordinator acknowledged `offset` as `partition`'s committed offset.
+    pub fn commit_acknowledged(&mut self, partition: u32, offset: i64) {
+        self.stats.commits_acknowledged += 1;
+        let max = self.acked_max.entry(partition).or_insert(-1);
+        *max = (*max).max(offset);
+    }
+
+    /// An OffsetFetch sent when `acked_max_at_send` was acknowledged answered `committed`.
+    pub fn committed_fetched(&self, member: &str, partition: u32, committed: i64, acked_max_at_send: i64) -> Result<(), DataViolation> {
+        if committed < acked_max_at_send {
+            let message = format!("{member}: OffsetFetch of partition {partition} answered {committed}, but {acked_max_at_send} was acknowledged as committed before it was sent");
+            return violation(checker::GROUP_COMMITS_DURABLE, message);
+        }
+        Ok(())
+    }
+
+    /// `member` was handed `partitions` in the generation `generation_id` led by `leader`.
+    pub fn assigned(&mut self, member: &str, leader: &str, generation_id: i32, partitions: &[u32]) -> Result<(), DataViolation> {
+        let owners = self.owners.entry((leader.to_string(), generation_id)).or_default();
+        for partition in partitions {
+            match owners.get(partition) {
+                Some(other) if other != member => {
+                    let message = format!("partition {partition} handed to {other} and to {member} in generation {generation_id} led by {leader}");
+                    return violation(checker::GROUP_SINGLE_OWNER, message);
+                }
+                _ => {
+                    owners.insert(*partition, member.to_string());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn consumed(&mut self, partition: u32, offset: u64) {
+        if self.consumed.insert((partition, offset)) {
+            self.stats.records_consumed += 1;
+        }
+    }
+
+    /// Whether the group consumed every offset of `committed_records` (its
+    /// commits past them are checked at the end: a commit that applied but
+    /// whose answer was lost is acknowledged to nobody, yet counts).
+    pub fn caught_up(&self, committed_records: &BTreeMap<u32, BTreeSet<u64>>) -> bool {
+        committed_records.iter().all(|(partition, offsets)| offsets.iter().all(|offset| self.consumed.contains(&(*partition, *offset))))
+    }
+
+    /// After the heal: every acks=all record (`acknowledged`: partition ->
+    /// offsets) was consumed, and the final committed offsets (`final_committed`)
+    /// are at least every acknowledged commit and past every acknowledged record.
+    pub fn check_final(&self, acknowledged: &BTreeMap<u32, BTreeSet<u64>>, final_committed: &BTreeMap<u32, i64>) -> Result<(), DataViolation> {
+        for (partition, max) in &self.acked_max {
+            let committed = final_committed.get(partition).copied().unwrap_or(-1);
+            if committed < *max {
+                let message = format!("partition {partition}: the final committed offset is {committed}, below the acknowledged commit {max}");
+                return violation(checker::GROUP_COMMITS_DURABLE, message);
+            }
+        }
+        for (partition, offsets) in acknowledged {
+            if let Some(offset) = offsets.iter().find(|offset| !self.consumed.contains(&(*partition, **offset))) {
+                let message = format!("partition {partition}: the acknowledged record at offset {offset} was never consumed by the group");
+                return violation(checker::GROUP_PROGRESS, message);
+            }
+            let end = offsets.iter().next_back().map_or(0, |last| *last as i64 + 1);
+            let committed = final_committed.get(partition).copied().unwrap_or(-1);
+            if committed < end {
+                let message = format!("partition {partition}: the group committed {committed}, not past the last acknowledged record (offset {})", end - 1);
+                return violation(checker::GROUP_PROGRESS, message);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_offset_fetch_below_an_acknowledged_commit_is_a_lost_commit() {
+        let mut history = GroupHistory::default();
+        history.commit_acknowledged(0, 40);
+        assert!(history.committed_fetched("m1", 0, 40, history.acked_max(0)).is_ok());
+        let lost = history.committed_fetched("m1", 0, 39, history.acked_max(0)).unwrap_err();
+        assert_eq!(lost.checker, checker::GROUP_COMMITS_DURABLE);
+    }
+
+    #[test]
+    fn two_owners_of_a_partition_in_one_generation_are_caught_but_not_across_generations() {
+        let mut history = GroupHistory::default();
+        history.assigned("m1", "m1", 3, &[0, 1]).expect("first owner");
+        history.assigned("m1", "m1", 3, &[0, 1]).expect("the same member again");
+        history.assigned("m2", "m1", 4, &[0]).expect("another generation");
+        history.assigned("m2", "m9", 3, &[0]).expect("another coordinator's generation 3");
+        let twice = history.assigned("m2", "m1", 3, &[1]).unwrap_err();
+        assert_eq!(twice.checker, checker::GROUP_SINGLE_OWNER);
+    }
+
+    #[test]
+    fn the_final_check_wants_every_acknowledged_record_consumed_and_committed() {
+        let mut history = GroupHistory::default();
+        let acknowledged: BTreeMap<u32, BTreeSet<u64>> = [(0, [0, 1, 2].into_iter().collect())].into_iter().collect();
+        history.consumed(0, 0);
+        history.consumed(0, 1);
+        history.commit_acknowledged(0, 2);
+        let committed: BTreeMap<u32, i64> = [(0, 3)].into_iter().collect();
+        assert_eq!(history.check_final(&acknowledged, &committed).unwrap_err().checker, checker::GROUP_PROGRESS);
+        history.consumed(0, 2);
+        assert!(history.check_final(&acknowledged, &committed).is_ok());
+        let behind: BTreeMap<u32, i64> = [(0, 2)].into_iter().collect();
+        assert_eq!(history.check_final(&acknowledged, &behind).unwrap_err().checker, checker::GROUP_PROGRESS);
+        history.commit_acknowledged(0, 5);
+        assert_eq!(history.check_final(&acknowledged, &committed).unwrap_err().checker, checker::GROUP_COMMITS_DURABLE);
+    }
+}
