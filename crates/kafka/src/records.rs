@@ -207,14 +207,14 @@ fn check_batch_framing(record_set: &Bytes, records_max: usize) -> Result<(), Bat
 /// (`IndexMap::with_capacity(count)`), and its snappy decoder zero-fills the
 /// uncompressed length a block claims (`BytesMut::resize`), both before
 /// reading what they describe. A header takes at least 2 bytes and snappy
-/// expands at most about 22 times, so larger claims are refused here.
-/// (Gzip, lz4 and zstd output is not bounded here: see the report on
-/// decompression limits.)
+/// expands at most about 22 times, so larger claims are refused here. Gzip,
+/// lz4 and zstd are decompressed here with streaming decoders that stop at
+/// `DECOMPRESSED_BYTES_MAX` (a few kilobytes can claim gigabytes).
 /// The decoder also adds each record's deltas to the batch's base offset
 /// and first timestamp unchecked (a panic under overflow checks), so those
 /// sums are checked here too.
 fn plain_records(records: &mut Bytes, compression: Compression, base_offset: i64, first_timestamp: i64) -> Result<Bytes, String> {
-    use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+    use kafka_protocol::compression::{Decompressor, Snappy};
     let take = |plain: &mut Bytes| Ok(std::mem::take(plain));
     let plain = match compression {
         Compression::None => std::mem::take(records),
@@ -222,12 +222,26 @@ fn plain_records(records: &mut Bytes, compression: Compression, base_offset: i64
             check_snappy_lengths(records)?;
             <Snappy as Decompressor<Bytes>>::decompress(records, take).map_err(|error| error.to_string())?
         }
-        Compression::Gzip => <Gzip as Decompressor<Bytes>>::decompress(records, take).map_err(|error| error.to_string())?,
-        Compression::Lz4 => <Lz4 as Decompressor<Bytes>>::decompress(records, take).map_err(|error| error.to_string())?,
-        Compression::Zstd => <Zstd as Decompressor<Bytes>>::decompress(records, take).map_err(|error| error.to_string())?,
+        Compression::Gzip => bounded("gzip", flate2::read::GzDecoder::new(&records[..]))?,
+        Compression::Lz4 => bounded("lz4", lz4::Decoder::new(&records[..]).map_err(|error| format!("lz4: {error}"))?)?,
+        Compression::Zstd => bounded("zstd", zstd::stream::read::Decoder::new(&records[..]).map_err(|error| format!("zstd: {error}"))?)?,
     };
     check_records(&plain, base_offset, first_timestamp)?;
     Ok(plain)
+}
+
+/// The most bytes one compressed batch may decompress to.
+pub const DECOMPRESSED_BYTES_MAX: u64 = 64 * 1024 * 1024;
+
+/// Everything `decoder` yields, refused past `DECOMPRESSED_BYTES_MAX`.
+fn bounded(what: &str, decoder: impl std::io::Read) -> Result<Bytes, String> {
+    use std::io::Read as _;
+    let mut plain = Vec::new();
+    let read = decoder.take(DECOMPRESSED_BYTES_MAX + 1).read_to_end(&mut plain).map_err(|error| format!("{what}: {error}"))?;
+    if read as u64 > DECOMPRESSED_BYTES_MAX {
+        return Err(format!("a {what} batch decompresses to more than {DECOMPRESSED_BYTES_MAX} bytes"));
+    }
+    Ok(Bytes::from(plain))
 }
 
 /// Snappy never expands a byte into more than 22 (a 3-byte copy writes at
@@ -503,5 +517,34 @@ mod tests {
         assert_eq!(decode_produced(&Bytes::from(two_batches), 100).map_err(|e| e.kafka_code()), Err(87), "sequence gap");
         let negative_producer = [record(0, "a", Some((-5, 0, 0)))];
         assert_eq!(decode_produced(&client_batch(&negative_producer), 100).map_err(|e| e.kafka_code()), Err(87), "negative producer id");
+    }
+
+    #[test]
+    fn a_compressed_batch_that_decompresses_past_the_limit_is_refused() {
+        use std::io::Write as _;
+        let encode = |compression| {
+            let mut out = BytesMut::new();
+            RecordBatchEncoder::encode(&mut out, [record(0, "a", None)].iter(), &RecordEncodeOptions { version: 2, compression }).expect("encode");
+            out.to_vec()
+        };
+        // A real zstd batch decodes; its records section swapped for a
+        // few kilobytes of zstd that expand to more than the limit does not.
+        assert!(decode_produced(&Bytes::from(encode(Compression::Zstd)), 100).is_ok());
+        let mut bomb = zstd::stream::write::Encoder::new(Vec::new(), 19).expect("encoder");
+        let zeros = vec![0u8; 1024 * 1024];
+        for _ in 0..(DECOMPRESSED_BYTES_MAX / zeros.len() as u64 + 2) {
+            bomb.write_all(&zeros).expect("compress");
+        }
+        let bomb = bomb.finish().expect("finish");
+        assert!(bomb.len() < 64 * 1024, "the bomb is small: {} bytes", bomb.len());
+        let mut batch = encode(Compression::Zstd);
+        batch.truncate(BATCH_HEADER_BYTES);
+        batch.extend_from_slice(&bomb);
+        let length = i32::try_from(batch.len() - BATCH_LENGTH_OFFSET - 4).expect("small");
+        batch[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let refused = decode_produced(&Bytes::from(batch), 100).expect_err("a decompression bomb");
+        assert!(refused.to_string().contains("decompresses to more than"), "{refused}");
     }
 }
