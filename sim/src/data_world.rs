@@ -24,9 +24,9 @@ pub const DATA_TOPIC: &str = "data";
 /// Bytes a consumer asks for per read.
 const READ_BYTES_MAX: usize = 16 * 1024;
 
-/// How one batch ended.
+/// How one batch ended (for the Kafka clients of `kafka_world` too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sent {
+pub(crate) enum Sent {
     Acknowledged,
     OutOfTime,
     RefusedForGood,

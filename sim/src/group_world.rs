@@ -49,15 +49,6 @@ mod version {
     pub const OFFSET_FETCH: i16 = 5;
 }
 
-/// Group error codes the members act on.
-mod group_code {
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const NOT_COORDINATOR: i16 = 16;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-}
-
 fn str_bytes(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
@@ -208,12 +199,12 @@ impl Member {
     fn on_group_error(&mut self, what: &str, error_code: i16) -> bool {
         match error_code {
             code::NONE => return true,
-            group_code::UNKNOWN_MEMBER_ID => {
+            code::UNKNOWN_MEMBER_ID => {
                 self.member_id.clear();
                 self.leave_generation("unknown member");
             }
-            group_code::ILLEGAL_GENERATION | group_code::REBALANCE_IN_PROGRESS => self.leave_generation("rebalance"),
-            group_code::NOT_COORDINATOR | code::COORDINATOR_NOT_AVAILABLE | code::COORDINATOR_LOAD_IN_PROGRESS => self.coordinator_moved(),
+            code::ILLEGAL_GENERATION | code::REBALANCE_IN_PROGRESS => self.leave_generation("rebalance"),
+            code::NOT_COORDINATOR | code::COORDINATOR_NOT_AVAILABLE | code::COORDINATOR_LOAD_IN_PROGRESS => self.coordinator_moved(),
             _ => {}
         }
         self.session.note(format_args!("{what} answered error {error_code}"));
@@ -234,7 +225,7 @@ impl Member {
         let Ok(ResponseKind::JoinGroup(joined)) = self.to_coordinator(ApiKey::JoinGroup, version::JOIN_GROUP, RequestKind::JoinGroup(request)).await else {
             return;
         };
-        if joined.error_code == group_code::MEMBER_ID_REQUIRED {
+        if joined.error_code == code::MEMBER_ID_REQUIRED {
             self.member_id = joined.member_id.as_str().to_string();
             return;
         }
@@ -322,7 +313,7 @@ impl Member {
     async fn heartbeat(&mut self) {
         let request = HeartbeatRequest::default().with_group_id(group_id()).with_generation_id(self.generation_id).with_member_id(str_bytes(&self.member_id));
         if let Ok(ResponseKind::Heartbeat(answer)) = self.to_coordinator(ApiKey::Heartbeat, version::HEARTBEAT, RequestKind::Heartbeat(request)).await {
-            if answer.error_code == group_code::REBALANCE_IN_PROGRESS {
+            if answer.error_code == code::REBALANCE_IN_PROGRESS {
                 // Eager protocol: commit what was consumed before giving the
                 // partitions up (the generation is still current while the
                 // group prepares the rebalance).

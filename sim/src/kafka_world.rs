@@ -48,7 +48,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::data_check::{checker, DataViolation, IdempotentAck};
-use crate::data_world::DATA_TOPIC;
+use crate::data_world::{Sent, DATA_TOPIC};
 use crate::kafka_client::{code, encode_batch, BatchProducer, ClientError, KafkaConnection, KAFKA_PORT};
 use crate::meta_world::{ip_of, lock, SharedHistory, WorldClock};
 use crate::scenario::{AcksSpec, DataSpec};
@@ -97,14 +97,6 @@ pub fn kafka_values(logs: BTreeMap<u32, BTreeMap<u64, Vec<ReadRecord>>>) -> Resu
         out.insert(partition, decoded);
     }
     Ok(out)
-}
-
-/// How one batch ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sent {
-    Acknowledged,
-    OutOfTime,
-    RefusedForGood,
 }
 
 /// What the Kafka clients share.

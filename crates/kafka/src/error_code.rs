@@ -28,6 +28,17 @@ pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
 pub const UNKNOWN_TOPIC_ID: i16 = 100;
 pub const GROUP_ID_NOT_FOUND: i16 = 69;
 pub const INVALID_GROUP_ID: i16 = 24;
+pub const NETWORK_EXCEPTION: i16 = 13;
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
+pub const ILLEGAL_GENERATION: i16 = 22;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const REBALANCE_IN_PROGRESS: i16 = 27;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const INVALID_PRODUCER_EPOCH: i16 = 47;
+pub const KAFKA_STORAGE_ERROR: i16 = 56;
+pub const MEMBER_ID_REQUIRED: i16 = 79;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
 
 #[cfg(test)]
@@ -64,6 +75,17 @@ mod tests {
             (super::UNKNOWN_TOPIC_ID, ResponseError::UnknownTopicId),
             (super::GROUP_ID_NOT_FOUND, ResponseError::GroupIdNotFound),
             (super::INVALID_GROUP_ID, ResponseError::InvalidGroupId),
+            (super::NETWORK_EXCEPTION, ResponseError::NetworkException),
+            (super::COORDINATOR_LOAD_IN_PROGRESS, ResponseError::CoordinatorLoadInProgress),
+            (super::NOT_ENOUGH_REPLICAS, ResponseError::NotEnoughReplicas),
+            (super::NOT_ENOUGH_REPLICAS_AFTER_APPEND, ResponseError::NotEnoughReplicasAfterAppend),
+            (super::ILLEGAL_GENERATION, ResponseError::IllegalGeneration),
+            (super::UNKNOWN_MEMBER_ID, ResponseError::UnknownMemberId),
+            (super::REBALANCE_IN_PROGRESS, ResponseError::RebalanceInProgress),
+            (super::OUT_OF_ORDER_SEQUENCE_NUMBER, ResponseError::OutOfOrderSequenceNumber),
+            (super::INVALID_PRODUCER_EPOCH, ResponseError::InvalidProducerEpoch),
+            (super::KAFKA_STORAGE_ERROR, ResponseError::KafkaStorageError),
+            (super::MEMBER_ID_REQUIRED, ResponseError::MemberIdRequired),
         ];
         for (code, error) in pairs {
             assert_eq!(code, error.code(), "{error:?}");
