@@ -335,6 +335,9 @@ impl KafkaFront {
         let mut response = ListGroupsResponse::default();
         let live = match self.groups.list().await {
             Ok(live) => live,
+            // Admin clients ask every broker and merge the answers: a broker
+            // that coordinates nothing lists nothing (as Kafka's do).
+            Err(code::NOT_COORDINATOR) => return response,
             Err(error_code) => {
                 response.error_code = error_code;
                 return response;

@@ -202,6 +202,11 @@ impl MetadataState {
         self.topics.get(topic).and_then(|t| t.partitions.get(partition as usize))
     }
 
+    /// The highest topic id handed out (ids only grow; 0: none yet).
+    pub fn last_topic_id(&self) -> u64 {
+        self.last_topic_id
+    }
+
     /// The first producer id no broker was handed yet.
     pub fn next_producer_id(&self) -> u64 {
         self.next_producer_id

@@ -339,6 +339,7 @@ pub fn start(
         next_produce_id: 1,
         next_request_id: 1,
         isr_results,
+        orphans_swept: false,
     };
     let task = tokio::spawn(driver.run(feed, frames, request_rx, isr_rx));
     (ReplHandle { requests }, task)
@@ -356,6 +357,8 @@ struct Driver {
     next_produce_id: u64,
     next_request_id: u64,
     isr_results: mpsc::Sender<IsrResult>,
+    /// Logs of topics deleted while this broker was down were removed.
+    orphans_swept: bool,
 }
 
 type DriverResult = Result<(), ReplDriverError>;
@@ -429,6 +432,10 @@ impl Driver {
                 }
             }
         }
+        if registered && !self.orphans_swept {
+            self.orphans_swept = true;
+            self.sweep_orphan_logs().await?;
+        }
         for (topic_name, topic_id, index) in assigned {
             let key = (topic_name, index);
             if !self.replicas.contains_key(&key) {
@@ -455,6 +462,35 @@ impl Driver {
             let replica = self.replicas.get_mut(&key).expect("listed above");
             let change = replica.become_idle().await.map_err(|error| log_error(&key, error))?;
             self.after_role_change(&key, change);
+        }
+        Ok(())
+    }
+
+    /// Removes the logs of topics deleted while this broker was down: a
+    /// directory `{topic}-{partition}-{topic_id}` whose id the metadata has
+    /// handed out (ids only grow) but no longer has. Run once, when the
+    /// metadata shows this broker registered (so it is at least as new as
+    /// this start); an id the metadata has not reached yet is kept.
+    async fn sweep_orphan_logs(&mut self) -> DriverResult {
+        let names = match self.disk.list(&self.config.data_dir).await {
+            Ok(names) => names,
+            Err(error) => {
+                // Nothing was ever written here: no orphans.
+                tracing::debug!(node_id = self.config.node_id, %error, "no partition log directory to sweep");
+                return Ok(());
+            }
+        };
+        for name in names {
+            let Some((topic, partition, topic_id)) = parse_log_dir(&name) else { continue };
+            let live = self.metadata.topic(topic).is_some_and(|t| t.topic_id == topic_id);
+            if live || topic_id > self.metadata.last_topic_id() || self.replicas.values().any(|r| r.topic_id == topic_id) {
+                continue;
+            }
+            let dir = format!("{}/{name}", self.config.data_dir);
+            let key = (topic.to_string(), partition);
+            let log = keel_log::Log::open(self.disk.clone(), &dir, self.config.log_config.clone()).await.map_err(|error| log_error(&key, error))?;
+            log.destroy().await.map_err(|error| log_error(&key, error))?;
+            tracing::info!(node_id = self.config.node_id, topic, partition, topic_id, "log of a topic deleted while this broker was down removed");
         }
         Ok(())
     }
@@ -948,6 +984,15 @@ impl Driver {
     }
 }
 
+/// `{topic}-{partition}-{topic_id}` (topic names may hold dashes).
+fn parse_log_dir(name: &str) -> Option<(&str, u32, u64)> {
+    let mut parts = name.rsplitn(3, '-');
+    let topic_id = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    let topic = parts.next().filter(|topic| !topic.is_empty())?;
+    Some((topic, partition, topic_id))
+}
+
 fn log_error(key: &(String, u32), error: LogError) -> ReplDriverError {
     ReplDriverError::Log { topic: key.0.clone(), partition: key.1, error }
 }
@@ -979,4 +1024,19 @@ fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMe
         }
     }
     Ok((runs, stamps))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_log_dir;
+
+    #[test]
+    fn log_directories_name_topic_partition_and_topic_id_and_topics_may_hold_dashes() {
+        assert_eq!(parse_log_dir("orders-3-17"), Some(("orders", 3, 17)));
+        assert_eq!(parse_log_dir("a-b-c-0-2"), Some(("a-b-c", 0, 2)));
+        assert_eq!(parse_log_dir("orders-3"), None);
+        assert_eq!(parse_log_dir("-3-17"), None);
+        assert_eq!(parse_log_dir("orders-x-17"), None);
+        assert_eq!(parse_log_dir("meta"), None);
+    }
 }
