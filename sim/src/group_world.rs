@@ -116,6 +116,25 @@ struct Member {
 }
 
 impl Member {
+    /// A member that has not joined yet.
+    fn new(session: Session, spec: GroupSpec, assignment: Vec<u32>, heal_at_ms: u64) -> Member {
+        Member {
+            session,
+            spec,
+            coordinator: None,
+            last_coordinator: None,
+            member_id: String::new(),
+            generation_id: -1,
+            leader_id: String::new(),
+            assignment,
+            positions: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            next_heartbeat_ms: 0,
+            next_commit_ms: 0,
+            heal_at_ms,
+        }
+    }
+
     fn timeout(&self) -> Duration {
         self.session.request_timeout()
     }
@@ -466,21 +485,7 @@ pub async fn member(clients: KafkaClients, spec: GroupSpec, index: u64, heal_at_
             _ => u64::MAX,
         };
         let leaves_cleanly = rng.gen_bool(0.5);
-        let mut member = Member {
-            session,
-            spec: spec.clone(),
-            coordinator: None,
-            last_coordinator: None,
-            member_id: String::new(),
-            generation_id: -1,
-            leader_id: String::new(),
-            assignment: Vec::new(),
-            positions: BTreeMap::new(),
-            committed: BTreeMap::new(),
-            next_heartbeat_ms: 0,
-            next_commit_ms: 0,
-            heal_at_ms,
-        };
+        let mut member = Member::new(session, spec.clone(), Vec::new(), heal_at_ms);
         match member.live(&stop, ends_at_ms, leaves_cleanly).await {
             Ended::Stopped => return,
             Ended::Churned => {
@@ -495,21 +500,8 @@ pub async fn member(clients: KafkaClients, spec: GroupSpec, index: u64, heal_at_
 /// or `deadline_ms` (after the members stopped).
 pub async fn final_committed(clients: KafkaClients, spec: GroupSpec, deadline_ms: u64, rng: NodeRng) -> Option<BTreeMap<u32, i64>> {
     let session = Session::new(clients.clone(), "group-check".to_string(), rng);
-    let mut member = Member {
-        session,
-        spec,
-        coordinator: None,
-        last_coordinator: None,
-        member_id: String::new(),
-        generation_id: -1,
-        leader_id: String::new(),
-        assignment: (0..clients.spec.partitions).collect(),
-        positions: BTreeMap::new(),
-        committed: BTreeMap::new(),
-        next_heartbeat_ms: 0,
-        next_commit_ms: 0,
-        heal_at_ms: 0,
-    };
+    // Not a member: it only reads the offsets of every partition (and never churns).
+    let mut member = Member::new(session, spec, (0..clients.spec.partitions).collect(), 0);
     while member.session.now_ms() < deadline_ms {
         member.fetch_positions().await;
         if member.committed.len() == member.assignment.len() {

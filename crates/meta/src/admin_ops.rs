@@ -146,14 +146,10 @@ impl MetaHandle {
             };
             match self.propose(batch).await {
                 Ok(version) => return Ok(version),
-                Err(ProposalError::Refused(error @ MetadataError::StaleProducerIdBlock { .. })) => {
-                    // Another broker's block committed first; plan again on newer state.
-                    retried = true;
-                    last_error = error.to_string();
-                    tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
-                }
-                Err(ProposalError::Refused(error)) => return refused(error, retried),
-                Err(error) if error.is_retriable() => {
+                Err(ProposalError::Refused(error)) if !error.is_stale_plan() => return refused(error, retried),
+                // No leader yet, a leader change, or a plan made on state
+                // that another proposal changed first: plan again.
+                Err(error) if error.is_retriable() || matches!(&error, ProposalError::Refused(_)) => {
                     retried = true;
                     last_error = error.to_string();
                     tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;

@@ -96,6 +96,14 @@ pub struct CommittedOffset {
     pub stamp: CommitStamp,
 }
 
+impl MetadataError {
+    /// The command was planned on state another committed command changed
+    /// first: planning again on newer state may succeed.
+    pub fn is_stale_plan(&self) -> bool {
+        matches!(self, MetadataError::StaleProducerIdBlock { .. })
+    }
+}
+
 /// Kafka's topic name rule: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
     let invalid = |reason: &str| Err(MetadataError::InvalidTopicName { name: name.to_string(), reason: reason.to_string() });

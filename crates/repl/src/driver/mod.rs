@@ -879,10 +879,7 @@ impl Driver {
         let leader = replica.leader_mut().expect("checked");
         let leader_epoch = leader.leader_epoch();
         let stamp = request.producer.unwrap_or(ProducerStamp::NONE);
-        let admission = match request.producer {
-            Some(stamp) => replica.producers.admit(&stamp),
-            None => Ok(Admission::Append),
-        };
+        let admission = if stamp.is_idempotent() { replica.producers.admit(&stamp) } else { Ok(Admission::Append) };
         let range = match admission {
             Err(error) => {
                 let _ = reply.send(Err(error));
