@@ -307,9 +307,16 @@ fn check_records(plain: &[u8], base_offset: i64, first_timestamp: i64) -> Result
         let mut fields = record;
         let Some((_attributes, rest)) = fields.split_first() else { return Ok(()) };
         fields = rest;
-        let (Some(timestamp_delta), Some(offset_delta)) = (read_varint(&mut fields, 10), read_varint(&mut fields, 5)) else { return Ok(()) };
-        if first_timestamp.checked_add(timestamp_delta).is_none() || base_offset.checked_add(offset_delta).is_none() {
-            return Err(format!("record deltas (timestamp {timestamp_delta}, offset {offset_delta}) overflow the batch's base timestamp {first_timestamp} and offset {base_offset}"));
+        // In the decoder's order: it adds the timestamp delta before it
+        // reads the offset delta, so a record cut after its timestamp still
+        // overflows there.
+        let Some(timestamp_delta) = read_varint(&mut fields, 10) else { return Ok(()) };
+        if first_timestamp.checked_add(timestamp_delta).is_none() {
+            return Err(format!("record timestamp delta {timestamp_delta} overflows the batch's base timestamp {first_timestamp}"));
+        }
+        let Some(offset_delta) = read_varint(&mut fields, 5) else { return Ok(()) };
+        if base_offset.checked_add(offset_delta).is_none() {
+            return Err(format!("record offset delta {offset_delta} overflows the batch's base offset {base_offset}"));
         }
         for _key_then_value in 0..2 {
             match read_varint(&mut fields, 5) {
@@ -546,5 +553,25 @@ mod tests {
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
         let refused = decode_produced(&Bytes::from(batch), 100).expect_err("a decompression bomb");
         assert!(refused.to_string().contains("decompresses to more than"), "{refused}");
+    }
+
+    #[test]
+    fn a_timestamp_delta_that_overflows_is_refused_even_when_the_record_is_cut_after_it() {
+        // The fuzzer's find: a ten-byte timestamp delta of i64::MIN, then an
+        // offset delta cut short. The decoder adds the timestamp first.
+        let mut batch = client_batch(&[record(0, "a", None)]).to_vec();
+        batch.truncate(BATCH_HEADER_BYTES);
+        batch[FIRST_TIMESTAMP_OFFSET..FIRST_TIMESTAMP_OFFSET + 8].copy_from_slice(&(-3_959_488_257i64).to_be_bytes());
+        let mut record = vec![0u8];
+        record.extend_from_slice(&[0xff; 10]);
+        record.extend_from_slice(&[0xff, 0xff, 0x93]);
+        batch.push(u8::try_from(record.len() * 2).expect("small"));
+        batch.extend_from_slice(&record);
+        let length = i32::try_from(batch.len() - BATCH_LENGTH_OFFSET - 4).expect("small");
+        batch[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        let refused = decode_produced(&Bytes::from(batch), 100).expect_err("an overflowing timestamp delta");
+        assert_eq!(refused.kafka_code(), 2, "{refused}");
     }
 }
