@@ -6,8 +6,9 @@ Creates TOPIC (3 partitions) with the client's admin API, produces RECORDS
 records with acks=all and idempotence on, reads every partition back from
 offset 0 and checks that every acknowledged record is there once, in order per
 partition. Then deletes a scratch topic with the admin API, checks it is gone,
-creates it again and checks it starts empty. Exits 0 on success; prints what
-went wrong and exits 1 otherwise.
+creates it again and checks it starts empty. confluent also produces a record
+whose headers repeat a key and checks they are read back as sent, in order.
+Exits 0 on success; prints what went wrong and exits 1 otherwise.
 
 confluent-group: produces RECORDS records to TOPIC, consumes them with a
 consumer group of two confluent-kafka consumers that commit synchronously,
@@ -156,7 +157,31 @@ def confluent(bootstrap, topic, count):
     elif ends[-1] != 0:
         problems.append(f"{scratch} created again holds {ends[-1]} records of the deleted topic")
     consumer.close()
-    return problems
+    return problems + confluent_headers(bootstrap, admin, producer, f"{topic}-headers")
+
+
+def confluent_headers(bootstrap, admin, producer, topic):
+    """Kafka headers are an ordered list and a key may repeat: read back as sent."""
+    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka.admin import NewTopic
+
+    sent = [("dup", b"v0"), ("dup", b"v1"), ("k2", b"x"), ("dup", b"v3"), ("empty", None)]
+    for future in admin.create_topics([NewTopic(topic, num_partitions=1)]).values():
+        future.result(60)
+    producer.produce(topic, value=b"with-headers", headers=sent)
+    if producer.flush(60) != 0:
+        return [f"{topic}: the record with headers was not acknowledged in 60 s"]
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "unused-assign-only", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    deadline, message = time.time() + 60, None
+    while message is None and time.time() < deadline:
+        message = consumer.poll(1)
+    consumer.close()
+    if message is None or message.error():
+        return [f"{topic}: the record with headers was not read back: {message and message.error()}"]
+    if message.headers() != sent:
+        return [f"{topic}: headers sent {sent!r}, read back {message.headers()!r}"]
+    return []
 
 
 def commit_positions(consumer):

@@ -12,13 +12,16 @@
 //! Batches are not stored byte for byte as received: the log's offsets count
 //! entries, and a batch spans several Kafka offsets. ARCHITECTURE.md says why
 //! and what it costs (re-encoding on fetch, compression not kept).
+//!
+//! Headers are an ordered list in Kafka and a key may repeat. kafka-protocol's
+//! `Record` keeps them in a map (a repeated key keeps only its last value), so
+//! produced headers are read from the record bytes here, and fetched batches
+//! are encoded here, byte for byte in Kafka's v2 format.
 
-use bytes::{Bytes, BytesMut};
-use indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
-};
+use std::cell::RefCell;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE};
 use keel_repl::RecordStamp;
 use prost::Message;
 
@@ -100,18 +103,27 @@ pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<Produce
     check_batch_framing(record_set, records_max)?;
     let mut input = record_set.clone();
     let mut record_sets = Vec::new();
+    let mut headers = Vec::new();
     while !input.is_empty() {
         // Our decompression step checks what the decoder would reserve or
         // overflow (see `plain_records`); the framing check left >= 61 bytes.
         let base_offset = i64::from_be_bytes(input[..8].try_into().expect("8 bytes"));
         let first_timestamp = i64::from_be_bytes(input[FIRST_TIMESTAMP_OFFSET..FIRST_TIMESTAMP_OFFSET + 8].try_into().expect("8 bytes"));
+        // The plain records section, kept to read the headers in order.
+        let plain_seen = RefCell::new(Bytes::new());
         let checked = |records: &mut Bytes, compression| {
-            plain_records(records, compression, base_offset, first_timestamp).map_err(|reason| std::io::Error::other(reason).into())
+            let plain = plain_records(records, compression, base_offset, first_timestamp).map_err(|reason| std::io::Error::other(reason))?;
+            *plain_seen.borrow_mut() = plain.clone();
+            Ok(plain)
         };
         let set = RecordBatchDecoder::decode_with_custom_compression(&mut input, Some(checked)).map_err(|error| classify_decode_error(&error.to_string()))?;
+        let batch_headers = record_headers(&plain_seen.into_inner(), set.records.len()).map_err(BatchError::Corrupt)?;
+        assert_eq!(batch_headers.len(), set.records.len(), "one header list per decoded record");
+        headers.extend(batch_headers);
         record_sets.push(set);
     }
     let records: Vec<&Record> = record_sets.iter().flat_map(|set| set.records.iter()).collect();
+    assert_eq!(records.len(), headers.len(), "one header list per record");
     if records.is_empty() {
         return Err(BatchError::Invalid("the record set holds no records".into()));
     }
@@ -144,16 +156,13 @@ pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<Produce
     }
     let stored = records
         .iter()
-        .map(|record| {
+        .zip(headers)
+        .map(|(record, headers)| {
             StoredRecord {
                 timestamp_ms: record.timestamp,
                 key: record.key.as_ref().map(|key| key.to_vec()),
                 value: record.value.as_ref().map(|value| value.to_vec()),
-                headers: record
-                    .headers
-                    .iter()
-                    .map(|(key, value)| StoredHeader { key: key.as_str().to_string(), value: value.as_ref().map(|v| v.to_vec()) })
-                    .collect(),
+                headers,
             }
             .encode_to_vec()
         })
@@ -333,6 +342,52 @@ fn check_records(plain: &[u8], base_offset: i64, first_timestamp: i64) -> Result
     Ok(())
 }
 
+/// Every record's headers, in the order the producer wrote them (repeated
+/// keys kept), read from a batch's plain records section that
+/// kafka-protocol's decoder has already accepted (so the walk follows the
+/// same grammar: a size-bounded record, attributes, timestamp and offset
+/// deltas, key, value, then `count` headers of key and nullable value).
+fn record_headers(plain: &[u8], record_count: usize) -> Result<Vec<Vec<StoredHeader>>, String> {
+    let cut = |what: &str| format!("a record's {what} is cut short");
+    let mut input = plain;
+    let mut all = Vec::with_capacity(record_count);
+    for _ in 0..record_count {
+        let size = read_varint(&mut input, 5).and_then(|size| usize::try_from(size).ok()).ok_or_else(|| cut("size"))?;
+        let mut fields = input.get(..size).ok_or_else(|| cut("body"))?;
+        input = &input[size..];
+        fields = fields.get(1..).ok_or_else(|| cut("attributes"))?;
+        read_varint(&mut fields, 10).ok_or_else(|| cut("timestamp delta"))?;
+        read_varint(&mut fields, 5).ok_or_else(|| cut("offset delta"))?;
+        for what in ["key", "value"] {
+            read_nullable_bytes(&mut fields).ok_or_else(|| cut(what))?;
+        }
+        let count = read_varint(&mut fields, 5).and_then(|count| usize::try_from(count).ok()).ok_or_else(|| cut("header count"))?;
+        // Each header takes at least 2 bytes: never reserve past what is there.
+        let mut headers = Vec::with_capacity(count.min(fields.len() / 2));
+        for _ in 0..count {
+            let key = read_nullable_bytes(&mut fields).flatten().ok_or_else(|| cut("header key"))?;
+            let key = std::str::from_utf8(key).map_err(|_| "a header key is not UTF-8".to_string())?;
+            let value = read_nullable_bytes(&mut fields).ok_or_else(|| cut("header value"))?;
+            headers.push(StoredHeader { key: key.to_string(), value: value.map(<[u8]>::to_vec) });
+        }
+        all.push(headers);
+    }
+    Ok(all)
+}
+
+/// A varint length and that many bytes (`Some(None)` for length -1).
+fn read_nullable_bytes<'a>(input: &mut &'a [u8]) -> Option<Option<&'a [u8]>> {
+    match read_varint(input, 5)? {
+        -1 => Some(None),
+        length => {
+            let length = usize::try_from(length).ok()?;
+            let bytes = input.get(..length)?;
+            *input = &input[length..];
+            Some(Some(bytes))
+        }
+    }
+}
+
 fn classify_decode_error(message: &str) -> BatchError {
     if message.contains("compression") {
         BatchError::UnsupportedCompression(message.to_string())
@@ -363,60 +418,141 @@ pub fn decode_stored_record(offset: u64, stored: &[u8]) -> Result<StoredRecord, 
     StoredRecord::decode(stored).map_err(|error| FetchEncodeError::Undecodable { offset, reason: error.to_string() })
 }
 
-/// Encodes consecutive log records as v2 record batches; records that share
-/// leader epoch and producer go into one batch.
+/// Encodes consecutive log records as uncompressed v2 record batches: the
+/// records of one produced batch (same producer, epoch and batch, consecutive
+/// sequences) go back into one batch, and records without a producer into one
+/// batch per run of a leader epoch.
 pub fn encode_fetched(records: &[LogRecord<'_>]) -> Result<Bytes, FetchEncodeError> {
-    let mut kafka_records = Vec::with_capacity(records.len());
-    let mut run_start = 0usize;
-    for (index, log_record) in records.iter().enumerate() {
-        let stored = decode_stored_record(log_record.offset, log_record.stored)?;
-        let offset = i64::try_from(log_record.offset).expect("log offsets fit i64");
-        let leader_epoch = i32::try_from(log_record.leader_epoch).expect("leader epochs fit i32");
-        let stamp = log_record.stamp;
-        let (producer_id, producer_epoch, sequence) = match stamp.is_idempotent() {
-            true => (stamp.producer_id, stamp.producer_epoch, stamp.sequence),
-            false => {
-                // The encoder groups records whose offset minus sequence is
-                // constant; records without a producer get sequences that
-                // count up from NO_SEQUENCE within a run, so the batch's
-                // base sequence is NO_SEQUENCE as the format requires.
-                let previous: Option<&Record> = kafka_records.last();
-                let continues = previous.is_some_and(|p| p.producer_id == NO_PRODUCER_ID && p.partition_leader_epoch == leader_epoch);
-                if !continues {
-                    run_start = index;
-                }
-                (NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE.wrapping_add((index - run_start) as i32))
-            }
-        };
-        kafka_records.push(Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: leader_epoch,
-            producer_id,
-            producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset,
-            sequence,
-            timestamp: stored.timestamp_ms,
-            key: stored.key.map(Bytes::from),
-            value: stored.value.map(Bytes::from),
-            // Kafka allows a header key twice; kafka-protocol's record keeps
-            // one value per key, on produce as on fetch.
-            headers: stored.headers.into_iter().map(|h| (StrBytes::from_string(h.key), h.value.map(Bytes::from))).collect::<IndexMap<_, _>>(),
-        });
-    }
     let mut out = BytesMut::new();
-    if !kafka_records.is_empty() {
-        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-        RecordBatchEncoder::encode(&mut out, kafka_records.iter(), &options).map_err(|error| FetchEncodeError::Encode(error.to_string()))?;
+    let mut batch: Vec<(&LogRecord<'_>, StoredRecord)> = Vec::new();
+    for log_record in records {
+        let stored = decode_stored_record(log_record.offset, log_record.stored)?;
+        if batch.last().is_some_and(|(previous, _)| !same_batch(previous, log_record)) {
+            encode_batch(&mut out, &batch)?;
+            batch.clear();
+        }
+        batch.push((log_record, stored));
+    }
+    if !batch.is_empty() {
+        encode_batch(&mut out, &batch)?;
     }
     Ok(out.freeze())
+}
+
+/// Whether `next` continues the batch that `previous` is in.
+fn same_batch(previous: &LogRecord<'_>, next: &LogRecord<'_>) -> bool {
+    let (a, b) = (previous.stamp, next.stamp);
+    let consecutive = previous.offset.checked_add(1) == Some(next.offset) && previous.leader_epoch == next.leader_epoch;
+    let same_producer = match (a.is_idempotent(), b.is_idempotent()) {
+        (false, false) => true,
+        (true, true) => {
+            a.producer_id == b.producer_id
+                && a.producer_epoch == b.producer_epoch
+                && a.last_sequence == b.last_sequence
+                && a.sequence != a.last_sequence
+                && keel_repl::producers::sequence_after(a.sequence, 1) == b.sequence
+        }
+        _ => false,
+    };
+    consecutive && same_producer
+}
+
+/// Positions and sizes in a v2 batch header that the encoder fills in last.
+const CRC_OFFSET: usize = 17;
+const ATTRIBUTES_OFFSET: usize = 21;
+
+/// Appends one uncompressed v2 batch of `records` (consecutive offsets) to `out`.
+fn encode_batch(out: &mut BytesMut, records: &[(&LogRecord<'_>, StoredRecord)]) -> Result<(), FetchEncodeError> {
+    let (first, _) = records.first().expect("a batch has records");
+    let (last, _) = records.last().expect("a batch has records");
+    let base_offset = i64::try_from(first.offset).expect("log offsets fit i64");
+    let last_offset_delta = i32::try_from(last.offset - first.offset).map_err(|_| FetchEncodeError::Encode("a batch spans more than 2^31 offsets".into()))?;
+    let record_count = i32::try_from(records.len()).map_err(|_| FetchEncodeError::Encode("more than 2^31 records in a batch".into()))?;
+    let leader_epoch = i32::try_from(first.leader_epoch).expect("leader epochs fit i32");
+    // Deltas from the smallest timestamp are never negative; stored
+    // timestamps are -1 or within 0..=TIMESTAMP_MAX, so no delta overflows.
+    let base_timestamp = records.iter().map(|(_, stored)| stored.timestamp_ms).min().expect("a batch has records");
+    let max_timestamp = records.iter().map(|(_, stored)| stored.timestamp_ms).max().expect("a batch has records");
+    let (producer_id, producer_epoch, base_sequence) = match first.stamp.is_idempotent() {
+        true => (first.stamp.producer_id, first.stamp.producer_epoch, first.stamp.sequence),
+        false => (NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE),
+    };
+    let batch_start = out.len();
+    out.put_i64(base_offset);
+    out.put_i32(0); // batch length, filled in below
+    out.put_i32(leader_epoch);
+    out.put_i8(2);
+    out.put_u32(0); // CRC-32C, filled in below
+    out.put_i16(0); // no compression, create time, not transactional, not control
+    out.put_i32(last_offset_delta);
+    out.put_i64(base_timestamp);
+    out.put_i64(max_timestamp);
+    out.put_i64(producer_id);
+    out.put_i16(producer_epoch);
+    out.put_i32(base_sequence);
+    out.put_i32(record_count);
+    debug_assert_eq!(out.len() - batch_start, BATCH_HEADER_BYTES);
+    let mut body = Vec::new();
+    for (log_record, stored) in records {
+        body.clear();
+        body.push(0); // record attributes: unused in v2
+        put_varlong(&mut body, stored.timestamp_ms - base_timestamp);
+        put_varint(&mut body, (log_record.offset - first.offset) as i64);
+        put_nullable_bytes(&mut body, stored.key.as_deref());
+        put_nullable_bytes(&mut body, stored.value.as_deref());
+        put_varint(&mut body, stored.headers.len() as i64);
+        for header in &stored.headers {
+            put_nullable_bytes(&mut body, Some(header.key.as_bytes()));
+            put_nullable_bytes(&mut body, header.value.as_deref());
+        }
+        let mut size = Vec::with_capacity(5);
+        put_varint(&mut size, body.len() as i64);
+        out.extend_from_slice(&size);
+        out.extend_from_slice(&body);
+    }
+    let batch_length = i32::try_from(out.len() - batch_start - BATCH_LENGTH_OFFSET - 4).map_err(|_| FetchEncodeError::Encode("a batch larger than 2 GiB".into()))?;
+    out[batch_start + BATCH_LENGTH_OFFSET..batch_start + BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
+    let crc = crc32c::crc32c(&out[batch_start + ATTRIBUTES_OFFSET..]);
+    out[batch_start + CRC_OFFSET..batch_start + CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// A zigzag varint of at most 32 bits (lengths, counts, offset deltas).
+fn put_varint(out: &mut Vec<u8>, value: i64) {
+    let value = i32::try_from(value).expect("a varint field fits 32 bits");
+    put_uvarint(out, ((value << 1) ^ (value >> 31)) as u32 as u64);
+}
+
+/// A zigzag varint of 64 bits (timestamp deltas).
+fn put_varlong(out: &mut Vec<u8>, value: i64) {
+    put_uvarint(out, ((value << 1) ^ (value >> 63)) as u64);
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// A varint length (-1 for null) and the bytes.
+fn put_nullable_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varint(out, -1),
+        Some(bytes) => {
+            put_varint(out, bytes.len() as i64);
+            out.extend_from_slice(bytes);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indexmap::IndexMap;
+    use kafka_protocol::protocol::StrBytes;
+    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     fn record(offset: i64, value: &str, producer: Option<(i64, i16, i32)>) -> Record {
         let (producer_id, producer_epoch, sequence) = producer.unwrap_or((NO_PRODUCER_ID, NO_PRODUCER_EPOCH, NO_SEQUENCE));
@@ -475,6 +611,72 @@ mod tests {
             assert_eq!(got.headers, want.headers);
             assert_eq!(got.producer_id, NO_PRODUCER_ID);
         }
+    }
+
+    /// One v2 batch of one record with `headers`, written byte by byte as a
+    /// Java or librdkafka producer writes it (kafka-protocol's encoder
+    /// cannot write a key twice).
+    fn batch_with_headers(headers: &[(&str, Option<&[u8]>)]) -> Bytes {
+        let stored = StoredRecord {
+            timestamp_ms: 1_700_000_000_000,
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            headers: headers.iter().map(|(key, value)| StoredHeader { key: key.to_string(), value: value.map(<[u8]>::to_vec) }).collect(),
+        };
+        let encoded = stored.encode_to_vec();
+        let mut out = BytesMut::new();
+        encode_batch(&mut out, &[(&LogRecord { offset: 0, leader_epoch: 0, stamp: RecordStamp::NONE, stored: &encoded }, stored)]).expect("encode");
+        out.freeze()
+    }
+
+    fn headers_of(stored: &[u8]) -> Vec<(String, Option<Vec<u8>>)> {
+        decode_stored_record(0, stored).expect("decodes").headers.into_iter().map(|h| (h.key, h.value)).collect()
+    }
+
+    #[test]
+    fn repeated_header_keys_are_kept_in_the_order_the_producer_sent_them() {
+        let sent: [(&str, Option<&[u8]>); 5] = [("dup", Some(b"v0")), ("dup", Some(b"v1")), ("k2", Some(b"x")), ("dup", Some(b"v3")), ("dup", None)];
+        let want: Vec<(String, Option<Vec<u8>>)> = sent.iter().map(|(k, v)| (k.to_string(), v.map(<[u8]>::to_vec))).collect();
+        let batch = batch_with_headers(&sent);
+        // The batch is valid Kafka: kafka-protocol's decoder accepts it.
+        assert_eq!(RecordBatchDecoder::decode_all(&mut batch.clone()).expect("a valid batch").len(), 1);
+        let produced = decode_produced(&batch, 100).expect("valid batch");
+        assert_eq!(headers_of(&produced.stored[0]), want);
+        // Fetched back: our encoder writes every header, in order.
+        let log = [LogRecord { offset: 9, leader_epoch: 4, stamp: RecordStamp::NONE, stored: &produced.stored[0] }];
+        let fetched = encode_fetched(&log).expect("encode");
+        let again = decode_produced(&fetched, 100).expect("a fetched batch is a valid batch");
+        assert_eq!(headers_of(&again.stored[0]), want);
+    }
+
+    #[test]
+    fn fetched_batches_follow_the_produced_batches_and_decode_in_kafka_protocol() {
+        // Two idempotent batches of one producer, then records without one:
+        // three batches back, each with its own base sequence.
+        let first: Vec<Record> = (0..2).map(|i| record(i, "a", Some((7, 0, i as i32)))).collect();
+        let second: Vec<Record> = (2..5).map(|i| record(i, "b", Some((7, 0, i as i32)))).collect();
+        let plain: Vec<Record> = (5..7).map(|i| record(i, "c", None)).collect();
+        let mut stored = Vec::new();
+        let mut stamps = Vec::new();
+        for batch in [&first, &second] {
+            let produced = decode_produced(&client_batch(batch), 100).expect("valid");
+            let producer = produced.producer.expect("idempotent");
+            let stamp = keel_repl::ProducerStamp::batch(producer.producer_id, producer.producer_epoch, producer.base_sequence, produced.stored.len());
+            stamps.extend((0..produced.stored.len()).map(|i| stamp.record(i)));
+            stored.extend(produced.stored);
+        }
+        let produced = decode_produced(&client_batch(&plain), 100).expect("valid");
+        stamps.extend(std::iter::repeat_n(RecordStamp::NONE, produced.stored.len()));
+        stored.extend(produced.stored);
+        let log: Vec<LogRecord<'_>> = stored.iter().zip(&stamps).enumerate().map(|(i, (s, stamp))| LogRecord { offset: 100 + i as u64, leader_epoch: 2, stamp: *stamp, stored: s }).collect();
+        let mut bytes = encode_fetched(&log).expect("encode");
+        let sets = RecordBatchDecoder::decode_all(&mut bytes).expect("kafka-protocol decodes our batches");
+        assert_eq!(sets.iter().map(|set| set.records.len()).collect::<Vec<_>>(), vec![2, 3, 2]);
+        let records: Vec<&Record> = sets.iter().flat_map(|set| &set.records).collect();
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), (100..107).collect::<Vec<_>>());
+        assert_eq!(records.iter().map(|r| r.sequence).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, -1, 0]);
+        assert!(records.iter().all(|r| r.partition_leader_epoch == 2));
+        assert_eq!(records.iter().map(|r| r.timestamp).collect::<Vec<_>>(), (0..7).map(|i| 1_700_000_000_000 + i).collect::<Vec<_>>());
     }
 
     #[test]

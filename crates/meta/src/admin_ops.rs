@@ -110,9 +110,9 @@ impl MetaHandle {
         self.propose_with_retry(budget_ms, plan, |_| false).await
     }
 
-    /// Plans on the local state and proposes, retrying retriable errors (no
-    /// leader yet, leader change, a plan made on stale state) within
-    /// `budget_ms`. A refusal that `done_before` recognises after a retry
+    /// Plans (see `plan_on_committed`) and proposes, retrying retriable
+    /// errors (no leader yet, leader change, a plan made on stale state)
+    /// within `budget_ms`. A refusal that `done_before` recognises after a retry
     /// means an earlier attempt committed: success.
     async fn propose_with_retry(
         &self,
@@ -131,22 +131,23 @@ impl MetaHandle {
         let mut retried = false;
         let mut last_error = String::from("no attempt finished");
         for attempt in 0..(budget_ms / RETRY_BACKOFF_MS).max(1) {
-            let state = self.read_state().await.map_err(MetaOpError::Stopped)?;
-            let refused = |error: MetadataError, retried: bool| {
-                if retried && done_before(&error) {
-                    Ok(state.metadata_version())
-                } else {
-                    Err(MetaOpError::Refused(error))
+            let planned = match self.plan_on_committed(&plan, attempt as usize).await {
+                Ok(planned) => planned,
+                Err(error) if error.is_retriable() => {
+                    last_error = error.to_string();
+                    tokio::time::sleep(Duration::from_millis(RETRY_BACKOFF_MS)).await;
+                    continue;
                 }
+                Err(error) => return Err(MetaOpError::Stopped(error)),
             };
-            let batch = match plan(&state, attempt as usize) {
-                Ok(Plan::Propose(batch)) => batch,
-                Ok(Plan::Done) => return Ok(state.metadata_version()),
-                Err(error) => return refused(error, retried),
+            let (version, batch) = match planned {
+                (version, Ok(Plan::Propose(batch))) => (version, batch),
+                (version, Ok(Plan::Done)) => return Ok(version),
+                (version, Err(error)) => return refused(error, retried, version, &done_before),
             };
             match self.propose(batch).await {
                 Ok(version) => return Ok(version),
-                Err(ProposalError::Refused(error)) if !error.is_stale_plan() => return refused(error, retried),
+                Err(ProposalError::Refused(error)) if !error.is_stale_plan() => return refused(error, retried, version, &done_before),
                 // No leader yet, a leader change, or a plan made on state
                 // that another proposal changed first: plan again.
                 Err(error) if error.is_retriable() || matches!(&error, ProposalError::Refused(_)) => {
@@ -158,5 +159,36 @@ impl MetaHandle {
             }
         }
         Err(MetaOpError::TimedOut { budget_ms, last_error })
+    }
+
+    /// Plans on this node's applied metadata, which may lag the leader: a
+    /// plan made there is safe to propose (the state machine checks it again
+    /// on the committed state), but a refusal or a validate-only answer
+    /// made there may be stale (a topic deleted a moment ago still exists
+    /// here). Those are decided again on metadata read through the leader
+    /// (ReadIndex), so a client is never refused on a lagging broker's view.
+    /// Returns the metadata version the plan was made at.
+    async fn plan_on_committed(
+        &self,
+        plan: &impl Fn(&MetadataState, usize) -> Result<Plan, MetadataError>,
+        attempt: usize,
+    ) -> Result<(u64, Result<Plan, MetadataError>), ProposalError> {
+        let local = self.read_state().await?;
+        let planned = plan(&local, attempt);
+        if matches!(planned, Ok(Plan::Propose(_))) {
+            return Ok((local.metadata_version(), planned));
+        }
+        let committed = self.read_linearizable().await?;
+        Ok((committed.metadata_version(), plan(&committed, attempt)))
+    }
+}
+
+/// A refusal, unless `done_before` recognises it after a retry as the mark
+/// of an earlier attempt that committed after all.
+fn refused(error: MetadataError, retried: bool, version: u64, done_before: &impl Fn(&MetadataError) -> bool) -> Result<u64, MetaOpError> {
+    if retried && done_before(&error) {
+        Ok(version)
+    } else {
+        Err(MetaOpError::Refused(error))
     }
 }
