@@ -34,10 +34,6 @@ if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $CARGO_FUZZ_VERSION
     echo "== installing cargo-fuzz $CARGO_FUZZ_VERSION (crates.io)"
     cargo install --locked cargo-fuzz --version "$CARGO_FUZZ_VERSION"
 fi
-command -v protoc >/dev/null 2>&1 || {
-    echo "ci/fuzz.sh: protoc not found (raft-rs builds with it); run ci/test.sh once or: apt-get install -y protobuf-compiler" >&2
-    exit 2
-}
 
 # Scratch: the fuzz broker's data dir (via TMPDIR) and the corpus each run
 # grows; in memory when /dev/shm is there.

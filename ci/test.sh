@@ -5,16 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Install what the suite needs: the Rust toolchain (this machine kind has it),
-# protoc (raft-rs's prost codec runs it at build time), and the real Kafka
-# clients the process tests drive: kcat (Debian), confluent-kafka and
-# kafka-python (PyPI, pinned).
+# Install what the suite needs: the Rust toolchain (this machine kind has it)
+# and the real Kafka clients the process tests drive: kcat (Debian),
+# confluent-kafka and kafka-python (PyPI, pinned). protoc comes from a crate
+# (ci/protoc, .cargo/config.toml).
 if ! command -v cargo >/dev/null 2>&1; then
     echo "ci/test.sh: cargo not found; install the Rust toolchain (https://rustup.rs) and run again" >&2
     exit 2
 fi
 apt_packages=()
-command -v protoc >/dev/null 2>&1 || apt_packages+=(protobuf-compiler)
 command -v kcat >/dev/null 2>&1 || apt_packages+=(kcat)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     echo "== installing ${apt_packages[*]} (Debian)"

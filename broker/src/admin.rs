@@ -28,6 +28,7 @@ use keel_meta::admin_ops::{MetaOpError, TopicCreate};
 use keel_meta::driver::MetaHandle;
 use keel_meta::MetadataError;
 use keel_repl::driver::{Acks, ProduceRequest, ReadLimit, ReplHandle, ReplicaRole, MIN_INSYNC_REPLICAS_CONFIG};
+use keel_kafka::front::warn_if_min_insync_above_replication_factor;
 use keel_kafka::metrics::KafkaMetrics;
 use keel_kafka::server::StopSignal;
 use keel_meta::driver::MetaStatus;
@@ -224,7 +225,7 @@ async fn route(method: &str, path: &str, query: &str, body: &[u8], node: &Node) 
             Ok(state) => (200, topics_json(&state)),
             Err(error) => (503, error_body(&error.to_string())),
         },
-        ("POST", p) if p.starts_with("/topics/") => create_topic(&p["/topics/".len()..], query, meta).await,
+        ("POST", p) if p.starts_with("/topics/") => create_topic(&p["/topics/".len()..], query, meta, node.repl.min_insync_replicas_default()).await,
         ("POST", p) if p.starts_with("/produce/") => produce(&p["/produce/".len()..], query, body, &node.repl).await,
         ("GET", p) if p.starts_with("/records/") => read_records(&p["/records/".len()..], query, &node.repl).await,
         ("GET", "/replicas") => replicas(&node.repl).await,
@@ -420,7 +421,7 @@ fn created(metadata_version: u64) -> (u16, String) {
     (201, format!("{{\"metadata_version\":{metadata_version}}}"))
 }
 
-async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, String) {
+async fn create_topic(name: &str, query: &str, meta: &MetaHandle, min_insync_replicas_default: usize) -> (u16, String) {
     let partitions = match query_number(query, "partitions", 1) {
         Ok(n) => n,
         Err(message) => return (400, error_body(&message)),
@@ -438,7 +439,10 @@ async fn create_topic(name: &str, query: &str, meta: &MetaHandle) -> (u16, Strin
     }
     let create = TopicCreate { name: name.to_string(), partitions, replication_factor, configs, validate_only: false };
     match meta.create_topic(&create, CREATE_RETRY_BUDGET_MS).await {
-        Ok(version) => created(version),
+        Ok(version) => {
+            warn_if_min_insync_above_replication_factor(&create, min_insync_replicas_default);
+            created(version)
+        }
         Err(MetaOpError::Refused(error @ MetadataError::TopicAlreadyExists(_))) => (409, error_body(&error.to_string())),
         Err(MetaOpError::Refused(error)) => (400, error_body(&error.to_string())),
         Err(error) => (503, error_body(&error.to_string())),

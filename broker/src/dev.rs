@@ -7,10 +7,13 @@
 //!
 //! Children run in their own process group, so a terminal's Ctrl-C reaches
 //! only this supervisor (which forwards one SIGTERM), and on Linux each
-//! child gets SIGTERM if the supervisor dies without stopping it.
+//! child gets SIGTERM if the supervisor dies without stopping it. Each
+//! line a node writes is passed on with its node id in front (`[node 2] ...`),
+//! stdout to stdout and stderr to stderr, so interleaved logs say whose they are.
 
+use std::io::{BufRead, Write};
 use std::os::unix::process::CommandExt as _;
-use std::process::{Child, Command, ExitCode, ExitStatus};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::Duration;
 
 use clap::Args;
@@ -164,7 +167,7 @@ fn node_command(args: &DevArgs, exe: &std::path::Path, id: u16, peers: &str) -> 
     if let Some(config) = &args.config {
         command.args(["--config", config]);
     }
-    command.process_group(0);
+    command.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
     #[cfg(target_os = "linux")]
     // SAFETY: prctl is async-signal-safe and touches only the child's own state.
     unsafe {
@@ -192,10 +195,14 @@ async fn supervise(args: &DevArgs, exe: &std::path::Path) -> ExitCode {
         .collect::<Vec<_>>()
         .join(",");
     let mut nodes: Vec<DevNode> = Vec::new();
+    let mut copiers = Vec::new();
     for id in 1..=args.nodes {
         let (mut command, kafka_addr, admin_addr, data_dir) = node_command(args, exe, id, &peers);
         match command.spawn() {
-            Ok(child) => nodes.push(DevNode { id, kafka_addr, admin_addr, data_dir, child, exited: None }),
+            Ok(mut child) => {
+                copiers.extend(pass_on_output(id, &mut child));
+                nodes.push(DevNode { id, kafka_addr, admin_addr, data_dir, child, exited: None });
+            }
             Err(error) => {
                 eprintln!("keel dev: cannot start node {id} ({}): {error}", exe.display());
                 stop_all(&mut nodes, args.drain_timeout_ms).await;
@@ -243,11 +250,52 @@ async fn supervise(args: &DevArgs, exe: &std::path::Path) -> ExitCode {
         );
     }
     let clean = stop_all(&mut nodes, args.drain_timeout_ms).await;
+    // Every node has exited: its pipes end, and its last lines are out
+    // before the verdict.
+    for copier in copiers {
+        let _ = copier.await;
+    }
     if unexpected.is_some() || !clean {
         return ExitCode::from(1);
     }
     say!("keel dev: every node stopped");
     ExitCode::SUCCESS
+}
+
+/// Copies `from` line by line, each line with `[node ID] ` in front, to
+/// `emit` (one call per line, so lines from several nodes never interleave
+/// mid-line). A last line without a line feed gets one. Bytes pass as they
+/// are: a log line need not be UTF-8.
+fn copy_prefixed(id: u16, mut from: impl BufRead, mut emit: impl FnMut(&[u8]) -> std::io::Result<()>) -> std::io::Result<()> {
+    let prefix = format!("[node {id}] ");
+    let mut line = prefix.clone().into_bytes();
+    loop {
+        line.truncate(prefix.len());
+        if from.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') {
+            line.push(b'\n');
+        }
+        emit(&line)?;
+    }
+}
+
+/// Passes the child's stdout and stderr on to ours, prefixed with its node
+/// id; the copies end when the child closes them (at exit).
+fn pass_on_output(id: u16, child: &mut Child) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut copiers = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        copiers.push(tokio::task::spawn_blocking(move || {
+            let _ = copy_prefixed(id, std::io::BufReader::new(stdout), |line| std::io::stdout().lock().write_all(line));
+        }));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        copiers.push(tokio::task::spawn_blocking(move || {
+            let _ = copy_prefixed(id, std::io::BufReader::new(stderr), |line| std::io::stderr().lock().write_all(line));
+        }));
+    }
+    copiers
 }
 
 /// Collects the nodes that exited since the last look; returns their ids.
@@ -330,5 +378,30 @@ mod tests {
         assert!(validate(&parse(&["--admin-port-base", "9093"])).expect_err("overlap").contains("overlap"));
         assert!(validate(&parse(&["--nodes", "2", "--default-replication-factor", "3"])).expect_err("rf").contains("from 1 to --nodes"));
         assert!(validate(&parse(&["--min-insync-replicas", "4"])).expect_err("min").contains("replication factor (3)"));
+    }
+
+    #[test]
+    fn every_line_of_a_node_gets_its_node_id_in_front_and_a_cut_last_line_is_ended() {
+        let output = b"2026-01-01T00:00:00Z  INFO keel: ready\n\nnot utf-8: \xff\xfe\nlast line without a line feed";
+        let mut lines: Vec<Vec<u8>> = Vec::new();
+        copy_prefixed(2, &output[..], |line| {
+            lines.push(line.to_vec());
+            Ok(())
+        })
+        .expect("copies");
+        let expected: [&[u8]; 4] = [
+            b"[node 2] 2026-01-01T00:00:00Z  INFO keel: ready\n",
+            b"[node 2] \n",
+            b"[node 2] not utf-8: \xff\xfe\n",
+            b"[node 2] last line without a line feed\n",
+        ];
+        assert_eq!(lines, expected.map(<[u8]>::to_vec));
+        let mut nothing = 0;
+        copy_prefixed(3, &b""[..], |_| {
+            nothing += 1;
+            Ok(())
+        })
+        .expect("copies");
+        assert_eq!(nothing, 0, "no output, no lines");
     }
 }

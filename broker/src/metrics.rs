@@ -88,6 +88,16 @@ pub fn render(node: &NodeMetrics<'_>) -> String {
             page.sample("keel_kafka_request_errors_total", &[("api", name), ("api_key", key), ("error_code", &code_text), ("error", &error)], *count);
         }
     }
+    page.family(
+        "keel_kafka_produce_refusals_total",
+        Kind::Counter,
+        "Partitions of produce requests refused, by topic, partition and Kafka error code (partitions the metadata does not have: topic=\"\", partition=\"-1\").",
+    );
+    for refusal in &kafka.produce_refusals {
+        let (partition, code_text, error) = (refusal.partition.to_string(), refusal.error_code.to_string(), error_name(refusal.error_code));
+        let labels = [("topic", refusal.topic.as_str()), ("partition", &partition), ("error_code", &code_text), ("error", &error)];
+        page.sample("keel_kafka_produce_refusals_total", &labels, refusal.refusals);
+    }
     page.family("keel_kafka_request_duration_seconds", Kind::Histogram, "Kafka request latency, from the whole request read to the response written, by API.");
     for (api, (name, key)) in kafka.apis.iter().zip(&api_labels) {
         for (le, count) in &api.latency_buckets {
@@ -123,6 +133,7 @@ mod tests {
         let metrics = Arc::new(KafkaMetrics::new());
         metrics.record_request(0, Duration::from_millis(3), None);
         metrics.record_request(1, Duration::from_millis(3), Some(35));
+        metrics.record_produce_outcome("orders", 2, true, Some((19, "NOT_ENOUGH_REPLICAS: the ISR has 1 members, min.insync.replicas is 2")));
         let meta = MetaStatus {
             node_id: 2,
             term: 4,
@@ -158,6 +169,7 @@ mod tests {
         assert!(page.contains("keel_raft_leader_id 1\n"));
         assert!(page.contains("keel_kafka_request_errors_total{api=\"Fetch\",api_key=\"1\",error_code=\"35\",error=\"UnsupportedVersion\"} 1\n"), "{page}");
         assert!(page.contains("keel_kafka_request_duration_seconds_bucket{api=\"Produce\",api_key=\"0\",le=\"0.005\"} 1\n"), "{page}");
+        assert!(page.contains("keel_kafka_produce_refusals_total{topic=\"orders\",partition=\"2\",error_code=\"19\",error=\"NotEnoughReplicas\"} 1\n"), "{page}");
         let mut declared = std::collections::BTreeSet::new();
         for line in page.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

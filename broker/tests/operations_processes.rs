@@ -159,6 +159,54 @@ fn healthz_readyz_and_metrics_report_raft_partitions_and_kafka_requests() {
     assert_eq!(keel.wait_exit().code(), Some(0), "{}", stderr_of(dir.path()));
 }
 
+/// min.insync.replicas 2 on one node: a topic of one replica is created with
+/// a warning, and every acks=all produce to it is refused NOT_ENOUGH_REPLICAS.
+/// kcat retries the refusal until its message timeout: the refusals are
+/// counted on /metrics per partition and code, and logged once.
+#[test]
+fn produce_refusals_are_counted_per_partition_on_metrics_and_logged_once_and_a_topic_below_min_insync_is_warned_about() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ports = Ports::free();
+    let mut keel = start_single(dir.path(), &ports, &["--min-insync-replicas", "2"]);
+    wait_for("/readyz says ready", || ready(ports.admin));
+    create_topic(ports.admin, "short");
+    let bootstrap = format!("127.0.0.1:{}", ports.kafka);
+    let kcat = std::process::Command::new("kcat")
+        .args(["-b", &bootstrap, "-P", "-t", "short", "-p", "0", "-X", "acks=all", "-X", "message.timeout.ms=3000", "-X", "retry.backoff.ms=50"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    let mut kcat = kcat.expect("kcat runs (ci/test.sh installs it)");
+    {
+        use std::io::Write as _;
+        let mut stdin = kcat.stdin.take().expect("piped stdin");
+        stdin.write_all(b"refused\n").expect("kcat stdin");
+    }
+    kcat.wait().expect("kcat exits once its message timed out");
+
+    let refused = [("topic", "short"), ("partition", "0"), ("error_code", "19"), ("error", "NotEnoughReplicas")];
+    let mut refusals = None;
+    wait_for("the refused produce is counted", || {
+        let Some((code, text)) = http(ports.admin, "GET", "/metrics") else { return false };
+        assert_eq!(code, 200, "{text}");
+        let page = parse_prometheus(&text);
+        assert_eq!(page.types.get("keel_kafka_produce_refusals_total").map(String::as_str), Some("counter"));
+        refusals = page.value("keel_kafka_produce_refusals_total", &refused);
+        refusals.is_some()
+    });
+    let refusals = refusals.expect("counted");
+    keel.signal(libc::SIGTERM);
+    assert_eq!(keel.wait_exit().code(), Some(0), "{}", stderr_of(dir.path()));
+
+    let stderr = stderr_of(dir.path());
+    let warned = stderr.lines().filter(|l| l.contains(" WARN ") && l.contains("topic created with a replication factor below its min.insync.replicas")).count();
+    assert_eq!(warned, 1, "one warning for the one create: {stderr}");
+    let logged: Vec<&str> = stderr.lines().filter(|l| l.contains("produce refused: ISR below min.insync.replicas")).collect();
+    assert_eq!(logged.len(), 1, "{refusals} refusals in one state, logged once: {stderr}");
+    assert!(logged[0].contains(" INFO ") && logged[0].contains("topic=short") && logged[0].contains("error_code=19"), "{}", logged[0]);
+}
+
 #[test]
 fn a_node_without_a_metadata_quorum_is_healthy_but_not_ready_and_says_why() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -343,7 +391,13 @@ fn keel_dev_starts_three_nodes_that_become_ready_and_sigterm_stops_them_all_with
     }
     dev.signal(libc::SIGTERM);
     let status = dev.wait_exit();
-    assert_eq!(status.code(), Some(0), "{}", stderr_of(dir.path()));
+    let stderr = stderr_of(dir.path());
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    // Each node's log lines carry its node id in front.
+    for node in 1..=3 {
+        let started = stderr.lines().filter(|l| l.contains("keel node started")).filter(|l| l.starts_with(&format!("[node {node}] "))).count();
+        assert_eq!(started, 1, "node {node}'s start line, prefixed: {stderr}");
+    }
     for pid in pids {
         assert!(!pid_alive(pid), "node pid {pid} is gone");
     }

@@ -38,6 +38,7 @@ use crate::group_driver::GroupHandle;
 use keel_io::Clock;
 use crate::codec::{encode_bare_error, encode_response, peek_header, Inbound};
 use crate::error_code as code;
+use crate::metrics::{KafkaMetrics, ProduceRefusalNotice};
 use crate::records::{decode_produced, decode_stored_record, encode_fetched, LogRecord};
 
 /// What the front serves with; every figure has Kafka's name in the docs.
@@ -119,6 +120,8 @@ pub struct KafkaFront {
     pub(crate) group_commit_locks: Arc<std::sync::Mutex<std::collections::BTreeMap<String, Arc<tokio::sync::RwLock<()>>>>>,
     /// Producer ids this broker was handed by the metadata and not given out yet.
     pub(crate) producer_ids: Arc<tokio::sync::Mutex<std::ops::Range<u64>>>,
+    /// Where produce refusals are counted (the listener's, see `with_metrics`).
+    pub(crate) metrics: Arc<KafkaMetrics>,
 }
 
 pub(crate) fn str_bytes(text: &str) -> StrBytes {
@@ -153,7 +156,15 @@ impl KafkaFront {
             groups,
             group_commit_locks: Arc::default(),
             producer_ids: Arc::new(tokio::sync::Mutex::new(0..0)),
+            metrics: Arc::new(KafkaMetrics::new()),
         }
+    }
+
+    /// Counts into `metrics` (the listener's, which the admin endpoint
+    /// serves) instead of the front's own.
+    pub fn with_metrics(mut self, metrics: Arc<KafkaMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn config(&self) -> &KafkaConfig {
@@ -290,7 +301,10 @@ impl KafkaFront {
                 } else {
                     let create = self.default_create(name);
                     match self.meta.create_topic(&create, self.config.create_budget_ms).await {
-                        Ok(_) => tracing::info!(topic = %name, partitions = create.partitions, replication_factor = create.replication_factor, "auto-created topic"),
+                        Ok(_) => {
+                            tracing::info!(topic = %name, partitions = create.partitions, replication_factor = create.replication_factor, "auto-created topic");
+                            warn_if_min_insync_above_replication_factor(&create, self.config.min_insync_replicas_default);
+                        }
                         Err(MetaOpError::Refused(MetadataError::TopicAlreadyExists(_))) => {}
                         Err(error) => {
                             tracing::warn!(topic = %name, %error, "auto-create failed");
@@ -447,6 +461,16 @@ impl KafkaFront {
                     },
                     Err(refused) => Err(refused),
                 };
+                let known = u32::try_from(index).is_ok_and(|partition| state.partition(&name, partition).is_some());
+                let refusal = outcome.as_ref().err().map(|(error_code, message)| (*error_code, message.as_str()));
+                match self.metrics.record_produce_outcome(&name, index, known, refusal) {
+                    Some(notice @ ProduceRefusalNotice::IsrTooSmall { error_code }) => {
+                        let message = refusal.map_or("", |(_, message)| message);
+                        tracing::info!(topic = %name, partition = index, error_code, %message, "{}", notice.message());
+                    }
+                    Some(notice @ ProduceRefusalNotice::AcceptedAgain { refused }) => tracing::info!(topic = %name, partition = index, refused, "{}", notice.message()),
+                    None => {}
+                }
                 let mut entry = PartitionProduceResponse::default().with_index(index);
                 match outcome {
                     Ok(base_offset) => entry.base_offset = offset_i64(base_offset),
@@ -704,6 +728,9 @@ impl KafkaFront {
             match outcome {
                 Ok(create) => {
                     tracing::info!(topic = %name, partitions = create.partitions, replication_factor = create.replication_factor, validate_only = create.validate_only, "CreateTopics");
+                    if !create.validate_only {
+                        warn_if_min_insync_above_replication_factor(&create, self.config.min_insync_replicas_default);
+                    }
                     if version >= 5 {
                         entry.num_partitions = i32::try_from(create.partitions).unwrap_or(-1);
                         entry.replication_factor = i16::try_from(create.replication_factor).unwrap_or(-1);
@@ -823,6 +850,32 @@ fn api_versions_body() -> ApiVersionsResponse {
         .map(|(key, min, max)| ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max))
         .collect();
     body
+}
+
+/// The min.insync.replicas a topic created by `create` gets: its own, or
+/// the broker's default.
+pub fn min_insync_replicas_of(create: &TopicCreate, min_insync_replicas_default: usize) -> usize {
+    create
+        .configs
+        .iter()
+        .find(|(key, _)| key == MIN_INSYNC_REPLICAS_CONFIG)
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(min_insync_replicas_default)
+}
+
+/// Warns when a created topic has fewer replicas than its min.insync.replicas:
+/// every acks=all produce to it will be refused with NOT_ENOUGH_REPLICAS.
+/// Kafka's CreateTopics answer has no warning field, so the log says it.
+pub fn warn_if_min_insync_above_replication_factor(create: &TopicCreate, min_insync_replicas_default: usize) {
+    let min_insync_replicas = min_insync_replicas_of(create, min_insync_replicas_default);
+    if usize::try_from(create.replication_factor).is_ok_and(|replication_factor| replication_factor < min_insync_replicas) {
+        tracing::warn!(
+            topic = %create.name,
+            replication_factor = create.replication_factor,
+            min_insync_replicas,
+            "topic created with a replication factor below its min.insync.replicas: every acks=all produce to it will be refused (NOT_ENOUGH_REPLICAS)"
+        );
+    }
 }
 
 pub(crate) fn create_error_code(error: &MetaOpError) -> i16 {

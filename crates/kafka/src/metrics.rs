@@ -1,7 +1,8 @@
 //! Request metrics of the Kafka listener, recorded by `server.rs` around each
 //! request: per API key a request count, a latency histogram (hdrhistogram,
 //! microseconds) and error counts by Kafka error code; plus connection
-//! counts. Read as a `KafkaMetricsSnapshot` (the broker's admin endpoint
+//! counts; and, recorded by the front, produce refusals per partition and
+//! error code. Read as a `KafkaMetricsSnapshot` (the broker's admin endpoint
 //! renders it as Prometheus text).
 //!
 //! One `Mutex` over a small map, held for a few integer updates per request
@@ -48,9 +49,57 @@ impl ApiStats {
     }
 }
 
+/// One partition's produce refusals, and whether its last refusal for too
+/// small an ISR was logged.
+#[derive(Default)]
+struct PartitionRefusals {
+    /// Refusals by Kafka error code.
+    by_error_code: BTreeMap<i16, u64>,
+    /// The too-small-ISR refusal last logged (error code and message, which
+    /// carries the ISR size and min.insync.replicas) and the refusals since
+    /// then; cleared when the partition accepts a produce.
+    isr_refusal_logged: Option<((i16, String), u64)>,
+}
+
+/// What the front should log about one partition's produce outcome: a
+/// refusal for too small an ISR is logged once per partition and state (not
+/// once per request of a retrying producer), and so is the first produce the
+/// partition accepts again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProduceRefusalNotice {
+    /// A NOT_ENOUGH_REPLICAS(_AFTER_APPEND) refusal whose reason differs from
+    /// the one last logged for the partition, or the first since it accepted one.
+    IsrTooSmall { error_code: i16 },
+    /// The partition accepted a produce after refusing these many for too small an ISR.
+    AcceptedAgain { refused: u64 },
+}
+
+impl ProduceRefusalNotice {
+    /// The log message for the notice.
+    pub fn message(&self) -> &'static str {
+        match self {
+            ProduceRefusalNotice::IsrTooSmall { .. } => "produce refused: ISR below min.insync.replicas (logged once until the ISR or the setting changes)",
+            ProduceRefusalNotice::AcceptedAgain { .. } => "produce accepted again after refusals for an ISR below min.insync.replicas",
+        }
+    }
+}
+
+/// Produce refusals of one partition with one error code. `topic` is empty
+/// and `partition` -1 for partitions the metadata does not have (so clients
+/// naming random topics cannot grow the page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProduceRefusalCount {
+    pub topic: String,
+    pub partition: i32,
+    pub error_code: i16,
+    pub refusals: u64,
+}
+
 /// The Kafka listener's counters. Cheap to share (`Arc`).
 pub struct KafkaMetrics {
     apis: Mutex<BTreeMap<i16, ApiStats>>,
+    /// By topic, then partition.
+    produce_refusals: Mutex<BTreeMap<String, BTreeMap<i32, PartitionRefusals>>>,
     connections_accepted: AtomicU64,
     connections_open: AtomicU64,
     connections_closed_by_broker: AtomicU64,
@@ -83,6 +132,14 @@ pub struct KafkaMetricsSnapshot {
     pub connections_closed_by_broker: u64,
     /// Requests read and not yet answered.
     pub requests_in_flight: u64,
+    /// By topic, partition and error code.
+    pub produce_refusals: Vec<ProduceRefusalCount>,
+}
+
+/// NOT_ENOUGH_REPLICAS or NOT_ENOUGH_REPLICAS_AFTER_APPEND: acks=all meets
+/// an ISR smaller than min.insync.replicas.
+fn is_isr_too_small(error_code: i16) -> bool {
+    error_code == crate::error_code::NOT_ENOUGH_REPLICAS || error_code == crate::error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
 }
 
 /// The name of an API key as kafka-protocol spells it, or `Unknown`.
@@ -111,6 +168,7 @@ impl KafkaMetrics {
     pub fn new() -> Self {
         KafkaMetrics {
             apis: Mutex::new(BTreeMap::new()),
+            produce_refusals: Mutex::new(BTreeMap::new()),
             connections_accepted: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             connections_closed_by_broker: AtomicU64::new(0),
@@ -142,6 +200,39 @@ impl KafkaMetrics {
     /// code), for the request handlers to report; counted with the request-level ones.
     pub fn record_error(&self, api_key: i16, error_code: i16) {
         self.with_api(api_key, |stats| *stats.errors.entry(error_code).or_insert(0) += 1);
+    }
+
+    /// One partition's answer to a produce: accepted (`None`) or refused with
+    /// a Kafka error code and message. `known` says whether the partition is
+    /// in the metadata (refusals of unknown ones are counted together).
+    /// Returns what to log, if anything.
+    pub fn record_produce_outcome(&self, topic: &str, partition: i32, known: bool, refusal: Option<(i16, &str)>) -> Option<ProduceRefusalNotice> {
+        let (topic, partition) = if known { (topic, partition) } else { ("", -1) };
+        let mut topics = self.produce_refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some((error_code, message)) = refusal else {
+            // Accepted: only a partition that has refused before has an entry.
+            let stats = topics.get_mut(topic)?.get_mut(&partition)?;
+            let (_, refused) = stats.isr_refusal_logged.take()?;
+            return Some(ProduceRefusalNotice::AcceptedAgain { refused });
+        };
+        if !topics.contains_key(topic) {
+            topics.insert(topic.to_string(), BTreeMap::new());
+        }
+        let stats = topics.get_mut(topic).expect("inserted above").entry(partition).or_default();
+        *stats.by_error_code.entry(error_code).or_insert(0) += 1;
+        if !is_isr_too_small(error_code) {
+            return None;
+        }
+        match &mut stats.isr_refusal_logged {
+            Some((reason, refused)) if reason.0 == error_code && reason.1 == message => {
+                *refused += 1;
+                None
+            }
+            logged => {
+                *logged = Some(((error_code, message.to_string()), 1));
+                Some(ProduceRefusalNotice::IsrTooSmall { error_code })
+            }
+        }
     }
 
     /// A connection was accepted; it counts as open until the guard is dropped.
@@ -180,8 +271,23 @@ impl KafkaMetrics {
                 latency_seconds_sum: stats.latency_us_sum as f64 / 1_000_000.0,
             })
             .collect();
+        let topics = self.produce_refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let produce_refusals = topics
+            .iter()
+            .flat_map(|(topic, partitions)| {
+                partitions.iter().flat_map(move |(partition, stats)| {
+                    stats.by_error_code.iter().map(move |(error_code, refusals)| ProduceRefusalCount {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        error_code: *error_code,
+                        refusals: *refusals,
+                    })
+                })
+            })
+            .collect();
         KafkaMetricsSnapshot {
             apis,
+            produce_refusals,
             connections_accepted: self.connections_accepted.load(Ordering::Relaxed),
             connections_open: self.connections_open.load(Ordering::Relaxed),
             connections_closed_by_broker: self.connections_closed_by_broker.load(Ordering::Relaxed),
@@ -245,5 +351,44 @@ mod tests {
         assert!(produced.latency_buckets.windows(2).all(|w| w[0].1 <= w[1].1), "buckets are cumulative");
         assert!((produced.latency_seconds_sum - 7200.0203).abs() < 1e-6, "{}", produced.latency_seconds_sum);
         assert_eq!(error_name(35), "UnsupportedVersion");
+    }
+
+    #[test]
+    fn produce_refusals_are_counted_per_partition_and_code_and_a_too_small_isr_is_noticed_once_per_state() {
+        use crate::error_code::{NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION};
+        let metrics = KafkaMetrics::new();
+        let isr_1_of_2 = "NOT_ENOUGH_REPLICAS: the ISR has 1 members, min.insync.replicas is 2; nothing was appended";
+        let isr_1_of_3 = "NOT_ENOUGH_REPLICAS: the ISR has 1 members, min.insync.replicas is 3; nothing was appended";
+        assert_eq!(metrics.record_produce_outcome("orders", 0, true, None), None, "an accepted produce with no refusal before is not news");
+        let refuse = |message| metrics.record_produce_outcome("orders", 0, true, Some((NOT_ENOUGH_REPLICAS, message)));
+        assert_eq!(refuse(isr_1_of_2), Some(ProduceRefusalNotice::IsrTooSmall { error_code: NOT_ENOUGH_REPLICAS }));
+        for _ in 0..5 {
+            assert_eq!(refuse(isr_1_of_2), None, "a retrying producer's flood is not logged again");
+        }
+        assert_eq!(refuse(isr_1_of_3), Some(ProduceRefusalNotice::IsrTooSmall { error_code: NOT_ENOUGH_REPLICAS }), "the setting changed");
+        assert_eq!(refuse(isr_1_of_3), None);
+        assert!(metrics.record_produce_outcome("orders", 1, true, Some((NOT_ENOUGH_REPLICAS, isr_1_of_3))).is_some(), "another partition");
+        assert_eq!(metrics.record_produce_outcome("orders", 0, true, Some((NOT_LEADER_OR_FOLLOWER, "not the leader"))), None);
+        assert_eq!(metrics.record_produce_outcome("orders", 0, true, None), Some(ProduceRefusalNotice::AcceptedAgain { refused: 2 }));
+        assert_eq!(metrics.record_produce_outcome("orders", 0, true, None), None, "noticed once");
+        assert_eq!(refuse(isr_1_of_3), Some(ProduceRefusalNotice::IsrTooSmall { error_code: NOT_ENOUGH_REPLICAS }), "the ISR shrank again");
+        assert_eq!(
+            metrics.record_produce_outcome("orders", 0, true, Some((NOT_ENOUGH_REPLICAS_AFTER_APPEND, "appended, but the ISR shrank"))),
+            Some(ProduceRefusalNotice::IsrTooSmall { error_code: NOT_ENOUGH_REPLICAS_AFTER_APPEND })
+        );
+        for name in ["typo-1", "typo-2"] {
+            assert_eq!(metrics.record_produce_outcome(name, 7, false, Some((UNKNOWN_TOPIC_OR_PARTITION, "no such topic"))), None);
+        }
+
+        let count = |topic: &str, partition: i32, error_code: i16| ProduceRefusalCount { topic: topic.to_string(), partition, error_code, refusals: 0 };
+        let expected = [
+            (count("", -1, UNKNOWN_TOPIC_OR_PARTITION), 2),
+            (count("orders", 0, NOT_LEADER_OR_FOLLOWER), 1),
+            (count("orders", 0, NOT_ENOUGH_REPLICAS), 9),
+            (count("orders", 0, NOT_ENOUGH_REPLICAS_AFTER_APPEND), 1),
+            (count("orders", 1, NOT_ENOUGH_REPLICAS), 1),
+        ]
+        .map(|(count, refusals)| ProduceRefusalCount { refusals, ..count });
+        assert_eq!(metrics.snapshot().produce_refusals, expected);
     }
 }

@@ -117,6 +117,7 @@ pub async fn serve(listener: TcpListener, front: KafkaFront) {
 
 /// Serves until `options.stop` fires, then drains (see the module docs).
 pub async fn serve_until(listener: TcpListener, front: KafkaFront, options: ServeOptions) -> Drained {
+    let front = front.with_metrics(Arc::clone(&options.metrics));
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let accepted = tokio::select! {

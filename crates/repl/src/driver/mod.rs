@@ -26,6 +26,7 @@
 //! different records at one offset of one epoch. The restarted broker
 //! re-registers, which moves its partitions to a new leader epoch.
 
+mod changes;
 mod replica;
 
 use std::collections::BTreeMap;
@@ -251,9 +252,15 @@ enum Request {
 #[derive(Clone)]
 pub struct ReplHandle {
     requests: mpsc::Sender<Request>,
+    min_insync_replicas_default: usize,
 }
 
 impl ReplHandle {
+    /// The min.insync.replicas of topics that do not set their own.
+    pub fn min_insync_replicas_default(&self) -> usize {
+        self.min_insync_replicas_default
+    }
+
     /// Produces on this broker (which must lead the partition).
     pub async fn produce(&self, request: ProduceRequest) -> Result<Produced, ReplError> {
         let (reply, response) = oneshot::channel();
@@ -325,6 +332,7 @@ pub fn start(
     config: ReplConfig,
 ) -> (ReplHandle, tokio::task::JoinHandle<Result<(), ReplDriverError>>) {
     let (requests, request_rx) = mpsc::channel(config.produce_queue_len);
+    let min_insync_replicas_default = config.min_insync_replicas_default;
     let (isr_results, isr_rx) = mpsc::channel(1024);
     let feed = meta.feed();
     let driver = Driver {
@@ -342,7 +350,7 @@ pub fn start(
         orphans_swept: false,
     };
     let task = tokio::spawn(driver.run(feed, frames, request_rx, isr_rx));
-    (ReplHandle { requests }, task)
+    (ReplHandle { requests, min_insync_replicas_default }, task)
 }
 
 struct Driver {
@@ -382,7 +390,11 @@ impl Driver {
                     next_tick = next_tick.checked_add(tick).expect("clock overflow");
                     self.tick().await?;
                 }
-                _ = feed.changed() => self.reconcile(feed.current()).await?,
+                _ = feed.changed() => {
+                    let metadata = feed.current();
+                    changes::log_partition_changes(self.config.node_id, &self.metadata, &metadata);
+                    self.reconcile(metadata).await?
+                }
                 Some(frame) = frames.recv() => self.on_frame(frame).await?,
                 Some(result) = isr_rx.recv() => self.on_isr_result(result),
                 request = requests.recv() => {
