@@ -469,11 +469,14 @@ fn failover_clear_answers_every_waiting_request_not_coordinator() {
 
     let out = h.coordinator.clear();
     assert_eq!(out.len(), 3);
-    for keel_group::Output::Reply {
-        request_id,
-        response,
-    } in out
-    {
+    for output in out {
+        let keel_group::Output::Reply {
+            request_id,
+            response,
+        } = output
+        else {
+            panic!("clear stores nothing: {output:?}");
+        };
         assert_eq!(response.error_code(), NOT_COORDINATOR);
         assert!(h.replies.insert(request_id, response).is_none());
     }
