@@ -366,7 +366,8 @@ impl Member {
             if partition.error_code == code::NONE {
                 let coordinator = self.coordinator.map_or(0, |c| c);
                 self.session.note(format_args!("committed partition {index} at {offset} (generation {}, coordinator n{coordinator})", self.generation_id));
-                lock(&self.session.clients.history).group.commit_acknowledged(index, *offset);
+                let now_ms = self.session.now_ms();
+                lock(&self.session.clients.history).group.commit_acknowledged(now_ms, index, *offset);
                 self.committed.insert(index, *offset);
             } else {
                 lock(&self.session.clients.history).group.stats.commits_refused += 1;

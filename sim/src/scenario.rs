@@ -403,6 +403,11 @@ pub struct GroupSpec {
     /// A member that left or crashed comes back after this long (drawn).
     #[serde(default = "GroupSpec::default_rejoin_after_ms")]
     pub rejoin_after_ms: [u64; 2],
+    /// `group-stable-progress`: the longest the group may go without an
+    /// acknowledged commit, from its first until the heal (the producers
+    /// must keep producing until then). Absent: not checked.
+    #[serde(default)]
+    pub commit_gap_ms_max: Option<u64>,
 }
 
 impl GroupSpec {
@@ -427,6 +432,9 @@ impl GroupSpec {
         }
         if self.rejoin_after_ms[0] > self.rejoin_after_ms[1] {
             return Err("[group] rejoin_after_ms must be [low, high] with low <= high".into());
+        }
+        if self.commit_gap_ms_max.is_some_and(|gap_ms| gap_ms <= self.commit_interval_ms) {
+            return Err("[group] commit_gap_ms_max must exceed commit_interval_ms".into());
         }
         Ok(())
     }
