@@ -357,6 +357,7 @@ impl World {
         let (handles, history, world_clock) = (Arc::clone(&self.handles), Arc::clone(&self.history), self.clock.clone());
         let (repl_handles, halted) = (Arc::clone(&self.repl), Arc::clone(&self.halted));
         let data = self.scenario.data.clone();
+        let group_initial_rebalance_delay_ms = self.scenario.group.as_ref().map_or(crate::scenario::GroupSpec::DEFAULT_INITIAL_REBALANCE_DELAY_MS, |g| g.initial_rebalance_delay_ms);
         let incarnations = Arc::new(AtomicU64::new(0));
         let base_config = self.driver_config(id);
         let host = self
@@ -400,7 +401,7 @@ impl World {
                     let (repl, mut repl_task) = keel_repl::driver::start(Disk::Sim(disk), clock, meta.clone(), frames_rx, config);
                     lock(&repl_handles).insert(id, repl.clone());
                     // The Kafka front over the same drivers, on port 9092.
-                    let kafka_task = match crate::kafka_world::start_front(id, CLUSTER_ID, meta, repl, &data).await {
+                    let kafka_task = match crate::kafka_world::start_front(id, CLUSTER_ID, meta, repl, &data, group_initial_rebalance_delay_ms).await {
                         Ok(task) => task,
                         Err(message) => {
                             lock(&handles).remove(&id);

@@ -408,9 +408,19 @@ pub struct GroupSpec {
     /// must keep producing until then). Absent: not checked.
     #[serde(default)]
     pub commit_gap_ms_max: Option<u64>,
+    /// The brokers' `group.initial.rebalance.delay.ms` (Kafka's default is
+    /// 3000; simulated groups use 200 unless a scenario says otherwise).
+    #[serde(default = "GroupSpec::default_initial_rebalance_delay_ms")]
+    pub initial_rebalance_delay_ms: u64,
 }
 
 impl GroupSpec {
+    pub const DEFAULT_INITIAL_REBALANCE_DELAY_MS: u64 = 200;
+
+    fn default_initial_rebalance_delay_ms() -> u64 {
+        GroupSpec::DEFAULT_INITIAL_REBALANCE_DELAY_MS
+    }
+
     fn default_rejoin_after_ms() -> [u64; 2] {
         [200, 1000]
     }
