@@ -113,7 +113,9 @@ impl GroupHistory {
     /// The longest stretch (start ms, end ms) without an acknowledged
     /// commit between the first commit and `until_ms`; None before any.
     pub fn longest_commit_gap(&self, until_ms: u64) -> Option<(u64, u64)> {
-        let first_ms = *self.commit_times_ms.first()?;
+        // A group whose first commit comes after the heal made no progress
+        // at all in the window.
+        let first_ms = *self.commit_times_ms.first().filter(|first_ms| **first_ms <= until_ms)?;
         let mut longest = (first_ms, first_ms);
         let ends = self.commit_times_ms.iter().copied().filter(|at_ms| *at_ms <= until_ms).chain([until_ms.max(first_ms)]);
         let mut previous_ms = first_ms;
@@ -131,7 +133,7 @@ impl GroupHistory {
     /// heal). Records the longest stretch for the summary.
     pub fn check_commit_gap(&mut self, until_ms: u64, gap_ms_max: u64) -> Result<(), DataViolation> {
         let Some((from_ms, to_ms)) = self.longest_commit_gap(until_ms) else {
-            return violation(checker::GROUP_STABLE_PROGRESS, format!("the group acknowledged no commit before {until_ms} ms"));
+            return violation(checker::GROUP_STABLE_PROGRESS, format!("the group acknowledged no commit before the heal at {until_ms} ms"));
         };
         self.stats.longest_commit_gap_ms = to_ms - from_ms;
         if to_ms - from_ms > gap_ms_max {
@@ -220,6 +222,11 @@ mod tests {
         assert_eq!(history.check_commit_gap(4_000, 1_000).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
         history.commit_acknowledged(9_000, 0, 9_000);
         assert_eq!(history.longest_commit_gap(3_700), Some((2_700, 3_700)));
+        // A group that first commits after the heal never progressed in time.
+        let mut late = GroupHistory::default();
+        late.commit_acknowledged(6_000, 0, 1);
+        assert_eq!(late.longest_commit_gap(5_000), None);
+        assert_eq!(late.check_commit_gap(5_000, 1_000).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
     }
 
     #[test]
