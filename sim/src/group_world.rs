@@ -145,7 +145,12 @@ impl Member {
             Some(coordinator) => coordinator,
             None => self.find_coordinator().await.ok_or(())?,
         };
-        let timeout = self.timeout();
+        let timeout = match api_key {
+            // A JoinGroup waits for the whole join phase: a Kafka consumer
+            // gives it the rebalance timeout on top of its request timeout.
+            ApiKey::JoinGroup => self.timeout() + Duration::from_millis(self.spec.rebalance_timeout_ms),
+            _ => self.timeout(),
+        };
         let answer = match self.session.connection(coordinator).await {
             Ok(connection) => connection.request(api_key, version, &request, timeout).await,
             Err(error) => Err(error),
