@@ -153,8 +153,11 @@ impl Group {
         if stored.generation_id < 0 {
             return Err(refuse("negative generation"));
         }
-        let member_ids: BTreeSet<&str> =
-            stored.members.iter().map(|m| m.member_id.as_str()).collect();
+        let member_ids: BTreeSet<&str> = stored
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str())
+            .collect();
         if member_ids.len() != stored.members.len() {
             return Err(refuse("a member is listed twice"));
         }

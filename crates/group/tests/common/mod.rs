@@ -158,7 +158,9 @@ impl Harness {
     /// Reports the oldest held store failed with `error_code`.
     pub fn fail_store(&mut self, error_code: i16) -> u64 {
         let store_id = self.held_stores.remove(0);
-        let out = self.coordinator.store_failed(self.now_ms, store_id, error_code);
+        let out = self
+            .coordinator
+            .store_failed(self.now_ms, store_id, error_code);
         self.record(out);
         store_id
     }
