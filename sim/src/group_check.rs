@@ -11,6 +11,10 @@
 //!   partition is handed to two members.
 //! - `group-progress`: after the faults heal, the group consumes every
 //!   record acknowledged with acks=all and commits past it.
+//! - `group-stable-progress` (with `commit_gap_ms_max`): from the group's
+//!   first acknowledged commit until the heal, it never goes longer than
+//!   the bound without one, coordinator failovers included (the scenario's
+//!   producers keep producing, so there is always something to commit).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +24,7 @@ pub mod checker {
     pub const GROUP_COMMITS_DURABLE: &str = "group-commits-durable";
     pub const GROUP_SINGLE_OWNER: &str = "group-single-owner";
     pub const GROUP_PROGRESS: &str = "group-progress";
+    pub const GROUP_STABLE_PROGRESS: &str = "group-stable-progress";
 }
 
 fn violation(checker: &'static str, message: String) -> Result<(), DataViolation> {
@@ -37,6 +42,9 @@ pub struct GroupStats {
     pub leaves: u64,
     pub crashes: u64,
     pub records_consumed: u64,
+    /// The longest simulated time without an acknowledged commit, from the
+    /// first commit until the heal.
+    pub longest_commit_gap_ms: u64,
 }
 
 /// Whether `committed_offsets` are past every record of `committed_records`.
@@ -55,6 +63,8 @@ pub struct GroupHistory {
     owners: BTreeMap<(String, i32), BTreeMap<u32, String>>,
     /// (partition, offset) consumed by some member.
     consumed: BTreeSet<(u32, u64)>,
+    /// When each commit was acknowledged (simulated ms), in order.
+    commit_times_ms: Vec<u64>,
     pub stats: GroupStats,
 }
 
@@ -64,9 +74,12 @@ impl GroupHistory {
         self.acked_max.get(&partition).copied().unwrap_or(-1)
     }
 
-    /// The coordinator acknowledged `offset` as `partition`'s committed offset.
-    pub fn commit_acknowledged(&mut self, partition: u32, offset: i64) {
+    /// The coordinator acknowledged `offset` as `partition`'s committed
+    /// offset at `now_ms`.
+    pub fn commit_acknowledged(&mut self, now_ms: u64, partition: u32, offset: i64) {
         self.stats.commits_acknowledged += 1;
+        assert!(self.commit_times_ms.last().is_none_or(|last| *last <= now_ms));
+        self.commit_times_ms.push(now_ms);
         let max = self.acked_max.entry(partition).or_insert(-1);
         *max = (*max).max(offset);
     }
@@ -93,6 +106,39 @@ impl GroupHistory {
                     owners.insert(*partition, member.to_string());
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The longest stretch (start ms, end ms) without an acknowledged
+    /// commit between the first commit and `until_ms`; None before any.
+    pub fn longest_commit_gap(&self, until_ms: u64) -> Option<(u64, u64)> {
+        // A group whose first commit comes after the heal made no progress
+        // at all in the window.
+        let first_ms = *self.commit_times_ms.first().filter(|first_ms| **first_ms <= until_ms)?;
+        let mut longest = (first_ms, first_ms);
+        let ends = self.commit_times_ms.iter().copied().filter(|at_ms| *at_ms <= until_ms).chain([until_ms.max(first_ms)]);
+        let mut previous_ms = first_ms;
+        for at_ms in ends {
+            if at_ms - previous_ms > longest.1 - longest.0 {
+                longest = (previous_ms, at_ms);
+            }
+            previous_ms = at_ms;
+        }
+        Some(longest)
+    }
+
+    /// `group-stable-progress`: no stretch longer than `gap_ms_max` without
+    /// an acknowledged commit, from the first commit until `until_ms` (the
+    /// heal). Records the longest stretch for the summary.
+    pub fn check_commit_gap(&mut self, until_ms: u64, gap_ms_max: u64) -> Result<(), DataViolation> {
+        let Some((from_ms, to_ms)) = self.longest_commit_gap(until_ms) else {
+            return violation(checker::GROUP_STABLE_PROGRESS, format!("the group acknowledged no commit before the heal at {until_ms} ms"));
+        };
+        self.stats.longest_commit_gap_ms = to_ms - from_ms;
+        if to_ms - from_ms > gap_ms_max {
+            let message = format!("no commit was acknowledged from {from_ms} ms to {to_ms} ms ({} ms, bound {gap_ms_max} ms)", to_ms - from_ms);
+            return violation(checker::GROUP_STABLE_PROGRESS, message);
         }
         Ok(())
     }
@@ -144,7 +190,7 @@ mod tests {
     #[test]
     fn an_offset_fetch_below_an_acknowledged_commit_is_a_lost_commit() {
         let mut history = GroupHistory::default();
-        history.commit_acknowledged(0, 40);
+        history.commit_acknowledged(0, 0, 40);
         assert!(history.committed_fetched("m1", 0, 40, history.acked_max(0)).is_ok());
         let lost = history.committed_fetched("m1", 0, 39, history.acked_max(0)).unwrap_err();
         assert_eq!(lost.checker, checker::GROUP_COMMITS_DURABLE);
@@ -162,19 +208,41 @@ mod tests {
     }
 
     #[test]
+    fn a_stretch_without_commits_longer_than_the_bound_is_caught_up_to_the_heal() {
+        let mut history = GroupHistory::default();
+        assert_eq!(history.check_commit_gap(5_000, 1_000).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
+        for at_ms in [1_000, 1_400, 2_300, 2_700] {
+            history.commit_acknowledged(at_ms, 0, at_ms as i64);
+        }
+        assert_eq!(history.longest_commit_gap(3_000), Some((1_400, 2_300)));
+        assert!(history.check_commit_gap(3_000, 900).is_ok());
+        assert_eq!(history.stats.longest_commit_gap_ms, 900);
+        assert_eq!(history.check_commit_gap(3_000, 899).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
+        // Silence up to the heal counts too; commits after it do not matter.
+        assert_eq!(history.check_commit_gap(4_000, 1_000).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
+        history.commit_acknowledged(9_000, 0, 9_000);
+        assert_eq!(history.longest_commit_gap(3_700), Some((2_700, 3_700)));
+        // A group that first commits after the heal never progressed in time.
+        let mut late = GroupHistory::default();
+        late.commit_acknowledged(6_000, 0, 1);
+        assert_eq!(late.longest_commit_gap(5_000), None);
+        assert_eq!(late.check_commit_gap(5_000, 1_000).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
+    }
+
+    #[test]
     fn the_final_check_wants_every_acknowledged_record_consumed_and_committed() {
         let mut history = GroupHistory::default();
         let acknowledged: BTreeMap<u32, BTreeSet<u64>> = [(0, [0, 1, 2].into_iter().collect())].into_iter().collect();
         history.consumed(0, 0);
         history.consumed(0, 1);
-        history.commit_acknowledged(0, 2);
+        history.commit_acknowledged(0, 0, 2);
         let committed: BTreeMap<u32, i64> = [(0, 3)].into_iter().collect();
         assert_eq!(history.check_final(&acknowledged, &committed).unwrap_err().checker, checker::GROUP_PROGRESS);
         history.consumed(0, 2);
         assert!(history.check_final(&acknowledged, &committed).is_ok());
         let behind: BTreeMap<u32, i64> = [(0, 2)].into_iter().collect();
         assert_eq!(history.check_final(&acknowledged, &behind).unwrap_err().checker, checker::GROUP_PROGRESS);
-        history.commit_acknowledged(0, 5);
+        history.commit_acknowledged(0, 0, 5);
         assert_eq!(history.check_final(&acknowledged, &committed).unwrap_err().checker, checker::GROUP_COMMITS_DURABLE);
     }
 }

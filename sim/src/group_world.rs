@@ -145,7 +145,12 @@ impl Member {
             Some(coordinator) => coordinator,
             None => self.find_coordinator().await.ok_or(())?,
         };
-        let timeout = self.timeout();
+        let timeout = match api_key {
+            // A JoinGroup waits for the whole join phase: a Kafka consumer
+            // gives it the rebalance timeout on top of its request timeout.
+            ApiKey::JoinGroup => self.timeout() + Duration::from_millis(self.spec.rebalance_timeout_ms),
+            _ => self.timeout(),
+        };
         let answer = match self.session.connection(coordinator).await {
             Ok(connection) => connection.request(api_key, version, &request, timeout).await,
             Err(error) => Err(error),
@@ -336,15 +341,17 @@ impl Member {
                 // Eager protocol: commit what was consumed before giving the
                 // partitions up (the generation is still current while the
                 // group prepares the rebalance).
-                self.commit().await;
+                self.commit(false).await;
             }
             self.on_group_error("Heartbeat", answer.error_code);
         }
     }
 
-    /// Commits every position that moved since its last acknowledged commit.
-    async fn commit(&mut self) {
-        let moved: Vec<(u32, i64)> = self.positions.iter().filter(|(p, at)| self.committed.get(p) != Some(at)).map(|(p, at)| (*p, *at)).collect();
+    /// Commits every position that moved since its last acknowledged commit
+    /// (`all`: every position, as a Kafka consumer's auto-commit does each
+    /// interval, so a stalled coordinator shows even while no records arrive).
+    async fn commit(&mut self, all: bool) {
+        let moved: Vec<(u32, i64)> = self.positions.iter().filter(|(p, at)| all || self.committed.get(p) != Some(at)).map(|(p, at)| (*p, *at)).collect();
         if moved.is_empty() {
             return;
         }
@@ -366,7 +373,8 @@ impl Member {
             if partition.error_code == code::NONE {
                 let coordinator = self.coordinator.map_or(0, |c| c);
                 self.session.note(format_args!("committed partition {index} at {offset} (generation {}, coordinator n{coordinator})", self.generation_id));
-                lock(&self.session.clients.history).group.commit_acknowledged(index, *offset);
+                let now_ms = self.session.now_ms();
+                lock(&self.session.clients.history).group.commit_acknowledged(now_ms, index, *offset);
                 self.committed.insert(index, *offset);
             } else {
                 lock(&self.session.clients.history).group.stats.commits_refused += 1;
@@ -412,7 +420,7 @@ impl Member {
         if self.member_id.is_empty() {
             return;
         }
-        self.commit().await;
+        self.commit(false).await;
         let request = LeaveGroupRequest::default().with_group_id(group_id()).with_members(vec![MemberIdentity::default().with_member_id(str_bytes(&self.member_id))]);
         let _ = self.to_coordinator(ApiKey::LeaveGroup, version::LEAVE_GROUP, RequestKind::LeaveGroup(request)).await;
         lock(&self.session.clients.history).group.stats.leaves += 1;
@@ -459,7 +467,7 @@ impl Member {
             }
             if now_ms >= self.next_commit_ms {
                 self.next_commit_ms = now_ms + self.spec.commit_interval_ms;
-                self.commit().await;
+                self.commit(true).await;
                 continue;
             }
             for partition in self.assignment.clone() {

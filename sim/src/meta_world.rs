@@ -60,9 +60,20 @@ async fn finish_group(
     host: &NodeHandle,
     group_stop: &Arc<AtomicBool>,
     members: Vec<tokio::task::JoinHandle<()>>,
+    heal_at_ms: u64,
     bound_ms: u64,
     mut rng: NodeRng,
 ) -> crate::group_check::GroupStats {
+    {
+        let mut history = lock(history);
+        if let Some((from_ms, to_ms)) = history.group.longest_commit_gap(heal_at_ms) {
+            history.group.stats.longest_commit_gap_ms = to_ms - from_ms;
+        }
+        if let Some(gap_ms_max) = group.commit_gap_ms_max {
+            let verdict = history.group.check_commit_gap(heal_at_ms, gap_ms_max);
+            history.data_verdict(clock.now_us(), verdict);
+        }
+    }
     let since_ms = clock.now_ms();
     let committed = lock(history).data.committed_offsets();
     let mut caught_up = false;
@@ -179,8 +190,8 @@ impl std::fmt::Display for RunReport {
         if let Some(group) = &self.group {
             write!(
                 f,
-                "; group: {} joins, {} generations synced, {} commits acknowledged, {} refused, {} coordinator moves, {} leaves, {} member crashes, {} records consumed",
-                group.joins, group.generations_synced, group.commits_acknowledged, group.commits_refused, group.coordinator_moves, group.leaves, group.crashes, group.records_consumed
+                "; group: {} joins, {} generations synced, {} commits acknowledged, {} refused, {} coordinator moves, {} leaves, {} member crashes, {} records consumed, longest without a commit {} ms",
+                group.joins, group.generations_synced, group.commits_acknowledged, group.commits_refused, group.coordinator_moves, group.leaves, group.crashes, group.records_consumed, group.longest_commit_gap_ms
             )?;
         }
         Ok(())
@@ -346,6 +357,7 @@ impl World {
         let (handles, history, world_clock) = (Arc::clone(&self.handles), Arc::clone(&self.history), self.clock.clone());
         let (repl_handles, halted) = (Arc::clone(&self.repl), Arc::clone(&self.halted));
         let data = self.scenario.data.clone();
+        let group_initial_rebalance_delay_ms = self.scenario.group.as_ref().map_or(crate::scenario::GroupSpec::DEFAULT_INITIAL_REBALANCE_DELAY_MS, |g| g.initial_rebalance_delay_ms);
         let incarnations = Arc::new(AtomicU64::new(0));
         let base_config = self.driver_config(id);
         let host = self
@@ -389,7 +401,7 @@ impl World {
                     let (repl, mut repl_task) = keel_repl::driver::start(Disk::Sim(disk), clock, meta.clone(), frames_rx, config);
                     lock(&repl_handles).insert(id, repl.clone());
                     // The Kafka front over the same drivers, on port 9092.
-                    let kafka_task = match crate::kafka_world::start_front(id, CLUSTER_ID, meta, repl, &data).await {
+                    let kafka_task = match crate::kafka_world::start_front(id, CLUSTER_ID, meta, repl, &data, group_initial_rebalance_delay_ms).await {
                         Ok(task) => task,
                         Err(message) => {
                             lock(&handles).remove(&id);
@@ -1175,7 +1187,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
             consumer.await.expect("consumer task");
         }
         if let (Some(group), Some(kafka), Some(host)) = (&scenario.group, &kafka_clients, &world.client_host) {
-            report.group = Some(finish_group(&world.clock, &history, group, kafka, host, &group_stop, members, bound_ms, rng.fork(6)).await);
+            report.group = Some(finish_group(&world.clock, &history, group, kafka, host, &group_stop, members, scenario.duration_ms, bound_ms, rng.fork(6)).await);
         }
         if lock(&history).violation().is_none() {
             let logs = clients.final_logs().await;

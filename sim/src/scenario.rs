@@ -403,9 +403,24 @@ pub struct GroupSpec {
     /// A member that left or crashed comes back after this long (drawn).
     #[serde(default = "GroupSpec::default_rejoin_after_ms")]
     pub rejoin_after_ms: [u64; 2],
+    /// `group-stable-progress`: the longest the group may go without an
+    /// acknowledged commit, from its first until the heal (the producers
+    /// must keep producing until then). Absent: not checked.
+    #[serde(default)]
+    pub commit_gap_ms_max: Option<u64>,
+    /// The brokers' `group.initial.rebalance.delay.ms` (Kafka's default is
+    /// 3000; simulated groups use 200 unless a scenario says otherwise).
+    #[serde(default = "GroupSpec::default_initial_rebalance_delay_ms")]
+    pub initial_rebalance_delay_ms: u64,
 }
 
 impl GroupSpec {
+    pub const DEFAULT_INITIAL_REBALANCE_DELAY_MS: u64 = 200;
+
+    fn default_initial_rebalance_delay_ms() -> u64 {
+        GroupSpec::DEFAULT_INITIAL_REBALANCE_DELAY_MS
+    }
+
     fn default_rejoin_after_ms() -> [u64; 2] {
         [200, 1000]
     }
@@ -427,6 +442,9 @@ impl GroupSpec {
         }
         if self.rejoin_after_ms[0] > self.rejoin_after_ms[1] {
             return Err("[group] rejoin_after_ms must be [low, high] with low <= high".into());
+        }
+        if self.commit_gap_ms_max.is_some_and(|gap_ms| gap_ms <= self.commit_interval_ms) {
+            return Err("[group] commit_gap_ms_max must exceed commit_interval_ms".into());
         }
         Ok(())
     }

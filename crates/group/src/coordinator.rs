@@ -9,7 +9,7 @@ use crate::group::Group;
 use crate::types::{
     Config, ConfigError, GroupDescription, GroupOverview, GroupState, HeartbeatRequest,
     HeartbeatResponse, JoinRequest, JoinResponse, LeaveMemberResponse, LeaveRequest, LeaveResponse,
-    Output, Response, SyncRequest, SyncResponse,
+    LoadError, Output, Response, StoredGroup, SyncRequest, SyncResponse,
 };
 
 /// Kafka's generation id for "no generation" (simple consumers, admin clients).
@@ -51,6 +51,8 @@ pub struct Coordinator {
     waiting_request_ids: BTreeSet<u64>,
     /// The latest `now_ms` seen: the clock is monotonic.
     last_now_ms: u64,
+    /// The number of the next `Output::Store`.
+    next_store_id: u64,
 }
 
 impl Coordinator {
@@ -62,7 +64,72 @@ impl Coordinator {
             next_member_seq: 0,
             waiting_request_ids: BTreeSet::new(),
             last_now_ms: 0,
+            next_store_id: 0,
         })
+    }
+
+    /// Takes over the groups a previous coordinator made durable (the last
+    /// `Output::Store` of each group that succeeded). Must come before any
+    /// other call that creates groups. Either every group loads or none
+    /// does. Loaded members are in their stored generation with their
+    /// assignments; each member's session starts at `now_ms`.
+    pub fn load(&mut self, now_ms: u64, stored: Vec<StoredGroup>) -> Result<(), LoadError> {
+        self.begin(now_ms, None);
+        assert!(self.groups.is_empty());
+        let mut loaded = BTreeMap::new();
+        for stored_group in stored {
+            let group_id = stored_group.group_id.clone();
+            let group = Group::load(now_ms, stored_group)?;
+            if loaded.insert(group_id.clone(), group).is_some() {
+                return Err(LoadError {
+                    group_id,
+                    reason: "stored twice".to_owned(),
+                });
+            }
+        }
+        self.groups = loaded;
+        let mut out = Vec::new();
+        self.finish(None, &mut out, None);
+        assert!(out.is_empty());
+        Ok(())
+    }
+
+    /// The store `store_id` (an `Output::Store` of this coordinator) is
+    /// durable: a SyncGroup assignment it held back goes out now.
+    pub fn stored(&mut self, now_ms: u64, store_id: u64) -> Vec<Output> {
+        self.begin(now_ms, None);
+        assert!(store_id < self.next_store_id);
+        let mut out = Vec::new();
+        let group_id = self.group_awaiting_store(store_id);
+        if let Some(group) = group_id.as_ref().and_then(|id| self.groups.get_mut(id)) {
+            group.stored(now_ms, store_id, &mut out);
+        }
+        self.finish(None, &mut out, group_id.as_deref());
+        out
+    }
+
+    /// The store `store_id` failed (or its outcome is unknown): a SyncGroup
+    /// assignment it held back is never handed out; the members waiting for
+    /// it get `error_code` and the group rebalances.
+    pub fn store_failed(&mut self, now_ms: u64, store_id: u64, error_code: i16) -> Vec<Output> {
+        self.begin(now_ms, None);
+        assert!(store_id < self.next_store_id);
+        assert!(error_code != error_code::NONE);
+        let mut out = Vec::new();
+        let group_id = self.group_awaiting_store(store_id);
+        let config = &self.config;
+        if let Some(group) = group_id.as_ref().and_then(|id| self.groups.get_mut(id)) {
+            group.store_failed(now_ms, config, store_id, error_code, &mut out);
+        }
+        self.finish(None, &mut out, group_id.as_deref());
+        out
+    }
+
+    fn group_awaiting_store(&self, store_id: u64) -> Option<String> {
+        self.groups
+            .values()
+            .find(|g| g.awaiting_store_id == Some(store_id))
+            .map(|g| g.group_id.clone())
     }
 
     pub fn config(&self) -> &Config {
@@ -74,8 +141,9 @@ impl Coordinator {
     pub fn join(&mut self, now_ms: u64, request_id: u64, request: JoinRequest) -> Vec<Output> {
         self.begin(now_ms, Some(request_id));
         let mut out = Vec::new();
+        let group_id = request.group_id.clone();
         self.join_inner(now_ms, request_id, request, &mut out);
-        self.finish(Some(request_id), &out);
+        self.finish(Some(request_id), &mut out, Some(&group_id));
         out
     }
 
@@ -83,8 +151,9 @@ impl Coordinator {
     pub fn sync(&mut self, now_ms: u64, request_id: u64, request: SyncRequest) -> Vec<Output> {
         self.begin(now_ms, Some(request_id));
         let mut out = Vec::new();
+        let group_id = request.group_id.clone();
         self.sync_inner(now_ms, request_id, request, &mut out);
-        self.finish(Some(request_id), &out);
+        self.finish(Some(request_id), &mut out, Some(&group_id));
         out
     }
 
@@ -103,7 +172,7 @@ impl Coordinator {
             request_id,
             Response::Heartbeat(HeartbeatResponse { error_code }),
         );
-        self.finish(Some(request_id), &out);
+        self.finish(Some(request_id), &mut out, None);
         out
     }
 
@@ -113,9 +182,10 @@ impl Coordinator {
     pub fn leave(&mut self, now_ms: u64, request_id: u64, request: LeaveRequest) -> Vec<Output> {
         self.begin(now_ms, Some(request_id));
         let mut out = Vec::new();
+        let group_id = request.group_id.clone();
         let response = self.leave_inner(now_ms, request, &mut out);
         reply(&mut out, request_id, Response::Leave(response));
-        self.finish(Some(request_id), &out);
+        self.finish(Some(request_id), &mut out, Some(&group_id));
         out
     }
 
@@ -135,6 +205,7 @@ impl Coordinator {
             .sum();
         let events_max = 4 * entities + 4;
         let mut events = 0usize;
+        let mut touched = BTreeSet::new();
         loop {
             let due = self
                 .groups
@@ -158,8 +229,12 @@ impl Coordinator {
                 unreachable!()
             };
             group.handle_event(now_ms, config, event, &mut out);
+            touched.insert(group_id);
         }
-        self.finish(None, &out);
+        for group_id in &touched {
+            self.take_store(group_id, &mut out);
+        }
+        self.finish(None, &mut out, None);
         if let Some(deadline_ms) = self.next_deadline_ms() {
             assert!(deadline_ms > now_ms);
         }
@@ -195,7 +270,8 @@ impl Coordinator {
             group_instance_id,
             generation_id,
         );
-        self.finish(None, &[]);
+        // A commit never changes what is stored.
+        self.finish(None, &mut Vec::new(), None);
         result
     }
 
@@ -210,7 +286,7 @@ impl Coordinator {
         // Empty means no members, hence nothing waiting.
         assert!(group.waiting_request_ids().next().is_none());
         self.groups.remove(group_id);
-        self.finish(None, &[]);
+        self.finish(None, &mut Vec::new(), None);
         Ok(())
     }
 
@@ -223,7 +299,7 @@ impl Coordinator {
             group.fail_all_waiting(error_code::NOT_COORDINATOR, &mut out);
         }
         self.groups.clear();
-        self.finish(None, &out);
+        self.finish(None, &mut out, None);
         assert!(self.waiting_request_ids.is_empty());
         out
     }
@@ -268,6 +344,11 @@ impl Coordinator {
                 let first = waiting.insert(request_id);
                 assert!(first);
             }
+            // Every call numbers the stores it asked for before it returns.
+            assert!(!group.store_needed);
+            if let Some(store_id) = group.awaiting_store_id {
+                assert!(store_id < self.next_store_id);
+            }
         }
         assert!(waiting == self.waiting_request_ids);
     }
@@ -281,16 +362,47 @@ impl Coordinator {
         }
     }
 
+    /// Numbers the store `group_id` needs, if any, and adds it to `out`.
+    fn take_store(&mut self, group_id: &str, out: &mut Vec<Output>) {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return;
+        };
+        if !std::mem::take(&mut group.store_needed) {
+            return;
+        }
+        // The state that asked for the store may have moved on within the
+        // same call (e.g. Empty, then joined): store what is there now.
+        let Some(stored) = group.to_store() else {
+            return;
+        };
+        let store_id = self.next_store_id;
+        self.next_store_id += 1;
+        if group.awaiting_store_id.is_none() && stored.leader_id.is_some() {
+            group.awaiting_store_id = Some(store_id);
+        }
+        out.push(Output::Store {
+            store_id,
+            group: stored,
+        });
+    }
+
     /// Books the call's replies: each answers the current request (at most
     /// once) or a request that was waiting; an unanswered current request
-    /// is now waiting.
-    fn finish(&mut self, request_id: Option<u64>, out: &[Output]) {
+    /// is now waiting. Adds the store `group_id` (the group the call was
+    /// about) needs.
+    fn finish(&mut self, request_id: Option<u64>, out: &mut Vec<Output>, group_id: Option<&str>) {
+        if let Some(group_id) = group_id {
+            self.take_store(group_id, out);
+        }
         let mut current_answers = 0usize;
-        for output in out {
+        for output in out.iter() {
             let Output::Reply {
                 request_id: answered,
                 ..
-            } = output;
+            } = output
+            else {
+                continue;
+            };
             if Some(*answered) == request_id {
                 current_answers += 1;
             } else {

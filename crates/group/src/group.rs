@@ -14,8 +14,9 @@ use bytes::Bytes;
 
 use crate::error_code;
 use crate::types::{
-    Config, GroupDescription, GroupState, JoinRequest, JoinResponse, JoinResponseMember,
-    MemberAssignment, MemberDescription, Output, Protocol, Response, SyncResponse,
+    Config, GroupDescription, GroupState, JoinRequest, JoinResponse, JoinResponseMember, LoadError,
+    MemberAssignment, MemberDescription, Output, Protocol, Response, StoredGroup, StoredMember,
+    SyncResponse,
 };
 
 pub(crate) struct Member {
@@ -97,6 +98,17 @@ pub(crate) struct Group {
     /// Some exactly while `pending_sync_members` is not empty.
     sync_deadline_ms: Option<u64>,
     next_join_seq: u64,
+    /// The leader's assignment of the current generation (one entry per
+    /// member), held back until it is durable. Some only while
+    /// CompletingRebalance.
+    awaiting_store: Option<BTreeMap<String, Bytes>>,
+    /// The store that makes `awaiting_store` durable, once the coordinator
+    /// numbered it.
+    pub(crate) awaiting_store_id: Option<u64>,
+    /// Set when the group reached a state to make durable (an assignment
+    /// to hold back, or Empty); the coordinator turns it into an
+    /// `Output::Store` at the end of the call.
+    pub(crate) store_needed: bool,
 }
 
 fn reply(out: &mut Vec<Output>, request_id: u64, response: Response) {
@@ -122,7 +134,123 @@ impl Group {
             initial_delay: None,
             sync_deadline_ms: None,
             next_join_seq: 0,
+            awaiting_store: None,
+            awaiting_store_id: None,
+            store_needed: false,
         }
+    }
+
+    /// A group a previous coordinator made durable. Its session timers start
+    /// now: every member gets a full session timeout on this coordinator.
+    pub(crate) fn load(now_ms: u64, stored: StoredGroup) -> Result<Group, LoadError> {
+        let refuse = |reason: &str| LoadError {
+            group_id: stored.group_id.clone(),
+            reason: reason.to_owned(),
+        };
+        if stored.group_id.is_empty() {
+            return Err(refuse("empty group id"));
+        }
+        if stored.generation_id < 0 {
+            return Err(refuse("negative generation"));
+        }
+        let member_ids: BTreeSet<&str> = stored
+            .members
+            .iter()
+            .map(|m| m.member_id.as_str())
+            .collect();
+        if member_ids.len() != stored.members.len() {
+            return Err(refuse("a member is listed twice"));
+        }
+        if member_ids.contains("") {
+            return Err(refuse("a member has an empty id"));
+        }
+        let first_member = stored.members.first().map(|m| m.member_id.as_str());
+        if stored.leader_id.as_deref() != first_member {
+            return Err(refuse("the leader is not the first member"));
+        }
+        if stored.members.is_empty() && stored.protocol_name.is_some() {
+            return Err(refuse("an Empty group has a protocol"));
+        }
+        if !stored.members.is_empty() {
+            if stored.generation_id == 0 {
+                return Err(refuse("members without a generation"));
+            }
+            if stored.protocol_type.as_deref().map_or(true, str::is_empty) {
+                return Err(refuse("members without a protocol type"));
+            }
+            let Some(name) = stored.protocol_name.as_deref() else {
+                return Err(refuse("members without a protocol"));
+            };
+            if !stored
+                .members
+                .iter()
+                .all(|m| m.protocols.iter().any(|p| p.name == name))
+            {
+                return Err(refuse("a member does not support the group's protocol"));
+            }
+        }
+        let mut group = Group::new(stored.group_id);
+        group.generation_id = stored.generation_id;
+        group.protocol_type = stored.protocol_type;
+        group.protocol_name = stored.protocol_name;
+        group.leader_id = stored.leader_id;
+        group.state = if stored.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+        for stored_member in stored.members {
+            let member = Member {
+                client_id: stored_member.client_id,
+                client_host: stored_member.client_host,
+                join_seq: group.next_join_seq,
+                session_timeout_ms: stored_member.session_timeout_ms,
+                rebalance_timeout_ms: stored_member.rebalance_timeout_ms,
+                protocols: stored_member.protocols,
+                assignment: Some(stored_member.assignment),
+                awaiting_join: None,
+                awaiting_sync: None,
+                is_new: false,
+                session_deadline_ms: now_ms.saturating_add(stored_member.session_timeout_ms),
+            };
+            group.next_join_seq += 1;
+            group.members.insert(stored_member.member_id, member);
+        }
+        Ok(group)
+    }
+
+    /// The state `Output::Store` makes durable, if the group is in one
+    /// worth storing: a generation whose assignment waits for the store,
+    /// or Empty.
+    pub(crate) fn to_store(&self) -> Option<StoredGroup> {
+        let members = match (&self.awaiting_store, self.state) {
+            (Some(assignments), _) => {
+                let mut in_join_order: Vec<(&String, &Member)> = self.members.iter().collect();
+                in_join_order.sort_by_key(|(_, m)| m.join_seq);
+                in_join_order
+                    .into_iter()
+                    .map(|(member_id, m)| StoredMember {
+                        member_id: member_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        session_timeout_ms: m.session_timeout_ms,
+                        rebalance_timeout_ms: m.rebalance_timeout_ms,
+                        protocols: m.protocols.clone(),
+                        assignment: assignments.get(member_id).cloned().unwrap_or_default(),
+                    })
+                    .collect()
+            }
+            (None, GroupState::Empty) => Vec::new(),
+            (None, _) => return None,
+        };
+        Some(StoredGroup {
+            group_id: self.group_id.clone(),
+            generation_id: self.generation_id,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol_name.clone(),
+            leader_id: self.leader_id.clone(),
+            members,
+        })
     }
 
     pub(crate) fn is_leader(&self, member_id: &str) -> bool {
@@ -396,6 +524,9 @@ impl Group {
         }
         self.pending_sync_members.clear();
         self.sync_deadline_ms = None;
+        // A store still in flight is for a generation that will not exist.
+        self.awaiting_store = None;
+        self.awaiting_store_id = None;
         let rebalance_timeout_ms = self.rebalance_timeout_ms();
         if self.state == GroupState::Empty {
             let delay_ms = config.group_initial_rebalance_delay_ms;
@@ -444,6 +575,8 @@ impl Group {
         if self.members.is_empty() {
             self.protocol_name = None;
             self.state = GroupState::Empty;
+            // A new coordinator must not bring back members that are gone.
+            self.store_needed = true;
             return;
         }
         // Everyone left has rejoined, the leader included (removal re-elects
@@ -574,7 +707,7 @@ impl Group {
                 }
                 self.remove_pending_sync(member_id);
                 if self.is_leader(member_id) {
-                    self.complete_sync(now_ms, assignments, out);
+                    self.complete_sync(assignments);
                 }
             }
             GroupState::Stable => {
@@ -602,24 +735,56 @@ impl Group {
         }
     }
 
-    /// The leader's assignment arrived: hand it out and become Stable.
-    fn complete_sync(
-        &mut self,
-        now_ms: u64,
-        assignments: Vec<MemberAssignment>,
-        out: &mut Vec<Output>,
-    ) {
+    /// The leader's assignment arrived: hold it back until it is durable
+    /// (Kafka answers SyncGroup from the GroupMetadata write's callback).
+    fn complete_sync(&mut self, assignments: Vec<MemberAssignment>) {
         assert!(self.state == GroupState::CompletingRebalance);
+        if self.awaiting_store.is_some() {
+            // The leader sent SyncGroup again while its first assignment is
+            // being stored: that one stands.
+            return;
+        }
         let mut by_member: BTreeMap<String, Bytes> = BTreeMap::new();
         for assignment in assignments {
             // Later entries win, as Kafka's map conversion does.
             by_member.insert(assignment.member_id, assignment.assignment);
         }
+        // Members the leader left out get an empty assignment (Kafka); ids
+        // it named that are not members are dropped.
+        let assignments: BTreeMap<String, Bytes> = self
+            .members
+            .keys()
+            .map(|member_id| {
+                let assignment = by_member.get(member_id).cloned().unwrap_or_default();
+                (member_id.clone(), assignment)
+            })
+            .collect();
+        self.awaiting_store = Some(assignments);
+        self.store_needed = true;
+    }
+
+    /// The store numbered `store_id` is durable. If it holds this
+    /// generation's assignment back, hand the assignment out and become
+    /// Stable; otherwise (an Empty group's store, or one a rebalance made
+    /// moot) nothing changes.
+    pub(crate) fn stored(&mut self, now_ms: u64, store_id: u64, out: &mut Vec<Output>) {
+        if self.awaiting_store_id != Some(store_id) {
+            return;
+        }
+        assert!(self.state == GroupState::CompletingRebalance);
+        self.awaiting_store_id = None;
+        let assignments = self.awaiting_store.take();
+        assert!(assignments.is_some());
+        let assignments = assignments.unwrap_or_default();
+        // No member came or went while the store was in flight: either
+        // starts a rebalance, which drops the awaited store.
+        assert!(assignments.len() == self.members.len());
         let protocol_type = self.protocol_type.clone();
         let protocol_name = self.protocol_name.clone();
         for (member_id, member) in self.members.iter_mut() {
-            // Members the leader left out get an empty assignment (Kafka).
-            let assignment = by_member.get(member_id).cloned().unwrap_or_default();
+            let assignment = assignments.get(member_id).cloned();
+            assert!(assignment.is_some());
+            let assignment = assignment.unwrap_or_default();
             member.assignment = Some(assignment.clone());
             if let Some(request_id) = member.awaiting_sync.take() {
                 let response = SyncResponse {
@@ -634,6 +799,35 @@ impl Group {
             }
         }
         self.state = GroupState::Stable;
+    }
+
+    /// The store numbered `store_id` failed. If it held this generation's
+    /// assignment back, the generation cannot be handed out: members
+    /// waiting for it get `error_code` and the group rebalances (Kafka's
+    /// `resetAndPropagateAssignmentError`).
+    pub(crate) fn store_failed(
+        &mut self,
+        now_ms: u64,
+        config: &Config,
+        store_id: u64,
+        error_code: i16,
+        out: &mut Vec<Output>,
+    ) {
+        if self.awaiting_store_id != Some(store_id) {
+            return;
+        }
+        assert!(self.state == GroupState::CompletingRebalance);
+        for member in self.members.values_mut() {
+            if let Some(request_id) = member.awaiting_sync.take() {
+                reply(
+                    out,
+                    request_id,
+                    Response::Sync(SyncResponse::error(error_code)),
+                );
+                member.session_deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
+            }
+        }
+        self.prepare_rebalance(now_ms, config, out);
     }
 
     /// The earliest timer of this group, ranked by (deadline, event).
@@ -848,6 +1042,18 @@ impl Group {
                 assert!(member.protocols.iter().any(|p| p.name == name));
             }
             assert!(member.join_seq < self.next_join_seq);
+        }
+        if let Some(assignments) = &self.awaiting_store {
+            assert!(assigning);
+            assert!(assignments.len() == self.members.len());
+            assert!(assignments.keys().all(|id| self.members.contains_key(id)));
+        }
+        if self.awaiting_store_id.is_some() {
+            assert!(self.awaiting_store.is_some());
+        }
+        if self.awaiting_store.is_some() && !self.store_needed {
+            // Numbered at the end of the call that asked for it.
+            assert!(self.awaiting_store_id.is_some());
         }
         if let Some(leader) = self.leader_id.as_ref().and_then(|id| self.members.get(id)) {
             // The leader is the earliest joiner still present: set by the

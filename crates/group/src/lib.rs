@@ -54,9 +54,24 @@
 //! - A JoinGroup that fails validation does not create the group (Kafka
 //!   creates an empty one first).
 //! - No `group.max.size` (GROUP_MAX_SIZE_REACHED), no JoinGroup v9
-//!   `skip_assignment`, no persistence of group metadata (the caller owns
-//!   offsets and any group-metadata log). Groups are not expired: an Empty
-//!   group stays until `remove_group` or `clear`.
+//!   `skip_assignment`. Groups are not expired: an Empty group stays until
+//!   `remove_group` or `clear`.
+//!
+//! # Durable group state
+//!
+//! As Kafka writes a GroupMetadata record, the coordinator asks for a
+//! group's state to be made durable (`Output::Store`) when the leader's
+//! assignment of a generation arrives, and when a group becomes Empty. The
+//! assignment is handed out only after the caller reports the store done
+//! (`stored`); a failed store (`store_failed`) sends the members back to
+//! JoinGroup. So every generation a member was given an assignment in is
+//! durable, and a coordinator that takes over (`load`, on a new
+//! `Coordinator`) continues from the stored groups: a Stable group keeps its
+//! generation, members and assignments (each member's session starts anew at
+//! the load), and its members carry on without rejoining. A rebalance that
+//! was in progress is lost; its members rejoin the stored generation. The
+//! caller owns offsets and where the stored groups live, and must make sure
+//! no store of an earlier coordinator lands after a newer one loaded.
 //! - Transactional offset commits are not distinguished (`validate_commit`
 //!   implements the plain OffsetCommit rules).
 
@@ -70,6 +85,7 @@ pub use coordinator::Coordinator;
 pub use types::{
     Config, ConfigError, GroupDescription, GroupOverview, GroupState, HeartbeatRequest,
     HeartbeatResponse, JoinRequest, JoinResponse, JoinResponseMember, LeaveMember,
-    LeaveMemberResponse, LeaveRequest, LeaveResponse, MemberAssignment, MemberDescription, Output,
-    Protocol, Response, SyncRequest, SyncResponse,
+    LeaveMemberResponse, LeaveRequest, LeaveResponse, LoadError, MemberAssignment,
+    MemberDescription, Output, Protocol, Response, StoredGroup, StoredMember, SyncRequest,
+    SyncResponse,
 };

@@ -265,6 +265,52 @@ impl Response {
 pub enum Output {
     /// The answer to the request the caller tagged `request_id`.
     Reply { request_id: u64, response: Response },
+    /// Make `group` durable, so that a coordinator that takes over carries
+    /// on from it (`Coordinator::load`). `store_id` grows with every store
+    /// of this coordinator, so later stores of a group are newer; the caller
+    /// reports the outcome with `Coordinator::stored` or
+    /// `Coordinator::store_failed`. A generation's assignment is handed out
+    /// only once its store succeeded.
+    Store { store_id: u64, group: StoredGroup },
+}
+
+/// One member of a group as it is made durable: everything a coordinator
+/// needs to keep it in its generation after a failover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredMember {
+    pub member_id: String,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: u64,
+    pub rebalance_timeout_ms: u64,
+    /// In the member's order of preference.
+    pub protocols: Vec<Protocol>,
+    /// The leader's assignment for this member in the stored generation.
+    pub assignment: Bytes,
+}
+
+/// A group as it is made durable (Kafka's GroupMetadata record): either a
+/// settled generation (members with their assignments) or an Empty group
+/// with the generation it reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredGroup {
+    pub group_id: String,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    /// Some exactly when there are members.
+    pub protocol_name: Option<String>,
+    /// Some exactly when there are members: the first of them.
+    pub leader_id: Option<String>,
+    /// In the order they joined, the leader first.
+    pub members: Vec<StoredMember>,
+}
+
+/// A stored group that `Coordinator::load` refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("stored group `{group_id}` cannot be loaded: {reason}")]
+pub struct LoadError {
+    pub group_id: String,
+    pub reason: String,
 }
 
 /// One member in DescribeGroups.

@@ -1,6 +1,8 @@
 //! Seeded random runs: clients join, sync, heartbeat, leave and commit at
-//! random against a coordinator, time jumps and ticks at random, and every
-//! step is checked against invariants of the group protocol.
+//! random against a coordinator, time jumps and ticks at random, stores
+//! succeed, fail or land late, the coordinator fails over to a new one that
+//! loads the durable groups, and every step is checked against invariants
+//! of the group protocol.
 //!
 //! A failure names its seed; `KEEL_GROUP_SEED=<seed> cargo test -p
 //! keel-group --test property` replays just that seed.
@@ -11,7 +13,7 @@ use bytes::Bytes;
 use keel_group::error_code::*;
 use keel_group::{
     Config, Coordinator, GroupState, HeartbeatRequest, JoinRequest, LeaveMember, LeaveRequest,
-    MemberAssignment, Output, Protocol, Response, SyncRequest,
+    MemberAssignment, Output, Protocol, Response, StoredGroup, SyncRequest,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -27,8 +29,10 @@ enum Sent {
     Join {
         client: usize,
     },
-    /// The assignment a NONE answer must carry is "{generation}:{member}".
+    /// The assignment a NONE answer must carry is
+    /// "{generation}:{leader}:{member}".
     Sync {
+        client: usize,
         group: String,
         member_id: String,
         generation_id: i32,
@@ -47,6 +51,8 @@ struct Client {
     /// Members of the generation, when this client leads it.
     led_members: Vec<String>,
     protocols: Vec<String>,
+    /// The member id and generation of its last assignment.
+    synced: Option<(String, i32)>,
 }
 
 #[derive(Default, Debug)]
@@ -58,7 +64,14 @@ struct Coverage {
     rebalance_in_progress: u64,
     unknown_member: u64,
     not_coordinator: u64,
+    stores_failed: u64,
+    failovers: u64,
+    /// Members that kept their generation across a failover.
+    kept_generation: u64,
 }
+
+/// Where a store stands: the order of stores over coordinators.
+type Stamp = (u64, u64);
 
 struct Run {
     rng: ChaCha8Rng,
@@ -73,6 +86,16 @@ struct Run {
     leaders: BTreeMap<(String, i32), String>,
     clients: Vec<Client>,
     coverage: Coverage,
+    /// Which coordinator instance runs (its stores' stamps start with it).
+    incarnation: u64,
+    /// Stores asked for and not reported yet.
+    stores_in_flight: Vec<(u64, StoredGroup)>,
+    /// The durable groups: per group the store with the highest stamp (a
+    /// late store never overwrites a newer one).
+    durable: BTreeMap<String, (Stamp, StoredGroup)>,
+    /// (group, generation) -> the leader whose assignment members got,
+    /// across failovers: one per generation.
+    assigned_by: BTreeMap<(String, i32), String>,
 }
 
 impl Run {
@@ -92,6 +115,7 @@ impl Run {
                 generation_id: -1,
                 led_members: Vec::new(),
                 protocols: random_protocols(&mut rng),
+                synced: None,
             })
             .collect();
         Run {
@@ -105,6 +129,10 @@ impl Run {
             leaders: BTreeMap::new(),
             clients,
             coverage: Coverage::default(),
+            incarnation: 0,
+            stores_in_flight: Vec::new(),
+            durable: BTreeMap::new(),
+            assigned_by: BTreeMap::new(),
         }
     }
 
@@ -118,22 +146,122 @@ impl Run {
     fn step(&mut self) {
         let client = self.rng.gen_range(0..CLIENTS);
         match self.rng.gen_range(0..100) {
-            0..=24 => self.join(client),
-            25..=44 => self.sync(client),
-            45..=64 => self.heartbeat(client),
-            65..=69 => self.leave(client),
-            70..=74 => self.commit(client),
-            75..=97 => self.advance(),
+            0..=22 => self.join(client),
+            23..=40 => self.sync(client),
+            41..=58 => self.heartbeat(client),
+            59..=63 => self.leave(client),
+            64..=68 => self.commit(client),
+            69..=78 => self.finish_store(),
+            79..=97 => self.advance(),
             98 => {
                 let group = GROUPS[self.rng.gen_range(0..GROUPS.len())];
-                let _ = self.coordinator.remove_group(group);
+                if self.coordinator.remove_group(group).is_ok() {
+                    // The group starts over: its stored state goes with it.
+                    self.durable.remove(group);
+                    self.stores_in_flight.retain(|(_, stored)| stored.group_id != group);
+                    self.assigned_by.retain(|(group_id, _), _| group_id != group);
+                }
             }
-            _ => {
-                let out = self.coordinator.clear();
-                self.observe(out);
-            }
+            _ => self.failover(),
         }
         self.check();
+    }
+
+    fn make_durable(&mut self, store_id: u64, stored: StoredGroup) {
+        let stamp = (self.incarnation, store_id);
+        let newer = self
+            .durable
+            .get(&stored.group_id)
+            .map_or(true, |(existing, _)| *existing <= stamp);
+        if newer {
+            self.durable
+                .insert(stored.group_id.clone(), (stamp, stored));
+        }
+    }
+
+    /// One store in flight finishes: done, or failed (and then maybe
+    /// durable after all, as a proposal that timed out and committed).
+    fn finish_store(&mut self) {
+        if self.stores_in_flight.is_empty() {
+            return;
+        }
+        let index = self.rng.gen_range(0..self.stores_in_flight.len());
+        let (store_id, stored) = self.stores_in_flight.remove(index);
+        if self.rng.gen_ratio(4, 5) {
+            self.make_durable(store_id, stored);
+            let out = self.coordinator.stored(self.now_ms, store_id);
+            self.observe(out);
+        } else {
+            if self.rng.gen_bool(0.5) {
+                self.make_durable(store_id, stored);
+            }
+            self.coverage.stores_failed += 1;
+            let out = self
+                .coordinator
+                .store_failed(self.now_ms, store_id, COORDINATOR_NOT_AVAILABLE);
+            self.observe(out);
+        }
+    }
+
+    /// The coordinator moves: the old one drops everything, stores in
+    /// flight either landed before the new one took over or never will,
+    /// and the new one loads the durable groups.
+    fn failover(&mut self) {
+        let out = self.coordinator.clear();
+        self.observe(out);
+        for (store_id, stored) in std::mem::take(&mut self.stores_in_flight) {
+            if self.rng.gen_bool(0.5) {
+                self.make_durable(store_id, stored);
+            }
+        }
+        self.incarnation += 1;
+        self.coverage.failovers += 1;
+        let config = Config {
+            member_id_epoch: self.coordinator.config().member_id_epoch + 1_000_000,
+            ..self.coordinator.config().clone()
+        };
+        self.coordinator = Coordinator::new(config).expect("valid config");
+        let stored: Vec<StoredGroup> = self.durable.values().map(|(_, g)| g.clone()).collect();
+        self.coordinator
+            .load(self.now_ms, stored)
+            .expect("stored groups load");
+        // Generations above the stored ones were never handed out: a new
+        // coordinator may number its own generations the same.
+        for (group_id, (_, stored)) in &self.durable {
+            self.generations
+                .insert(group_id.clone(), stored.generation_id);
+            self.leaders
+                .retain(|(g, generation), _| g != group_id || *generation <= stored.generation_id);
+        }
+        // A member whose assignment is in the stored generation carries on.
+        for client in 0..CLIENTS {
+            let Some((member_id, generation_id)) = self.clients[client].synced.clone() else {
+                continue;
+            };
+            let group = self.clients[client].group;
+            let Some((_, stored)) = self.durable.get(group) else {
+                continue;
+            };
+            if stored.generation_id != generation_id
+                || !stored.members.iter().any(|m| m.member_id == member_id)
+            {
+                continue;
+            }
+            let request = HeartbeatRequest {
+                group_id: group.to_owned(),
+                generation_id,
+                member_id,
+                group_instance_id: None,
+            };
+            let request_id = self.send(Sent::Heartbeat { client });
+            let out = self.coordinator.heartbeat(self.now_ms, request_id, request);
+            assert!(
+                matches!(&out[..], [Output::Reply { response, .. }] if response.error_code() == NONE),
+                "a member of the stored generation is refused after the failover: {out:?}"
+            );
+            self.coverage.kept_generation += 1;
+            self.observe(out);
+        }
     }
 
     /// Mostly the client's own member id; sometimes none, a made-up one, or
@@ -209,7 +337,7 @@ impl Run {
             .iter()
             .map(|m| MemberAssignment {
                 member_id: m.clone(),
-                assignment: Bytes::from(format!("{generation_id}:{m}")),
+                assignment: Bytes::from(format!("{generation_id}:{member_id}:{m}")),
             })
             .collect();
         if !assignments.is_empty() && self.rng.gen_ratio(1, 10) {
@@ -229,6 +357,7 @@ impl Run {
             assignments,
         };
         let sent = Sent::Sync {
+            client,
             group: c.group.to_owned(),
             member_id,
             generation_id,
@@ -316,11 +445,17 @@ impl Run {
     /// Books every reply (each request answered at most once) and updates
     /// the clients as real ones would.
     fn observe(&mut self, out: Vec<Output>) {
-        for Output::Reply {
-            request_id,
-            response,
-        } in out
-        {
+        for output in out {
+            let (request_id, response) = match output {
+                Output::Reply {
+                    request_id,
+                    response,
+                } => (request_id, response),
+                Output::Store { store_id, group } => {
+                    self.stores_in_flight.push((store_id, group));
+                    continue;
+                }
+            };
             let sent = self.sent.get(&request_id).cloned();
             assert!(
                 sent.is_some(),
@@ -378,20 +513,29 @@ impl Run {
                 }
                 (
                     Some(Sent::Sync {
+                        client,
                         group,
                         member_id,
                         generation_id,
-                        ..
                     }),
                     Response::Sync(reply),
                 ) => {
                     if reply.error_code == NONE {
                         // Every leader assigns every member of its generation.
-                        let expected = format!("{generation_id}:{member_id}");
-                        assert!(
-                            reply.assignment == expected,
-                            "{group}: {reply:?}"
-                        );
+                        let text = String::from_utf8_lossy(&reply.assignment).into_owned();
+                        let parts: Vec<&str> = text.splitn(3, ':').collect();
+                        assert!(parts.len() == 3, "{group}: {reply:?}");
+                        assert!(parts[0] == generation_id.to_string(), "{group}: {reply:?}");
+                        assert!(parts[2] == member_id, "{group}: {reply:?}");
+                        // One leader's assignment per generation, across failovers.
+                        let leader = self
+                            .assigned_by
+                            .entry((group.clone(), generation_id))
+                            .or_insert_with(|| parts[1].to_owned());
+                        assert!(*leader == parts[1], "{group} generation {generation_id}: assigned by {leader} and {}", parts[1]);
+                        if self.clients[client].member_id == member_id {
+                            self.clients[client].synced = Some((member_id, generation_id));
+                        }
                         self.coverage.assignments_delivered += 1;
                     }
                 }
@@ -438,8 +582,11 @@ impl Run {
             if described.state == GroupState::Stable {
                 self.coverage.stable_seen += 1;
                 for member in &described.members {
-                    let expected = format!("{}:{}", described.generation_id, member.member_id);
-                    assert!(member.assignment == expected);
+                    let text = String::from_utf8_lossy(&member.assignment).into_owned();
+                    let parts: Vec<&str> = text.splitn(3, ':').collect();
+                    assert!(parts.len() == 3);
+                    assert!(parts[0] == described.generation_id.to_string());
+                    assert!(parts[2] == member.member_id);
                 }
             }
         }
@@ -497,6 +644,9 @@ fn random_operation_sequences_keep_the_group_invariants() {
         total.rebalance_in_progress += coverage.rebalance_in_progress;
         total.unknown_member += coverage.unknown_member;
         total.not_coordinator += coverage.not_coordinator;
+        total.stores_failed += coverage.stores_failed;
+        total.failovers += coverage.failovers;
+        total.kept_generation += coverage.kept_generation;
     }
     println!("{total:?}");
     // The random walk must reach the interesting states, or it checks little.
@@ -508,5 +658,8 @@ fn random_operation_sequences_keep_the_group_invariants() {
         assert!(total.rebalance_in_progress > 0);
         assert!(total.unknown_member > 0);
         assert!(total.not_coordinator > 0);
+        assert!(total.stores_failed > 0);
+        assert!(total.failovers > 0);
+        assert!(total.kept_generation > 0);
     }
 }

@@ -469,11 +469,14 @@ fn failover_clear_answers_every_waiting_request_not_coordinator() {
 
     let out = h.coordinator.clear();
     assert_eq!(out.len(), 3);
-    for keel_group::Output::Reply {
-        request_id,
-        response,
-    } in out
-    {
+    for output in out {
+        let keel_group::Output::Reply {
+            request_id,
+            response,
+        } = output
+        else {
+            panic!("clear stores nothing: {output:?}");
+        };
         assert_eq!(response.error_code(), NOT_COORDINATOR);
         assert!(h.replies.insert(request_id, response).is_none());
     }
@@ -663,4 +666,186 @@ fn describe_and_list_report_kafka_views() {
         .members
         .iter()
         .all(|m| m.assignment.is_empty() && m.metadata.is_empty()));
+}
+
+/// A coordinator that takes over `h`'s groups from their last stores.
+fn take_over(h: &Harness, group_ids: &[&str]) -> Harness {
+    let config = Config {
+        member_id_epoch: h.coordinator.config().member_id_epoch + 1,
+        ..h.coordinator.config().clone()
+    };
+    let mut next = Harness::new(config);
+    next.now_ms = h.now_ms;
+    let stored = group_ids.iter().filter_map(|g| h.last_store(g)).collect();
+    next.coordinator
+        .load(next.now_ms, stored)
+        .expect("stored groups load");
+    next.coordinator.check_invariants();
+    next
+}
+
+#[test]
+fn a_stable_group_carries_on_under_a_new_coordinator_without_a_rebalance() {
+    let mut h = Harness::new(Config::default());
+    let (a, b) = h.stable_pair(GROUP);
+    let stored = h.last_store(GROUP).expect("the generation was stored");
+    assert_eq!(stored.generation_id, 1);
+    assert_eq!(stored.leader_id.as_deref(), Some(a.as_str()));
+    let member_ids: Vec<&str> = stored.members.iter().map(|m| m.member_id.as_str()).collect();
+    assert_eq!(member_ids, vec![a.as_str(), b.as_str()], "join order, leader first");
+
+    // The old coordinator's sessions are nearly over when the new one loads.
+    h.advance(SESSION_TIMEOUT_MS - 1);
+    let mut next = take_over(&h, &[GROUP]);
+    let described = next.coordinator.describe(GROUP);
+    assert_eq!(described.state, GroupState::Stable);
+    assert_eq!(described.generation_id, 1);
+    assert_eq!(described.leader_id.as_deref(), Some(a.as_str()));
+    let assigned: Vec<(&str, &[u8])> = described
+        .members
+        .iter()
+        .map(|m| (m.member_id.as_str(), m.assignment.as_ref()))
+        .collect();
+    assert_eq!(assigned, vec![(a.as_str(), &b"a"[..]), (b.as_str(), &b"b"[..])]);
+
+    // Each member gets a full session on the new coordinator.
+    next.advance(SESSION_TIMEOUT_MS - 1);
+    assert_eq!(next.heartbeat(GROUP, &a, 1), NONE);
+    assert_eq!(next.heartbeat(GROUP, &b, 1), NONE);
+    assert_eq!(next.commit(GROUP, &a, 1), Ok(()));
+    assert_eq!(next.commit(GROUP, &b, 1), Ok(()));
+    // A follower that lost its SyncGroup answer gets its stored assignment.
+    assert_eq!(next.sync_now(sync_request(GROUP, &b, 1)).assignment, "b");
+    assert_eq!(next.coordinator.describe(GROUP).state, GroupState::Stable);
+    assert!(next.stores.is_empty(), "nothing changed, nothing to store");
+
+    // Only B keeps heartbeating: A's session (renewed by its commit) runs out
+    // and the group rebalances without it, counting on from generation 1.
+    next.advance(SESSION_TIMEOUT_MS / 2);
+    assert_eq!(next.heartbeat(GROUP, &b, 1), NONE);
+    next.advance(SESSION_TIMEOUT_MS / 2 + 1);
+    assert_eq!(next.heartbeat(GROUP, &b, 1), REBALANCE_IN_PROGRESS);
+    let rejoin_b = next.join(join_request(GROUP, &b, "client-b"));
+    let joined = next.join_reply(rejoin_b);
+    assert_eq!(joined.generation_id, 2);
+    assert_eq!(joined.leader_id, b);
+}
+
+#[test]
+fn a_sync_is_answered_only_once_its_generation_is_stored() {
+    let mut h = Harness::new(config_without_delay());
+    h.hold_stores = true;
+    let (join_a, a) = h.join_new(GROUP, "client-a");
+    h.advance(0);
+    assert_eq!(h.join_reply(join_a).generation_id, 1);
+    let mut leader_sync = sync_request(GROUP, &a, 1);
+    leader_sync.assignments = assignments(&[(&a, "a")]);
+    let sync_a = h.sync(leader_sync.clone());
+    assert!(!h.is_answered(sync_a), "the assignment waits for its store");
+    assert_eq!(h.held_stores.len(), 1);
+    assert_eq!(h.coordinator.describe(GROUP).state, GroupState::CompletingRebalance);
+    assert_eq!(h.heartbeat(GROUP, &a, 1), NONE);
+    assert_eq!(h.commit(GROUP, &a, 1), Err(REBALANCE_IN_PROGRESS));
+    // A repeated SyncGroup of the leader neither stores again nor overtakes.
+    let again = h.sync(leader_sync);
+    assert!(h.is_answered(sync_a) && !h.is_answered(again));
+    assert_eq!(h.sync_reply(sync_a).error_code, REBALANCE_IN_PROGRESS);
+    assert_eq!(h.held_stores.len(), 1);
+
+    h.complete_store();
+    let synced = h.sync_reply(again);
+    assert_eq!(synced.error_code, NONE);
+    assert_eq!(synced.assignment, "a");
+    assert_eq!(h.coordinator.describe(GROUP).state, GroupState::Stable);
+    assert_eq!(h.commit(GROUP, &a, 1), Ok(()));
+}
+
+#[test]
+fn a_failed_store_sends_the_members_back_to_join_and_a_later_store_wins() {
+    let mut h = Harness::new(config_without_delay());
+    h.hold_stores = true;
+    let (join_a, a) = h.join_new(GROUP, "client-a");
+    h.advance(0);
+    assert_eq!(h.join_reply(join_a).generation_id, 1);
+    let mut leader_sync = sync_request(GROUP, &a, 1);
+    leader_sync.assignments = assignments(&[(&a, "a")]);
+    let sync_a = h.sync(leader_sync);
+    let failed = h.fail_store(COORDINATOR_NOT_AVAILABLE);
+    assert_eq!(h.sync_reply(sync_a).error_code, COORDINATOR_NOT_AVAILABLE);
+    assert_eq!(h.coordinator.describe(GROUP).state, GroupState::PreparingRebalance);
+
+    let rejoin_a = h.join(join_request(GROUP, &a, "client-a"));
+    assert_eq!(h.join_reply(rejoin_a).generation_id, 2);
+    let mut leader_sync = sync_request(GROUP, &a, 2);
+    leader_sync.assignments = assignments(&[(&a, "a2")]);
+    let sync_a = h.sync(leader_sync);
+    let stored = h.complete_store();
+    assert!(stored > failed, "later stores carry larger ids");
+    assert_eq!(h.sync_reply(sync_a).assignment, "a2");
+    // The failed store's outcome is reported again (e.g. it committed after
+    // all): the Stable generation does not move.
+    let out = h.coordinator.stored(h.now_ms, failed);
+    assert!(out.is_empty());
+    assert_eq!(h.coordinator.describe(GROUP).generation_id, 2);
+}
+
+#[test]
+fn a_group_that_empties_is_stored_empty_and_loads_empty_with_its_generation() {
+    let mut h = Harness::new(Config::default());
+    let (a, b) = h.stable_pair(GROUP);
+    let left = h.leave(leave_request(GROUP, &[&a, &b]));
+    assert!(left.members.iter().all(|m| m.error_code == NONE));
+    let stored = h.last_store(GROUP).expect("stored");
+    assert!(stored.members.is_empty());
+    assert_eq!(stored.leader_id, None);
+    assert_eq!(stored.generation_id, 2);
+
+    let mut next = take_over(&h, &[GROUP]);
+    assert_eq!(next.coordinator.describe(GROUP).state, GroupState::Empty);
+    assert_eq!(next.heartbeat(GROUP, &a, 1), UNKNOWN_MEMBER_ID);
+    let join = next.join(join_request(GROUP, "", "client-c"));
+    next.advance_to(next.now_ms + 6_000);
+    assert_eq!(next.join_reply(join).generation_id, 3);
+}
+
+#[test]
+fn a_rebalance_in_progress_at_the_failover_resumes_from_the_stored_generation() {
+    let mut h = Harness::new(Config::default());
+    let (a, b) = h.stable_pair(GROUP);
+    // C joins: generation 2 is being formed when the coordinator moves.
+    let join_c = h.join(join_request(GROUP, "", "client-c"));
+    let rejoin_a = h.join(join_request(GROUP, &a, "client-a"));
+    assert!(!h.is_answered(join_c) && !h.is_answered(rejoin_a));
+    let mut next = take_over(&h, &[GROUP]);
+    assert_eq!(next.coordinator.describe(GROUP).generation_id, 1);
+    // B never heard of the rebalance: it carries on in generation 1.
+    assert_eq!(next.heartbeat(GROUP, &b, 1), NONE);
+    // A rejoins (it is the leader: that starts a rebalance) and C, whose id
+    // the new coordinator never saw, starts over.
+    let rejoin_a = next.join(join_request(GROUP, &a, "client-a"));
+    assert!(!next.is_answered(rejoin_a));
+    assert_eq!(next.heartbeat(GROUP, &b, 1), REBALANCE_IN_PROGRESS);
+    let rejoin_b = next.join(join_request(GROUP, &b, "client-b"));
+    assert_eq!(next.join_reply(rejoin_a).generation_id, 2);
+    assert_eq!(next.join_reply(rejoin_b).generation_id, 2);
+}
+
+#[test]
+fn a_stored_group_that_breaks_an_invariant_is_refused() {
+    let mut h = Harness::new(Config::default());
+    h.stable_pair(GROUP);
+    let mut stored = h.last_store(GROUP).expect("stored");
+    stored.members.swap(0, 1);
+    let mut next = Coordinator::new(Config::default()).expect("valid config");
+    let refused = next.load(0, vec![stored.clone()]).unwrap_err();
+    assert!(refused.reason.contains("leader"), "{refused}");
+    stored.members.swap(0, 1);
+    stored.protocol_name = Some("sticky".to_owned());
+    let refused = next.load(0, vec![stored.clone()]).unwrap_err();
+    assert!(refused.reason.contains("protocol"), "{refused}");
+    stored.protocol_name = Some("range".to_owned());
+    let refused = next.load(0, vec![stored.clone(), stored.clone()]).unwrap_err();
+    assert!(refused.reason.contains("twice"), "{refused}");
+    assert!(next.list().is_empty(), "nothing loads when anything is refused");
+    next.load(0, vec![stored]).expect("a valid group loads");
 }

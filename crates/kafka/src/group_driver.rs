@@ -4,27 +4,36 @@
 //!
 //! The coordinator of every group is the metadata Raft leader (Kafka hashes
 //! groups over `__consumer_offsets` partitions; Keel keeps committed offsets
-//! in the metadata, so its leader is where a commit is cheapest). Membership
-//! lives in memory, as in Kafka: when leadership moves, this node drops its
-//! groups (waiting requests are answered NOT_COORDINATOR), and the members
-//! find the new coordinator and join again. Committed offsets are replicated
-//! metadata and survive the move.
+//! in the metadata, so its leader is where a commit is cheapest). Group
+//! membership is durable too, as Kafka's GroupMetadata records are: the
+//! coordinator's `Output::Store`s become `StoreGroup` metadata commands
+//! stamped with (term, store id). When leadership moves, the old node drops
+//! its groups (waiting requests are answered NOT_COORDINATOR); the new leader
+//! first commits `ClaimGroupCoordinator` for its term, so no store of an
+//! earlier coordinator can land after it, then loads the stored groups from
+//! its applied metadata (answering COORDINATOR_LOAD_IN_PROGRESS until then).
+//! Members of a Stable group carry on in their generation without rejoining.
+//! Committed offsets are replicated metadata and survive the move.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keel_group::{
-    Config as GroupConfig, Coordinator, GroupDescription, GroupOverview, HeartbeatRequest, JoinRequest, LeaveRequest, Output, Response, SyncRequest,
+    Config as GroupConfig, Coordinator, GroupDescription, GroupOverview, HeartbeatRequest, JoinRequest, LeaveRequest, Output, Protocol, Response, StoredGroup,
+    StoredMember, SyncRequest,
 };
 use keel_io::Clock;
-use keel_meta::driver::MetaHandle;
-use keel_meta::proto::CommitStamp;
+use keel_meta::driver::{MetaHandle, ProposalError};
+use keel_meta::proto::{CommitStamp, GroupMemberRecord, GroupProtocolRecord, GroupRecord};
+use keel_meta::MetadataError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error_code as code;
 
 /// How often the task looks at whether this node still leads the metadata.
 const LEADERSHIP_POLL_MS: u64 = 100;
+/// How long between attempts to claim the groups.
+const CLAIM_RETRY_MS: u64 = 100;
 
 /// A request for the coordinator.
 pub enum GroupCall {
@@ -94,17 +103,30 @@ struct Active {
     commits: u64,
 }
 
+/// What the metadata answered to the task's proposals.
+enum Event {
+    /// The claim of `term` applied; the groups stored as of then.
+    Claimed { term: u64, groups: Vec<GroupRecord> },
+    /// A `StoreGroup` of `term` finished.
+    Stored { term: u64, store_id: u64, result: Result<(), ProposalError> },
+}
+
 struct Task {
     meta: MetaHandle,
     clock: Clock,
     config: GroupConfig,
     active: Option<Active>,
+    /// The term whose claim is in flight (this node leads it, the groups
+    /// are not loaded yet).
+    claiming: Option<u64>,
+    events: mpsc::UnboundedSender<Event>,
     next_request_id: u64,
     waiting: BTreeMap<u64, oneshot::Sender<Response>>,
 }
 
 async fn run(meta: MetaHandle, clock: Clock, config: GroupConfig, mut calls: mpsc::UnboundedReceiver<Call>) {
-    let mut task = Task { meta, clock, config, active: None, next_request_id: 0, waiting: BTreeMap::new() };
+    let (events, mut events_rx) = mpsc::unbounded_channel();
+    let mut task = Task { meta, clock, config, active: None, claiming: None, events, next_request_id: 0, waiting: BTreeMap::new() };
     loop {
         task.follow_leadership();
         let now_ms = task.now_ms();
@@ -112,6 +134,12 @@ async fn run(meta: MetaHandle, clock: Clock, config: GroupConfig, mut calls: mps
         let wait_ms = next_tick_ms.saturating_sub(now_ms).min(LEADERSHIP_POLL_MS);
         tokio::select! {
             biased;
+            event = events_rx.recv() => {
+                // The task holds a sender, so the channel never closes.
+                if let Some(event) = event {
+                    task.on_event(event);
+                }
+            }
             call = calls.recv() => match call {
                 Some(call) => task.on_call(call),
                 None => return,
@@ -134,13 +162,18 @@ impl Task {
         self.clock.now().as_millis()
     }
 
-    /// Starts coordinating when this node leads the metadata; stops (every
-    /// group dropped, waiting requests answered NOT_COORDINATOR) when it no
-    /// longer does or leads in a newer term.
-    fn follow_leadership(&mut self) {
+    /// The metadata term this node leads in, if it leads and is ready.
+    fn leading_term(&self) -> Option<u64> {
         let status = self.meta.status();
-        let leading_term = (status.is_leader && status.ready).then_some(status.term);
-        if self.active.as_ref().map(|a| a.term) == leading_term {
+        (status.is_leader && status.ready).then_some(status.term)
+    }
+
+    /// Starts coordinating when this node leads the metadata (claim, then
+    /// load); stops (every group dropped, waiting requests answered
+    /// NOT_COORDINATOR) when it no longer does or leads in a newer term.
+    fn follow_leadership(&mut self) {
+        let leading_term = self.leading_term();
+        if self.active.as_ref().map(|a| a.term).or(self.claiming) == leading_term {
             return;
         }
         if let Some(mut previous) = self.active.take() {
@@ -148,11 +181,56 @@ impl Task {
             let outputs = previous.coordinator.clear();
             self.deliver(outputs);
         }
+        self.claiming = leading_term;
         if let Some(term) = leading_term {
-            let config = GroupConfig { member_id_epoch: term, ..self.config.clone() };
-            let coordinator = Coordinator::new(config).expect("group config validated at startup");
-            tracing::info!(term, "group coordinator for every group");
-            self.active = Some(Active { term, coordinator, commits: 0 });
+            tracing::debug!(term, "claiming the groups");
+            tokio::spawn(claim(self.meta.clone(), term, self.events.clone()));
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        self.follow_leadership();
+        match event {
+            Event::Claimed { term, groups } => {
+                if self.claiming != Some(term) {
+                    return;
+                }
+                self.claiming = None;
+                let config = GroupConfig { member_id_epoch: term, ..self.config.clone() };
+                let mut coordinator = Coordinator::new(config).expect("group config validated at startup");
+                let mut stored: Vec<StoredGroup> = groups.into_iter().map(from_record).collect();
+                let now_ms = self.now_ms();
+                // The metadata checked each stored group; one the coordinator
+                // still refuses is a bug: its members start over, the others
+                // carry on.
+                while let Err(error) = coordinator.load(now_ms, stored.clone()) {
+                    tracing::error!(term, %error, "stored group not loaded; its members must rejoin");
+                    stored.retain(|g| g.group_id != error.group_id);
+                }
+                tracing::info!(term, groups = stored.len(), "group coordinator for every group; stored groups loaded");
+                self.active = Some(Active { term, coordinator, commits: 0 });
+            }
+            Event::Stored { term, store_id, result } => {
+                let now_ms = self.now_ms();
+                let Some(active) = self.active.as_mut().filter(|a| a.term == term) else {
+                    return;
+                };
+                let outputs = match result {
+                    Ok(()) => active.coordinator.stored(now_ms, store_id),
+                    Err(error) => {
+                        tracing::debug!(term, store_id, %error, "group store failed");
+                        // Refused: another coordinator took over. Otherwise the
+                        // metadata did not answer in time (Kafka's answer to a
+                        // group write that failed that way).
+                        let error_code = match error {
+                            ProposalError::Refused(MetadataError::GroupCoordinatorTerm { .. }) => code::NOT_COORDINATOR,
+                            _ => code::COORDINATOR_NOT_AVAILABLE,
+                        };
+                        active.coordinator.store_failed(now_ms, store_id, error_code)
+                    }
+                };
+                self.deliver(outputs);
+            }
         }
     }
 
@@ -160,7 +238,10 @@ impl Task {
         self.follow_leadership();
         let now_ms = self.now_ms();
         let Some(active) = self.active.as_mut() else {
-            refuse(call, code::NOT_COORDINATOR);
+            // Kafka answers COORDINATOR_LOAD_IN_PROGRESS while it loads a
+            // group partition it just took over; clients retry.
+            let error_code = if self.claiming.is_some() { code::COORDINATOR_LOAD_IN_PROGRESS } else { code::NOT_COORDINATOR };
+            refuse(call, error_code);
             return;
         };
         match call {
@@ -195,12 +276,103 @@ impl Task {
 
     fn deliver(&mut self, outputs: Vec<Output>) {
         for output in outputs {
-            let Output::Reply { request_id, response } = output;
-            let waiter = self.waiting.remove(&request_id);
-            assert!(waiter.is_some(), "the coordinator answers each request once");
-            // The client may have gone; its connection task dropped the receiver.
-            let _ = waiter.expect("checked").send(response);
+            match output {
+                Output::Reply { request_id, response } => {
+                    let waiter = self.waiting.remove(&request_id);
+                    assert!(waiter.is_some(), "the coordinator answers each request once");
+                    // The client may have gone; its connection task dropped the receiver.
+                    let _ = waiter.expect("checked").send(response);
+                }
+                Output::Store { store_id, group } => {
+                    let term = self.active.as_ref().map(|a| a.term);
+                    // Only a running coordinator asks for stores.
+                    assert!(term.is_some());
+                    let term = term.expect("checked");
+                    let record = to_record(group, CommitStamp { coordinator_term: term, sequence: store_id });
+                    let (meta, events) = (self.meta.clone(), self.events.clone());
+                    tokio::spawn(async move {
+                        let result = meta.store_group(record).await.map(|_| ());
+                        let _ = events.send(Event::Stored { term, store_id, result });
+                    });
+                }
+            }
         }
+    }
+}
+
+/// Claims the groups for `term` (retrying while this node still leads in
+/// it), then reads the groups stored as of the claim.
+async fn claim(meta: MetaHandle, term: u64, events: mpsc::UnboundedSender<Event>) {
+    loop {
+        let status = meta.status();
+        if !(status.is_leader && status.term == term) {
+            return;
+        }
+        match meta.claim_group_coordinator(term).await {
+            Ok(_) => break,
+            Err(error) if error.is_retriable() => {
+                tracing::debug!(term, %error, "claim of the groups not applied; retrying");
+                tokio::time::sleep(Duration::from_millis(CLAIM_RETRY_MS)).await;
+            }
+            // A newer term claimed the groups (or the node stops): this one
+            // never coordinates.
+            Err(error) => {
+                tracing::info!(term, %error, "groups not claimed");
+                return;
+            }
+        }
+    }
+    // The claim applied here, so the local state includes it and every store
+    // that can ever apply before it.
+    let Ok(state) = meta.read_state().await else { return };
+    let groups = state.groups().cloned().collect();
+    let _ = events.send(Event::Claimed { term, groups });
+}
+
+fn to_record(group: StoredGroup, stamp: CommitStamp) -> GroupRecord {
+    GroupRecord {
+        group: group.group_id,
+        generation_id: group.generation_id,
+        protocol_type: group.protocol_type,
+        protocol_name: group.protocol_name,
+        leader_id: group.leader_id,
+        members: group
+            .members
+            .into_iter()
+            .map(|m| GroupMemberRecord {
+                member_id: m.member_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocols: m.protocols.into_iter().map(|p| GroupProtocolRecord { name: p.name, metadata: p.metadata.to_vec() }).collect(),
+                assignment: m.assignment.to_vec(),
+            })
+            .collect(),
+        stamp: Some(stamp),
+    }
+}
+
+fn from_record(record: GroupRecord) -> StoredGroup {
+    StoredGroup {
+        group_id: record.group,
+        generation_id: record.generation_id,
+        protocol_type: record.protocol_type,
+        protocol_name: record.protocol_name,
+        leader_id: record.leader_id,
+        members: record
+            .members
+            .into_iter()
+            .map(|m| StoredMember {
+                member_id: m.member_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                protocols: m.protocols.into_iter().map(|p| Protocol { name: p.name, metadata: p.metadata.into() }).collect(),
+                assignment: m.assignment.into(),
+            })
+            .collect(),
     }
 }
 

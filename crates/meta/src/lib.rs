@@ -11,6 +11,7 @@
 pub mod admin_ops;
 pub mod controller;
 pub mod driver;
+pub mod group_ops;
 pub mod node;
 pub mod proto;
 pub mod raft_node;

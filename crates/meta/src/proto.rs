@@ -15,7 +15,7 @@ pub struct MetadataBatch {
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct MetadataCommand {
-    #[prost(oneof = "Command", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Command", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")]
     pub command: Option<Command>,
 }
 
@@ -39,6 +39,10 @@ pub enum Command {
     CommitOffsets(CommitOffsets),
     #[prost(message, tag = "9")]
     CreatePartitions(CreatePartitions),
+    #[prost(message, tag = "10")]
+    ClaimGroupCoordinator(ClaimGroupCoordinator),
+    #[prost(message, tag = "11")]
+    StoreGroup(GroupRecord),
 }
 
 impl From<Command> for MetadataCommand {
@@ -166,6 +170,73 @@ pub struct CommittedOffsetRecord {
     pub stamp: Option<CommitStamp>,
 }
 
+/// The metadata leader of `coordinator_term` becomes the group coordinator.
+/// From here on only its `StoreGroup`s apply (a store of an earlier
+/// coordinator, delayed or forwarded, is refused), so the groups it loads
+/// once this has applied are the last any earlier coordinator stored.
+/// Applies only if no later term claimed the groups already.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ClaimGroupCoordinator {
+    #[prost(uint64, tag = "1")]
+    pub coordinator_term: u64,
+}
+
+/// A consumer group's membership as its coordinator stored it (Kafka's
+/// GroupMetadata record): a settled generation with each member's
+/// assignment, or an Empty group with the generation it reached. As a
+/// command it applies only if its stamp's term is the claimed coordinator
+/// term and it is not older than the group's stored stamp.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct GroupRecord {
+    #[prost(string, tag = "1")]
+    pub group: String,
+    #[prost(int32, tag = "2")]
+    pub generation_id: i32,
+    #[prost(string, optional, tag = "3")]
+    pub protocol_type: Option<String>,
+    /// Set exactly when there are members.
+    #[prost(string, optional, tag = "4")]
+    pub protocol_name: Option<String>,
+    /// Set exactly when there are members: the first of them.
+    #[prost(string, optional, tag = "5")]
+    pub leader_id: Option<String>,
+    /// In the order they joined, the leader first.
+    #[prost(message, repeated, tag = "6")]
+    pub members: Vec<GroupMemberRecord>,
+    /// (coordinator term, the coordinator's store count): later stores of
+    /// a group have larger stamps.
+    #[prost(message, optional, tag = "7")]
+    pub stamp: Option<CommitStamp>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct GroupMemberRecord {
+    #[prost(string, tag = "1")]
+    pub member_id: String,
+    #[prost(string, tag = "2")]
+    pub client_id: String,
+    #[prost(string, tag = "3")]
+    pub client_host: String,
+    #[prost(uint64, tag = "4")]
+    pub session_timeout_ms: u64,
+    #[prost(uint64, tag = "5")]
+    pub rebalance_timeout_ms: u64,
+    /// In the member's order of preference.
+    #[prost(message, repeated, tag = "6")]
+    pub protocols: Vec<GroupProtocolRecord>,
+    /// The leader's assignment for this member.
+    #[prost(bytes = "vec", tag = "7")]
+    pub assignment: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct GroupProtocolRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub metadata: Vec<u8>,
+}
+
 /// More partitions for an existing topic (Kafka's CreatePartitions).
 #[derive(Clone, PartialEq, Eq, prost::Message)]
 pub struct CreatePartitions {
@@ -262,6 +333,12 @@ pub struct MetadataSnapshot {
     pub next_producer_id: u64,
     #[prost(message, repeated, tag = "6")]
     pub group_offsets: Vec<GroupOffsetsRecord>,
+    /// Every stored group, in group order.
+    #[prost(message, repeated, tag = "7")]
+    pub groups: Vec<GroupRecord>,
+    /// The latest `ClaimGroupCoordinator` term (0: none yet).
+    #[prost(uint64, tag = "8")]
+    pub group_coordinator_term: u64,
 }
 
 impl MetadataBatch {

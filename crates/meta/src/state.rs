@@ -9,8 +9,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::proto::{
-    AllocateProducerIds, BrokerRecord, ChangePartition, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, CreatePartitions, CreateTopic,
-    GroupOffsetsRecord, MetadataBatch, MetadataSnapshot, PartitionAssignment, PartitionRecord, RegisterBroker, TopicConfig, TopicRecord,
+    AllocateProducerIds, BrokerRecord, ChangePartition, ClaimGroupCoordinator, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, CreatePartitions,
+    CreateTopic, GroupOffsetsRecord, GroupRecord, MetadataBatch, MetadataSnapshot, PartitionAssignment, PartitionRecord, RegisterBroker, TopicConfig, TopicRecord,
 };
 use crate::BrokerId;
 
@@ -84,6 +84,12 @@ pub enum MetadataError {
     InvalidProducerIdBlock { count: u32 },
     #[error("replication factor {requested} is not possible with {live_brokers} live brokers")]
     InvalidReplicationFactor { requested: u32, live_brokers: usize },
+    #[error("the group coordinator of term {term} is not the one of term {claimed_term}, which claimed the groups")]
+    GroupCoordinatorTerm { term: u64, claimed_term: u64 },
+    #[error("store of group `{group}` at {stamp:?} is older than the stored one at {stored:?}")]
+    StaleGroupStore { group: String, stamp: (u64, u64), stored: (u64, u64) },
+    #[error("invalid group `{group}`: {reason}")]
+    InvalidGroup { group: String, reason: String },
 }
 
 /// A committed consumer group offset.
@@ -131,7 +137,37 @@ fn touched_topic(command: Option<&Command>) -> Option<&str> {
         Command::CreatePartitions(create) => Some(&create.topic),
         Command::RegisterBroker(_) | Command::FenceBroker(_) | Command::UnfenceBroker(_) | Command::DeleteTopic(_) => None,
         Command::AllocateProducerIds(_) | Command::CommitOffsets(_) => None,
+        Command::ClaimGroupCoordinator(_) | Command::StoreGroup(_) => None,
     }
+}
+
+/// The first rule a stored group breaks, if any (shared by `StoreGroup`
+/// and snapshot validation). The coordinator that loads it checks its own
+/// invariants again; these are the ones the metadata relies on.
+fn group_violation(record: &GroupRecord) -> Option<&'static str> {
+    if record.group.is_empty() {
+        return Some("empty group id");
+    }
+    if record.stamp.is_none() {
+        return Some("no stamp");
+    }
+    if record.generation_id < 0 {
+        return Some("negative generation");
+    }
+    let member_ids: BTreeSet<&str> = record.members.iter().map(|m| m.member_id.as_str()).collect();
+    if member_ids.len() != record.members.len() {
+        return Some("a member is listed twice");
+    }
+    if member_ids.contains("") {
+        return Some("a member has an empty id");
+    }
+    if record.leader_id.as_deref() != record.members.first().map(|m| m.member_id.as_str()) {
+        return Some("the leader is not the first member");
+    }
+    if record.protocol_name.is_some() != !record.members.is_empty() {
+        return Some("a protocol without members, or members without one");
+    }
+    None
 }
 
 /// The first structural invariant `partition` breaks, if any: one condition
@@ -174,6 +210,10 @@ pub struct MetadataState {
     last_topic_id: u64,
     next_producer_id: u64,
     group_offsets: BTreeMap<String, BTreeMap<(String, u32), CommittedOffset>>,
+    /// Each group's membership as its coordinator last stored it.
+    groups: BTreeMap<String, GroupRecord>,
+    /// The term of the coordinator that last claimed the groups.
+    group_coordinator_term: u64,
 }
 
 /// The most producer ids one allocation hands out.
@@ -228,6 +268,16 @@ impl MetadataState {
     /// Every group with committed offsets.
     pub fn groups_with_offsets(&self) -> impl Iterator<Item = &str> {
         self.group_offsets.keys().map(String::as_str)
+    }
+
+    /// Every stored group membership, in group order.
+    pub fn groups(&self) -> impl Iterator<Item = &GroupRecord> {
+        self.groups.values()
+    }
+
+    /// The term of the group coordinator that claimed the groups last (0: none).
+    pub fn group_coordinator_term(&self) -> u64 {
+        self.group_coordinator_term
     }
 
     pub fn is_live(&self, broker_id: BrokerId) -> bool {
@@ -285,7 +335,44 @@ impl MetadataState {
             Command::AllocateProducerIds(allocate) => self.allocate_producer_ids(allocate),
             Command::CommitOffsets(commit) => self.commit_offsets(commit),
             Command::CreatePartitions(create) => self.create_partitions(create),
+            Command::ClaimGroupCoordinator(claim) => self.claim_group_coordinator(claim),
+            Command::StoreGroup(record) => self.store_group(record),
         }
+    }
+
+    fn claim_group_coordinator(&mut self, claim: &ClaimGroupCoordinator) -> Result<(), MetadataError> {
+        // Equal terms: a retried claim of the same coordinator.
+        if claim.coordinator_term < self.group_coordinator_term {
+            return Err(MetadataError::GroupCoordinatorTerm { term: claim.coordinator_term, claimed_term: self.group_coordinator_term });
+        }
+        self.group_coordinator_term = claim.coordinator_term;
+        Ok(())
+    }
+
+    fn store_group(&mut self, record: &GroupRecord) -> Result<(), MetadataError> {
+        if let Some(reason) = group_violation(record) {
+            return Err(MetadataError::InvalidGroup { group: record.group.clone(), reason: reason.to_string() });
+        }
+        let stamp = record.stamp.unwrap_or_default();
+        // Only the coordinator that claimed the groups last may store: one
+        // that lost the metadata leadership (its proposal delayed, or
+        // forwarded to the new leader) never overwrites what its successor
+        // loaded.
+        if stamp.coordinator_term != self.group_coordinator_term {
+            return Err(MetadataError::GroupCoordinatorTerm { term: stamp.coordinator_term, claimed_term: self.group_coordinator_term });
+        }
+        if let Some(stored) = self.groups.get(&record.group).and_then(|g| g.stamp) {
+            // Equal: the same store retried.
+            if stored > stamp {
+                return Err(MetadataError::StaleGroupStore {
+                    group: record.group.clone(),
+                    stamp: (stamp.coordinator_term, stamp.sequence),
+                    stored: (stored.coordinator_term, stored.sequence),
+                });
+            }
+        }
+        self.groups.insert(record.group.clone(), record.clone());
+        Ok(())
     }
 
     fn allocate_producer_ids(&mut self, allocate: &AllocateProducerIds) -> Result<(), MetadataError> {
@@ -560,6 +647,8 @@ impl MetadataState {
                         .collect(),
                 })
                 .collect(),
+            groups: self.groups.values().cloned().collect(),
+            group_coordinator_term: self.group_coordinator_term,
         }
     }
 
@@ -570,6 +659,7 @@ impl MetadataState {
             metadata_version: snapshot.metadata_version,
             last_topic_id: snapshot.last_topic_id,
             next_producer_id: snapshot.next_producer_id,
+            group_coordinator_term: snapshot.group_coordinator_term,
             ..MetadataState::default()
         };
         for b in &snapshot.brokers {
@@ -627,6 +717,17 @@ impl MetadataState {
             }
             if state.group_offsets.insert(group.group.clone(), offsets).is_some() {
                 return Err(MetadataError::InvalidSnapshot(format!("group {} appears twice", group.group)));
+            }
+        }
+        for record in &snapshot.groups {
+            if let Some(reason) = group_violation(record) {
+                return Err(MetadataError::InvalidSnapshot(format!("group {}: {reason}", record.group)));
+            }
+            if record.stamp.is_some_and(|stamp| stamp.coordinator_term > snapshot.group_coordinator_term) {
+                return Err(MetadataError::InvalidSnapshot(format!("group {} was stored by a coordinator that never claimed the groups", record.group)));
+            }
+            if state.groups.insert(record.group.clone(), record.clone()).is_some() {
+                return Err(MetadataError::InvalidSnapshot(format!("stored group {} appears twice", record.group)));
             }
         }
         Ok(state)

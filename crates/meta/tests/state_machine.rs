@@ -7,7 +7,8 @@ use keel_meta::controller::{
     assign_replicas, plan_create_partitions, plan_create_topic, plan_elect_offline_leaders, plan_fence_broker, rack_alternating_order,
 };
 use keel_meta::proto::{
-    AllocateProducerIds, ChangePartition, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, DeleteTopic, MetadataBatch, MetadataSnapshot, RegisterBroker, UnfenceBroker,
+    AllocateProducerIds, ChangePartition, ClaimGroupCoordinator, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, DeleteTopic, GroupMemberRecord,
+    GroupProtocolRecord, GroupRecord, MetadataBatch, MetadataSnapshot, RegisterBroker, UnfenceBroker,
 };
 use keel_meta::{MetadataError, MetadataState};
 use rand::{Rng, RngCore};
@@ -337,4 +338,100 @@ fn partitions_grow_and_never_shrink() {
     assert!(matches!(plan_create_partitions(&state, "t", 5, 0), Err(MetadataError::InvalidPartitionGrowth { current: 5, requested: 5, .. })));
     assert!(matches!(plan_create_partitions(&state, "t", 3, 0), Err(MetadataError::InvalidPartitionGrowth { .. })));
     assert!(matches!(plan_create_partitions(&state, "nope", 3, 0), Err(MetadataError::UnknownTopic(_))));
+}
+
+fn claim(coordinator_term: u64) -> MetadataBatch {
+    one_command(Command::ClaimGroupCoordinator(ClaimGroupCoordinator { coordinator_term }))
+}
+
+/// A Stable generation of group `g` with members `a` (the leader) and `b`.
+fn stored_group(generation_id: i32, coordinator_term: u64, sequence: u64) -> GroupRecord {
+    let member = |member_id: &str| GroupMemberRecord {
+        member_id: member_id.into(),
+        client_id: "client".into(),
+        client_host: "/10.0.2.1".into(),
+        session_timeout_ms: 2000,
+        rebalance_timeout_ms: 3000,
+        protocols: vec![GroupProtocolRecord { name: "range".into(), metadata: b"orders".to_vec() }],
+        assignment: format!("{member_id}@{generation_id}").into_bytes(),
+    };
+    GroupRecord {
+        group: "g".into(),
+        generation_id,
+        protocol_type: Some("consumer".into()),
+        protocol_name: Some("range".into()),
+        leader_id: Some("a".into()),
+        members: vec![member("a"), member("b")],
+        stamp: Some(CommitStamp { coordinator_term, sequence }),
+    }
+}
+
+fn store(record: GroupRecord) -> MetadataBatch {
+    one_command(Command::StoreGroup(record))
+}
+
+#[test]
+fn stored_groups_survive_a_snapshot_and_only_the_claiming_coordinator_stores() {
+    let mut state = cluster(&[None]);
+    // No coordinator claimed the groups yet: nobody stores.
+    assert!(matches!(state.apply_batch(&store(stored_group(1, 3, 0))), Err(MetadataError::GroupCoordinatorTerm { term: 3, claimed_term: 0 })));
+    state.apply_batch(&claim(3)).expect("claim");
+    state.apply_batch(&store(stored_group(1, 3, 0))).expect("store generation 1");
+    state.apply_batch(&store(stored_group(2, 3, 4))).expect("store generation 2");
+    // The same store again (a retried proposal) applies; an older one does not.
+    state.apply_batch(&store(stored_group(2, 3, 4))).expect("the same store retried");
+    assert!(matches!(state.apply_batch(&store(stored_group(1, 3, 0))), Err(MetadataError::StaleGroupStore { .. })));
+
+    let restored = round_trip(&state);
+    assert_eq!(restored, state);
+    assert_eq!(restored.group_coordinator_term(), 3);
+    let groups: Vec<&GroupRecord> = restored.groups().collect();
+    assert_eq!(groups, vec![&stored_group(2, 3, 4)]);
+
+    // A new coordinator claims the groups: the old one's late store is refused,
+    // and so is a claim of an earlier term (its claim forwarded late).
+    state.apply_batch(&claim(5)).expect("new claim");
+    state.apply_batch(&claim(5)).expect("the same claim retried");
+    assert!(matches!(state.apply_batch(&store(stored_group(3, 3, 9))), Err(MetadataError::GroupCoordinatorTerm { term: 3, claimed_term: 5 })));
+    assert!(matches!(state.apply_batch(&claim(4)), Err(MetadataError::GroupCoordinatorTerm { term: 4, claimed_term: 5 })));
+    assert_eq!(state.groups().next().map(|g| g.generation_id), Some(2));
+    // The new coordinator's first store is newer than anything of the old one.
+    state.apply_batch(&store(stored_group(3, 5, 0))).expect("store of the new coordinator");
+    assert_eq!(round_trip(&state).groups().next().map(|g| g.generation_id), Some(3));
+
+    // A group that emptied is stored without members; deleting the group's
+    // topic leaves the membership alone (assignments are opaque to Keel).
+    let emptied = GroupRecord { protocol_name: None, leader_id: None, members: Vec::new(), generation_id: 4, stamp: Some(CommitStamp { coordinator_term: 5, sequence: 1 }), ..stored_group(4, 5, 1) };
+    state.apply_batch(&store(emptied.clone())).expect("store the emptied group");
+    assert_eq!(round_trip(&state).groups().next(), Some(&emptied));
+}
+
+#[test]
+fn a_stored_group_that_breaks_a_rule_is_refused_in_a_command_and_in_a_snapshot() {
+    let mut state = cluster(&[None]);
+    state.apply_batch(&claim(1)).expect("claim");
+    let broken: Vec<(&str, GroupRecord)> = vec![
+        ("leader", GroupRecord { leader_id: Some("b".into()), ..stored_group(1, 1, 0) }),
+        ("empty group id", GroupRecord { group: String::new(), ..stored_group(1, 1, 0) }),
+        ("twice", GroupRecord { members: [stored_group(1, 1, 0).members, stored_group(1, 1, 0).members].concat(), ..stored_group(1, 1, 0) }),
+        ("stamp", GroupRecord { stamp: None, ..stored_group(1, 1, 0) }),
+        ("protocol", GroupRecord { protocol_name: None, ..stored_group(1, 1, 0) }),
+        ("negative", GroupRecord { generation_id: -1, ..stored_group(1, 1, 0) }),
+    ];
+    for (reason, record) in broken {
+        let refused = state.apply_batch(&store(record.clone())).unwrap_err();
+        assert!(refused.to_string().contains(reason), "{refused}");
+        let mut snapshot = state.snapshot();
+        snapshot.groups.push(record);
+        assert!(matches!(MetadataState::from_snapshot(&snapshot), Err(MetadataError::InvalidSnapshot(_))));
+    }
+    assert_eq!(state.groups().count(), 0);
+    // A snapshot naming a store of a term that never claimed the groups is refused.
+    let mut snapshot = state.snapshot();
+    snapshot.groups.push(stored_group(1, 2, 0));
+    assert!(matches!(MetadataState::from_snapshot(&snapshot), Err(MetadataError::InvalidSnapshot(_))));
+    // And one that lists a group twice.
+    let mut snapshot = state.snapshot();
+    snapshot.groups = vec![stored_group(1, 1, 0), stored_group(1, 1, 0)];
+    assert!(matches!(MetadataState::from_snapshot(&snapshot), Err(MetadataError::InvalidSnapshot(_))));
 }

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use keel_group::{
     Config, Coordinator, HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveRequest,
-    LeaveResponse, MemberAssignment, Output, Protocol, Response, SyncRequest, SyncResponse,
+    LeaveResponse, MemberAssignment, Output, Protocol, Response, StoredGroup, SyncRequest,
+    SyncResponse,
 };
 
 pub const SESSION_TIMEOUT_MS: u64 = 10_000;
@@ -93,6 +94,13 @@ pub struct Harness {
     next_request_id: u64,
     /// Every reply seen, by request id.
     pub replies: BTreeMap<u64, Response>,
+    /// Every store asked for, by store id.
+    pub stores: BTreeMap<u64, StoredGroup>,
+    /// Stores not reported done yet, oldest first (only while
+    /// `hold_stores`).
+    pub held_stores: Vec<u64>,
+    /// Keep stores in flight instead of reporting each done at once.
+    pub hold_stores: bool,
 }
 
 impl Harness {
@@ -102,19 +110,69 @@ impl Harness {
             now_ms: 1_000,
             next_request_id: 1,
             replies: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            held_stores: Vec::new(),
+            hold_stores: false,
         }
     }
 
+    /// Books replies; a store is reported done at once (a durable store
+    /// that takes no time) unless `hold_stores`.
     fn record(&mut self, out: Vec<Output>) {
-        for Output::Reply {
-            request_id,
-            response,
-        } in out
-        {
-            let previous = self.replies.insert(request_id, response);
-            assert!(previous.is_none(), "request {request_id} answered twice");
+        let mut done = Vec::new();
+        for output in out {
+            match output {
+                Output::Reply {
+                    request_id,
+                    response,
+                } => {
+                    let previous = self.replies.insert(request_id, response);
+                    assert!(previous.is_none(), "request {request_id} answered twice");
+                }
+                Output::Store { store_id, group } => {
+                    let previous = self.stores.insert(store_id, group);
+                    assert!(previous.is_none(), "store {store_id} asked for twice");
+                    if self.hold_stores {
+                        self.held_stores.push(store_id);
+                    } else {
+                        done.push(store_id);
+                    }
+                }
+            }
         }
         self.coordinator.check_invariants();
+        for store_id in done {
+            let out = self.coordinator.stored(self.now_ms, store_id);
+            self.record(out);
+        }
+    }
+
+    /// Reports the oldest held store done.
+    pub fn complete_store(&mut self) -> u64 {
+        let store_id = self.held_stores.remove(0);
+        let out = self.coordinator.stored(self.now_ms, store_id);
+        self.record(out);
+        store_id
+    }
+
+    /// Reports the oldest held store failed with `error_code`.
+    pub fn fail_store(&mut self, error_code: i16) -> u64 {
+        let store_id = self.held_stores.remove(0);
+        let out = self
+            .coordinator
+            .store_failed(self.now_ms, store_id, error_code);
+        self.record(out);
+        store_id
+    }
+
+    /// The latest store of `group_id`, as a coordinator taking over would
+    /// load it.
+    pub fn last_store(&self, group_id: &str) -> Option<StoredGroup> {
+        self.stores
+            .values()
+            .rev()
+            .find(|g| g.group_id == group_id)
+            .cloned()
     }
 
     fn request_id(&mut self) -> u64 {
