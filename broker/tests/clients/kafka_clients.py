@@ -57,8 +57,10 @@ def kafka_python(bootstrap, topic, count):
 
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS, replication_factor=-1)])
-    if topic not in admin.list_topics():
-        return [f"{topic} not listed after create"]
+    # The create is acknowledged by the broker that served it; another
+    # broker's Metadata answer shows it once that broker applied it.
+    if not eventually(lambda: topic in admin.list_topics()):
+        return [f"{topic} not listed 30 s after create"]
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     futures = [producer.send(topic, key=str(i % 7).encode(), value=f"kp-{i}".encode()) for i in range(count)]
     producer.flush(60)
@@ -101,8 +103,8 @@ def confluent(bootstrap, topic, count):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for future in admin.create_topics([NewTopic(topic, num_partitions=PARTITIONS)]).values():
         future.result(60)
-    if topic not in admin.list_topics(timeout=30).topics:
-        return [f"{topic} not listed after create"]
+    if not eventually(lambda: topic in admin.list_topics(timeout=30).topics):
+        return [f"{topic} not listed 30 s after create"]
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
     acked, errors = {}, []
 
