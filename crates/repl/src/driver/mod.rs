@@ -44,7 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::ReplError;
 use crate::leader::{FetchPlan, FetchRequest, LeaderOutput};
 use crate::producers::{Admission, ProducerStamp, RecordStamp};
-use crate::stored::{batch_crc, decode_stored, encode_stored, STORED_HEADER_BYTES};
+use crate::stored::{batch_crc, decode_stored, encode_stored, BatchPosition, STORED_HEADER_BYTES};
 use crate::wire::{FetchMessage, FetchResponseMessage, FRAME_KIND_FETCH, FRAME_KIND_FETCH_RESPONSE};
 use crate::BrokerId;
 use replica::{Parked, Replica, Role};
@@ -745,7 +745,7 @@ impl Driver {
         let mut responses = Vec::with_capacity(ready.len());
         for parked in ready {
             let records = if parked.fetch_offset < log_end_offset {
-                replica.log.read_from(parked.fetch_offset, parked.bytes_max as usize).await.map_err(|error| log_error(key, error))?
+                read_whole_batches(&replica.log, key, parked.fetch_offset, parked.bytes_max as usize).await?
             } else {
                 Vec::new()
             };
@@ -816,6 +816,7 @@ impl Driver {
         for (offset, stamp) in (range.start..range.end).zip(&stamps) {
             replica.producers.observe_record(offset, stamp);
         }
+        assert_eq!(replica.producers.unfinished_batch_offset(), None, "fetched records end with a whole batch");
         let flushed = replica.log.flush().await.map_err(|error| log_error(&key, error))?;
         assert_eq!(flushed, range.end, "a follower fetches again only with everything durable");
         follower.appended(message.base_offset, &runs, message.high_watermark);
@@ -892,7 +893,9 @@ impl Driver {
                 base_offset..end_offset
             }
             Ok(Admission::Append) => {
-                let payloads: Vec<Vec<u8>> = request.records.iter().enumerate().map(|(index, value)| encode_stored(leader_epoch, &stamp.record(index), value)).collect();
+                let count = request.records.len();
+                let payloads: Vec<Vec<u8>> =
+                    request.records.iter().enumerate().map(|(index, value)| encode_stored(leader_epoch, &stamp.record(index), BatchPosition::new(index, count), value)).collect();
                 let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
                 let range = replica.log.append_batch(&refs).await.map_err(|error| log_error(&key, error))?;
                 replica.dirty = true;
@@ -994,10 +997,47 @@ fn log_error(key: &(String, u32), error: LogError) -> ReplDriverError {
     ReplDriverError::Log { topic: key.0.clone(), partition: key.1, error }
 }
 
+/// A leader's read for a follower: records from `from` (a batch's first
+/// record) up to about `bytes_max`, cut after the last batch that ends within
+/// the read, and at least one whole batch when the first batch alone is
+/// larger (Kafka's rule). Batches are atomic in the log: a follower never
+/// holds the first records of a batch without the rest, so its log end (the
+/// durable end it reports, and so the high watermark) is always a batch
+/// boundary.
+async fn read_whole_batches(log: &keel_log::Log, key: &(String, u32), from: u64, bytes_max: usize) -> Result<Vec<keel_log::Record>, ReplDriverError> {
+    let position = |record: &keel_log::Record| {
+        decode_stored(&record.payload)
+            .map(|stored| stored.batch)
+            .map_err(|error| ReplDriverError::Corrupt { topic: key.0.clone(), partition: key.1, offset: record.offset, error })
+    };
+    let mut records = log.read_from(from, bytes_max).await.map_err(|error| log_error(key, error))?;
+    let Some(last) = records.last() else { return Ok(records) };
+    let last_position = position(last)?;
+    if last_position.is_last() {
+        return Ok(records);
+    }
+    let batch_start = last.offset - u64::from(last_position.index);
+    if batch_start > from {
+        records.retain(|record| record.offset < batch_start);
+        return Ok(records);
+    }
+    assert_eq!(batch_start, from, "a fetch starts at a batch's first record");
+    let batch_end = batch_start + u64::from(last_position.records);
+    assert!(batch_end <= log.next_offset(), "the leader's log ends with a whole batch");
+    while records.last().expect("read above").offset + 1 < batch_end {
+        let next = records.last().expect("read above").offset + 1;
+        let more = log.read_from(next, bytes_max).await.map_err(|error| log_error(key, error))?;
+        records.extend(more.into_iter().filter(|record| record.offset < batch_end));
+    }
+    Ok(records)
+}
+
 /// Checks fetched records before anything is written: each stored record's
-/// checksum, that they continue this log, and that their epochs never go
-/// back and never exceed the leader's. Returns the (epoch, end offset) runs
-/// and each record's producer stamp.
+/// checksum, that they continue this log, that they are whole batches
+/// (the first starts a batch, each continues the one before or starts the
+/// next, the last ends its batch), and that their epochs never go back and
+/// never exceed the leader's. Returns the (epoch, end offset) runs and each
+/// record's producer stamp.
 fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMessage) -> Result<(Vec<(u32, u64)>, Vec<RecordStamp>), ReplError> {
     if message.base_offset != follower.log_end_offset() {
         return Err(ReplError::InvalidRequest { reason: format!("records start at {}, the log ends at {}", message.base_offset, follower.log_end_offset()) });
@@ -1005,8 +1045,18 @@ fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMe
     let mut runs: Vec<(u32, u64)> = Vec::new();
     let mut stamps = Vec::with_capacity(message.records.len());
     let mut previous_epoch = follower.epoch_cache().latest().map_or(0, |latest| latest.epoch);
+    let mut previous_position: Option<BatchPosition> = None;
     for (index, payload) in message.records.iter().enumerate() {
         let stored = decode_stored(payload)?;
+        let whole = match &previous_position {
+            Some(previous) => previous.is_followed_by(&stored.batch),
+            None => stored.batch.is_first(),
+        };
+        if !whole {
+            let reason = format!("record {:?} after {previous_position:?} at offset {}: a batch is cut", stored.batch, message.base_offset + index as u64);
+            return Err(ReplError::InvalidRequest { reason });
+        }
+        previous_position = Some(stored.batch);
         stamps.push(stored.stamp);
         let epoch = stored.leader_epoch;
         if epoch < previous_epoch || epoch > follower.leader_epoch() {
@@ -1019,6 +1069,9 @@ fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMe
             Some((run_epoch, run_end)) if *run_epoch == epoch => *run_end = end_offset,
             _ => runs.push((epoch, end_offset)),
         }
+    }
+    if previous_position.is_some_and(|last| !last.is_last()) {
+        return Err(ReplError::InvalidRequest { reason: "the fetched records end inside a batch".into() });
     }
     Ok((runs, stamps))
 }
