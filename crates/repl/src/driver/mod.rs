@@ -80,6 +80,9 @@ pub struct ReplConfig {
     pub produce_batch_bytes_max: usize,
     /// A failed ISR proposal (timeout, no leader) is retried after this long.
     pub isr_retry_backoff_ms: u64,
+    /// Partition logs opened (recovered and scanned) at once, each in its
+    /// own task, while the loop keeps serving the replicas already open.
+    pub log_opens_in_flight_max: usize,
     pub observer: Option<ReplObserver>,
 }
 
@@ -102,6 +105,7 @@ impl ReplConfig {
             acks_all_waiting_max: 4096,
             produce_batch_bytes_max: 1024 * 1024,
             isr_retry_backoff_ms: 200,
+            log_opens_in_flight_max: 4,
             observer: None,
         }
     }
@@ -326,6 +330,7 @@ pub fn start(
 ) -> (ReplHandle, tokio::task::JoinHandle<Result<(), ReplDriverError>>) {
     let (requests, request_rx) = mpsc::channel(config.produce_queue_len);
     let (isr_results, isr_rx) = mpsc::channel(1024);
+    let (opened, opened_rx) = mpsc::channel(config.log_opens_in_flight_max.max(1));
     let feed = meta.feed();
     let driver = Driver {
         endpoint: meta.endpoint(),
@@ -339,9 +344,11 @@ pub fn start(
         next_produce_id: 1,
         next_request_id: 1,
         isr_results,
+        opening: BTreeMap::new(),
+        opened,
         orphans_swept: false,
     };
-    let task = tokio::spawn(driver.run(feed, frames, request_rx, isr_rx));
+    let task = tokio::spawn(driver.run(feed, frames, request_rx, isr_rx, opened_rx));
     (ReplHandle { requests }, task)
 }
 
@@ -357,8 +364,19 @@ struct Driver {
     next_produce_id: u64,
     next_request_id: u64,
     isr_results: mpsc::Sender<IsrResult>,
+    /// Replicas whose logs are being opened in their own tasks (topic id by
+    /// partition); each comes back on `opened`.
+    opening: BTreeMap<(String, u32), u64>,
+    opened: mpsc::Sender<Opened>,
     /// Logs of topics deleted while this broker was down were removed.
     orphans_swept: bool,
+}
+
+/// A replica whose log an opening task recovered and scanned, back on the loop.
+struct Opened {
+    key: (String, u32),
+    topic_id: u64,
+    result: Result<Replica, ReplDriverError>,
 }
 
 type DriverResult = Result<(), ReplDriverError>;
@@ -370,6 +388,7 @@ impl Driver {
         mut frames: mpsc::Receiver<Inbound>,
         mut requests: mpsc::Receiver<Request>,
         mut isr_rx: mpsc::Receiver<IsrResult>,
+        mut opened_rx: mpsc::Receiver<Opened>,
     ) -> DriverResult {
         let tick = Duration::from_millis(self.config.tick_ms);
         let mut next_tick = self.clock.now().checked_add(tick).expect("clock overflow");
@@ -385,6 +404,7 @@ impl Driver {
                 _ = feed.changed() => self.reconcile(feed.current()).await?,
                 Some(frame) = frames.recv() => self.on_frame(frame).await?,
                 Some(result) = isr_rx.recv() => self.on_isr_result(result),
+                Some(opened) = opened_rx.recv() => self.on_opened(opened).await?,
                 request = requests.recv() => {
                     let Some(request) = request else { return Ok(()) };
                     self.on_request(request).await?;
@@ -439,8 +459,11 @@ impl Driver {
         for (topic_name, topic_id, index) in assigned {
             let key = (topic_name, index);
             if !self.replicas.contains_key(&key) {
-                let replica = Replica::open(&self.disk, &self.config, &key.0, topic_id, key.1).await?;
-                self.replicas.insert(key.clone(), replica);
+                // Opening a log reads all of it: on slow disks, hundreds of
+                // logs take many seconds, and the replicas already open keep
+                // replicating meanwhile. The replica joins when it is open.
+                self.start_opening(key, topic_id);
+                continue;
             }
             let metadata = Arc::clone(&self.metadata);
             let topic = metadata.topic(&key.0).expect("assigned from this metadata");
@@ -466,6 +489,41 @@ impl Driver {
         Ok(())
     }
 
+    /// Opens `key`'s log in its own task (at most `log_opens_in_flight_max`
+    /// at once; the rest wait for a later reconcile). Under madsim the task
+    /// runs on this node's simulated runtime: no OS thread, and the results
+    /// come back in the order the seed decides.
+    fn start_opening(&mut self, key: (String, u32), topic_id: u64) {
+        if self.opening.contains_key(&key) || self.opening.len() >= self.config.log_opens_in_flight_max.max(1) {
+            return;
+        }
+        self.opening.insert(key.clone(), topic_id);
+        let (disk, config, opened) = (self.disk.clone(), self.config.clone(), self.opened.clone());
+        tokio::spawn(async move {
+            let result = Replica::open(&disk, &config, &key.0, topic_id, key.1).await;
+            // The loop holds a sender, so the channel closes only when the loop ended.
+            let _ = opened.send(Opened { key, topic_id, result }).await;
+        });
+    }
+
+    /// An opened replica joins the loop and follows the metadata (a log that
+    /// failed to open stops the broker, as a failed log does anywhere).
+    async fn on_opened(&mut self, opened: Opened) -> DriverResult {
+        let Opened { key, topic_id, result } = opened;
+        let opening = self.opening.remove(&key);
+        assert_eq!(opening, Some(topic_id), "every opened replica was being opened");
+        assert!(!self.replicas.contains_key(&key), "a replica is opened once");
+        let replica = result?;
+        if self.metadata.topic(&key.0).is_none_or(|t| t.topic_id != topic_id) {
+            // The topic was deleted while its log was being opened.
+            replica.destroy().await.map_err(|error| log_error(&key, error))?;
+            tracing::info!(node_id = self.config.node_id, topic = key.0, partition = key.1, "topic deleted; replica log removed");
+        } else {
+            self.replicas.insert(key, replica);
+        }
+        self.reconcile(Arc::clone(&self.metadata)).await
+    }
+
     /// Removes the logs of topics deleted while this broker was down: a
     /// directory `{topic}-{partition}-{topic_id}` whose id the metadata has
     /// handed out (ids only grow) but no longer has. Run once, when the
@@ -483,7 +541,8 @@ impl Driver {
         for name in names {
             let Some((topic, partition, topic_id)) = parse_log_dir(&name) else { continue };
             let live = self.metadata.topic(topic).is_some_and(|t| t.topic_id == topic_id);
-            if live || topic_id > self.metadata.last_topic_id() || self.replicas.values().any(|r| r.topic_id == topic_id) {
+            let in_use = self.replicas.values().any(|r| r.topic_id == topic_id) || self.opening.values().any(|id| *id == topic_id);
+            if live || topic_id > self.metadata.last_topic_id() || in_use {
                 continue;
             }
             let dir = format!("{}/{name}", self.config.data_dir);
