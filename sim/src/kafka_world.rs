@@ -316,19 +316,18 @@ impl Session {
                     let mut history = lock(&self.clients.history);
                     *history.data.produce_errors.entry(error_code).or_default() += 1;
                     history.note(now_us, format_args!("{} {what} refused by n{leader} with error {error_code}: {message}", self.name));
-                    if let (Some(p), code::OUT_OF_ORDER_SEQUENCE_NUMBER | code::INVALID_PRODUCER_EPOCH) = (producer, error_code) {
+                    // Allowed only from a deposed leader that does not know
+                    // it yet: the current one has the producer's batches.
+                    let refused_by_deposed_leader = if let (Some(p), code::OUT_OF_ORDER_SEQUENCE_NUMBER | code::INVALID_PRODUCER_EPOCH) = (producer, error_code) {
                         let verdict = history.data.sequence_refused(&self.name, DATA_TOPIC, partition, leader, p.producer_id, p.base_sequence, error_code, &message);
                         if !history.data_verdict(now_us, verdict) {
                             break Sent::RefusedForGood;
                         }
-                        // A deposed leader that does not know it yet: the
-                        // current one has the producer's batches.
-                        drop(history);
-                        self.leaders.remove(&partition);
-                        self.backoff(&mut backoff_ms).await;
-                        continue;
-                    }
-                    if !code::is_retriable(error_code) {
+                        true
+                    } else {
+                        false
+                    };
+                    if !refused_by_deposed_leader && !code::is_retriable(error_code) {
                         let message = format!("{}: a valid batch was refused for good by broker {leader} with error {error_code}: {message}", self.name);
                         history.violate(now_us, checker::DATA_LIVENESS, message);
                         break Sent::RefusedForGood;
@@ -337,7 +336,7 @@ impl Session {
                     // REQUEST_TIMED_OUT is also "broker busy, nothing appended";
                     // either way the retry may meet the first append.
                     maybe_appended |= matches!(error_code, code::REQUEST_TIMED_OUT | code::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
-                    if code::is_stale_leader(error_code) {
+                    if refused_by_deposed_leader || code::is_stale_leader(error_code) {
                         self.leaders.remove(&partition);
                     }
                 }
