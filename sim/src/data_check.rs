@@ -207,11 +207,44 @@ impl DataHistory {
         Ok(())
     }
 
-    /// An idempotent producer was refused with `error_code` (45 or 47).
-    pub fn sequence_refused(&mut self, who: &str, partition: u32, producer_id: i64, base_sequence: i32, error_code: i16, message: &str) -> Result<(), DataViolation> {
+    /// An idempotent producer's latest batch was refused by `broker` with
+    /// `error_code` (45 or 47). OUT_OF_ORDER_SEQUENCE_NUMBER is what Kafka
+    /// answers from a leader deposed without knowing it yet (its metadata is
+    /// behind, so it still takes produces): its log lacks the batches the
+    /// producer had acknowledged by the newer leader, and nothing is appended.
+    /// So it is allowed from a broker when another broker has led the
+    /// partition in a newer leader epoch than any this broker led (the
+    /// producer then refreshes its metadata and retries); from the
+    /// partition's newest leader it is a violation. INVALID_PRODUCER_EPOCH
+    /// always is (see `kafka_world`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn sequence_refused(
+        &mut self,
+        who: &str,
+        topic: &str,
+        partition: u32,
+        broker: u64,
+        producer_id: i64,
+        base_sequence: i32,
+        error_code: i16,
+        message: &str,
+    ) -> Result<(), DataViolation> {
+        const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+        let epochs = self.leaders.range((topic.to_string(), partition, 0)..=(topic.to_string(), partition, u32::MAX));
+        let newest_led_by_broker = epochs.clone().filter(|(_, leader)| **leader == broker).map(|((_, _, epoch), _)| *epoch).max();
+        let newest = epochs.map(|((_, _, epoch), leader)| (*epoch, *leader)).max();
+        let deposed = match (newest_led_by_broker, newest) {
+            (Some(led), Some((newest_epoch, newest_leader))) => newest_leader != broker && newest_epoch > led,
+            _ => false,
+        };
+        if error_code == OUT_OF_ORDER_SEQUENCE_NUMBER && deposed {
+            return Ok(());
+        }
         violation(
             checker::IDEMPOTENT_SEQUENCE,
-            format!("{who}: producer {producer_id} batch at sequence {base_sequence} to partition {partition} refused with error {error_code} ({message}); it only ever retries its latest batch"),
+            format!(
+                "{who}: producer {producer_id} batch at sequence {base_sequence} to partition {partition} refused by broker {broker} (newest leader epoch it led: {newest_led_by_broker:?}; the partition's newest epoch and leader: {newest:?}) with error {error_code} ({message}); it only ever retries its latest batch"
+            ),
         )
     }
 
@@ -422,9 +455,24 @@ mod tests {
     }
 
     #[test]
-    fn a_sequence_refusal_is_a_violation() {
+    fn a_sequence_refusal_is_a_violation_unless_a_deposed_leader_answers_out_of_order() {
         let mut history = DataHistory::default();
-        assert_eq!(history.sequence_refused("k1", 0, 7, 3, 45, "gap").unwrap_err().checker, checker::IDEMPOTENT_SEQUENCE);
+        assert_eq!(history.sequence_refused("k1", "t", 0, 1, 7, 3, 45, "gap").unwrap_err().checker, checker::IDEMPOTENT_SEQUENCE, "no leader known");
+        history.became_leader(1, "t", 0, 4).expect("first leader");
+        assert_eq!(history.sequence_refused("k1", "t", 0, 1, 7, 3, 45, "gap").unwrap_err().checker, checker::IDEMPOTENT_SEQUENCE, "the newest leader");
+        // Broker 2 leads epoch 5 and acknowledges the producer's batch at
+        // sequences 3..=5; broker 1, its metadata behind, still takes
+        // produces in epoch 4 and lacks that batch: sequence 6 is out of order there.
+        history.became_leader(2, "t", 0, 5).expect("new leader");
+        assert_eq!(history.sequence_refused("k1", "t", 0, 1, 7, 6, 45, "expects 3"), Ok(()), "a deposed leader");
+        assert_eq!(history.sequence_refused("k1", "t", 0, 2, 7, 6, 45, "gap").unwrap_err().checker, checker::IDEMPOTENT_SEQUENCE, "the newest leader");
+        assert_eq!(history.sequence_refused("k1", "t", 0, 1, 7, 6, 47, "fenced").unwrap_err().checker, checker::IDEMPOTENT_SEQUENCE, "an epoch refusal");
+        assert_eq!(history.sequence_refused("k1", "t", 1, 1, 7, 6, 45, "gap").unwrap_err().checker, checker::IDEMPOTENT_SEQUENCE, "another partition");
+        assert_eq!(history.sequence_refused("k1", "t", 0, 3, 7, 6, 45, "gap").unwrap_err().checker, checker::IDEMPOTENT_SEQUENCE, "a broker that never led");
+        // Broker 1 leads again in epoch 6: now its refusal is a violation.
+        history.became_leader(1, "t", 0, 6).expect("leader again");
+        assert_eq!(history.sequence_refused("k1", "t", 0, 1, 7, 6, 45, "gap").unwrap_err().checker, checker::IDEMPOTENT_SEQUENCE, "leads the newest epoch");
+        assert_eq!(history.sequence_refused("k1", "t", 0, 2, 7, 6, 45, "expects 3"), Ok(()), "broker 2 is deposed in turn");
     }
 
     #[test]

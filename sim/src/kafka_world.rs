@@ -18,9 +18,14 @@
 //!
 //! Which refusals are legitimate for such a producer (one batch in flight,
 //! acks=all, retrying only its latest batch):
-//! - OUT_OF_ORDER_SEQUENCE_NUMBER (45): never. The batch before it was
-//!   acknowledged with acks=all, so it is committed and in the log (and the
-//!   producer state) of every later leader. It would be legitimate after
+//! - OUT_OF_ORDER_SEQUENCE_NUMBER (45): only from a deposed leader whose
+//!   metadata is behind (another broker has led the partition in a newer
+//!   leader epoch): it still takes produces, and its log lacks the batches
+//!   the newer leader acknowledged; nothing is appended, and the producer
+//!   refreshes its metadata and retries. From any other broker never: the
+//!   batch before it was acknowledged with acks=all, so it is committed
+//!   and in the log (and the producer state) of every later leader. It
+//!   would be legitimate after
 //!   a producer skips a sequence (ours take a new id instead), after the
 //!   log lost the producer's batches (retention, unclean leader election:
 //!   neither happens here), or with more batches in flight than the
@@ -311,12 +316,18 @@ impl Session {
                     let mut history = lock(&self.clients.history);
                     *history.data.produce_errors.entry(error_code).or_default() += 1;
                     history.note(now_us, format_args!("{} {what} refused by n{leader} with error {error_code}: {message}", self.name));
-                    if let (Some(p), code::OUT_OF_ORDER_SEQUENCE_NUMBER | code::INVALID_PRODUCER_EPOCH) = (producer, error_code) {
-                        let verdict = history.data.sequence_refused(&self.name, partition, p.producer_id, p.base_sequence, error_code, &message);
-                        history.data_verdict(now_us, verdict);
-                        break Sent::RefusedForGood;
-                    }
-                    if !code::is_retriable(error_code) {
+                    // Allowed only from a deposed leader that does not know
+                    // it yet: the current one has the producer's batches.
+                    let refused_by_deposed_leader = if let (Some(p), code::OUT_OF_ORDER_SEQUENCE_NUMBER | code::INVALID_PRODUCER_EPOCH) = (producer, error_code) {
+                        let verdict = history.data.sequence_refused(&self.name, DATA_TOPIC, partition, leader, p.producer_id, p.base_sequence, error_code, &message);
+                        if !history.data_verdict(now_us, verdict) {
+                            break Sent::RefusedForGood;
+                        }
+                        true
+                    } else {
+                        false
+                    };
+                    if !refused_by_deposed_leader && !code::is_retriable(error_code) {
                         let message = format!("{}: a valid batch was refused for good by broker {leader} with error {error_code}: {message}", self.name);
                         history.violate(now_us, checker::DATA_LIVENESS, message);
                         break Sent::RefusedForGood;
@@ -325,7 +336,7 @@ impl Session {
                     // REQUEST_TIMED_OUT is also "broker busy, nothing appended";
                     // either way the retry may meet the first append.
                     maybe_appended |= matches!(error_code, code::REQUEST_TIMED_OUT | code::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
-                    if code::is_stale_leader(error_code) {
+                    if refused_by_deposed_leader || code::is_stale_leader(error_code) {
                         self.leaders.remove(&partition);
                     }
                 }

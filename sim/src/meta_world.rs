@@ -791,13 +791,15 @@ fn repl_config(id: u64, incarnation: u64, data: &DataSpec, history: &SharedHisto
             }
         }
     });
+    let defaults = ReplConfig::new(id, incarnation);
     ReplConfig {
         log_config: LogConfig { segment_bytes_max: 256 * 1024, ..LogConfig::default() },
         min_insync_replicas_default: 1,
         replica_lag_time_max_ms: data.replica_lag_time_max_ms,
         produce_queue_len: data.produce_queue_len,
+        fetch_bytes_max: data.replica_fetch_bytes_max.unwrap_or(defaults.fetch_bytes_max),
         observer: Some(observer),
-        ..ReplConfig::new(id, incarnation)
+        ..defaults
     }
 }
 

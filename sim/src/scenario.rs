@@ -213,6 +213,9 @@ pub struct DataSpec {
     /// The broker's produce request queue (small values test backpressure).
     #[serde(default = "DataSpec::default_produce_queue_len")]
     pub produce_queue_len: usize,
+    /// Bytes a follower's fetch asks for (Kafka's `replica.fetch.max.bytes`;
+    /// small values make fetches stop between, or inside, batches).
+    pub replica_fetch_bytes_max: Option<u32>,
     /// How the clients reach the brokers.
     #[serde(default)]
     pub client: ClientKind,
@@ -614,6 +617,9 @@ impl Scenario {
                 }
                 if data.acks.is_empty() || data.producers == 0 {
                     return Err(v.error(span, "[data] needs at least one producer and one acks setting, e.g. acks = [\"all\"]"));
+                }
+                if data.replica_fetch_bytes_max == Some(0) {
+                    return Err(v.error(span, "[data] replica_fetch_bytes_max positive"));
                 }
                 if data.record_bytes < 32 || data.client_timeout_ms == 0 || data.produce_timeout_ms == 0 || data.produce_queue_len == 0 {
                     return Err(v.error(span, "[data] record_bytes >= 32; client_timeout_ms, produce_timeout_ms and produce_queue_len positive"));

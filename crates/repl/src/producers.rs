@@ -123,10 +123,23 @@ pub enum Admission {
     Duplicate { base_offset: u64, end_offset: u64 },
 }
 
+/// The first records of a batch whose last record was not observed yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PartialBatch {
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    last_sequence: i32,
+    base_offset: u64,
+    end_offset: u64,
+}
+
 /// Every producer id's recent batches in one partition log.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: BTreeMap<i64, ProducerEntry>,
+    /// Only whole batches are in `producers`; this one is still being observed.
+    partial: Option<PartialBatch>,
 }
 
 impl ProducerStates {
@@ -141,6 +154,7 @@ impl ProducerStates {
     /// (its records may have been removed by retention).
     pub fn admit(&self, stamp: &ProducerStamp) -> Result<Admission, ReplError> {
         assert!(stamp.is_idempotent(), "only idempotent batches are admitted");
+        assert!(self.partial.is_none(), "a leader's log ends with a whole batch");
         let Some(entry) = self.producers.get(&stamp.producer_id) else { return Ok(Admission::Append) };
         if stamp.producer_epoch < entry.producer_epoch {
             return Err(ReplError::InvalidProducerEpoch { producer_id: stamp.producer_id, requested: stamp.producer_epoch, current: entry.producer_epoch });
@@ -165,31 +179,52 @@ impl ProducerStates {
     /// A batch was appended at `[base_offset, end_offset)`.
     pub fn appended(&mut self, stamp: &ProducerStamp, base_offset: u64, end_offset: u64) {
         assert!(stamp.is_idempotent(), "only idempotent batches are tracked");
+        assert!(self.partial.is_none(), "a batch is appended only after the log's last batch is whole");
         assert_eq!(end_offset - base_offset, stamp.record_count(), "a batch's offsets and sequences have the same length");
         self.open_batch(stamp, base_offset, end_offset);
     }
 
     /// One stored record, in offset order (rebuilding from a log, or a
-    /// follower appending fetched records): a record continues the last batch
-    /// when it follows it in offsets and sequences with the same last sequence.
+    /// follower appending fetched records). A batch is recorded only once its
+    /// last record (sequence == the batch's last sequence) is seen: a prefix
+    /// of a batch taken for the whole batch would answer the producer's retry
+    /// as a duplicate with the prefix's offsets, and the rest of the batch
+    /// would never be written. Batches are atomic in the log, so the records
+    /// of a batch are contiguous and the next record after an unfinished
+    /// batch can only be that batch's next record.
     pub fn observe_record(&mut self, offset: u64, stamp: &RecordStamp) {
-        if !stamp.is_idempotent() {
+        if let Some(partial) = &mut self.partial {
+            assert!(stamp.is_idempotent(), "a batch is never followed by another record before its last record");
+            assert_eq!(stamp.producer_id, partial.producer_id, "a batch's records share its producer id");
+            assert_eq!(stamp.producer_epoch, partial.producer_epoch, "a batch's records share its producer epoch");
+            assert_eq!(stamp.last_sequence, partial.last_sequence, "a batch's records share its last sequence");
+            assert_eq!(offset, partial.end_offset, "a batch's records are contiguous in the log");
+            assert_eq!(stamp.sequence, sequence_after(partial.base_sequence, (offset - partial.base_offset) as i64), "a batch's sequences follow its offsets");
+            partial.end_offset = offset + 1;
+        } else if stamp.is_idempotent() {
+            self.partial = Some(PartialBatch {
+                producer_id: stamp.producer_id,
+                producer_epoch: stamp.producer_epoch,
+                base_sequence: stamp.sequence,
+                last_sequence: stamp.last_sequence,
+                base_offset: offset,
+                end_offset: offset + 1,
+            });
+        } else {
             return;
         }
-        if let Some(entry) = self.producers.get_mut(&stamp.producer_id) {
-            if let Some(last) = entry.recent.back_mut() {
-                let same_batch = entry.producer_epoch == stamp.producer_epoch
-                    && last.last_sequence == stamp.last_sequence
-                    && last.end_offset == offset
-                    && stamp.sequence == sequence_after(last.base_sequence, (offset - last.base_offset) as i64);
-                if same_batch {
-                    last.end_offset = offset + 1;
-                    return;
-                }
-            }
+        if stamp.sequence == stamp.last_sequence {
+            let whole = self.partial.take().expect("set above");
+            let batch = ProducerStamp { producer_id: whole.producer_id, producer_epoch: whole.producer_epoch, base_sequence: whole.base_sequence, last_sequence: whole.last_sequence };
+            assert_eq!(whole.end_offset - whole.base_offset, batch.record_count(), "a whole batch has one record per sequence");
+            self.open_batch(&batch, whole.base_offset, whole.end_offset);
         }
-        let batch = ProducerStamp { producer_id: stamp.producer_id, producer_epoch: stamp.producer_epoch, base_sequence: stamp.sequence, last_sequence: stamp.last_sequence };
-        self.open_batch(&batch, offset, offset + 1);
+    }
+
+    /// Where the batch whose last record has not been observed yet starts
+    /// (`None` when every observed batch is whole).
+    pub fn unfinished_batch_offset(&self) -> Option<u64> {
+        self.partial.as_ref().map(|partial| partial.base_offset)
     }
 
     fn open_batch(&mut self, stamp: &ProducerStamp, base_offset: u64, end_offset: u64) {
@@ -282,6 +317,55 @@ mod tests {
             offset = end;
         }
         assert_eq!(rebuilt, appended);
+    }
+
+    #[test]
+    fn the_first_records_of_a_batch_are_not_taken_for_the_whole_batch() {
+        // A torn write kept 2 of the batch's 5 records: its retry must be
+        // appended whole, never answered as a duplicate at the prefix's offsets.
+        let batch = ProducerStamp::batch(7, 0, 10, 5);
+        let mut states = ProducerStates::new();
+        states.observe_record(40, &batch.record(0));
+        states.observe_record(41, &batch.record(1));
+        assert_eq!(states.unfinished_batch_offset(), Some(40));
+        let cut = states.clone();
+        let mut states = ProducerStates::new();
+        assert_eq!(cut.producers, states.producers, "an unfinished batch is not recorded");
+        for (index, offset) in (40..45).enumerate() {
+            states.observe_record(offset, &batch.record(index));
+        }
+        assert_eq!(states.unfinished_batch_offset(), None);
+        assert_eq!(states.admit(&batch), Ok(Admission::Duplicate { base_offset: 40, end_offset: 45 }));
+    }
+
+    #[test]
+    #[should_panic(expected = "a leader's log ends with a whole batch")]
+    fn a_retry_is_never_answered_from_the_first_records_of_its_batch() {
+        let batch = ProducerStamp::batch(7, 0, 10, 5);
+        let mut states = ProducerStates::new();
+        states.observe_record(40, &batch.record(0));
+        states.observe_record(41, &batch.record(1));
+        let _ = states.admit(&batch);
+    }
+
+    #[test]
+    #[should_panic(expected = "a batch is never followed by another record before its last record")]
+    fn a_batch_followed_by_another_record_before_its_last_is_a_bug() {
+        let mut states = ProducerStates::new();
+        states.observe_record(0, &ProducerStamp::batch(7, 0, 0, 3).record(0));
+        states.observe_record(1, &RecordStamp::NONE);
+    }
+
+    #[test]
+    #[should_panic(expected = "a batch's records share its last sequence")]
+    fn a_batch_cut_and_followed_by_the_next_batch_of_its_producer_is_a_bug() {
+        // What a leader's log held after a torn tail became the start of new
+        // appends: records 0..2 of the batch at sequence 0, then sequence 3.
+        let mut states = ProducerStates::new();
+        let cut = ProducerStamp::batch(7, 0, 0, 3);
+        states.observe_record(0, &cut.record(0));
+        states.observe_record(1, &cut.record(1));
+        states.observe_record(2, &ProducerStamp::batch(7, 0, 3, 1).record(0));
     }
 
     #[test]

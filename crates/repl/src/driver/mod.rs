@@ -45,7 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::ReplError;
 use crate::leader::{FetchPlan, FetchRequest, LeaderOutput};
 use crate::producers::{Admission, ProducerStamp, RecordStamp};
-use crate::stored::{batch_crc, decode_stored, encode_stored, STORED_HEADER_BYTES};
+use crate::stored::{batch_crc, decode_stored, encode_stored, BatchPosition, STORED_HEADER_BYTES};
 use crate::wire::{FetchMessage, FetchResponseMessage, FRAME_KIND_FETCH, FRAME_KIND_FETCH_RESPONSE};
 use crate::BrokerId;
 use replica::{Parked, Replica, Role};
@@ -81,6 +81,9 @@ pub struct ReplConfig {
     pub produce_batch_bytes_max: usize,
     /// A failed ISR proposal (timeout, no leader) is retried after this long.
     pub isr_retry_backoff_ms: u64,
+    /// Partition logs opened (recovered and scanned) at once, each in its
+    /// own task, while the loop keeps serving the replicas already open.
+    pub log_opens_in_flight_max: usize,
     pub observer: Option<ReplObserver>,
 }
 
@@ -103,6 +106,7 @@ impl ReplConfig {
             acks_all_waiting_max: 4096,
             produce_batch_bytes_max: 1024 * 1024,
             isr_retry_backoff_ms: 200,
+            log_opens_in_flight_max: 4,
             observer: None,
         }
     }
@@ -334,6 +338,7 @@ pub fn start(
     let (requests, request_rx) = mpsc::channel(config.produce_queue_len);
     let min_insync_replicas_default = config.min_insync_replicas_default;
     let (isr_results, isr_rx) = mpsc::channel(1024);
+    let (opened, opened_rx) = mpsc::channel(config.log_opens_in_flight_max.max(1));
     let feed = meta.feed();
     let driver = Driver {
         endpoint: meta.endpoint(),
@@ -347,9 +352,11 @@ pub fn start(
         next_produce_id: 1,
         next_request_id: 1,
         isr_results,
+        opening: BTreeMap::new(),
+        opened,
         orphans_swept: false,
     };
-    let task = tokio::spawn(driver.run(feed, frames, request_rx, isr_rx));
+    let task = tokio::spawn(driver.run(feed, frames, request_rx, isr_rx, opened_rx));
     (ReplHandle { requests, min_insync_replicas_default }, task)
 }
 
@@ -365,8 +372,19 @@ struct Driver {
     next_produce_id: u64,
     next_request_id: u64,
     isr_results: mpsc::Sender<IsrResult>,
+    /// Replicas whose logs are being opened in their own tasks (topic id by
+    /// partition); each comes back on `opened`.
+    opening: BTreeMap<(String, u32), u64>,
+    opened: mpsc::Sender<Opened>,
     /// Logs of topics deleted while this broker was down were removed.
     orphans_swept: bool,
+}
+
+/// A replica whose log an opening task recovered and scanned, back on the loop.
+struct Opened {
+    key: (String, u32),
+    topic_id: u64,
+    result: Result<Replica, ReplDriverError>,
 }
 
 type DriverResult = Result<(), ReplDriverError>;
@@ -378,6 +396,7 @@ impl Driver {
         mut frames: mpsc::Receiver<Inbound>,
         mut requests: mpsc::Receiver<Request>,
         mut isr_rx: mpsc::Receiver<IsrResult>,
+        mut opened_rx: mpsc::Receiver<Opened>,
     ) -> DriverResult {
         let tick = Duration::from_millis(self.config.tick_ms);
         let mut next_tick = self.clock.now().checked_add(tick).expect("clock overflow");
@@ -397,6 +416,7 @@ impl Driver {
                 }
                 Some(frame) = frames.recv() => self.on_frame(frame).await?,
                 Some(result) = isr_rx.recv() => self.on_isr_result(result),
+                Some(opened) = opened_rx.recv() => self.on_opened(opened).await?,
                 request = requests.recv() => {
                     let Some(request) = request else { return Ok(()) };
                     self.on_request(request).await?;
@@ -451,8 +471,11 @@ impl Driver {
         for (topic_name, topic_id, index) in assigned {
             let key = (topic_name, index);
             if !self.replicas.contains_key(&key) {
-                let replica = Replica::open(&self.disk, &self.config, &key.0, topic_id, key.1).await?;
-                self.replicas.insert(key.clone(), replica);
+                // Opening a log reads all of it: on slow disks, hundreds of
+                // logs take many seconds, and the replicas already open keep
+                // replicating meanwhile. The replica joins when it is open.
+                self.start_opening(key, topic_id);
+                continue;
             }
             let metadata = Arc::clone(&self.metadata);
             let topic = metadata.topic(&key.0).expect("assigned from this metadata");
@@ -478,6 +501,41 @@ impl Driver {
         Ok(())
     }
 
+    /// Opens `key`'s log in its own task (at most `log_opens_in_flight_max`
+    /// at once; the rest wait for a later reconcile). Under madsim the task
+    /// runs on this node's simulated runtime: no OS thread, and the results
+    /// come back in the order the seed decides.
+    fn start_opening(&mut self, key: (String, u32), topic_id: u64) {
+        if self.opening.contains_key(&key) || self.opening.len() >= self.config.log_opens_in_flight_max.max(1) {
+            return;
+        }
+        self.opening.insert(key.clone(), topic_id);
+        let (disk, config, opened) = (self.disk.clone(), self.config.clone(), self.opened.clone());
+        tokio::spawn(async move {
+            let result = Replica::open(&disk, &config, &key.0, topic_id, key.1).await;
+            // The loop holds a sender, so the channel closes only when the loop ended.
+            let _ = opened.send(Opened { key, topic_id, result }).await;
+        });
+    }
+
+    /// An opened replica joins the loop and follows the metadata (a log that
+    /// failed to open stops the broker, as a failed log does anywhere).
+    async fn on_opened(&mut self, opened: Opened) -> DriverResult {
+        let Opened { key, topic_id, result } = opened;
+        let opening = self.opening.remove(&key);
+        assert_eq!(opening, Some(topic_id), "every opened replica was being opened");
+        assert!(!self.replicas.contains_key(&key), "a replica is opened once");
+        let replica = result?;
+        if self.metadata.topic(&key.0).is_none_or(|t| t.topic_id != topic_id) {
+            // The topic was deleted while its log was being opened.
+            replica.destroy().await.map_err(|error| log_error(&key, error))?;
+            tracing::info!(node_id = self.config.node_id, topic = key.0, partition = key.1, "topic deleted; replica log removed");
+        } else {
+            self.replicas.insert(key, replica);
+        }
+        self.reconcile(Arc::clone(&self.metadata)).await
+    }
+
     /// Removes the logs of topics deleted while this broker was down: a
     /// directory `{topic}-{partition}-{topic_id}` whose id the metadata has
     /// handed out (ids only grow) but no longer has. Run once, when the
@@ -495,7 +553,8 @@ impl Driver {
         for name in names {
             let Some((topic, partition, topic_id)) = parse_log_dir(&name) else { continue };
             let live = self.metadata.topic(topic).is_some_and(|t| t.topic_id == topic_id);
-            if live || topic_id > self.metadata.last_topic_id() || self.replicas.values().any(|r| r.topic_id == topic_id) {
+            let in_use = self.replicas.values().any(|r| r.topic_id == topic_id) || self.opening.values().any(|id| *id == topic_id);
+            if live || topic_id > self.metadata.last_topic_id() || in_use {
                 continue;
             }
             let dir = format!("{}/{name}", self.config.data_dir);
@@ -757,7 +816,7 @@ impl Driver {
         let mut responses = Vec::with_capacity(ready.len());
         for parked in ready {
             let records = if parked.fetch_offset < log_end_offset {
-                replica.log.read_from(parked.fetch_offset, parked.bytes_max as usize).await.map_err(|error| log_error(key, error))?
+                read_whole_batches(&replica.log, key, parked.fetch_offset, parked.bytes_max as usize).await?
             } else {
                 Vec::new()
             };
@@ -828,6 +887,7 @@ impl Driver {
         for (offset, stamp) in (range.start..range.end).zip(&stamps) {
             replica.producers.observe_record(offset, stamp);
         }
+        assert_eq!(replica.producers.unfinished_batch_offset(), None, "fetched records end with a whole batch");
         let flushed = replica.log.flush().await.map_err(|error| log_error(&key, error))?;
         assert_eq!(flushed, range.end, "a follower fetches again only with everything durable");
         follower.appended(message.base_offset, &runs, message.high_watermark);
@@ -904,7 +964,9 @@ impl Driver {
                 base_offset..end_offset
             }
             Ok(Admission::Append) => {
-                let payloads: Vec<Vec<u8>> = request.records.iter().enumerate().map(|(index, value)| encode_stored(leader_epoch, &stamp.record(index), value)).collect();
+                let count = request.records.len();
+                let payloads: Vec<Vec<u8>> =
+                    request.records.iter().enumerate().map(|(index, value)| encode_stored(leader_epoch, &stamp.record(index), BatchPosition::new(index, count), value)).collect();
                 let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
                 let range = replica.log.append_batch(&refs).await.map_err(|error| log_error(&key, error))?;
                 replica.dirty = true;
@@ -1006,10 +1068,47 @@ fn log_error(key: &(String, u32), error: LogError) -> ReplDriverError {
     ReplDriverError::Log { topic: key.0.clone(), partition: key.1, error }
 }
 
+/// A leader's read for a follower: records from `from` (a batch's first
+/// record) up to about `bytes_max`, cut after the last batch that ends within
+/// the read, and at least one whole batch when the first batch alone is
+/// larger (Kafka's rule). Batches are atomic in the log: a follower never
+/// holds the first records of a batch without the rest, so its log end (the
+/// durable end it reports, and so the high watermark) is always a batch
+/// boundary.
+async fn read_whole_batches(log: &keel_log::Log, key: &(String, u32), from: u64, bytes_max: usize) -> Result<Vec<keel_log::Record>, ReplDriverError> {
+    let position = |record: &keel_log::Record| {
+        decode_stored(&record.payload)
+            .map(|stored| stored.batch)
+            .map_err(|error| ReplDriverError::Corrupt { topic: key.0.clone(), partition: key.1, offset: record.offset, error })
+    };
+    let mut records = log.read_from(from, bytes_max).await.map_err(|error| log_error(key, error))?;
+    let Some(last) = records.last() else { return Ok(records) };
+    let last_position = position(last)?;
+    if last_position.is_last() {
+        return Ok(records);
+    }
+    let batch_start = last.offset - u64::from(last_position.index);
+    if batch_start > from {
+        records.retain(|record| record.offset < batch_start);
+        return Ok(records);
+    }
+    assert_eq!(batch_start, from, "a fetch starts at a batch's first record");
+    let batch_end = batch_start + u64::from(last_position.records);
+    assert!(batch_end <= log.next_offset(), "the leader's log ends with a whole batch");
+    while records.last().expect("read above").offset + 1 < batch_end {
+        let next = records.last().expect("read above").offset + 1;
+        let more = log.read_from(next, bytes_max).await.map_err(|error| log_error(key, error))?;
+        records.extend(more.into_iter().filter(|record| record.offset < batch_end));
+    }
+    Ok(records)
+}
+
 /// Checks fetched records before anything is written: each stored record's
-/// checksum, that they continue this log, and that their epochs never go
-/// back and never exceed the leader's. Returns the (epoch, end offset) runs
-/// and each record's producer stamp.
+/// checksum, that they continue this log, that they are whole batches
+/// (the first starts a batch, each continues the one before or starts the
+/// next, the last ends its batch), and that their epochs never go back and
+/// never exceed the leader's. Returns the (epoch, end offset) runs and each
+/// record's producer stamp.
 fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMessage) -> Result<(Vec<(u32, u64)>, Vec<RecordStamp>), ReplError> {
     if message.base_offset != follower.log_end_offset() {
         return Err(ReplError::InvalidRequest { reason: format!("records start at {}, the log ends at {}", message.base_offset, follower.log_end_offset()) });
@@ -1017,8 +1116,18 @@ fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMe
     let mut runs: Vec<(u32, u64)> = Vec::new();
     let mut stamps = Vec::with_capacity(message.records.len());
     let mut previous_epoch = follower.epoch_cache().latest().map_or(0, |latest| latest.epoch);
+    let mut previous_position: Option<BatchPosition> = None;
     for (index, payload) in message.records.iter().enumerate() {
         let stored = decode_stored(payload)?;
+        let whole = match &previous_position {
+            Some(previous) => previous.is_followed_by(&stored.batch),
+            None => stored.batch.is_first(),
+        };
+        if !whole {
+            let reason = format!("record {:?} after {previous_position:?} at offset {}: a batch is cut", stored.batch, message.base_offset + index as u64);
+            return Err(ReplError::InvalidRequest { reason });
+        }
+        previous_position = Some(stored.batch);
         stamps.push(stored.stamp);
         let epoch = stored.leader_epoch;
         if epoch < previous_epoch || epoch > follower.leader_epoch() {
@@ -1031,6 +1140,9 @@ fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMe
             Some((run_epoch, run_end)) if *run_epoch == epoch => *run_end = end_offset,
             _ => runs.push((epoch, end_offset)),
         }
+    }
+    if previous_position.is_some_and(|last| !last.is_last()) {
+        return Err(ReplError::InvalidRequest { reason: "the fetched records end inside a batch".into() });
     }
     Ok((runs, stamps))
 }

@@ -11,7 +11,7 @@ use crate::error::ReplError;
 use crate::follower::Follower;
 use crate::leader::{Leader, LeaderConfig, LeaderOutput, LogState};
 use crate::producers::ProducerStates;
-use crate::stored::decode_stored;
+use crate::stored::{decode_stored, BatchPosition};
 use crate::BrokerId;
 
 pub(super) enum Role {
@@ -98,22 +98,53 @@ pub(super) struct Replica {
     pub producers: ProducerStates,
 }
 
-/// Reads the whole log once: the epoch cache and the producers' state.
-async fn scan(log: &Log, config: &ReplConfig, topic: &str, partition: u32) -> Result<(EpochCache, ProducerStates), ReplDriverError> {
+/// What a scan of a whole log found.
+struct Scanned {
+    epoch_cache: EpochCache,
+    producers: ProducerStates,
+    /// Where a batch starts whose last record is not in the log (only ever
+    /// the log's last batch: a torn write kept the first records of it).
+    unfinished_batch_offset: Option<u64>,
+}
+
+/// Reads the whole log once: the epoch cache, the producers' state, and
+/// whether the log ends inside a batch. Every record is checked to continue
+/// the batch before it or start a new one after it ended (batches are
+/// atomic in the log); anything else is corruption.
+async fn scan(log: &Log, config: &ReplConfig, topic: &str, partition: u32) -> Result<Scanned, ReplDriverError> {
+    let corrupt = |offset: u64, error: ReplError| ReplDriverError::Corrupt { topic: topic.to_string(), partition, offset, error };
     let mut epoch_cache = EpochCache::new();
     let mut producers = ProducerStates::new();
+    let mut previous: Option<BatchPosition> = None;
+    let mut batch_start = log.start_offset();
     let mut next = log.start_offset();
     while next < log.next_offset() {
         let records = log.read_from(next, config.log_config.read_chunk_bytes).await.map_err(|error| ReplDriverError::Log { topic: topic.to_string(), partition, error })?;
         for record in &records {
-            let stored = decode_stored(&record.payload)
-                .map_err(|error| ReplDriverError::Corrupt { topic: topic.to_string(), partition, offset: record.offset, error })?;
+            let stored = decode_stored(&record.payload).map_err(|error| corrupt(record.offset, error))?;
+            let continues = match &previous {
+                Some(previous) => previous.is_followed_by(&stored.batch),
+                None => stored.batch.is_first(),
+            };
+            if !continues {
+                let reason = format!("record {:?} after {previous:?}: a batch is cut inside the log", stored.batch);
+                return Err(corrupt(record.offset, ReplError::CorruptMessage { reason }));
+            }
+            if stored.batch.is_first() {
+                batch_start = record.offset;
+            }
+            previous = Some(stored.batch);
             epoch_cache.assign(stored.leader_epoch, record.offset);
             producers.observe_record(record.offset, &stored.stamp);
         }
         next = records.last().expect("a read below the end yields records").offset + 1;
     }
-    Ok((epoch_cache, producers))
+    let unfinished_batch_offset = previous.filter(|last| !last.is_last()).map(|_| batch_start);
+    if let (Some(from_positions), Some(from_producers)) = (unfinished_batch_offset, producers.unfinished_batch_offset()) {
+        assert_eq!(from_positions, from_producers, "the batch positions and the producer stamps agree on where the unfinished batch starts");
+    }
+    assert!(unfinished_batch_offset.is_some() || producers.unfinished_batch_offset().is_none(), "an unfinished idempotent batch is an unfinished batch");
+    Ok(Scanned { epoch_cache, producers, unfinished_batch_offset })
 }
 
 impl Replica {
@@ -122,8 +153,20 @@ impl Replica {
     pub async fn open(disk: &Disk, config: &ReplConfig, topic: &str, topic_id: u64, partition: u32) -> Result<Replica, ReplDriverError> {
         let dir = format!("{}/{topic}-{partition}-{topic_id}", config.data_dir);
         let log_error = |error| ReplDriverError::Log { topic: topic.to_string(), partition, error };
-        let log = Log::open(disk.clone(), &dir, config.log_config.clone()).await.map_err(log_error)?;
-        let (epoch_cache, producers) = scan(&log, config, topic, partition).await?;
+        let mut log = Log::open(disk.clone(), &dir, config.log_config.clone()).await.map_err(log_error)?;
+        let mut scanned = scan(&log, config, topic, partition).await?;
+        if let Some(batch_start) = scanned.unfinished_batch_offset {
+            // A crash tore the last batch's write: only its first records are
+            // here. It was never durable here whole, so it was never
+            // acknowledged through this replica (a durable end is always a
+            // batch boundary); the producer's retry appends it whole.
+            tracing::warn!(topic, partition, batch_start, log_end_offset = log.next_offset(), "truncating the first records of a batch torn by a crash");
+            log.truncate(batch_start).await.map_err(log_error)?;
+            assert_eq!(log.next_offset(), batch_start, "the log ends where it was cut");
+            scanned = scan(&log, config, topic, partition).await?;
+            assert_eq!(scanned.unfinished_batch_offset, None, "a log cut at a batch's start ends with a whole batch");
+        }
+        let Scanned { epoch_cache, producers, .. } = scanned;
         assert_eq!(log.flushed_offset(), log.next_offset(), "an opened log is durable to its end");
         let state = LogState {
             log_start_offset: log.start_offset(),
@@ -136,9 +179,11 @@ impl Replica {
     }
 
     /// After a truncation the producers' state is rebuilt from what is left.
+    /// Truncations cut at epoch boundaries, and an epoch holds whole batches.
     pub async fn rebuild_producers(&mut self, config: &ReplConfig, key: &(String, u32)) -> Result<(), ReplDriverError> {
-        let (_, producers) = scan(&self.log, config, &key.0, key.1).await?;
-        self.producers = producers;
+        let scanned = scan(&self.log, config, &key.0, key.1).await?;
+        assert_eq!(scanned.unfinished_batch_offset, None, "a truncation cuts between batches");
+        self.producers = scanned.producers;
         Ok(())
     }
 
