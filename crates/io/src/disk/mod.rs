@@ -150,8 +150,8 @@ impl Disk {
     /// `flock`, released by the kernel; on a SimDisk, a crash releases it).
     pub async fn lock_exclusive(&self, node_id: u64) -> DiskResult<DiskLock> {
         match self {
-            Disk::Real(disk) => disk.lock_exclusive(node_id).await.map(|lock| DiskLock { _held: DiskLockHeld::Real(lock) }),
-            Disk::Sim(disk) => disk.lock_exclusive(node_id).map(|lock| DiskLock { _held: DiskLockHeld::Sim(lock) }),
+            Disk::Real(disk) => disk.lock_exclusive(node_id).await.map(|lock| DiskLock { _held: DiskLockHeld::Real { _guard: lock } }),
+            Disk::Sim(disk) => disk.lock_exclusive(node_id).map(|lock| DiskLock { _held: DiskLockHeld::Sim { _guard: lock } }),
         }
     }
 
@@ -218,8 +218,8 @@ pub struct DiskLock {
 
 #[derive(Debug)]
 enum DiskLockHeld {
-    Real(RealLock),
-    Sim(SimLock),
+    Real { _guard: RealLock },
+    Sim { _guard: SimLock },
 }
 
 /// An open file. Cheap to clone; clones share the handle.
