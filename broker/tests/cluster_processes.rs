@@ -93,6 +93,16 @@ fn bad_configuration_is_refused_with_status_2() {
     assert!(String::from_utf8_lossy(&other.stderr).contains("belongs to cluster `a`, not `b`"), "{}", String::from_utf8_lossy(&other.stderr));
 }
 
+/// A child `keel`, SIGKILLed and reaped when dropped (a failing test leaks none).
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `keel start` on port-0 listeners in `data` (single node).
 fn start_args(data: &std::path::Path) -> Vec<String> {
     ["start", "--peers", "1=127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--data-dir"]
@@ -125,12 +135,8 @@ fn a_second_start_on_a_data_dir_in_use_exits_2_naming_the_holders_pid_and_the_ho
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let log = dir.path().join("holder.log");
-    let mut holder = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(start_args(&data))
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("spawn");
-    let pid = holder.id();
+    let mut holder = Reaped(Command::new(env!("CARGO_BIN_EXE_keel")).args(start_args(&data)).stderr(std::fs::File::create(&log).expect("log")).spawn().expect("spawn"));
+    let pid = holder.0.id();
     let mut admin_port = None;
     wait_for("the holder is ready", || {
         admin_port = bound_addr(&data, pid, "admin").and_then(|a| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()));
@@ -139,25 +145,28 @@ fn a_second_start_on_a_data_dir_in_use_exits_2_naming_the_holders_pid_and_the_ho
     let admin_port = admin_port.expect("bound");
     let before = tree(&data);
 
-    let second = Command::new(env!("CARGO_BIN_EXE_keel")).args(start_args(&data)).output().expect("run keel");
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(2), "{stderr}");
+    let second_log = dir.path().join("second.log");
+    let mut second = Reaped(Command::new(env!("CARGO_BIN_EXE_keel")).args(start_args(&data)).stderr(std::fs::File::create(&second_log).expect("log")).spawn().expect("spawn"));
+    let mut status = None;
+    wait_for("the second start exits", || {
+        status = second.0.try_wait().expect("try_wait");
+        status.is_some()
+    });
+    let stderr = std::fs::read_to_string(&second_log).expect("second log");
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{stderr}");
     assert!(stderr.contains("in use") && stderr.contains(&format!("pid {pid}")), "the refusal names the holder's pid {pid}: {stderr}");
     assert_eq!(tree(&data), before, "the refused start changed the data dir");
 
     // The holder is unaffected: it still serves, and writes go through.
     let (code, body) = http(admin_port, "POST", "/topics/after-refusal?partitions=1&replication_factor=1").expect("create");
     assert_eq!(code, 201, "{body}\nholder log:\n{}", log_tail(&log, 40));
-    assert!(holder.try_wait().expect("try_wait").is_none(), "the holder is still running");
-    holder.kill().expect("kill");
-    holder.wait().expect("reap");
+    assert!(holder.0.try_wait().expect("try_wait").is_none(), "the holder is still running");
+    drop(holder);
 
-    // The lock died with its holder: the data dir opens again.
-    let mut again = Command::new(env!("CARGO_BIN_EXE_keel")).args(start_args(&data)).stderr(Stdio::null()).spawn().expect("spawn");
-    let again_pid = again.id();
+    // The lock died with its holder (SIGKILL): the data dir opens again.
+    let again = Reaped(Command::new(env!("CARGO_BIN_EXE_keel")).args(start_args(&data)).stderr(Stdio::null()).spawn().expect("spawn"));
+    let again_pid = again.0.id();
     wait_for("a restart after the holder died takes the lock", || bound_addr(&data, again_pid, "admin").is_some());
-    again.kill().expect("kill");
-    again.wait().expect("reap");
 }
 
 #[test]
