@@ -60,6 +60,8 @@ pub struct Node {
     pub kafka_metrics: Arc<KafkaMetrics>,
     /// Fired when the node starts draining (it is no longer ready).
     pub draining: StopSignal,
+    /// The bound listeners as JSON (what `listeners.json` in the data dir holds).
+    pub listeners: String,
 }
 
 /// Serves until `stop` fires; then stops accepting and returns the
@@ -219,7 +221,7 @@ async fn route(method: &str, path: &str, query: &str, body: &[u8], node: &Node) 
     match (method, path) {
         ("GET", "/healthz") => (200, "{\"status\":\"serving\"}".to_string()),
         ("GET", "/readyz") => readyz(node),
-        ("GET", "/status") => (200, status_json(meta)),
+        ("GET", "/status") => (200, with_listeners(status_json(meta), &node.listeners)),
         ("GET", "/topics") if query.split('&').any(|kv| kv == "consistency=linearizable") => linearizable_topics(meta).await,
         ("GET", "/topics") => match meta.read_state().await {
             Ok(state) => (200, topics_json(&state)),
@@ -357,6 +359,12 @@ async fn replicas(repl: &ReplHandle) -> (u16, String) {
         }
         Err(error) => repl_error(&error),
     }
+}
+
+/// `/status` with the bound listeners (useful after binding port 0) added.
+fn with_listeners(status: String, listeners: &str) -> String {
+    let fields = status.strip_suffix('}').expect("status is a JSON object");
+    format!("{fields},\"listeners\":{listeners}}}")
 }
 
 fn status_json(meta: &MetaHandle) -> String {

@@ -85,6 +85,9 @@ pub struct StartArgs {
     /// Log format on stderr (RUST_LOG sets the level; default info).
     #[arg(long, env = "KEEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve broker-to-broker traffic on this inherited listening socket (a supervisor such as `keel dev` bound it) instead of binding this node's --peers entry.
+    #[arg(long, env = "KEEL_BROKER_LISTENER_FD")]
+    pub broker_listener_fd: Option<i32>,
 }
 
 /// A `--config` file: every key optional, unknown keys refused. The field
@@ -259,8 +262,8 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
             .ok_or_else(|| format!("peer `{item}` is not ID=HOST:PORT (example: --peers 1=127.0.0.1:19091,2=127.0.0.1:19092)"))?;
         let id: u64 = id.trim().parse().map_err(|_| format!("peer id `{id}` is not a number (example: 1=127.0.0.1:19091)"))?;
         let addr = addr.trim();
-        if parse_host_port(addr).is_err() {
-            return Err(format!("peer {id} address `{addr}` is not HOST:PORT with a port from 1 to 65535"));
+        if parse_listen_addr(addr).is_err() {
+            return Err(format!("peer {id} address `{addr}` is not HOST:PORT (port 0, any free port, only for this node's own entry)"));
         }
         if peers.insert(id, addr.to_string()).is_some() {
             return Err(format!("node id {id} appears twice in --peers; every node needs its own id"));
@@ -275,6 +278,26 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
         return Err(format!("address {} is given to two nodes in --peers", pair[0]));
     }
     Ok(peers)
+}
+
+/// Only this node's own `--peers` entry may say port 0 (listen on any free
+/// port): the others are addresses to dial.
+pub fn check_peer_ports(peers: &BTreeMap<u64, String>, node_id: u64) -> Result<(), String> {
+    match peers.iter().find(|(id, addr)| **id != node_id && parse_host_port(addr).is_err()) {
+        Some((id, addr)) => Err(format!("peer {id} address `{addr}` has port 0; only this node's own entry may (to listen on any free port)")),
+        None => Ok(()),
+    }
+}
+
+/// `HOST:PORT` to listen on: a port from 0 (any free port) to 65535.
+pub fn parse_listen_addr(text: &str) -> Result<(String, u16), String> {
+    match text.trim().rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
+            Ok(port) => Ok((host.to_string(), port)),
+            _ => Err(format!("`{text}` is not HOST:PORT with a port from 0 (any free port) to 65535 (example: 127.0.0.1:9092)")),
+        },
+        _ => Err(format!("`{text}` is not HOST:PORT (example: 127.0.0.1:9092)")),
+    }
 }
 
 /// `HOST:PORT` with a port from 1 to 65535.
@@ -355,7 +378,10 @@ retention = 5
         assert!(parse_peers("1=a:1,2=a:1").expect_err("dup addr").contains("two nodes"));
         assert!(parse_peers("x=a:1").expect_err("id").contains("not a number"));
         assert!(parse_peers("1=nohost").expect_err("addr").contains("HOST:PORT"));
-        assert!(parse_peers("1=a:0").expect_err("port").contains("HOST:PORT"));
+        let own_port_zero = parse_peers("1=a:0,2=b:7").expect("port 0 listens on any free port");
+        assert!(check_peer_ports(&own_port_zero, 1).is_ok());
+        assert!(check_peer_ports(&own_port_zero, 2).expect_err("peer 1 cannot be dialled at port 0").contains("peer 1"));
+        assert!(parse_peers("1=a:70000").expect_err("port").contains("HOST:PORT"));
         assert!(parse_peers("").expect_err("empty").contains("empty"));
         assert_eq!(parse_host_port("127.0.0.1:9092"), Ok(("127.0.0.1".to_string(), 9092)));
         assert!(parse_host_port("9092").expect_err("no host").contains("HOST:PORT"));

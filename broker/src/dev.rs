@@ -5,6 +5,13 @@
 //! to every node, waits for them and exits 0 when all drained cleanly; if a
 //! node exits on its own it says which, stops the others and exits 1.
 //!
+//! A port base of 0 means any free ports: the nodes bind port 0 for Kafka
+//! and admin and report what they bound (`listeners.json` in their data
+//! dir), and the supervisor binds every broker-to-broker listener itself
+//! and hands each node its socket (`--broker-listener-fd`), since every node
+//! must know the others' addresses before it starts. Nothing picks a port
+//! and hopes it stays free, so tests on a busy machine cannot collide.
+//!
 //! Children run in their own process group, so a terminal's Ctrl-C reaches
 //! only this supervisor (which forwards one SIGTERM), and on Linux each
 //! child gets SIGTERM if the supervisor dies without stopping it. Each
@@ -44,13 +51,13 @@ pub struct DevArgs {
     /// Host every node listens on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
-    /// Node ID's Kafka listener is on this port + ID - 1.
+    /// Node ID's Kafka listener is on this port + ID - 1 (0: any free port, printed once bound).
     #[arg(long, default_value_t = 9092)]
     pub kafka_port_base: u16,
-    /// Node ID's admin HTTP endpoint is on this port + ID - 1.
+    /// Node ID's admin HTTP endpoint is on this port + ID - 1 (0: any free port, printed once bound).
     #[arg(long, default_value_t = 8080)]
     pub admin_port_base: u16,
-    /// Node ID's broker-to-broker port (metadata Raft and replication) is this + ID - 1.
+    /// Node ID's broker-to-broker port (metadata Raft and replication) is this + ID - 1 (0: free ports bound by keel dev).
     #[arg(long, default_value_t = 19091)]
     pub peer_port_base: u16,
     /// Names the cluster (each node refuses a data dir of another cluster).
@@ -83,8 +90,11 @@ struct DevNode {
     exited: Option<ExitStatus>,
 }
 
-/// The port of node `id` (1-based) from a base, if it fits.
+/// The port of node `id` (1-based) from a base, if it fits (base 0: any free port).
 fn port(base: u16, id: u16) -> Option<u16> {
+    if base == 0 {
+        return Some(0);
+    }
     base.checked_add(id - 1)
 }
 
@@ -96,12 +106,13 @@ fn validate(args: &DevArgs) -> Result<(), String> {
     let n = args.nodes;
     let ranges = [("--kafka-port-base", args.kafka_port_base), ("--admin-port-base", args.admin_port_base), ("--peer-port-base", args.peer_port_base)];
     for (flag, base) in ranges {
-        if base == 0 || port(base, n).is_none() {
+        if port(base, n).is_none() {
             return Err(format!("{flag} {base}: {n} nodes need ports {base}..{base}+{} within 1..65535; pick a lower base", n - 1));
         }
     }
-    for (i, (flag_a, a)) in ranges.iter().enumerate() {
-        for (flag_b, b) in &ranges[i + 1..] {
+    let fixed: Vec<(&str, u16)> = ranges.into_iter().filter(|(_, base)| *base != 0).collect();
+    for (i, (flag_a, a)) in fixed.iter().enumerate() {
+        for (flag_b, b) in &fixed[i + 1..] {
             let (a, b) = (u32::from(*a), u32::from(*b));
             if a < b + u32::from(n) && b < a + u32::from(n) {
                 return Err(format!("{flag_a} and {flag_b} overlap for {n} nodes; space the bases at least {n} apart"));
@@ -151,7 +162,7 @@ pub fn run(args: DevArgs) -> ExitCode {
     runtime.block_on(supervise(&args, &exe))
 }
 
-fn node_command(args: &DevArgs, exe: &std::path::Path, id: u16, peers: &str) -> (Command, String, String, String) {
+fn node_command(args: &DevArgs, exe: &std::path::Path, id: u16, peers: &str, broker_fd: Option<i32>) -> (Command, String, String, String) {
     let kafka_addr = format!("{}:{}", args.host, port(args.kafka_port_base, id).expect("validated"));
     let admin_addr = format!("{}:{}", args.host, port(args.admin_port_base, id).expect("validated"));
     let data_dir = std::path::Path::new(&args.data_dir).join(format!("node-{id}")).to_string_lossy().into_owned();
@@ -166,6 +177,19 @@ fn node_command(args: &DevArgs, exe: &std::path::Path, id: u16, peers: &str) -> 
         .args(["--log-format", if args.log_format == LogFormat::Json { "json" } else { "text" }]);
     if let Some(config) = &args.config {
         command.args(["--config", config]);
+    }
+    if let Some(fd) = broker_fd {
+        command.args(["--broker-listener-fd", &fd.to_string()]);
+        // SAFETY: fcntl is async-signal-safe; it clears close-on-exec on the
+        // one listener this child is given, in the child only.
+        unsafe {
+            command.pre_exec(move || {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
     }
     command.process_group(0).stdout(Stdio::piped()).stderr(Stdio::piped());
     #[cfg(target_os = "linux")]
@@ -190,14 +214,29 @@ async fn supervise(args: &DevArgs, exe: &std::path::Path) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let peers = (1..=args.nodes)
-        .map(|id| format!("{id}={}:{}", args.host, port(args.peer_port_base, id).expect("validated")))
-        .collect::<Vec<_>>()
-        .join(",");
+    // Base 0: bind every broker listener here, kept open for the cluster's life.
+    let mut broker_listeners = Vec::new();
+    if args.peer_port_base == 0 {
+        for id in 1..=args.nodes {
+            match tokio::net::TcpListener::bind((args.host.as_str(), 0)).await.and_then(|l| l.into_std()) {
+                Ok(listener) => broker_listeners.push(listener),
+                Err(error) => {
+                    eprintln!("keel dev: cannot listen on {}:0 for node {id}'s broker port: {error}", args.host);
+                    return ExitCode::from(1);
+                }
+            }
+        }
+    }
+    let peer_port = |id: u16| match broker_listeners.get(usize::from(id - 1)) {
+        Some(listener) => listener.local_addr().map(|a| a.port()).unwrap_or(0),
+        None => port(args.peer_port_base, id).expect("validated"),
+    };
+    let peers = (1..=args.nodes).map(|id| format!("{id}={}:{}", args.host, peer_port(id))).collect::<Vec<_>>().join(",");
     let mut nodes: Vec<DevNode> = Vec::new();
     let mut copiers = Vec::new();
     for id in 1..=args.nodes {
-        let (mut command, kafka_addr, admin_addr, data_dir) = node_command(args, exe, id, &peers);
+        let broker_fd = broker_listeners.get(usize::from(id - 1)).map(std::os::fd::AsRawFd::as_raw_fd);
+        let (mut command, kafka_addr, admin_addr, data_dir) = node_command(args, exe, id, &peers, broker_fd);
         match command.spawn() {
             Ok(mut child) => {
                 copiers.extend(pass_on_output(id, &mut child));
@@ -208,6 +247,13 @@ async fn supervise(args: &DevArgs, exe: &std::path::Path) -> ExitCode {
                 stop_all(&mut nodes, args.drain_timeout_ms).await;
                 return ExitCode::from(1);
             }
+        }
+    }
+    if args.kafka_port_base == 0 || args.admin_port_base == 0 {
+        if let Err(message) = learn_bound_addrs(&mut nodes).await {
+            eprintln!("keel dev: {message}; stopping the others");
+            stop_all(&mut nodes, args.drain_timeout_ms).await;
+            return ExitCode::from(1);
         }
     }
     let bootstrap = nodes.iter().map(|n| n.kafka_addr.as_str()).collect::<Vec<_>>().join(",");
@@ -298,6 +344,33 @@ fn pass_on_output(id: u16, child: &mut Child) -> Vec<tokio::task::JoinHandle<()>
     copiers
 }
 
+/// Waits until every node recorded the addresses it bound (its
+/// `listeners.json`, written by this very process: the pid matches), and
+/// takes its Kafka and admin addresses from there.
+async fn learn_bound_addrs(nodes: &mut [DevNode]) -> Result<(), String> {
+    for node in nodes.iter_mut() {
+        let disk = keel_io::Disk::Real(keel_io::RealDisk::new(&node.data_dir));
+        let pid = format!("\"pid\":{},", node.child.id());
+        loop {
+            if let Ok(Some(status)) = node.child.try_wait() {
+                return Err(format!("node {} exited while starting ({status})", node.id));
+            }
+            let written = match disk.open(crate::listeners::LISTENERS_FILE).await {
+                Ok(file) => file.read_at(0, 4096).await.ok().map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
+                Err(_) => None,
+            };
+            if let Some(json) = written.filter(|json| json.contains(&pid)) {
+                let field = |name: &str| json.split(&format!("\"{name}\":\"")).nth(1).and_then(|rest| rest.split('"').next()).map(str::to_string);
+                node.kafka_addr = field("kafka").ok_or_else(|| format!("node {}'s listeners.json has no kafka address: {json}", node.id))?;
+                node.admin_addr = field("admin").ok_or_else(|| format!("node {}'s listeners.json has no admin address: {json}", node.id))?;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(CHILD_POLL_MS)).await;
+        }
+    }
+    Ok(())
+}
+
 /// Collects the nodes that exited since the last look; returns their ids.
 fn reap(nodes: &mut [DevNode]) -> Vec<u16> {
     let mut exited = Vec::new();
@@ -376,6 +449,7 @@ mod tests {
         assert!(validate(&parse(&["--nodes", "0"])).expect_err("zero").contains("at least 1"));
         assert!(validate(&parse(&["--kafka-port-base", "65534"])).expect_err("overflow").contains("pick a lower base"));
         assert!(validate(&parse(&["--admin-port-base", "9093"])).expect_err("overlap").contains("overlap"));
+        assert_eq!(validate(&parse(&["--kafka-port-base", "0", "--admin-port-base", "0", "--peer-port-base", "0"])), Ok(()));
         assert!(validate(&parse(&["--nodes", "2", "--default-replication-factor", "3"])).expect_err("rf").contains("from 1 to --nodes"));
         assert!(validate(&parse(&["--min-insync-replicas", "4"])).expect_err("min").contains("replication factor (3)"));
     }

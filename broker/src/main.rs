@@ -10,6 +10,7 @@
 mod admin;
 mod config;
 mod dev;
+mod listeners;
 mod metrics;
 mod prometheus;
 
@@ -24,7 +25,7 @@ use keel_kafka::metrics::KafkaMetrics;
 use keel_kafka::server::{drain_tasks, serve_until, ServeOptions, StopSignal};
 use keel_kafka::{KafkaConfig, KafkaFront};
 use keel_log::LogConfig;
-use keel_meta::driver::{start as start_meta, MetaDriverConfig, MetaDriverError};
+use keel_meta::driver::{start_on as start_meta, MetaDriverConfig, MetaDriverError};
 use keel_meta::node::MetaNodeError;
 use keel_meta::raft_node::RaftTiming;
 use keel_meta::raft_store::RaftStoreError;
@@ -93,12 +94,18 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
             args.node_id
         ))
     })?;
-    let (kafka_host, kafka_port) = config::parse_host_port(&args.kafka_addr).map_err(|e| StartError::BadInput(format!("--kafka-addr: {e}")))?;
-    let advertised_host = args.advertised_host.clone().unwrap_or(kafka_host);
-    let advertised_port = args.advertised_port.unwrap_or(kafka_port);
+    config::check_peer_ports(&peers, args.node_id).map_err(StartError::BadInput)?;
+    let (kafka_host, _) = config::parse_listen_addr(&args.kafka_addr).map_err(|e| StartError::BadInput(format!("--kafka-addr: {e}")))?;
+    config::parse_listen_addr(&args.admin_addr).map_err(|e| StartError::BadInput(format!("--admin-addr: {e}")))?;
     if args.num_partitions == 0 || args.default_replication_factor == 0 {
         return Err(StartError::BadInput("--num-partitions and --default-replication-factor must be at least 1".into()));
     }
+    // Every port first: a start that cannot listen leaves the data dir untouched.
+    let listeners::Listeners { kafka, admin, broker, kafka_addr, admin_addr, broker_addr } =
+        listeners::bind_all(&args.kafka_addr, &args.admin_addr, &listen_addr, args.broker_listener_fd).await.map_err(StartError::BadInput)?;
+    let bound = listeners::Listeners::json_of(args.node_id, kafka_addr, admin_addr, broker_addr);
+    let advertised_host = args.advertised_host.clone().unwrap_or(kafka_host);
+    let advertised_port = args.advertised_port.unwrap_or(kafka_addr.port());
     let disk = RealDisk::open_root(&args.data_dir)
         .await
         .map_err(|e| StartError::BadInput(format!("cannot use --data-dir {}: {e}", args.data_dir)))?;
@@ -108,7 +115,7 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         cluster_id: args.cluster_id.clone(),
         node_id: args.node_id,
         voters: peers,
-        listen_addr: listen_addr.clone(),
+        listen_addr: broker_addr.to_string(),
         data_dir: "meta".into(),
         timing: RaftTiming::default(),
         proposal_timeout_ms: 5_000,
@@ -124,20 +131,22 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
     };
     let incarnation_id = config.incarnation_id;
     let disk = Disk::Real(disk);
-    let (meta, meta_task) = match start_meta(disk.clone(), Clock::new(), entropy.fork(1), config).await {
+    // Takes the data dir's lock before anything in it is read or written.
+    let (meta, meta_task) = match start_meta(disk.clone(), Clock::new(), entropy.fork(1), config, Some(broker)).await {
         Ok(started) => started,
+        Err(MetaDriverError::Locked(error)) => {
+            return Err(StartError::BadInput(format!(
+                "refusing to start: the data dir {} is in use ({error}); stop that process or give this node its own --data-dir",
+                args.data_dir
+            )));
+        }
         Err(MetaDriverError::Node(MetaNodeError::Store(error @ (RaftStoreError::WrongCluster { .. } | RaftStoreError::WrongVoters { .. })))) => {
             return Err(StartError::BadInput(format!("refusing to start: {error} (data dir {})", args.data_dir)));
         }
         Err(error @ (MetaDriverError::Listen { .. } | MetaDriverError::Config(_))) => return Err(StartError::BadInput(error.to_string())),
         Err(error) => return Err(StartError::Failed(error.into())),
     };
-    let admin = tokio::net::TcpListener::bind(args.admin_addr.as_str())
-        .await
-        .map_err(|e| StartError::BadInput(format!("cannot listen on --admin-addr {}: {e}", args.admin_addr)))?;
-    let kafka = tokio::net::TcpListener::bind(args.kafka_addr.as_str())
-        .await
-        .map_err(|e| StartError::BadInput(format!("cannot listen on --kafka-addr {}: {e}", args.kafka_addr)))?;
+    listeners::record(&disk, &bound).await.map_err(|e| StartError::Failed(anyhow::anyhow!("cannot record the bound addresses: {e}")))?;
     let repl_config = ReplConfig {
         min_insync_replicas_default: args.min_insync_replicas,
         replica_lag_time_max_ms: args.replica_lag_time_max_ms,
@@ -156,9 +165,9 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
     };
     tracing::info!(
         node_id = args.node_id,
-        kafka_addr = %args.kafka_addr,
-        broker_addr = %listen_addr,
-        admin_addr = %args.admin_addr,
+        kafka_addr = %kafka_addr,
+        broker_addr = %broker_addr,
+        admin_addr = %admin_addr,
         data_dir = %args.data_dir,
         "keel node started"
     );
@@ -167,11 +176,37 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
     let kafka_metrics = Arc::new(KafkaMetrics::new());
     let (kafka_stop, admin_stop) = (StopSignal::new(), StopSignal::new());
     let kafka_options = ServeOptions { metrics: Arc::clone(&kafka_metrics), clock: clock.clone(), stop: kafka_stop.clone(), drain_timeout };
-    let kafka_server = tokio::spawn(serve_until(kafka, KafkaFront::new(meta.clone(), repl.clone(), kafka_config), kafka_options));
-    let node = admin::Node { meta, repl, cluster_id: args.cluster_id.clone(), kafka_metrics, draining: kafka_stop.clone() };
+    let front = KafkaFront::new(meta.clone(), repl.clone(), kafka_config);
+    let kafka_server = tokio::spawn(serve_once_ready(kafka, front, meta.clone(), kafka_options));
+    let node = admin::Node { meta, repl, cluster_id: args.cluster_id.clone(), kafka_metrics, draining: kafka_stop.clone(), listeners: bound };
     let admin_server = tokio::spawn(admin::serve(admin, node, admin_stop.clone()));
     let running = Running { meta_task, repl_task, kafka_server, admin_server, kafka_stop, admin_stop, clock, drain_timeout };
     running.until_stopped(signals).await
+}
+
+/// How often a starting node checks whether it is ready to serve Kafka clients.
+const READY_POLL_MS: u64 = 20;
+
+/// Serves Kafka clients once the node is ready (as `/readyz` says), like
+/// Kafka, whose listener takes requests only once the broker can answer
+/// them. The port is bound and listening from the start, so a client's
+/// connection waits in the backlog and its first request is answered by a
+/// ready node. Answered earlier, librdkafka got a Metadata response with
+/// no brokers and no controller, and its admin requests waited for a
+/// controller until they timed out (it does not refresh that soon).
+async fn serve_once_ready(listener: tokio::net::TcpListener, front: KafkaFront, meta: keel_meta::driver::MetaHandle, options: ServeOptions) -> keel_kafka::server::Drained {
+    loop {
+        if admin::not_ready_reasons(&meta.status(), false).is_empty() {
+            break;
+        }
+        tokio::select! {
+            biased;
+            _ = options.stop.stopped() => return keel_kafka::server::Drained { tasks_running: 0, tasks_aborted: 0 },
+            _ = options.clock.sleep(Duration::from_millis(READY_POLL_MS)) => {}
+        }
+    }
+    tracing::info!("ready: serving Kafka clients");
+    serve_until(listener, front, options).await
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), the two ways to stop a node.

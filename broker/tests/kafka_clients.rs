@@ -84,6 +84,31 @@ fn kcat_confluent_kafka_and_kafka_python_produce_and_consume_on_keel_dev_three_n
     assert_eq!(dev.keel.wait_exit().code(), Some(0), "keel dev stops cleanly: {}", process::stderr_of(dir.path()));
 }
 
+/// A script that creates a topic the moment `keel start`'s Kafka port
+/// accepts a connection gets it created. Answered before the node was ready,
+/// librdkafka's AdminClient saw a Metadata response with no brokers and no
+/// controller and waited for a controller until its 40 s timeout.
+#[test]
+fn a_topic_created_as_soon_as_the_kafka_port_accepts_is_created() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/create_at_once.py");
+    let python = std::env::var("KEEL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    // The client first (it waits for the port), so it connects at the first moment it can.
+    let client = Command::new(&python)
+        .args([script, data.to_str().expect("utf8"), "created-at-once"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {python} ({e}); ci/test.sh installs confluent-kafka"));
+    let args = ["start", "--data-dir", data.to_str().expect("utf8"), "--peers", "1=127.0.0.1:0", "--admin-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0"];
+    let _keel = process::Keel::spawn(dir.path(), &args, &[], &dir.path().join("stderr.log"));
+    let output = client.wait_with_output().expect("wait for the client");
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "the create sent at once failed:\n{stdout}\n{stderr}");
+    assert!(process::stderr_of(dir.path()).contains("CreateTopics"), "the broker logged the create");
+}
+
 /// (correlation id, first i16 after it): the error code for ApiVersions and the bare error answers.
 fn id_and_code(body: &[u8]) -> (i32, i16) {
     (i32::from_be_bytes(body[0..4].try_into().expect("4")), i16::from_be_bytes(body[4..6].try_into().expect("2")))

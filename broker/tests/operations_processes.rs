@@ -1,4 +1,5 @@
-//! Operating the `keel` binary as a process on 127.0.0.1 with free ports:
+//! Operating the `keel` binary as a process on 127.0.0.1 on ports it binds
+//! itself (port 0, read back from `listeners.json`):
 //! /healthz, /readyz and /metrics; `--config` files and their precedence;
 //! SIGTERM draining; `keel dev`. (Waits are liveness bounds, generous for a
 //! loaded machine, not timings.)
@@ -15,9 +16,9 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use admin_client::{cluster_settled, free_port, http, http_with_body, json_field};
+use admin_client::{cluster_settled, http, http_with_body, json_field};
 use kafka_wire::{header, read_response, send_frame};
-use process::{parse_prometheus, pid_alive, signal_pid, start_dev, stderr_of, Keel, WAIT};
+use process::{parse_prometheus, pid_alive, signal_pid, start_dev, stderr_of, Bound, Keel, WAIT};
 
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
     let started = std::time::Instant::now();
@@ -34,39 +35,20 @@ fn ready(admin_port: u16) -> bool {
     http(admin_port, "GET", "/readyz").is_some_and(|(code, _)| code == 200)
 }
 
-/// Ports for one single-node `keel start`.
-struct Ports {
-    admin: u16,
-    kafka: u16,
-    /// Every metadata voter (node 1 is this one).
-    peers: String,
-}
-
-impl Ports {
-    fn free() -> Ports {
-        Ports { admin: free_port(), kafka: free_port(), peers: format!("1=127.0.0.1:{}", free_port()) }
-    }
-
-    fn args(&self) -> Vec<String> {
-        vec![
-            "--admin-addr".into(),
-            format!("127.0.0.1:{}", self.admin),
-            "--kafka-addr".into(),
-            format!("127.0.0.1:{}", self.kafka),
-            "--peers".into(),
-            self.peers.clone(),
-        ]
-    }
-}
-
-fn start_single(dir: &Path, ports: &Ports, extra: &[&str]) -> Keel {
-    let mut args: Vec<String> = vec!["start".into(), "--data-dir".into(), dir.join("data").to_string_lossy().into_owned()];
-    args.extend(ports.args());
+/// A single-node `keel start` in `dir` (data in `dir/data`) on ports it
+/// binds itself; more voters in `peers_after` (ids 2.. at addresses nobody
+/// answers on) when a test needs a node without a quorum.
+fn start_single(dir: &Path, peers_after: &str, extra: &[&str]) -> (Keel, Bound) {
+    let data = dir.join("data");
+    let peers = format!("1=127.0.0.1:0{peers_after}");
+    let mut args: Vec<String> = vec!["start".into(), "--data-dir".into(), data.to_string_lossy().into_owned()];
+    args.extend(["--admin-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--peers", &peers].map(String::from));
     args.extend(extra.iter().map(|a| a.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Keel::spawn(dir, &args, &[], &dir.join("stderr.log"))
+    let mut keel = Keel::spawn(dir, &args, &[], &dir.join("stderr.log"));
+    let bound = keel.bound(&data);
+    (keel, bound)
 }
-
 
 fn connect(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -103,8 +85,7 @@ fn create_topic(admin_port: u16, name: &str) {
 #[test]
 fn healthz_readyz_and_metrics_report_raft_partitions_and_kafka_requests() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ports = Ports::free();
-    let mut keel = start_single(dir.path(), &ports, &[]);
+    let (mut keel, ports) = start_single(dir.path(), "", &[]);
     wait_for("/healthz answers", || http(ports.admin, "GET", "/healthz").is_some_and(|(code, _)| code == 200));
     wait_for("/readyz says ready", || ready(ports.admin));
     let (_, readyz) = http(ports.admin, "GET", "/readyz").expect("readyz");
@@ -210,10 +191,10 @@ fn produce_refusals_are_counted_per_partition_on_metrics_and_logged_once_and_a_t
 #[test]
 fn a_node_without_a_metadata_quorum_is_healthy_but_not_ready_and_says_why() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut ports = Ports::free();
-    // Voter 2 never starts: no quorum, so no leader is ever elected.
-    ports.peers = format!("{},2=127.0.0.1:{}", ports.peers, free_port());
-    let mut keel = start_single(dir.path(), &ports, &[]);
+    // Voter 2 never starts: no quorum, so no leader is ever elected. Its
+    // address is a listener this test holds and never serves.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let (mut keel, ports) = start_single(dir.path(), &format!(",2={}", silent.local_addr().expect("addr")), &[]);
     wait_for("/healthz answers", || http(ports.admin, "GET", "/healthz").is_some_and(|(code, _)| code == 200));
     let (code, body) = http(ports.admin, "GET", "/readyz").expect("readyz");
     assert_eq!(code, 503, "{body}");
@@ -229,8 +210,7 @@ fn a_node_without_a_metadata_quorum_is_healthy_but_not_ready_and_says_why() {
 #[test]
 fn sigterm_answers_the_fetch_in_flight_refuses_new_connections_and_exits_0() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ports = Ports::free();
-    let mut keel = start_single(dir.path(), &ports, &["--drain-timeout-ms", "30000"]);
+    let (mut keel, ports) = start_single(dir.path(), "", &["--drain-timeout-ms", "30000"]);
     wait_for("ready", || ready(ports.admin));
     create_topic(ports.admin, "drained");
     let (code, body) = http_with_body(ports.admin, "POST", "/produce/drained/0?acks=1", "before-sigterm").expect("produce");
@@ -264,7 +244,7 @@ fn sigterm_answers_the_fetch_in_flight_refuses_new_connections_and_exits_0() {
     assert!(stderr.contains("replication loop stopped; every partition log is flushed") && stderr.contains("stopped cleanly"), "{stderr}");
 
     // The acks=1 record is on disk: a restart serves it.
-    let mut again = start_single(dir.path(), &ports, &[]);
+    let (mut again, ports) = start_single(dir.path(), "", &[]);
     wait_for("ready after restart", || ready(ports.admin));
     wait_for("the record survived", || {
         http(ports.admin, "GET", "/records/drained/0?offset=0&upto=log_end").is_some_and(|(_, body)| body.contains("before-sigterm"))
@@ -299,20 +279,17 @@ fn config_file_values_lose_to_keel_env_which_loses_to_flags() {
     assert!(flag_over_env.contains("cluster_id = \"from-flag\"") && flag_over_env.contains("log_format = \"text\""), "{flag_over_env}");
 
     // The file is honoured by a real start: its node id, ports and data dir.
-    let ports = Ports::free();
     let data = dir.path().join("from-file-data");
     std::fs::write(
         &file,
         format!(
-            "node_id = 3\npeers = \"3=127.0.0.1:{}\"\nadmin_addr = \"127.0.0.1:{}\"\nkafka_addr = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\n",
-            free_port(),
-            ports.admin,
-            ports.kafka,
+            "node_id = 3\npeers = \"3=127.0.0.1:0\"\nadmin_addr = \"127.0.0.1:0\"\nkafka_addr = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
             data.display()
         ),
     )
     .expect("write");
     let mut keel = Keel::spawn(dir.path(), &["start", "--config", file.to_str().expect("utf8")], &[], &dir.path().join("stderr.log"));
+    let ports = keel.bound(&data);
     wait_for("the node from the file is ready", || ready(ports.admin));
     let (_, status) = http(ports.admin, "GET", "/status").expect("status");
     assert_eq!(json_field(&status, "node_id").as_deref(), Some("3"), "{status}");
@@ -424,12 +401,10 @@ fn keel_dev_reports_a_node_that_dies_stops_the_others_and_exits_1() {
 #[test]
 fn log_format_json_writes_one_json_object_per_line_at_info_by_default() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ports = Ports::free();
-    let mut args: Vec<String> = vec!["start".into(), "--data-dir".into(), "data".into()];
-    args.extend(ports.args());
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let args = ["start", "--data-dir", "data", "--admin-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0", "--peers", "1=127.0.0.1:0"];
     // No RUST_LOG: the level is info.
     let mut keel = Keel::spawn(dir.path(), &args, &[("KEEL_LOG_FORMAT", "json"), ("RUST_LOG", "")], &dir.path().join("stderr.log"));
+    let ports = keel.bound(&dir.path().join("data"));
     wait_for("ready", || ready(ports.admin));
     keel.signal(libc::SIGTERM);
     assert_eq!(keel.wait_exit().code(), Some(0));

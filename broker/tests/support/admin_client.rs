@@ -5,11 +5,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// A port free right now on 127.0.0.1 (another process may take it; tests accept that race).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
 /// One HTTP request: (status code, body), or None if the node does not answer.
 pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     http_with_body(port, method, path, "")

@@ -3,21 +3,30 @@
 //! `#[path]`). Waits are liveness bounds, generous for a loaded machine.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-pub const WAIT: Duration = Duration::from_secs(60);
+pub const WAIT: Duration = Duration::from_secs(180);
 
-/// A running `keel`; SIGKILLed if still running when dropped.
+/// A running `keel`; SIGKILLed if still running when dropped (after
+/// printing the tail of its stderr if the test is failing).
 pub struct Keel {
     pub child: Child,
+    pub stderr_file: PathBuf,
+}
+
+/// The addresses a `keel start` bound, from `listeners.json` in its data dir.
+#[allow(dead_code, reason = "not every test binary starts single nodes")]
+pub struct Bound {
+    pub kafka: u16,
+    pub admin: u16,
 }
 
 impl Keel {
-    /// `keel ARGS` in `cwd` with `env` added; stdout piped, stderr to `stderr_file`.
+    /// `keel ARGS` in `cwd` with `env` added; stdout piped, stderr to `stderr_file` (appended).
     pub fn spawn(cwd: &Path, args: &[&str], env: &[(&str, &str)], stderr_file: &Path) -> Keel {
-        let stderr = std::fs::File::create(stderr_file).expect("stderr file");
+        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(stderr_file).expect("stderr file");
         let child = Command::new(env!("CARGO_BIN_EXE_keel"))
             .args(args)
             .current_dir(cwd)
@@ -27,7 +36,29 @@ impl Keel {
             .stderr(stderr)
             .spawn()
             .expect("spawn keel");
-        Keel { child }
+        Keel { child, stderr_file: stderr_file.to_path_buf() }
+    }
+
+    /// Waits until this `keel start` recorded the ports it bound in `data_dir`.
+    #[allow(dead_code, reason = "not every test binary starts single nodes")]
+    pub fn bound(&mut self, data_dir: &Path) -> Bound {
+        let started = Instant::now();
+        let pid = self.child.id();
+        loop {
+            let field = |name: &str| {
+                let json = std::fs::read_to_string(data_dir.join("listeners.json")).ok()?;
+                json.contains(&format!("\"pid\":{pid},")).then_some(())?;
+                json.split(&format!("\"{name}\":\"")).nth(1)?.split('"').next()?.rsplit(':').next()?.parse::<u16>().ok()
+            };
+            if let (Some(kafka), Some(admin)) = (field("kafka"), field("admin")) {
+                return Bound { kafka, admin };
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!("keel exited while starting ({status})");
+            }
+            assert!(started.elapsed() < WAIT, "keel did not bind its ports within {WAIT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -53,6 +84,12 @@ impl Keel {
 
 impl Drop for Keel {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.stderr_file).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!("---- keel (pid {}) stderr tail ({}) ----\n{tail}\n---- end ----", self.child.id(), self.stderr_file.display());
+        }
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
@@ -70,22 +107,6 @@ pub fn signal_pid(pid: i32, signal: i32) {
 pub fn pid_alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the pid exists.
     unsafe { libc::kill(pid, 0) == 0 }
-}
-
-/// A base port with `count` consecutive ports free right now, none of them in `taken`.
-pub fn free_port_run(count: u16, taken: &[u16]) -> u16 {
-    for _ in 0..1000 {
-        let base = crate::admin_client::free_port();
-        let Some(last) = base.checked_add(count - 1) else { continue };
-        let ports = base..=last;
-        if taken.iter().any(|t| ports.contains(t)) {
-            continue;
-        }
-        if ports.clone().all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no run of {count} free ports found");
 }
 
 /// One sample of a Prometheus text page.
@@ -208,15 +229,12 @@ pub struct DevCluster {
     pub bootstrap: String,
 }
 
-/// `keel dev --nodes 3` in `dir` on free ports (data in `dir/cluster`).
+/// `keel dev --nodes 3` in `dir` on ports it binds itself (port bases 0;
+/// data in `dir/cluster`), once it listed its nodes.
 #[allow(dead_code, reason = "not every test binary starts keel dev")]
 pub fn start_dev(dir: &Path, extra_args: &[&str]) -> DevCluster {
     use std::io::BufRead;
-    let kafka = free_port_run(3, &[]);
-    let admin = free_port_run(3, &[kafka, kafka + 1, kafka + 2]);
-    let peer = free_port_run(3, &[kafka, kafka + 1, kafka + 2, admin, admin + 1, admin + 2]);
-    let (kafka, admin, peer) = (kafka.to_string(), admin.to_string(), peer.to_string());
-    let mut args = vec!["dev", "--nodes", "3", "--data-dir", "cluster", "--kafka-port-base", &kafka, "--admin-port-base", &admin, "--peer-port-base", &peer];
+    let mut args = vec!["dev", "--nodes", "3", "--data-dir", "cluster", "--kafka-port-base", "0", "--admin-port-base", "0", "--peer-port-base", "0"];
     args.extend_from_slice(extra_args);
     let mut keel = Keel::spawn(dir, &args, &[], &dir.join("stderr.log"));
     let mut stdout = std::io::BufReader::new(keel.child.stdout.take().expect("piped stdout"));

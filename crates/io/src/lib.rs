@@ -14,5 +14,5 @@ pub mod disk;
 pub mod rng;
 
 pub use clock::Clock;
-pub use disk::{Disk, DiskError, DiskErrorKind, DiskFile, DiskOp, DiskResult, RealDisk, SimDisk, SimDiskFaults, SimDiskStats};
+pub use disk::{Disk, DiskError, DiskErrorKind, DiskFile, DiskLock, DiskOp, DiskResult, RealDisk, SimDisk, SimDiskFaults, SimDiskStats};
 pub use rng::NodeRng;

@@ -125,3 +125,44 @@ async fn power_cut_freezes_the_disk_until_the_crash() {
     assert!(!sim.is_frozen());
     assert!(disk.list("").await.expect("list").is_empty());
 }
+
+/// Two openers of one disk: the second is refused (naming the holder) until
+/// the first lets go; on both backends.
+async fn lock_sequence(disk: &Disk) -> Vec<String> {
+    let mut seen = Vec::new();
+    let first = disk.lock_exclusive(1).await.expect("first opener locks");
+    let refused = disk.lock_exclusive(2).await.expect_err("second opener is refused");
+    seen.push(format!("{}", refused.op));
+    seen.push(format!("{}", refused.path));
+    let DiskErrorKind::Locked { holder } = refused.kind else { panic!("refused as Locked, got {refused:?}") };
+    seen.push(holder.contains("node 1").to_string());
+    drop(first);
+    let second = disk.lock_exclusive(2).await.expect("free once the holder let go");
+    drop(second);
+    seen
+}
+
+#[tokio::test]
+async fn a_locked_disk_refuses_a_second_opener_on_both_backends() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let real = lock_sequence(&Disk::Real(RealDisk::new(dir.path()))).await;
+    let sim = lock_sequence(&Disk::Sim(SimDisk::new(NodeRng::new(7, 0, 0)))).await;
+    assert_eq!(real, sim);
+    assert_eq!(real, vec!["lock".to_string(), keel_io::disk::LOCK_FILE.to_string(), "true".to_string()]);
+    let written = std::fs::read_to_string(dir.path().join(keel_io::disk::LOCK_FILE)).expect("lock file");
+    assert!(written.contains(&format!("pid={}", std::process::id())), "the holder writes its pid: {written:?}");
+}
+
+#[tokio::test]
+async fn a_crash_releases_the_sim_lock_and_the_dead_holders_guard_releases_nothing() {
+    let sim = SimDisk::new(NodeRng::new(8, 0, 0));
+    let disk = Disk::Sim(sim.clone());
+    let dead = disk.lock_exclusive(1).await.expect("lock");
+    sim.crash();
+    assert_eq!(sim.lock_holder(), None);
+    let live = disk.lock_exclusive(2).await.expect("the crash released the lock");
+    drop(dead);
+    assert_eq!(sim.lock_holder(), Some(2), "a guard from before the crash must not release the new holder's lock");
+    drop(live);
+    assert_eq!(sim.lock_holder(), None);
+}

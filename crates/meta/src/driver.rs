@@ -101,6 +101,9 @@ pub enum MetaDriverError {
     Node(#[from] MetaNodeError),
     #[error("cannot listen on {addr}: {error}")]
     Listen { addr: String, error: std::io::Error },
+    /// Another live process (or simulated node) holds this node's disk.
+    #[error("the data dir is in use: {0}")]
+    Locked(keel_io::DiskError),
     #[error("invalid configuration: {0}")]
     Config(String),
 }
@@ -268,6 +271,23 @@ pub async fn start(
     rng: NodeRng,
     config: MetaDriverConfig,
 ) -> Result<(MetaHandle, tokio::task::JoinHandle<Result<(), MetaDriverError>>), MetaDriverError> {
+    start_on(disk, clock, rng, config, None).await
+}
+
+/// `start` with the broker listener already bound (else it binds
+/// `config.listen_addr` itself). First of all it takes the disk's exclusive
+/// lock, before anything on the disk is read or written: two nodes on one
+/// store would both vote and both write, and corrupt it. The lock is held by
+/// the loop's task, so for as long as the node runs (and by the process: a
+/// real lock goes when the process dies).
+pub async fn start_on(
+    disk: Disk,
+    clock: Clock,
+    rng: NodeRng,
+    config: MetaDriverConfig,
+    listener: Option<tokio::net::TcpListener>,
+) -> Result<(MetaHandle, tokio::task::JoinHandle<Result<(), MetaDriverError>>), MetaDriverError> {
+    let disk_lock = disk.lock_exclusive(config.node_id).await.map_err(MetaDriverError::Locked)?;
     if !config.voters.contains_key(&config.node_id) {
         return Err(MetaDriverError::Config(format!("node id {} is not among the voters {:?}", config.node_id, config.voters.keys())));
     }
@@ -286,9 +306,11 @@ pub async fn start(
     .await?;
     node.set_compact_after_entries(config.compact_after_entries);
     let net_config = NetConfig::new(&config.cluster_id, config.node_id);
-    let (mut endpoint, inbox) = Endpoint::bind(net_config, &config.listen_addr, clock.clone(), rng.fork(2))
-        .await
-        .map_err(|error| MetaDriverError::Listen { addr: config.listen_addr.clone(), error })?;
+    let bound = match listener {
+        Some(listener) => Endpoint::on_listener(net_config, listener, clock.clone(), rng.fork(2)),
+        None => Endpoint::bind(net_config, &config.listen_addr, clock.clone(), rng.fork(2)).await,
+    };
+    let (mut endpoint, inbox) = bound.map_err(|error| MetaDriverError::Listen { addr: config.listen_addr.clone(), error })?;
     for (peer, addr) in &config.voters {
         if *peer != config.node_id {
             endpoint.add_peer(*peer, addr);
@@ -301,7 +323,12 @@ pub async fn start(
     let (status_tx, status) = watch::channel(status_of(&node, config.incarnation_id));
     let feed = Arc::new(MetadataFeed::new(node.state()));
     let endpoint = Arc::new(endpoint);
-    let task = tokio::spawn(run(node, Arc::clone(&endpoint), inbox, request_rx, status_tx, Arc::clone(&feed), clock, config));
+    let running = run(node, Arc::clone(&endpoint), inbox, request_rx, status_tx, Arc::clone(&feed), clock, config);
+    let task = tokio::spawn(async move {
+        let result = running.await;
+        drop(disk_lock);
+        result
+    });
     Ok((MetaHandle { requests, status, feed, endpoint }, task))
 }
 

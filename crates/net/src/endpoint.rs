@@ -109,6 +109,12 @@ impl Endpoint {
     /// accepted peers arrive on the returned receiver.
     pub async fn bind(config: NetConfig, listen_addr: &str, clock: Clock, rng: NodeRng) -> std::io::Result<(Endpoint, mpsc::Receiver<Inbound>)> {
         let listener = TcpListener::bind(listen_addr).await?;
+        Endpoint::on_listener(config, listener, clock, rng)
+    }
+
+    /// Serves peers on a listener bound beforehand (a node binds every port
+    /// before it touches its data dir, so a taken port changes nothing).
+    pub fn on_listener(config: NetConfig, listener: TcpListener, clock: Clock, rng: NodeRng) -> std::io::Result<(Endpoint, mpsc::Receiver<Inbound>)> {
         let local_addr = listener.local_addr()?.to_string();
         let (inbox, inbox_receiver) = mpsc::channel(config.inbox_len);
         let allowed_peers = Arc::new(RwLock::new(BTreeSet::new()));

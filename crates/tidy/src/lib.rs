@@ -54,6 +54,7 @@ pub const ALLOWED: &[(&str, &str, &str)] = &[
     ("sim/src/trace.rs", "std::fs", "a finished trace is written to the host for the developer to read"),
     ("sim/src/scenario.rs", "std::fs", "scenario files are read from the host before a simulated world exists"),
     ("broker/src/config.rs", "std::fs", "the --config file is read from the host (read-only) before the node starts"),
+    ("broker/src/listeners.rs", "std::net", "a listener inherited from a supervisor arrives as a raw fd; std::net turns it into a socket tokio takes"),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

@@ -15,8 +15,12 @@ mod real;
 mod sim;
 
 pub use real::RealDisk;
-pub use sim::{SimDisk, SimDiskFaults, SimDiskStats, SimFile, SECTOR_BYTES};
-pub use real::RealFile;
+pub use sim::{SimDisk, SimDiskFaults, SimDiskStats, SimFile, SimLock, SECTOR_BYTES};
+pub use real::{RealFile, RealLock};
+
+/// The file in a disk's root that `Disk::lock_exclusive` locks (and in
+/// which a real holder writes its pid and node id, for the refusal message).
+pub const LOCK_FILE: &str = "keel.lock";
 
 use std::fmt;
 
@@ -35,6 +39,7 @@ pub enum DiskOp {
     Sync,
     Len,
     Truncate,
+    Lock,
 }
 
 impl fmt::Display for DiskOp {
@@ -52,6 +57,7 @@ impl fmt::Display for DiskOp {
             DiskOp::Sync => "sync",
             DiskOp::Len => "len",
             DiskOp::Truncate => "truncate",
+            DiskOp::Lock => "lock",
         };
         f.write_str(name)
     }
@@ -69,6 +75,9 @@ pub enum DiskErrorKind {
     InvalidPath,
     /// The handle was opened before a simulated crash; the process that held it is gone.
     StaleHandle,
+    /// Another live process holds the disk's exclusive lock; `holder` says
+    /// which (`pid 1234, node 1`), as far as it is known.
+    Locked { holder: String },
 }
 
 impl fmt::Display for DiskErrorKind {
@@ -80,6 +89,7 @@ impl fmt::Display for DiskErrorKind {
             DiskErrorKind::Io(detail) => write!(f, "I/O error: {detail}"),
             DiskErrorKind::InvalidPath => f.write_str("invalid path (must be relative, without `..`)"),
             DiskErrorKind::StaleHandle => f.write_str("stale handle from before a crash"),
+            DiskErrorKind::Locked { holder } => write!(f, "held by another running process ({holder})"),
         }
     }
 }
@@ -133,6 +143,18 @@ pub enum Disk {
 }
 
 impl Disk {
+    /// Takes the disk's exclusive lock for node `node_id`, or fails with
+    /// `DiskErrorKind::Locked` naming the holder. Nothing else on the disk
+    /// is created or changed by a refused attempt. The lock is held until
+    /// the returned guard is dropped or the process holding it dies (a real
+    /// `flock`, released by the kernel; on a SimDisk, a crash releases it).
+    pub async fn lock_exclusive(&self, node_id: u64) -> DiskResult<DiskLock> {
+        match self {
+            Disk::Real(disk) => disk.lock_exclusive(node_id).await.map(|lock| DiskLock { _held: DiskLockHeld::Real { _guard: lock } }),
+            Disk::Sim(disk) => disk.lock_exclusive(node_id).map(|lock| DiskLock { _held: DiskLockHeld::Sim { _guard: lock } }),
+        }
+    }
+
     pub async fn create_dir_all(&self, dir: &str) -> DiskResult<()> {
         match self {
             Disk::Real(disk) => disk.create_dir_all(dir).await,
@@ -186,6 +208,18 @@ impl Disk {
             Disk::Sim(disk) => disk.sync_dir(dir).await,
         }
     }
+}
+
+/// A held `Disk::lock_exclusive`; dropping it releases the lock.
+#[derive(Debug)]
+pub struct DiskLock {
+    _held: DiskLockHeld,
+}
+
+#[derive(Debug)]
+enum DiskLockHeld {
+    Real { _guard: RealLock },
+    Sim { _guard: SimLock },
 }
 
 /// An open file. Cheap to clone; clones share the handle.

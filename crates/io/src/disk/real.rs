@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{check_relative_path, DiskError, DiskErrorKind, DiskOp, DiskResult};
+use super::{check_relative_path, DiskError, DiskErrorKind, DiskOp, DiskResult, LOCK_FILE};
 
 fn map_io(op: DiskOp, path: &str, error: std::io::Error) -> DiskError {
     let kind = match error.kind() {
@@ -148,6 +148,52 @@ impl RealDisk {
         blocking(DiskOp::SyncDir, dir, move || sync_directory(&full)).await
     }
 
+    /// `flock(LOCK_EX | LOCK_NB)` on the root's lock file (created if
+    /// missing, never truncated by a refused attempt). The kernel releases
+    /// it when the process dies however it dies, so a stale lock cannot
+    /// outlive its holder. The holder writes its pid and node id into the
+    /// file so a refused opener can name it.
+    pub async fn lock_exclusive(&self, node_id: u64) -> DiskResult<RealLock> {
+        let full = self.root.join(LOCK_FILE);
+        let outcome = blocking(DiskOp::Lock, LOCK_FILE, move || {
+            let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&full)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    std::io::Read::read_to_string(&mut &file, &mut holder)?;
+                    return Ok(Err(holder));
+                }
+                Err(std::fs::TryLockError::Error(error)) => return Err(error),
+            }
+            file.set_len(0)?;
+            file.write_all_at(format!("pid={}\nnode_id={node_id}\n", std::process::id()).as_bytes(), 0)?;
+            file.sync_data()?;
+            Ok(Ok(file))
+        })
+        .await?;
+        match outcome {
+            Ok(file) => Ok(RealLock { _file: file }),
+            Err(written) => Err(DiskError::new(DiskOp::Lock, LOCK_FILE, DiskErrorKind::Locked { holder: describe_holder(&written) })),
+        }
+    }
+}
+
+/// `pid 1234, node 1` from a lock file's `pid=1234\nnode_id=1\n`.
+fn describe_holder(written: &str) -> String {
+    let field = |key: &str| written.lines().find_map(|line| line.strip_prefix(key)).map(str::trim).filter(|v| !v.is_empty());
+    match (field("pid="), field("node_id=")) {
+        (Some(pid), Some(node_id)) => format!("pid {pid}, node {node_id}"),
+        (Some(pid), None) => format!("pid {pid}"),
+        // The holder locks before it writes its pid: it is starting right now.
+        _ => "a process that is starting; its pid is not written yet".to_string(),
+    }
+}
+
+/// A held `flock`; closing the file (drop, or process death) releases it.
+#[derive(Debug)]
+pub struct RealLock {
+    _file: File,
 }
 
 /// An open real file; positional reads and writes, so clones never race on a cursor.

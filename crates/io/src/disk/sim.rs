@@ -83,6 +83,9 @@ struct SimDiskState {
     ops_until_freeze: Option<u64>,
     frozen: bool,
     stats: SimDiskStats,
+    /// The exclusive lock's holder: (token of its guard, node id).
+    lock_holder: Option<(u64, u64)>,
+    lock_token_next: u64,
 }
 
 /// What happened on a SimDisk, for traces and for checking that faults fired.
@@ -134,6 +137,8 @@ impl SimDisk {
                 ops_until_freeze: None,
                 frozen: false,
                 stats: SimDiskStats::default(),
+                lock_holder: None,
+                lock_token_next: 1,
             })),
         }
     }
@@ -169,6 +174,8 @@ impl SimDisk {
         state.incarnation += 1;
         state.frozen = false;
         state.ops_until_freeze = None;
+        // Every process using the disk died with the power: so did the lock's holder.
+        state.lock_holder = None;
         let torn_probability = state.faults.torn_write_on_crash_probability;
         for inode in state.inodes.values_mut() {
             let mut content = inode.durable.clone();
@@ -212,6 +219,27 @@ impl SimDisk {
         state.live = live;
         let referenced: BTreeSet<u64> = state.live.values().copied().collect();
         state.inodes.retain(|id, _| referenced.contains(id));
+    }
+
+    /// The in-memory counterpart of `flock`: one holder at a time; a second
+    /// node on this disk is refused. Released when the guard is dropped
+    /// (madsim drops a killed node's tasks, as process death closes the
+    /// fd) or by `crash`. Not a disk operation: it neither counts toward
+    /// `freeze_after_ops` nor draws from the RNG, so schedules replay as before.
+    pub fn lock_exclusive(&self, node_id: u64) -> DiskResult<SimLock> {
+        let mut state = self.lock();
+        if let Some((_, holder_node_id)) = state.lock_holder {
+            return Err(DiskError::new(DiskOp::Lock, super::LOCK_FILE, DiskErrorKind::Locked { holder: format!("node {holder_node_id}") }));
+        }
+        let token = state.lock_token_next;
+        state.lock_token_next += 1;
+        state.lock_holder = Some((token, node_id));
+        Ok(SimLock { disk: self.clone(), token })
+    }
+
+    /// The node holding the exclusive lock, if any.
+    pub fn lock_holder(&self) -> Option<u64> {
+        self.lock().lock_holder.map(|(_, node_id)| node_id)
     }
 
     /// Counts an operation, applies the freeze countdown, and returns the
@@ -371,6 +399,28 @@ impl SimDisk {
         apply_write(&mut inode.durable, offset, data);
         apply_write(&mut inode.current, offset, data);
         true
+    }
+}
+
+/// A held `SimDisk::lock_exclusive`. A guard from before a crash releases
+/// nothing: its lock already went with the crash (and may be someone else's now).
+pub struct SimLock {
+    disk: SimDisk,
+    token: u64,
+}
+
+impl std::fmt::Debug for SimLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimLock").field("token", &self.token).finish()
+    }
+}
+
+impl Drop for SimLock {
+    fn drop(&mut self) {
+        let mut state = self.disk.lock();
+        if state.lock_holder.is_some_and(|(token, _)| token == self.token) {
+            state.lock_holder = None;
+        }
     }
 }
 
