@@ -147,8 +147,7 @@ fn healthz_readyz_and_metrics_report_raft_partitions_and_kafka_requests() {
 #[test]
 fn produce_refusals_are_counted_per_partition_on_metrics_and_logged_once_and_a_topic_below_min_insync_is_warned_about() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let ports = Ports::free();
-    let mut keel = start_single(dir.path(), &ports, &["--min-insync-replicas", "2"]);
+    let (mut keel, ports) = start_single(dir.path(), "", &["--min-insync-replicas", "2"]);
     wait_for("/readyz says ready", || ready(ports.admin));
     create_topic(ports.admin, "short");
     let bootstrap = format!("127.0.0.1:{}", ports.kafka);

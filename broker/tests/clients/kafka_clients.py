@@ -105,7 +105,11 @@ def confluent(bootstrap, topic, count):
         future.result(60)
     if not eventually(lambda: topic in admin.list_topics(timeout=30).topics):
         return [f"{topic} not listed 30 s after create"]
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True})
+    # No auto-create: this producer keeps refreshing the metadata of the
+    # scratch topic it wrote to, and with auto-create on (librdkafka's
+    # producer default) that re-creates the topic the moment it is deleted,
+    # before the admin client creates it again (as Kafka would too).
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True, "allow.auto.create.topics": False})
     acked, errors = {}, []
 
     def delivered(error, message):

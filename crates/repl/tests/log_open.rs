@@ -23,12 +23,18 @@ struct Broker {
     meta: MetaHandle,
     repl: ReplHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    drivers: Vec<tokio::task::AbortHandle>,
 }
 
 impl Broker {
-    fn stop(self) {
+    /// Stops the drivers as a process exit would; returns once they are
+    /// gone (and with them the disk lock the node held).
+    async fn stop(self) {
+        for driver in &self.drivers {
+            driver.abort();
+        }
         for task in self.tasks {
-            task.abort();
+            let _ = task.await;
         }
     }
 }
@@ -59,6 +65,7 @@ async fn start_broker(disk: &SimDisk, incarnation: u64) -> Broker {
     // Small reads: opening the large log takes many (slow) disk reads.
     repl_config.log_config.read_chunk_bytes = 1024;
     let (repl, repl_task) = keel_repl::driver::start(Disk::Sim(disk.clone()), Clock::new(), meta.clone(), frames_rx, repl_config);
+    let drivers = vec![meta_task.abort_handle(), repl_task.abort_handle()];
     let tasks = vec![
         tokio::spawn(async move {
             let _ = meta_task.await;
@@ -67,7 +74,7 @@ async fn start_broker(disk: &SimDisk, incarnation: u64) -> Broker {
             let _ = repl_task.await;
         }),
     ];
-    Broker { meta, repl, tasks }
+    Broker { meta, repl, tasks, drivers }
 }
 
 /// Produces with acks=all until acknowledged (the replica may not lead yet).
@@ -103,7 +110,7 @@ async fn a_produce_to_an_open_partition_is_acknowledged_while_a_large_log_is_sti
         produce(&broker.repl, 0, records).await;
     }
     produce(&broker.repl, 1, vec![b"small".to_vec()]).await;
-    broker.stop();
+    broker.stop().await;
 
     // The restart: every disk operation now takes 2 ms.
     disk.set_faults(SimDiskFaults { latency_us: Some((2_000, 2_000)), ..SimDiskFaults::default() });
@@ -123,5 +130,5 @@ async fn a_produce_to_an_open_partition_is_acknowledged_while_a_large_log_is_sti
     }
     let opened = broker.repl.replica_status(TOPIC, 0).await.expect("partition 0 opens");
     assert_eq!(opened.log_end_offset, 800, "every record of the large log is there");
-    broker.stop();
+    broker.stop().await;
 }

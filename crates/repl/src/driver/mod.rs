@@ -354,6 +354,7 @@ pub fn start(
         isr_results,
         opening: BTreeMap::new(),
         opened,
+        produces_awaiting_open: BTreeMap::new(),
         orphans_swept: false,
     };
     let task = tokio::spawn(driver.run(feed, frames, request_rx, isr_rx, opened_rx));
@@ -376,6 +377,11 @@ struct Driver {
     /// partition); each comes back on `opened`.
     opening: BTreeMap<(String, u32), u64>,
     opened: mpsc::Sender<Opened>,
+    /// Produces to a partition assigned here whose log is not open yet, in
+    /// arrival order: served once it is. Refusing them instead made a
+    /// producer with several batches in flight retry the first after later
+    /// ones were appended (records out of order in a new topic's log).
+    produces_awaiting_open: BTreeMap<(String, u32), Vec<(ProduceRequest, oneshot::Sender<Result<Produced, ReplError>>)>>,
     /// Logs of topics deleted while this broker was down were removed.
     orphans_swept: bool,
 }
@@ -498,6 +504,19 @@ impl Driver {
             let change = replica.become_idle().await.map_err(|error| log_error(&key, error))?;
             self.after_role_change(&key, change);
         }
+        // Produces waiting for a log that will no longer open here are
+        // refused now (on_produce finds no replica) instead of never.
+        let unassigned: Vec<(String, u32)> = self
+            .produces_awaiting_open
+            .keys()
+            .filter(|key| self.metadata.partition(&key.0, key.1).is_none_or(|p| !p.replicas.contains(&me)))
+            .cloned()
+            .collect();
+        for key in unassigned {
+            for (request, reply) in self.produces_awaiting_open.remove(&key).unwrap_or_default() {
+                self.on_produce(request, reply).await?;
+            }
+        }
         Ok(())
     }
 
@@ -531,9 +550,14 @@ impl Driver {
             replica.destroy().await.map_err(|error| log_error(&key, error))?;
             tracing::info!(node_id = self.config.node_id, topic = key.0, partition = key.1, "topic deleted; replica log removed");
         } else {
-            self.replicas.insert(key, replica);
+            self.replicas.insert(key.clone(), replica);
         }
-        self.reconcile(Arc::clone(&self.metadata)).await
+        self.reconcile(Arc::clone(&self.metadata)).await?;
+        // Served in arrival order, as if they had waited in the queue.
+        for (request, reply) in self.produces_awaiting_open.remove(&key).unwrap_or_default() {
+            self.on_produce(request, reply).await?;
+        }
+        Ok(())
     }
 
     /// Removes the logs of topics deleted while this broker was down: a
@@ -898,7 +922,19 @@ impl Driver {
 
     async fn on_request(&mut self, request: Request) -> DriverResult {
         match request {
-            Request::Produce { request, reply } => self.on_produce(request, reply).await,
+            Request::Produce { request, reply } => {
+                let key = (request.topic.clone(), request.partition);
+                let me = self.config.node_id;
+                let assigned_here = self.metadata.partition(&key.0, key.1).is_some_and(|p| p.replicas.contains(&me));
+                if assigned_here && !self.replicas.contains_key(&key) {
+                    let waiting = self.produces_awaiting_open.entry(key.clone()).or_default();
+                    if waiting.len() < self.config.produce_queue_len {
+                        waiting.push((request, reply));
+                        return Ok(());
+                    }
+                }
+                self.on_produce(request, reply).await
+            }
             Request::Read { topic, partition, offset, bytes_max, limit, reply } => {
                 let key = (topic, partition);
                 let Some(replica) = self.replicas.get(&key) else {
