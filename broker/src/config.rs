@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, ValueEnum};
+use keel_node::NodeConfig;
 use serde::{Deserialize, Serialize};
 
 /// How logs are written (to stderr).
@@ -52,42 +53,163 @@ pub struct StartArgs {
     /// Port this broker registers for clients (default: the --kafka-addr port).
     #[arg(long, env = "KEEL_ADVERTISED_PORT")]
     pub advertised_port: Option<u16>,
-    /// Kafka's auto.create.topics.enable: a Metadata request for an unknown topic creates it.
-    #[arg(long, env = "KEEL_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
-    pub auto_create_topics: bool,
-    /// Kafka's num.partitions: partitions of an auto-created topic.
-    #[arg(long, env = "KEEL_NUM_PARTITIONS", default_value_t = 1)]
-    pub num_partitions: u32,
-    /// Kafka's default.replication.factor: replicas of an auto-created topic.
-    #[arg(long, env = "KEEL_DEFAULT_REPLICATION_FACTOR", default_value_t = 1)]
-    pub default_replication_factor: u32,
-    /// Kafka's socket.request.max.bytes: larger request frames are refused.
-    #[arg(long, env = "KEEL_SOCKET_REQUEST_MAX_BYTES", default_value_t = keel_kafka::codec::FRAME_BYTES_MAX_DEFAULT)]
-    pub socket_request_max_bytes: usize,
     /// Rack, for rack-aware replica placement.
     #[arg(long, env = "KEEL_RACK")]
     pub rack: Option<String>,
-    /// Milliseconds of silence after which the controller fences a broker.
-    #[arg(long, env = "KEEL_REGISTRATION_LEASE_MS", default_value_t = 3_000)]
-    pub registration_lease_ms: u64,
-    /// ISR size acks=all needs for topics that do not set min.insync.replicas.
-    #[arg(long, env = "KEEL_MIN_INSYNC_REPLICAS", default_value_t = 1)]
-    pub min_insync_replicas: usize,
-    /// A follower not caught up for this long leaves the ISR (Kafka's replica.lag.time.max.ms).
-    #[arg(long, env = "KEEL_REPLICA_LAG_TIME_MAX_MS", default_value_t = 10_000)]
-    pub replica_lag_time_max_ms: u64,
-    /// Kafka's group.initial.rebalance.delay.ms: the first rebalance of an empty consumer group waits this long for more members.
-    #[arg(long, env = "KEEL_GROUP_INITIAL_REBALANCE_DELAY_MS", default_value_t = 3_000)]
-    pub group_initial_rebalance_delay_ms: u64,
-    /// On SIGTERM, requests in flight get this long to finish before their connections are cut.
-    #[arg(long, env = "KEEL_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
-    pub drain_timeout_ms: u64,
     /// Log format on stderr (RUST_LOG sets the level; default info).
     #[arg(long, env = "KEEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Serve broker-to-broker traffic on this inherited listening socket (a supervisor such as `keel dev` bound it) instead of binding this node's --peers entry.
     #[arg(long, env = "KEEL_BROKER_LISTENER_FD")]
     pub broker_listener_fd: Option<i32>,
+    #[command(flatten)]
+    pub node: NodeFlags,
+}
+
+/// `keel start`'s flags for the node's settings (`keel_node::NodeConfig`,
+/// whose defaults `--print-config` shows): unset flags leave the file's value
+/// or the default.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NodeFlags {
+    /// Raft tick of the metadata group, in milliseconds.
+    #[arg(long, env = "KEEL_RAFT_TICK_MS")]
+    pub raft_tick_ms: Option<u64>,
+    /// A metadata leader heartbeats every this many ticks.
+    #[arg(long, env = "KEEL_RAFT_HEARTBEAT_TICKS")]
+    pub raft_heartbeat_ticks: Option<usize>,
+    /// Metadata election timeouts are drawn from [N, 2N) ticks.
+    #[arg(long, env = "KEEL_RAFT_ELECTION_TICKS")]
+    pub raft_election_ticks: Option<usize>,
+    /// A metadata proposal not applied within this long fails (retriable).
+    #[arg(long, env = "KEEL_PROPOSAL_TIMEOUT_MS")]
+    pub proposal_timeout_ms: Option<u64>,
+    /// Milliseconds of silence after which the controller fences a broker.
+    #[arg(long, env = "KEEL_REGISTRATION_LEASE_MS")]
+    pub registration_lease_ms: Option<u64>,
+    /// The metadata Raft log is snapshotted and compacted after this many applied entries.
+    #[arg(long, env = "KEEL_METADATA_COMPACT_AFTER_ENTRIES")]
+    pub metadata_compact_after_entries: Option<u64>,
+    /// Segment size of the metadata Raft log.
+    #[arg(long, env = "KEEL_METADATA_SEGMENT_BYTES")]
+    pub metadata_segment_bytes: Option<u64>,
+    /// Kafka's log.segment.bytes: segment size of partition logs.
+    #[arg(long, env = "KEEL_LOG_SEGMENT_BYTES")]
+    pub log_segment_bytes: Option<u64>,
+    /// ISR size acks=all needs for topics that do not set min.insync.replicas.
+    #[arg(long, env = "KEEL_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<usize>,
+    /// A follower not caught up for this long leaves the ISR (Kafka's replica.lag.time.max.ms).
+    #[arg(long, env = "KEEL_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
+    /// Kafka's replica.fetch.max.bytes: bytes a follower asks for per fetch.
+    #[arg(long, env = "KEEL_REPLICA_FETCH_MAX_BYTES")]
+    pub replica_fetch_max_bytes: Option<u32>,
+    /// A partition leader holds a follower's fetch with nothing new for at most this long.
+    #[arg(long, env = "KEEL_REPLICA_FETCH_WAIT_MAX_MS")]
+    pub replica_fetch_wait_max_ms: Option<u64>,
+    /// Produce and read requests queued for the replication loop; a full queue answers busy.
+    #[arg(long, env = "KEEL_PRODUCE_QUEUE_LEN")]
+    pub produce_queue_len: Option<usize>,
+    /// Kafka's auto.create.topics.enable: a Metadata request for an unknown topic creates it.
+    #[arg(long, env = "KEEL_AUTO_CREATE_TOPICS", action = clap::ArgAction::Set)]
+    pub auto_create_topics: Option<bool>,
+    /// Kafka's num.partitions: partitions of an auto-created topic.
+    #[arg(long, env = "KEEL_NUM_PARTITIONS")]
+    pub num_partitions: Option<u32>,
+    /// Kafka's default.replication.factor: replicas of an auto-created topic.
+    #[arg(long, env = "KEEL_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<u32>,
+    /// Kafka's socket.request.max.bytes: larger request frames are refused.
+    #[arg(long, env = "KEEL_SOCKET_REQUEST_MAX_BYTES")]
+    pub socket_request_max_bytes: Option<usize>,
+    /// How often a parked Kafka fetch looks for new records.
+    #[arg(long, env = "KEEL_FETCH_POLL_INTERVAL_MS")]
+    pub fetch_poll_interval_ms: Option<u64>,
+    /// Kafka's group.min.session.timeout.ms.
+    #[arg(long, env = "KEEL_GROUP_MIN_SESSION_TIMEOUT_MS")]
+    pub group_min_session_timeout_ms: Option<u64>,
+    /// Kafka's group.max.session.timeout.ms.
+    #[arg(long, env = "KEEL_GROUP_MAX_SESSION_TIMEOUT_MS")]
+    pub group_max_session_timeout_ms: Option<u64>,
+    /// Kafka's group.initial.rebalance.delay.ms: the first rebalance of an empty consumer group waits this long for more members.
+    #[arg(long, env = "KEEL_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// On SIGTERM, requests in flight get this long to finish before their connections are cut.
+    #[arg(long, env = "KEEL_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+}
+
+impl NodeFlags {
+    /// The flags (and `KEEL_*` variables) given, over `config`.
+    pub fn apply(&self, mut config: NodeConfig) -> NodeConfig {
+        if let Some(value) = self.raft_tick_ms {
+            config.raft_tick_ms = value;
+        }
+        if let Some(value) = self.raft_heartbeat_ticks {
+            config.raft_heartbeat_ticks = value;
+        }
+        if let Some(value) = self.raft_election_ticks {
+            config.raft_election_ticks = value;
+        }
+        if let Some(value) = self.proposal_timeout_ms {
+            config.proposal_timeout_ms = value;
+        }
+        if let Some(value) = self.registration_lease_ms {
+            config.registration_lease_ms = value;
+        }
+        if let Some(value) = self.metadata_compact_after_entries {
+            config.metadata_compact_after_entries = value;
+        }
+        if let Some(value) = self.metadata_segment_bytes {
+            config.metadata_segment_bytes = value;
+        }
+        if let Some(value) = self.log_segment_bytes {
+            config.log_segment_bytes = value;
+        }
+        if let Some(value) = self.min_insync_replicas {
+            config.min_insync_replicas = value;
+        }
+        if let Some(value) = self.replica_lag_time_max_ms {
+            config.replica_lag_time_max_ms = value;
+        }
+        if let Some(value) = self.replica_fetch_max_bytes {
+            config.replica_fetch_max_bytes = value;
+        }
+        if let Some(value) = self.replica_fetch_wait_max_ms {
+            config.replica_fetch_wait_max_ms = value;
+        }
+        if let Some(value) = self.produce_queue_len {
+            config.produce_queue_len = value;
+        }
+        if let Some(value) = self.auto_create_topics {
+            config.auto_create_topics = value;
+        }
+        if let Some(value) = self.num_partitions {
+            config.num_partitions = value;
+        }
+        if let Some(value) = self.default_replication_factor {
+            config.default_replication_factor = value;
+        }
+        if let Some(value) = self.socket_request_max_bytes {
+            config.socket_request_max_bytes = value;
+        }
+        if let Some(value) = self.fetch_poll_interval_ms {
+            config.fetch_poll_interval_ms = value;
+        }
+        if let Some(value) = self.group_min_session_timeout_ms {
+            config.group_min_session_timeout_ms = value;
+        }
+        if let Some(value) = self.group_max_session_timeout_ms {
+            config.group_max_session_timeout_ms = value;
+        }
+        if let Some(value) = self.group_initial_rebalance_delay_ms {
+            config.group_initial_rebalance_delay_ms = value;
+        }
+        if let Some(value) = self.drain_timeout_ms {
+            config.drain_timeout_ms = value;
+        }
+        config
+    }
 }
 
 /// A `--config` file: every key optional, unknown keys refused. The field
@@ -112,31 +234,14 @@ pub struct FileConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertised_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub auto_create_topics: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub num_partitions: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub default_replication_factor: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub socket_request_max_bytes: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub rack: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub registration_lease_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub min_insync_replicas: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub replica_lag_time_max_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub group_initial_rebalance_delay_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub drain_timeout_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
 }
 
-/// The keys a `--config` file may set, in `FileConfig`'s order.
-pub const FILE_KEYS: &[&str] = &[
+/// The keys of a `--config` file that are `keel start`'s own (the others
+/// are `keel_node::NodeConfig`'s), in `FileConfig`'s order.
+pub const BINARY_KEYS: &[&str] = &[
     "node_id",
     "peers",
     "data_dir",
@@ -145,33 +250,45 @@ pub const FILE_KEYS: &[&str] = &[
     "kafka_addr",
     "advertised_host",
     "advertised_port",
-    "auto_create_topics",
-    "num_partitions",
-    "default_replication_factor",
-    "socket_request_max_bytes",
     "rack",
-    "registration_lease_ms",
-    "min_insync_replicas",
-    "replica_lag_time_max_ms",
-    "group_initial_rebalance_delay_ms",
-    "drain_timeout_ms",
     "log_format",
 ];
 
-/// Parses a `--config` file's text; `shown` names the file in messages.
-pub fn parse_config_file(shown: &str, text: &str) -> Result<FileConfig, String> {
+/// Every key a `--config` file may set: `keel start`'s own, then the node's.
+pub fn file_keys() -> Vec<String> {
+    BINARY_KEYS.iter().map(|key| key.to_string()).chain(NodeConfig::keys()).collect()
+}
+
+/// A parsed `--config` file: `keel start`'s own settings and the node's.
+#[derive(Debug, Default)]
+pub struct ParsedFile {
+    pub start: FileConfig,
+    pub node: NodeConfig,
+}
+
+/// Parses a `--config` file's text over the node defaults; `shown` names
+/// the file in messages.
+pub fn parse_config_file(shown: &str, text: &str) -> Result<ParsedFile, String> {
     let table: toml::Table = text.parse().map_err(|error| format!("{shown} is not valid TOML: {error}"))?;
-    for (key, value) in &table {
+    let valid = file_keys();
+    let (mut start, mut node) = (toml::Table::new(), toml::Table::new());
+    for (key, value) in table {
         if value.is_table() {
-            return Err(format!("{shown}: `{key}` is a table; the file is flat `key = value` lines (valid keys: {})", FILE_KEYS.join(", ")));
+            return Err(format!("{shown}: `{key}` is a table; the file is flat `key = value` lines (valid keys: {})", valid.join(", ")));
         }
-        if !FILE_KEYS.contains(&key.as_str()) {
+        if BINARY_KEYS.contains(&key.as_str()) {
+            start.insert(key, value);
+        } else if valid.contains(&key) {
+            node.insert(key, value);
+        } else {
             let snake = key.replace('-', "_");
-            let hint = if FILE_KEYS.contains(&snake.as_str()) { format!(" (keys are snake_case: write `{snake}`)") } else { String::new() };
-            return Err(format!("{shown}: unknown key `{key}`{hint}; valid keys: {}", FILE_KEYS.join(", ")));
+            let hint = if valid.contains(&snake) { format!(" (keys are snake_case: write `{snake}`)") } else { String::new() };
+            return Err(format!("{shown}: unknown key `{key}`{hint}; valid keys: {}", valid.join(", ")));
         }
     }
-    toml::from_str(text).map_err(|error| format!("{shown}: {}", error.to_string().trim_end()))
+    let start = toml::Value::Table(start).try_into().map_err(|error: toml::de::Error| format!("{shown}: {}", error.to_string().trim_end()))?;
+    let node = NodeConfig::from_toml_table(node).map_err(|error| format!("{shown}: {error}"))?;
+    Ok(ParsedFile { start, node })
 }
 
 /// Reads a `--config` file from the host, before the node and its Disk
@@ -189,7 +306,8 @@ pub fn read_config_file(path: &str) -> Result<String, String> {
 const CONFIG_FILE_BYTES_MAX: usize = 1024 * 1024;
 
 /// Fills every setting not given as a flag or `KEEL_*` variable from the
-/// file (`matches` are `start`'s, to tell where each value came from).
+/// file (`matches` are `start`'s, to tell where each value came from), and
+/// the node's settings: flag > env > file > default.
 pub fn apply_file(mut args: StartArgs, matches: &ArgMatches, file: FileConfig) -> StartArgs {
     let given = |id: &str| matches!(matches.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable));
     macro_rules! from_file {
@@ -203,32 +321,14 @@ pub fn apply_file(mut args: StartArgs, matches: &ArgMatches, file: FileConfig) -
             )*
         };
     }
-    from_file!(
-        node_id,
-        peers,
-        data_dir,
-        cluster_id,
-        admin_addr,
-        kafka_addr,
-        advertised_host,
-        advertised_port,
-        auto_create_topics,
-        num_partitions,
-        default_replication_factor,
-        socket_request_max_bytes,
-        rack,
-        registration_lease_ms,
-        min_insync_replicas,
-        replica_lag_time_max_ms,
-        group_initial_rebalance_delay_ms,
-        drain_timeout_ms,
-        log_format,
-    );
+    from_file!(node_id, peers, data_dir, cluster_id, admin_addr, kafka_addr, advertised_host, advertised_port, rack, log_format);
     args
 }
 
-/// The effective settings, as a config file would set them.
-pub fn effective_toml(args: &StartArgs) -> String {
+/// The effective settings, as a config file would set them: `keel start`'s
+/// own, then the node's (`keel_node::NodeConfig`, the keys a simulator
+/// scenario's `[node]` table sets too).
+pub fn effective_toml(args: &StartArgs, node: &NodeConfig) -> String {
     let settings = FileConfig {
         node_id: Some(args.node_id),
         peers: Some(args.peers.clone()),
@@ -238,19 +338,10 @@ pub fn effective_toml(args: &StartArgs) -> String {
         kafka_addr: Some(args.kafka_addr.clone()),
         advertised_host: args.advertised_host.clone(),
         advertised_port: args.advertised_port,
-        auto_create_topics: Some(args.auto_create_topics),
-        num_partitions: Some(args.num_partitions),
-        default_replication_factor: Some(args.default_replication_factor),
-        socket_request_max_bytes: Some(args.socket_request_max_bytes),
         rack: args.rack.clone(),
-        registration_lease_ms: Some(args.registration_lease_ms),
-        min_insync_replicas: Some(args.min_insync_replicas),
-        replica_lag_time_max_ms: Some(args.replica_lag_time_max_ms),
-        group_initial_rebalance_delay_ms: Some(args.group_initial_rebalance_delay_ms),
-        drain_timeout_ms: Some(args.drain_timeout_ms),
         log_format: Some(args.log_format),
     };
-    toml::to_string(&settings).expect("settings serialize as TOML")
+    format!("{}{}", toml::to_string(&settings).expect("settings serialize as TOML"), node.to_toml())
 }
 
 /// `--peers 1=127.0.0.1:19091,2=127.0.0.1:19092,...`: every voter, this node included.
@@ -316,18 +407,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_example_config_file_parses_and_sets_every_key() {
-        let example = parse_config_file("keel.example.toml", include_str!("../keel.example.toml")).expect("the example parses");
-        let listed: toml::Table = toml::to_string(&example).expect("serializes").parse().expect("parses back");
+    fn the_example_config_file_parses_and_sets_every_key_to_its_default() {
+        let example = include_str!("../keel.example.toml");
+        let parsed = parse_config_file("keel.example.toml", example).expect("the example parses");
+        assert_eq!(parsed.node, NodeConfig::default(), "the example spells out the node defaults");
+        let listed: toml::Table = example.parse().expect("valid TOML");
         let mut keys: Vec<&str> = listed.keys().map(String::as_str).collect();
         keys.sort_unstable();
-        let mut expected: Vec<&str> = FILE_KEYS.iter().copied().filter(|k| !matches!(*k, "advertised_host" | "advertised_port" | "rack")).collect();
+        let every = file_keys();
+        let mut expected: Vec<&str> = every.iter().map(String::as_str).filter(|k| !matches!(*k, "advertised_host" | "advertised_port" | "rack")).collect();
         expected.sort_unstable();
         assert_eq!(keys, expected, "the example shows every key (the optional three commented out)");
     }
 
     #[test]
-    fn file_keys_are_exactly_the_fields_of_the_file_config() {
+    fn binary_keys_are_exactly_the_fields_of_the_file_config_and_none_is_a_node_setting() {
         let every = FileConfig {
             node_id: Some(1),
             peers: Some(String::new()),
@@ -337,21 +431,23 @@ mod tests {
             kafka_addr: Some(String::new()),
             advertised_host: Some(String::new()),
             advertised_port: Some(1),
-            auto_create_topics: Some(true),
-            num_partitions: Some(1),
-            default_replication_factor: Some(1),
-            socket_request_max_bytes: Some(1),
             rack: Some(String::new()),
-            registration_lease_ms: Some(1),
-            min_insync_replicas: Some(1),
-            replica_lag_time_max_ms: Some(1),
-            group_initial_rebalance_delay_ms: Some(1),
-            drain_timeout_ms: Some(1),
             log_format: Some(LogFormat::Json),
         };
         let table: toml::Table = toml::to_string(&every).expect("serializes").parse().expect("parses back");
-        assert_eq!(table.keys().map(String::as_str).collect::<Vec<_>>().len(), FILE_KEYS.len());
-        assert!(table.keys().all(|key| FILE_KEYS.contains(&key.as_str())), "{table:?}");
+        assert_eq!(table.keys().map(String::as_str).collect::<Vec<_>>(), BINARY_KEYS.to_vec());
+        let node_keys = NodeConfig::keys();
+        assert!(BINARY_KEYS.iter().all(|key| !node_keys.contains(&key.to_string())), "{node_keys:?}");
+    }
+
+    #[test]
+    fn a_flag_beats_the_file_which_beats_the_node_default() {
+        let parsed = parse_config_file("k.toml", "num_partitions = 4\nregistration_lease_ms = 900\n").expect("valid");
+        let flags = NodeFlags { num_partitions: Some(6), ..NodeFlags::default() };
+        let config = flags.apply(parsed.node);
+        assert_eq!(config.num_partitions, 6);
+        assert_eq!(config.registration_lease_ms, 900);
+        assert_eq!(config.drain_timeout_ms, NodeConfig::default().drain_timeout_ms);
     }
 
     #[test]
@@ -367,7 +463,9 @@ retention = 5
         let table = parse_config_file("k.toml", "[broker]\nnode_id = 1\n").expect_err("table");
         assert!(table.contains("flat"), "{table}");
         let format = parse_config_file("k.toml", "log_format = \"json\"\n").expect("valid");
-        assert_eq!(format.log_format, Some(LogFormat::Json));
+        assert_eq!(format.start.log_format, Some(LogFormat::Json));
+        let node_mistyped = parse_config_file("k.toml", "num_partitions = \"four\"\n").expect_err("type");
+        assert!(node_mistyped.contains("k.toml") && node_mistyped.contains("num_partitions"), "{node_mistyped}");
     }
 
     #[test]

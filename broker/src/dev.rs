@@ -355,7 +355,7 @@ async fn learn_bound_addrs(nodes: &mut [DevNode]) -> Result<(), String> {
             if let Ok(Some(status)) = node.child.try_wait() {
                 return Err(format!("node {} exited while starting ({status})", node.id));
             }
-            let written = match disk.open(crate::listeners::LISTENERS_FILE).await {
+            let written = match disk.open(keel_node::LISTENERS_FILE).await {
                 Ok(file) => file.read_at(0, 4096).await.ok().map(|bytes| String::from_utf8_lossy(&bytes).into_owned()),
                 Err(_) => None,
             };

@@ -1,6 +1,6 @@
 //! Every port a node serves, bound before the node touches its data dir: a
 //! start that cannot listen must not initialise (or change) a data dir and
-//! then fail. Port 0 binds any free port; the bound addresses are written
+//! then fail. Port 0 binds any free port; the node writes the bound addresses
 //! to `listeners.json` in the data dir (and shown on `/status`), so a
 //! supervisor or a test learns them without picking ports itself.
 //!
@@ -15,21 +15,8 @@
 use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
 
-use keel_io::Disk;
+use keel_node::Listeners;
 use tokio::net::TcpListener;
-
-/// The three listeners, bound and listening.
-pub struct Listeners {
-    pub kafka: TcpListener,
-    pub admin: TcpListener,
-    pub broker: TcpListener,
-    pub kafka_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-    pub broker_addr: SocketAddr,
-}
-
-/// The file in the data dir that records the bound addresses.
-pub const LISTENERS_FILE: &str = "listeners.json";
 
 async fn bind_one(flag: &str, addr: &str) -> Result<(TcpListener, SocketAddr), String> {
     let listener = TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {flag} {addr}: {e}"))?;
@@ -63,33 +50,11 @@ fn inherited(fd: i32, expected_port: u16) -> Result<(TcpListener, SocketAddr), S
 /// Binds the Kafka, admin and broker listeners (or takes the broker's
 /// from `broker_fd`); any failure is bad input (exit 2), before any disk work.
 pub async fn bind_all(kafka_addr: &str, admin_addr: &str, broker_addr: &str, broker_fd: Option<i32>) -> Result<Listeners, String> {
-    let (broker, broker_addr) = match broker_fd {
+    let (broker, _) = match broker_fd {
         Some(fd) => inherited(fd, crate::config::parse_host_port(broker_addr).map(|(_, port)| port).unwrap_or(0))?,
         None => bind_one("--peers (this node's entry)", broker_addr).await?,
     };
-    let (kafka, kafka_addr) = bind_one("--kafka-addr", kafka_addr).await?;
-    let (admin, admin_addr) = bind_one("--admin-addr", admin_addr).await?;
-    Ok(Listeners { kafka, admin, broker, kafka_addr, admin_addr, broker_addr })
-}
-
-impl Listeners {
-    /// `{"pid":..,"node_id":..,"kafka":"HOST:PORT","admin":..,"broker":..}`.
-    pub fn json_of(node_id: u64, kafka: SocketAddr, admin: SocketAddr, broker: SocketAddr) -> String {
-        format!("{{\"pid\":{},\"node_id\":{node_id},\"kafka\":\"{kafka}\",\"admin\":\"{admin}\",\"broker\":\"{broker}\"}}", std::process::id())
-    }
-}
-
-/// Writes `json` to `listeners.json` in the data dir (temp file, fsync,
-/// rename, fsync of the dir), so a reader sees the old file or the new one.
-pub async fn record(disk: &Disk, json: &str) -> Result<(), keel_io::DiskError> {
-    let temp = format!("{LISTENERS_FILE}.tmp");
-    match disk.remove(&temp).await {
-        Ok(()) | Err(keel_io::DiskError { kind: keel_io::DiskErrorKind::NotFound, .. }) => {}
-        Err(error) => return Err(error),
-    }
-    let file = disk.create(&temp).await?;
-    file.write_at(0, format!("{json}\n").as_bytes()).await?;
-    file.sync().await?;
-    disk.rename(&temp, LISTENERS_FILE).await?;
-    disk.sync_dir("").await
+    let (kafka, _) = bind_one("--kafka-addr", kafka_addr).await?;
+    let (admin, _) = bind_one("--admin-addr", admin_addr).await?;
+    Ok(Listeners { kafka, admin, broker })
 }

@@ -42,15 +42,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_io::{Clock, NodeRng};
-use keel_kafka::server::{serve_until, ServeOptions};
-use keel_kafka::{KafkaConfig, KafkaFront};
-use keel_meta::driver::MetaHandle;
-use keel_repl::driver::{ReadRecord, ReplHandle};
+use keel_io::NodeRng;
+use keel_repl::driver::ReadRecord;
 use keel_repl::RecordStamp;
 use rand::Rng;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::data_check::{checker, DataViolation, IdempotentAck};
 use crate::data_world::{Sent, DATA_TOPIC};
@@ -62,25 +57,6 @@ use crate::scenario::{AcksSpec, DataSpec};
 const FETCH_BYTES_MAX: i32 = 16 * 1024;
 /// How long a consumer's fetch may be parked at the broker.
 const FETCH_WAIT_MS: i32 = 100;
-
-/// Starts broker `id`'s Kafka front on `ip_of(id)`:9092. The listener and
-/// every connection run as tasks of the broker's host, so they die with it.
-pub async fn start_front(id: u64, cluster_id: &str, meta: MetaHandle, repl: ReplHandle, data: &DataSpec, group_initial_rebalance_delay_ms: u64) -> Result<JoinHandle<()>, String> {
-    let addr = format!("{}:{KAFKA_PORT}", ip_of(id));
-    let listener = TcpListener::bind(&addr).await.map_err(|error| format!("node {id} cannot listen for Kafka on {addr}: {error}"))?;
-    let config = KafkaConfig {
-        auto_create_topics: false,
-        replica_lag_time_max_ms: data.replica_lag_time_max_ms,
-        fetch_poll_interval_ms: 10,
-        // Simulated groups rebalance in seconds, not Kafka's production minutes.
-        group: keel_group::Config { group_min_session_timeout_ms: 500, group_initial_rebalance_delay_ms, ..keel_group::Config::default() },
-        ..KafkaConfig::new(id, cluster_id)
-    };
-    let front = KafkaFront::new(meta, repl, config);
-    Ok(tokio::spawn(async move {
-        serve_until(listener, front, ServeOptions::new(Clock::new())).await;
-    }))
-}
 
 /// The final logs as the checkers compare them: each record's Kafka value
 /// (the log stores keel-kafka's `StoredRecord` around it).

@@ -21,24 +21,27 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_io::{Clock, Disk, NodeRng, SimDisk, SimDiskFaults};
-use keel_log::LogConfig;
+use keel_kafka::server::StopSignal;
 use keel_meta::controller::plan_create_topic;
-use keel_meta::driver::{start, MetaDriverConfig, MetaHandle, MetaObserver, ProposalError};
-use keel_meta::raft_node::RaftTiming;
+use keel_meta::driver::{MetaHandle, MetaObserver, ProposalError};
 use keel_meta::{MetadataError, MetadataState};
-use keel_repl::driver::{ReplConfig, ReplEvent, ReplObserver};
+use keel_node::{Listeners, Node, NodeConfig, NodeIdentity, Seams};
+use keel_repl::driver::{ReplEvent, ReplObserver};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use rand::Rng;
 
 use crate::data_world::{DataClients, DATA_TOPIC};
+use crate::kafka_client::KAFKA_PORT;
 use crate::kafka_world::KafkaClients;
 use crate::meta_check::{checker, CreateOutcome, History, Violation};
-use crate::scenario::{ClientKind, CreateTarget, DataSpec, Fault, FaultAction, FaultKind, Scenario, Target};
+use crate::scenario::{ClientKind, CreateTarget, Fault, FaultAction, FaultKind, Scenario, Target};
 use crate::trace::Trace;
 
 const CLUSTER_ID: &str = "sim-cluster";
 const META_PORT: u16 = 9093;
+/// Every broker's admin HTTP endpoint (`/readyz`, `/metrics`, ...).
+const ADMIN_PORT: u16 = 8080;
 /// How often convergence is polled, in simulated time.
 const POLL_MS: u64 = 20;
 /// While a `lag` fault holds a broker's traffic back, it lets it through for this long between holds.
@@ -264,6 +267,8 @@ struct Broker {
     /// A `disk` fault hit this broker: stopping on a disk error is then
     /// expected (the broker halts, as Kafka does) and it is restarted.
     disk_faulted: Arc<AtomicBool>,
+    /// The running node's graceful-stop signal.
+    stop: Arc<Mutex<StopSignal>>,
 }
 
 /// What the timeline does next.
@@ -318,29 +323,20 @@ impl World {
         self.brokers.keys().map(|id| (*id, format!("{}:{META_PORT}", ip_of(*id)))).collect()
     }
 
-    fn driver_config(&self, id: u64) -> MetaDriverConfig {
-        let raft = self.scenario.raft;
-        MetaDriverConfig {
-            cluster_id: CLUSTER_ID.into(),
+    /// Who broker `id` is on the simulated network.
+    fn identity(&self, id: u64) -> NodeIdentity {
+        NodeIdentity {
             node_id: id,
+            cluster_id: CLUSTER_ID.into(),
             voters: self.voters(),
-            listen_addr: format!("{}:{META_PORT}", ip_of(id)),
-            data_dir: "meta".into(),
-            timing: RaftTiming { tick_ms: raft.tick_ms, heartbeat_ticks: raft.heartbeat_ticks, election_ticks: raft.election_ticks },
-            proposal_timeout_ms: raft.proposal_timeout_ms,
-            log_config: LogConfig { segment_bytes_max: 64 * 1024, ..LogConfig::default() },
             advertised_host: ip_of(id),
-            advertised_port: 9092,
+            advertised_port: KAFKA_PORT,
             rack: self.scenario.cluster.racks.as_ref().map(|racks| racks[(id - 1) as usize].clone()),
-            incarnation_id: 0,
-            registration_lease_ms: raft.registration_lease_ms,
-            compact_after_entries: raft.compact_after_entries,
-            observer: None,
-            other_frames: None,
         }
     }
 
-    /// Creates the broker's host; its init runs the driver on every (re)start.
+    /// Creates the broker's host; its init boots a node through keel-node
+    /// (as `keel start` does) on every (re)start.
     fn start_broker(&mut self, id: u64) {
         let broker = self.brokers.get_mut(&id).expect("known broker");
         if broker.up {
@@ -352,75 +348,28 @@ impl World {
             self.note(format_args!("n{id} restart"));
             return;
         }
-        let (seed, disk, clock) = (self.seed, broker.disk.clone(), broker.clock.clone());
-        let disk_faulted = Arc::clone(&broker.disk_faulted);
-        let (handles, history, world_clock) = (Arc::clone(&self.handles), Arc::clone(&self.history), self.clock.clone());
-        let (repl_handles, halted) = (Arc::clone(&self.repl), Arc::clone(&self.halted));
-        let data = self.scenario.data.clone();
-        let group_initial_rebalance_delay_ms = self.scenario.group.as_ref().map_or(crate::scenario::GroupSpec::DEFAULT_INITIAL_REBALANCE_DELAY_MS, |g| g.initial_rebalance_delay_ms);
+        let boot = NodeBoot {
+            id,
+            seed: self.seed,
+            disk: broker.disk.clone(),
+            clock: broker.clock.clone(),
+            stop: Arc::clone(&broker.stop),
+            disk_faulted: Arc::clone(&broker.disk_faulted),
+            identity: self.identity(id),
+            config: node_config(&self.scenario),
+            handles: Arc::clone(&self.handles),
+            repl: Arc::clone(&self.repl),
+            halted: Arc::clone(&self.halted),
+            history: Arc::clone(&self.history),
+            world_clock: self.clock.clone(),
+        };
         let incarnations = Arc::new(AtomicU64::new(0));
-        let base_config = self.driver_config(id);
         let host = self
             .runtime
             .create_node()
             .name(format!("broker-{id}"))
             .ip(ip_of(id).parse().expect("broker ip"))
-            .init(move || {
-                let incarnation = incarnations.fetch_add(1, Ordering::SeqCst) + 1;
-                let (disk, clock, handles, history, world_clock) =
-                    (disk.clone(), clock.clone(), Arc::clone(&handles), Arc::clone(&history), world_clock.clone());
-                let (repl_handles, halted, disk_faulted, data) = (Arc::clone(&repl_handles), Arc::clone(&halted), Arc::clone(&disk_faulted), data.clone());
-                let observer = {
-                    let (history, world_clock) = (Arc::clone(&history), world_clock.clone());
-                    MetaObserver::new(move |event| lock(&history).observe(world_clock.now_us(), event))
-                };
-                let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(4096);
-                let config = MetaDriverConfig {
-                    incarnation_id: incarnation,
-                    observer: Some(observer),
-                    other_frames: data.is_some().then_some(frames_tx),
-                    ..base_config.clone()
-                };
-                async move {
-                    let rng = NodeRng::new(seed, id, incarnation);
-                    let (meta, mut meta_task) = match start(Disk::Sim(disk.clone()), clock.clone(), rng, config).await {
-                        Ok(started) => started,
-                        Err(error) => {
-                            let message = format!("node {id} could not start (incarnation {incarnation}): {error}");
-                            node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, false);
-                            return;
-                        }
-                    };
-                    lock(&handles).insert(id, meta.clone());
-                    let Some(data) = data else {
-                        let (message, panicked) = describe_stop("metadata loop", id, meta_task.await);
-                        node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, panicked);
-                        return;
-                    };
-                    let config = repl_config(id, incarnation, &data, &history, &world_clock);
-                    let (repl, mut repl_task) = keel_repl::driver::start(Disk::Sim(disk), clock, meta.clone(), frames_rx, config);
-                    lock(&repl_handles).insert(id, repl.clone());
-                    // The Kafka front over the same drivers, on port 9092.
-                    let kafka_task = match crate::kafka_world::start_front(id, CLUSTER_ID, meta, repl, &data, group_initial_rebalance_delay_ms).await {
-                        Ok(task) => task,
-                        Err(message) => {
-                            lock(&handles).remove(&id);
-                            lock(&repl_handles).remove(&id);
-                            node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, false);
-                            return;
-                        }
-                    };
-                    let (message, panicked) = tokio::select! {
-                        biased;
-                        stopped = &mut meta_task => describe_stop("metadata loop", id, stopped),
-                        stopped = &mut repl_task => describe_stop("replication loop", id, stopped),
-                    };
-                    kafka_task.abort();
-                    lock(&handles).remove(&id);
-                    lock(&repl_handles).remove(&id);
-                    node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, panicked);
-                }
-            })
+            .init(move || boot.clone().run(incarnations.fetch_add(1, Ordering::SeqCst) + 1))
             .build();
         self.note(format_args!("n{id} start"));
         self.brokers.get_mut(&id).expect("known broker").host = Some(host);
@@ -749,32 +698,115 @@ impl World {
     }
 }
 
-/// How a node's loop ended, and whether it panicked.
-fn describe_stop<E: std::fmt::Display>(what: &str, id: u64, stopped: Result<Result<(), E>, tokio::task::JoinError>) -> (String, bool) {
-    match stopped {
-        Ok(Ok(())) => (format!("node {id}'s {what} returned while the node was up"), false),
-        Ok(Err(error)) => (format!("node {id}'s {what} stopped on an error: {error}"), false),
-        Err(error) => (format!("node {id}'s {what} failed: {error}"), true),
+/// What a broker host needs to boot its node, on every (re)start.
+#[derive(Clone)]
+struct NodeBoot {
+    id: u64,
+    seed: u64,
+    disk: SimDisk,
+    clock: Clock,
+    /// Fired by a graceful stop (the drain a SIGTERM starts); a fresh signal per start.
+    stop: Arc<Mutex<StopSignal>>,
+    disk_faulted: Arc<AtomicBool>,
+    identity: NodeIdentity,
+    config: NodeConfig,
+    handles: MetaHandles,
+    repl: ReplHandles,
+    halted: Arc<Mutex<Vec<u64>>>,
+    history: SharedHistory,
+    world_clock: WorldClock,
+}
+
+impl NodeBoot {
+    /// One start of the node, until it stops (killed with its host, halted
+    /// on an error, or drained).
+    async fn run(self, incarnation: u64) {
+        let id = self.id;
+        let stop = StopSignal::new();
+        *lock(&self.stop) = stop.clone();
+        let mut seams = Seams::new(Disk::Sim(self.disk.clone()), self.clock.clone(), NodeRng::new(self.seed, id, incarnation));
+        seams.meta_observer = Some(meta_observer(&self.history, &self.world_clock));
+        seams.repl_observer = Some(repl_observer(&self.history, &self.world_clock));
+        let ip = ip_of(id);
+        let bound = Listeners::bind(&format!("{ip}:{KAFKA_PORT}"), &format!("{ip}:{ADMIN_PORT}"), &format!("{ip}:{META_PORT}")).await;
+        let started = match bound {
+            Ok(listeners) => Node::start(self.identity.clone(), &self.config, seams, listeners, None).await,
+            Err(error) => Err(error.into()),
+        };
+        let node = match started {
+            Ok(node) => node,
+            Err(error) => return self.stopped(format!("node {id} could not start (incarnation {incarnation}): {error}"), false),
+        };
+        lock(&self.handles).insert(id, node.meta().clone());
+        lock(&self.repl).insert(id, node.repl().clone());
+        let ended = match node.run_until(stop.stopped()).await {
+            Ok(node) => {
+                lock(&self.handles).remove(&id);
+                lock(&self.repl).remove(&id);
+                node.drain().await
+            }
+            Err(error) => Err(error),
+        };
+        lock(&self.handles).remove(&id);
+        lock(&self.repl).remove(&id);
+        match ended {
+            Ok(report) => {
+                let line = format!("n{id} drained in {} ms ({} Kafka requests cut off) and stopped", report.drain_ms, report.kafka_requests_aborted);
+                lock(&self.history).note(self.world_clock.now_us(), line);
+            }
+            Err(error) => self.stopped(format!("node {id} stopped: {error}"), error.is_panic()),
+        }
+    }
+
+    /// A node stopped on its own. After an injected disk fault, stopping on
+    /// an error is the broker halting as it should (it is restarted);
+    /// anything else, and any panic, is a violation.
+    fn stopped(&self, message: String, panicked: bool) {
+        if !panicked && self.disk_faulted.load(Ordering::SeqCst) {
+            lock(&self.history).note(self.world_clock.now_us(), format_args!("n{} halts: {message}", self.id));
+            lock(&self.halted).push(self.id);
+        } else {
+            lock(&self.history).violate(self.world_clock.now_us(), checker::NO_PANICS, message);
+        }
     }
 }
 
-/// A node stopped. After an injected disk fault, stopping on an error is the
-/// broker halting as it should (it is restarted); anything else, and any
-/// panic, is a violation.
-fn node_stopped(history: &SharedHistory, clock: &WorldClock, halted: &Mutex<Vec<u64>>, disk_faulted: &AtomicBool, id: u64, message: String, panicked: bool) {
-    if !panicked && disk_faulted.load(Ordering::SeqCst) {
-        lock(history).note(clock.now_us(), format_args!("n{id} halts: {message}"));
-        lock(halted).push(id);
-    } else {
-        lock(history).violate(clock.now_us(), checker::NO_PANICS, message);
+/// The node settings of a scenario.
+fn node_config(scenario: &Scenario) -> NodeConfig {
+    let raft = scenario.raft;
+    let defaults = NodeConfig::default();
+    let data = scenario.data.as_ref();
+    NodeConfig {
+        raft_tick_ms: raft.tick_ms,
+        raft_heartbeat_ticks: raft.heartbeat_ticks,
+        raft_election_ticks: raft.election_ticks,
+        proposal_timeout_ms: raft.proposal_timeout_ms,
+        registration_lease_ms: raft.registration_lease_ms,
+        metadata_compact_after_entries: raft.compact_after_entries,
+        metadata_segment_bytes: 64 * 1024,
+        log_segment_bytes: 256 * 1024,
+        replica_lag_time_max_ms: data.map_or(defaults.replica_lag_time_max_ms, |data| data.replica_lag_time_max_ms),
+        produce_queue_len: data.map_or(defaults.produce_queue_len, |data| data.produce_queue_len),
+        replica_fetch_max_bytes: data.and_then(|data| data.replica_fetch_bytes_max).unwrap_or(defaults.replica_fetch_max_bytes),
+        auto_create_topics: false,
+        fetch_poll_interval_ms: 10,
+        group_min_session_timeout_ms: 500,
+        group_initial_rebalance_delay_ms: scenario.group.as_ref().map_or(crate::scenario::GroupSpec::DEFAULT_INITIAL_REBALANCE_DELAY_MS, |g| g.initial_rebalance_delay_ms),
+        ..defaults
     }
 }
 
-/// The replication driver's settings for a `[data]` scenario; its events go
-/// to the trace and the one-leader-per-epoch checker.
-fn repl_config(id: u64, incarnation: u64, data: &DataSpec, history: &SharedHistory, clock: &WorldClock) -> ReplConfig {
+/// The metadata driver's events go to the trace and the metadata checkers.
+fn meta_observer(history: &SharedHistory, clock: &WorldClock) -> MetaObserver {
     let (history, clock) = (Arc::clone(history), clock.clone());
-    let observer = ReplObserver::new(move |event| {
+    MetaObserver::new(move |event| lock(&history).observe(clock.now_us(), event))
+}
+
+/// The replication driver's events go to the trace and the
+/// one-leader-per-epoch checker.
+fn repl_observer(history: &SharedHistory, clock: &WorldClock) -> ReplObserver {
+    let (history, clock) = (Arc::clone(history), clock.clone());
+    ReplObserver::new(move |event| {
         let mut history = lock(&history);
         let at_us = clock.now_us();
         match event {
@@ -790,17 +822,7 @@ fn repl_config(id: u64, incarnation: u64, data: &DataSpec, history: &SharedHisto
                 history.note(at_us, format_args!("n{node_id} truncates {topic}-{partition} to {end_offset}"));
             }
         }
-    });
-    let defaults = ReplConfig::new(id, incarnation);
-    ReplConfig {
-        log_config: LogConfig { segment_bytes_max: 256 * 1024, ..LogConfig::default() },
-        min_insync_replicas_default: 1,
-        replica_lag_time_max_ms: data.replica_lag_time_max_ms,
-        produce_queue_len: data.produce_queue_len,
-        fetch_bytes_max: data.replica_fetch_bytes_max.unwrap_or(defaults.fetch_bytes_max),
-        observer: Some(observer),
-        ..defaults
-    }
+    })
 }
 
 /// A client's create: retried with backoff on any suitable broker until
@@ -986,7 +1008,16 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         .map(|id| {
             let disk = SimDisk::new(NodeRng::new(seed, id, 1_000_000));
             disk.set_faults(base_disk_faults.clone());
-            let broker = Broker { id, host: None, disk, clock: Clock::new(), up: false, paused: false, disk_faulted: Arc::new(AtomicBool::new(false)) };
+            let broker = Broker {
+                id,
+                host: None,
+                disk,
+                clock: Clock::new(),
+                up: false,
+                paused: false,
+                disk_faulted: Arc::new(AtomicBool::new(false)),
+                stop: Arc::new(Mutex::new(StopSignal::new())),
+            };
             (id, broker)
         })
         .collect();

@@ -147,8 +147,9 @@ fn offset_i64(offset: u64) -> i64 {
 impl KafkaFront {
     /// The front of one broker; starts its group coordinator task (call it
     /// inside the node's runtime, so the task lives and dies with the node).
-    pub fn new(meta: MetaHandle, repl: ReplHandle, config: KafkaConfig) -> Self {
-        let groups = GroupHandle::start(meta.clone(), Clock::new(), config.group.clone());
+    /// `clock` is the node's (the group coordinator's session timeouts run on it).
+    pub fn new(meta: MetaHandle, repl: ReplHandle, config: KafkaConfig, clock: Clock) -> Self {
+        let groups = GroupHandle::start(meta.clone(), clock, config.group.clone());
         KafkaFront {
             meta,
             repl,

@@ -52,7 +52,7 @@ const JSON: &str = "application/json";
 
 /// What the admin endpoint serves from.
 #[derive(Clone)]
-pub struct Node {
+pub struct AdminState {
     pub meta: MetaHandle,
     pub repl: ReplHandle,
     pub cluster_id: String,
@@ -66,7 +66,7 @@ pub struct Node {
 
 /// Serves until `stop` fires; then stops accepting and returns the
 /// connections still open (to drain with `keel_kafka::server::drain_tasks`).
-pub async fn serve(listener: TcpListener, node: Node, stop: StopSignal) -> Vec<JoinHandle<()>> {
+pub async fn serve(listener: TcpListener, node: AdminState, stop: StopSignal) -> Vec<JoinHandle<()>> {
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
     loop {
         let accepted = tokio::select! {
@@ -156,7 +156,7 @@ async fn read_more(stream: &mut TcpStream, request: &mut Vec<u8>) -> bool {
     }
 }
 
-async fn handle_connection(mut stream: TcpStream, node: Node) {
+async fn handle_connection(mut stream: TcpStream, node: AdminState) {
     let mut request = Vec::new();
     let head_end = loop {
         if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -198,7 +198,7 @@ async fn handle_connection(mut stream: TcpStream, node: Node) {
     respond(&mut stream, code, &response).await;
 }
 
-async fn metrics_page(node: &Node) -> String {
+async fn metrics_page(node: &AdminState) -> String {
     let status = node.meta.status();
     let ready = not_ready_reasons(&status, node.draining.is_stopped()).is_empty();
     let replicas = node.repl.status().await.ok();
@@ -207,7 +207,7 @@ async fn metrics_page(node: &Node) -> String {
     render(&NodeMetrics { cluster_id: &node.cluster_id, ready, meta: &status, replicas: replicas.as_deref(), metadata: &metadata, kafka: &kafka })
 }
 
-fn readyz(node: &Node) -> (u16, String) {
+fn readyz(node: &AdminState) -> (u16, String) {
     let reasons = not_ready_reasons(&node.meta.status(), node.draining.is_stopped());
     if reasons.is_empty() {
         return (200, "{\"ready\":true}".to_string());
@@ -216,7 +216,7 @@ fn readyz(node: &Node) -> (u16, String) {
     (503, format!("{{\"ready\":false,\"reasons\":[{}],\"status\":{}}}", reasons.join(","), status_json(&node.meta)))
 }
 
-async fn route(method: &str, path: &str, query: &str, body: &[u8], node: &Node) -> (u16, String) {
+async fn route(method: &str, path: &str, query: &str, body: &[u8], node: &AdminState) -> (u16, String) {
     let meta = &node.meta;
     match (method, path) {
         ("GET", "/healthz") => (200, "{\"status\":\"serving\"}".to_string()),
