@@ -125,6 +125,12 @@ pub struct NodeFlags {
     /// How often a parked Kafka fetch looks for new records.
     #[arg(long, env = "KEEL_FETCH_POLL_INTERVAL_MS")]
     pub fetch_poll_interval_ms: Option<u64>,
+    /// The longest a Kafka fetch is held, whatever the client asks.
+    #[arg(long, env = "KEEL_FETCH_WAIT_MAX_MS")]
+    pub fetch_wait_max_ms: Option<u64>,
+    /// How long a topic create (CreateTopics, auto-create, the admin endpoint) keeps retrying retriable errors.
+    #[arg(long, env = "KEEL_CREATE_TOPIC_TIMEOUT_MS")]
+    pub create_topic_timeout_ms: Option<u64>,
     /// Kafka's group.min.session.timeout.ms.
     #[arg(long, env = "KEEL_GROUP_MIN_SESSION_TIMEOUT_MS")]
     pub group_min_session_timeout_ms: Option<u64>,
@@ -195,6 +201,12 @@ impl NodeFlags {
         }
         if let Some(value) = self.fetch_poll_interval_ms {
             config.fetch_poll_interval_ms = value;
+        }
+        if let Some(value) = self.fetch_wait_max_ms {
+            config.fetch_wait_max_ms = value;
+        }
+        if let Some(value) = self.create_topic_timeout_ms {
+            config.create_topic_timeout_ms = value;
         }
         if let Some(value) = self.group_min_session_timeout_ms {
             config.group_min_session_timeout_ms = value;

@@ -12,6 +12,7 @@ pub mod data_world;
 pub mod group_check;
 #[cfg(madsim)]
 pub mod group_world;
+pub mod host;
 pub mod kafka_client;
 #[cfg(madsim)]
 pub mod kafka_world;

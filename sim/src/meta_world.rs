@@ -25,23 +25,22 @@ use keel_kafka::server::StopSignal;
 use keel_meta::controller::plan_create_topic;
 use keel_meta::driver::{MetaHandle, MetaObserver, ProposalError};
 use keel_meta::{MetadataError, MetadataState};
-use keel_node::{Listeners, Node, NodeConfig, NodeIdentity, Seams};
+use keel_node::{NodeConfig, NodeIdentity, Seams};
 use keel_repl::driver::{ReplEvent, ReplObserver};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use rand::Rng;
 
 use crate::data_world::{DataClients, DATA_TOPIC};
-use crate::kafka_client::KAFKA_PORT;
+use crate::host::{identity, start_node};
 use crate::kafka_world::KafkaClients;
 use crate::meta_check::{checker, CreateOutcome, History, Violation};
 use crate::scenario::{ClientKind, CreateTarget, Fault, FaultAction, FaultKind, Scenario, Target};
 use crate::trace::Trace;
 
 const CLUSTER_ID: &str = "sim-cluster";
-const META_PORT: u16 = 9093;
-/// Every broker's admin HTTP endpoint (`/readyz`, `/metrics`, ...).
-const ADMIN_PORT: u16 = 8080;
+/// Broker `id` is at `{BROKERS_SUBNET}.{id}`.
+const BROKERS_SUBNET: &str = "10.0.1";
 /// How often convergence is polled, in simulated time.
 const POLL_MS: u64 = 20;
 /// While a `lag` fault holds a broker's traffic back, it lets it through for this long between holds.
@@ -238,7 +237,7 @@ fn serving(handles: &MetaHandles) -> Vec<(u64, MetaHandle)> {
 
 /// Broker `id`'s address on the simulated network.
 pub(crate) fn ip_of(id: u64) -> String {
-    format!("10.0.1.{id}")
+    format!("{BROKERS_SUBNET}.{id}")
 }
 
 /// The Kafka clients' host (`[data] client = "kafka"`), its address, and the
@@ -319,20 +318,10 @@ impl World {
         lock(&self.history).note(self.clock.now_us(), line);
     }
 
-    fn voters(&self) -> BTreeMap<u64, String> {
-        self.brokers.keys().map(|id| (*id, format!("{}:{META_PORT}", ip_of(*id)))).collect()
-    }
-
     /// Who broker `id` is on the simulated network.
     fn identity(&self, id: u64) -> NodeIdentity {
-        NodeIdentity {
-            node_id: id,
-            cluster_id: CLUSTER_ID.into(),
-            voters: self.voters(),
-            advertised_host: ip_of(id),
-            advertised_port: KAFKA_PORT,
-            rack: self.scenario.cluster.racks.as_ref().map(|racks| racks[(id - 1) as usize].clone()),
-        }
+        let rack = self.scenario.cluster.racks.as_ref().map(|racks| racks[(id - 1) as usize].clone());
+        identity(CLUSTER_ID, BROKERS_SUBNET, id, self.scenario.cluster.brokers, rack)
     }
 
     /// Creates the broker's host; its init boots a node through keel-node
@@ -727,13 +716,7 @@ impl NodeBoot {
         let mut seams = Seams::new(Disk::Sim(self.disk.clone()), self.clock.clone(), NodeRng::new(self.seed, id, incarnation));
         seams.meta_observer = Some(meta_observer(&self.history, &self.world_clock));
         seams.repl_observer = Some(repl_observer(&self.history, &self.world_clock));
-        let ip = ip_of(id);
-        let bound = Listeners::bind(&format!("{ip}:{KAFKA_PORT}"), &format!("{ip}:{ADMIN_PORT}"), &format!("{ip}:{META_PORT}")).await;
-        let started = match bound {
-            Ok(listeners) => Node::start(self.identity.clone(), &self.config, seams, listeners, None).await,
-            Err(error) => Err(error.into()),
-        };
-        let node = match started {
+        let node = match start_node(self.identity.clone(), &ip_of(id), &self.config, seams).await {
             Ok(node) => node,
             Err(error) => return self.stopped(format!("node {id} could not start (incarnation {incarnation}): {error}"), false),
         };

@@ -1,7 +1,7 @@
-//! The metadata Raft group as the real driver runs it (keel-meta driver over
-//! keel-net over madsim TCP, SimDisk per host), with the leader killed (its
-//! unsynced bytes lost) and restarted. The startup and auto-create races of
-//! incidents 002-004, in miniature: no blocking waits, creates accepted on a
+//! The metadata Raft group as the deployed node runs it (brokers booted
+//! through keel-node over madsim TCP, SimDisk per host), with the leader killed (its
+//! unsynced bytes lost) and restarted. The startup and auto-create races
+//! in miniature: no blocking waits, creates accepted on a
 //! follower, a new leader after a kill, everyone converging after a restart.
 #![cfg(madsim)]
 
@@ -11,20 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_io::{Clock, Disk, NodeRng, SimDisk};
-use keel_log::LogConfig;
 use keel_meta::controller::plan_create_topic;
-use keel_meta::driver::{start, MetaDriverConfig, MetaHandle, ProposalError};
+use keel_meta::driver::{MetaHandle, ProposalError};
 use keel_meta::proto::MetadataBatch;
-use keel_meta::raft_node::RaftTiming;
 use keel_meta::MetadataError;
+use keel_node::{NodeConfig, Seams};
+use keel_sim::host;
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 
 type Handles = Arc<Mutex<BTreeMap<u64, MetaHandle>>>;
-
-fn voters() -> BTreeMap<u64, String> {
-    (1..=3).map(|id| (id, format!("10.0.1.{id}:9093"))).collect()
-}
 
 fn handle_of(handles: &Handles, id: u64) -> Option<MetaHandle> {
     handles.lock().expect("handles").get(&id).cloned()
@@ -80,46 +76,32 @@ async fn wait_until(what: &str, condition: impl Fn() -> bool) {
     panic!("{what}: not reached within 60 simulated seconds (seed {})", Handle::current().seed());
 }
 
-/// Three metadata nodes, each on its own simulated host and SimDisk; a
-/// restarted host comes back with a new incarnation and its disk as it was.
+/// Three broker nodes booted through keel-node (as `keel start` does), each
+/// on its own simulated host and SimDisk; a restarted host comes back with a
+/// new incarnation and its disk as it was.
 fn boot_cluster(runtime: &Handle, seed: u64) -> (Handles, BTreeMap<u64, SimDisk>, BTreeMap<u64, madsim::runtime::NodeHandle>) {
     let handles: Handles = Arc::new(Mutex::new(BTreeMap::new()));
     let mut disks = BTreeMap::new();
     let mut hosts = BTreeMap::new();
+    let config = NodeConfig { proposal_timeout_ms: 3_000, registration_lease_ms: 2_000, metadata_segment_bytes: 64 * 1024, ..NodeConfig::default() };
     for id in 1..=3u64 {
         let disk = SimDisk::new(NodeRng::new(seed, id, 1_000));
         disks.insert(id, disk.clone());
-        let handles = Arc::clone(&handles);
+        let (handles, config) = (Arc::clone(&handles), config.clone());
         let incarnation = Arc::new(AtomicU64::new(0));
         let host = runtime
             .create_node()
             .name(format!("broker-{id}"))
             .ip(format!("10.0.1.{id}").parse().expect("ip"))
             .init(move || {
-                let (disk, handles, incarnation) = (disk.clone(), Arc::clone(&handles), Arc::clone(&incarnation));
+                let (disk, handles, config) = (disk.clone(), Arc::clone(&handles), config.clone());
+                let rng = NodeRng::new(seed, id, incarnation.fetch_add(1, Ordering::SeqCst));
                 async move {
-                    let config = MetaDriverConfig {
-                        cluster_id: "sim-cluster".into(),
-                        node_id: id,
-                        voters: voters(),
-                        listen_addr: format!("10.0.1.{id}:9093"),
-                        data_dir: "meta".into(),
-                        timing: RaftTiming::default(),
-                        proposal_timeout_ms: 3_000,
-                        log_config: LogConfig { segment_bytes_max: 64 * 1024, ..LogConfig::default() },
-                        advertised_host: format!("10.0.1.{id}"),
-                        advertised_port: 9092,
-                        rack: None,
-                        incarnation_id: incarnation.load(Ordering::SeqCst) + 1,
-                        registration_lease_ms: 2_000,
-                        compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
-                        observer: None,
-                        other_frames: None,
-                    };
-                    let rng = NodeRng::new(seed, id, incarnation.fetch_add(1, Ordering::SeqCst));
-                    let (meta, task) = start(Disk::Sim(disk), Clock::new(), rng, config).await.expect("start never waits for a leader");
-                    handles.lock().expect("handles").insert(id, meta);
-                    let _ = task.await;
+                    let identity = host::identity("sim-cluster", "10.0.1", id, 3, None);
+                    let seams = Seams::new(Disk::Sim(disk), Clock::new(), rng);
+                    let node = host::start_node(identity, &format!("10.0.1.{id}"), &config, seams).await.expect("start never waits for a leader");
+                    handles.lock().expect("handles").insert(id, node.meta().clone());
+                    let _ = node.run_until(std::future::pending()).await;
                 }
             })
             .build();

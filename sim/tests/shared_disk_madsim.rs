@@ -11,59 +11,36 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keel_io::{Clock, Disk, DiskErrorKind, NodeRng, SimDisk};
-use keel_log::LogConfig;
 use keel_meta::controller::plan_create_topic;
-use keel_meta::driver::{start, MetaDriverConfig, MetaDriverError, MetaHandle};
-use keel_meta::raft_node::RaftTiming;
+use keel_meta::driver::MetaHandle;
+use keel_node::{NodeConfig, NodeError, Seams};
 use madsim::runtime::Handle;
 
 type Handles = Arc<Mutex<BTreeMap<u64, MetaHandle>>>;
 /// What each refused start said, by the node id that tried.
-type Refusals = Arc<Mutex<Vec<(u64, MetaDriverError)>>>;
+type Refusals = Arc<Mutex<Vec<(u64, NodeError)>>>;
 
-fn voters() -> BTreeMap<u64, String> {
-    (1..=3).map(|id| (id, format!("10.0.2.{id}:9093"))).collect()
-}
-
-fn config(id: u64, incarnation_id: u64) -> MetaDriverConfig {
-    MetaDriverConfig {
-        cluster_id: "shared-disk".into(),
-        node_id: id,
-        voters: voters(),
-        listen_addr: format!("10.0.2.{id}:9093"),
-        data_dir: "meta".into(),
-        timing: RaftTiming::default(),
-        proposal_timeout_ms: 3_000,
-        log_config: LogConfig::default(),
-        advertised_host: format!("10.0.2.{id}"),
-        advertised_port: 9092,
-        rack: None,
-        incarnation_id,
-        registration_lease_ms: 2_000,
-        compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
-        observer: None,
-        other_frames: None,
-    }
-}
-
-/// A host that runs node `id` on `disk` on every (re)start.
+/// A host at `ip` that runs node `id` on `disk` on every (re)start, booted
+/// through keel-node as `keel start` boots it.
 fn host(runtime: &Handle, id: u64, ip: &str, disk: SimDisk, handles: &Handles, refusals: &Refusals) -> madsim::runtime::NodeHandle {
     let (handles, refusals) = (Arc::clone(handles), Arc::clone(refusals));
     let incarnations = Arc::new(AtomicU64::new(0));
     let seed = runtime.seed();
+    let ip = ip.to_string();
     runtime
         .create_node()
         .name(format!("node-{id}-at-{ip}"))
         .ip(ip.parse().expect("ip"))
         .init(move || {
-            let (disk, handles, refusals) = (disk.clone(), Arc::clone(&handles), Arc::clone(&refusals));
+            let (disk, handles, refusals, ip) = (disk.clone(), Arc::clone(&handles), Arc::clone(&refusals), ip.clone());
             let incarnation = incarnations.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 let ops_before = disk.stats().ops;
-                match start(Disk::Sim(disk.clone()), Clock::new(), NodeRng::new(seed, id, incarnation), config(id, incarnation)).await {
-                    Ok((meta, task)) => {
-                        handles.lock().expect("handles").insert(id, meta);
-                        let _ = task.await;
+                let seams = Seams::new(Disk::Sim(disk.clone()), Clock::new(), NodeRng::new(seed, id, incarnation));
+                match keel_sim::host::start_node(keel_sim::host::identity("shared-disk", "10.0.2", id, 3, None), &ip, &NodeConfig::default(), seams).await {
+                    Ok(node) => {
+                        handles.lock().expect("handles").insert(id, node.meta().clone());
+                        let _ = node.run_until(std::future::pending()).await;
                     }
                     Err(error) => {
                         // The refusal came before any operation on the disk.
@@ -111,7 +88,7 @@ async fn a_second_node_on_a_held_disk_is_refused_and_the_holder_keeps_serving() 
         assert_eq!(refusals.len(), 1, "(seed {seed})");
         let (id, error) = &refusals[0];
         assert_eq!(*id, 3, "(seed {seed})");
-        let MetaDriverError::Locked(disk_error) = error else { panic!("refused for the lock, got {error} (seed {seed})") };
+        let NodeError::DataDirInUse(disk_error) = error else { panic!("refused for the lock, got {error} (seed {seed})") };
         assert_eq!(disk_error.kind, DiskErrorKind::Locked { holder: "node 2".into() }, "(seed {seed})");
     }
     assert_eq!(disks[&2].lock_holder(), Some(2), "the holder keeps its lock (seed {seed})");

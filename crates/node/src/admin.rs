@@ -45,8 +45,9 @@ const REQUEST_BYTES_MAX: usize = 8 * 1024;
 const BODY_BYTES_MAX: usize = 1024 * 1024;
 /// Bytes a read returns at most.
 const READ_BYTES_MAX: usize = 1024 * 1024;
-/// How long a create keeps retrying retriable errors (no leader yet, leader change).
-const CREATE_RETRY_BUDGET_MS: u64 = 15_000;
+
+/// How long a linearizable read keeps retrying retriable errors (no leader yet, leader change).
+const LINEARIZABLE_READ_BUDGET_MS: u64 = 15_000;
 
 const JSON: &str = "application/json";
 
@@ -62,6 +63,8 @@ pub struct AdminState {
     pub draining: StopSignal,
     /// The bound listeners as JSON (what `listeners.json` in the data dir holds).
     pub listeners: String,
+    /// How long a create keeps retrying retriable errors (no leader yet, leader change).
+    pub create_topic_timeout_ms: u64,
 }
 
 /// Serves until `stop` fires; then stops accepting and returns the
@@ -227,7 +230,7 @@ async fn route(method: &str, path: &str, query: &str, body: &[u8], node: &AdminS
             Ok(state) => (200, topics_json(&state)),
             Err(error) => (503, error_body(&error.to_string())),
         },
-        ("POST", p) if p.starts_with("/topics/") => create_topic(&p["/topics/".len()..], query, meta, node.repl.min_insync_replicas_default()).await,
+        ("POST", p) if p.starts_with("/topics/") => create_topic(&p["/topics/".len()..], query, node).await,
         ("POST", p) if p.starts_with("/produce/") => produce(&p["/produce/".len()..], query, body, &node.repl).await,
         ("GET", p) if p.starts_with("/records/") => read_records(&p["/records/".len()..], query, &node.repl).await,
         ("GET", "/replicas") => replicas(&node.repl).await,
@@ -412,7 +415,7 @@ fn topics_json(state: &keel_meta::MetadataState) -> String {
 /// the request, even on a lagging follower.
 async fn linearizable_topics(meta: &MetaHandle) -> (u16, String) {
     let mut last_error = String::new();
-    for _ in 0..(CREATE_RETRY_BUDGET_MS / 100) {
+    for _ in 0..(LINEARIZABLE_READ_BUDGET_MS / 100) {
         match meta.read_linearizable().await {
             Ok(state) => return (200, topics_json(&state)),
             Err(error) if error.is_retriable() => {
@@ -422,14 +425,14 @@ async fn linearizable_topics(meta: &MetaHandle) -> (u16, String) {
             Err(error) => return (503, error_body(&error.to_string())),
         }
     }
-    (503, error_body(&format!("no linearizable read within {CREATE_RETRY_BUDGET_MS} ms: {last_error}")))
+    (503, error_body(&format!("no linearizable read within {LINEARIZABLE_READ_BUDGET_MS} ms: {last_error}")))
 }
 
 fn created(metadata_version: u64) -> (u16, String) {
     (201, format!("{{\"metadata_version\":{metadata_version}}}"))
 }
 
-async fn create_topic(name: &str, query: &str, meta: &MetaHandle, min_insync_replicas_default: usize) -> (u16, String) {
+async fn create_topic(name: &str, query: &str, node: &AdminState) -> (u16, String) {
     let partitions = match query_number(query, "partitions", 1) {
         Ok(n) => n,
         Err(message) => return (400, error_body(&message)),
@@ -446,9 +449,9 @@ async fn create_topic(name: &str, query: &str, meta: &MetaHandle, min_insync_rep
         }
     }
     let create = TopicCreate { name: name.to_string(), partitions, replication_factor, configs, validate_only: false };
-    match meta.create_topic(&create, CREATE_RETRY_BUDGET_MS).await {
+    match node.meta.create_topic(&create, node.create_topic_timeout_ms).await {
         Ok(version) => {
-            warn_if_min_insync_above_replication_factor(&create, min_insync_replicas_default);
+            warn_if_min_insync_above_replication_factor(&create, node.repl.min_insync_replicas_default());
             created(version)
         }
         Err(MetaOpError::Refused(error @ MetadataError::TopicAlreadyExists(_))) => (409, error_body(&error.to_string())),

@@ -75,6 +75,10 @@ pub struct NodeConfig {
     pub socket_request_max_bytes: usize,
     /// How often a parked Kafka fetch looks for new records.
     pub fetch_poll_interval_ms: u64,
+    /// The longest a Kafka fetch is held, whatever the client asks.
+    pub fetch_wait_max_ms: u64,
+    /// How long a topic create (CreateTopics, auto-create, the admin endpoint) keeps retrying retriable errors.
+    pub create_topic_timeout_ms: u64,
     /// Kafka's `group.min.session.timeout.ms`.
     pub group_min_session_timeout_ms: u64,
     /// Kafka's `group.max.session.timeout.ms`.
@@ -111,6 +115,8 @@ impl Default for NodeConfig {
             default_replication_factor: kafka.default_replication_factor,
             socket_request_max_bytes: kafka.frame_bytes_max,
             fetch_poll_interval_ms: kafka.fetch_poll_interval_ms,
+            fetch_wait_max_ms: kafka.fetch_wait_ms_max,
+            create_topic_timeout_ms: kafka.create_budget_ms,
             group_min_session_timeout_ms: group.group_min_session_timeout_ms,
             group_max_session_timeout_ms: group.group_max_session_timeout_ms,
             group_initial_rebalance_delay_ms: group.group_initial_rebalance_delay_ms,
@@ -150,7 +156,7 @@ impl NodeConfig {
 
     /// Refuses settings no node can run with.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 10] = [
+        let positive: [(&'static str, u64); 11] = [
             ("raft_tick_ms", self.raft_tick_ms),
             ("raft_heartbeat_ticks", self.raft_heartbeat_ticks as u64),
             ("proposal_timeout_ms", self.proposal_timeout_ms),
@@ -161,6 +167,7 @@ impl NodeConfig {
             ("num_partitions", u64::from(self.num_partitions)),
             ("default_replication_factor", u64::from(self.default_replication_factor)),
             ("fetch_poll_interval_ms", self.fetch_poll_interval_ms),
+            ("create_topic_timeout_ms", self.create_topic_timeout_ms),
         ];
         if let Some((key, value)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError { key, value: value.to_string(), fix: "must be at least 1" });

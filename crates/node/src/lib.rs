@@ -17,7 +17,7 @@ mod metrics;
 mod prometheus;
 
 use std::future::Future;
-use std::net::SocketAddr;
+use core::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,7 +127,7 @@ pub enum NodeError {
     Identity(String),
     /// Another node holds the data dir.
     #[error("the data dir is in use ({0}); stop that process or give this node its own data dir")]
-    DataDirInUse(String),
+    DataDirInUse(DiskError),
     /// The data dir belongs to another cluster or voter set.
     #[error("{0}")]
     ForeignStore(RaftStoreError),
@@ -206,7 +206,7 @@ impl Node {
         let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(REPL_FRAMES_QUEUE_LEN);
         let meta_config = meta_driver_config(&identity, config, bound.broker, incarnation_id, meta_observer, frames_tx);
         let (meta, meta_task) = keel_meta::driver::start_on(disk.clone(), clock.clone(), rng.fork(1), meta_config, Some(listeners.broker)).await.map_err(|error| match error {
-            MetaDriverError::Locked(error) => NodeError::DataDirInUse(error.to_string()),
+            MetaDriverError::Locked(error) => NodeError::DataDirInUse(error),
             MetaDriverError::Node(MetaNodeError::Store(error @ (RaftStoreError::WrongCluster { .. } | RaftStoreError::WrongVoters { .. }))) => NodeError::ForeignStore(error),
             MetaDriverError::Config(message) => NodeError::Identity(message),
             error => NodeError::MetaStart(error),
@@ -225,6 +225,7 @@ impl Node {
             kafka_metrics: Arc::clone(&kafka_metrics),
             draining: kafka_stop.clone(),
             listeners: listeners_json(identity.node_id, &bound, process_id),
+            create_topic_timeout_ms: config.create_topic_timeout_ms,
         };
         let admin_server = tokio::spawn(admin::serve(listeners.admin, admin_state, admin_stop.clone()));
         let options = ServeOptions { metrics: kafka_metrics, clock: clock.clone(), stop: kafka_stop.clone(), drain_timeout };
@@ -288,6 +289,18 @@ impl Node {
             result = &mut self.admin_server => Err(server_ended("admin endpoint", result.map(|_| ()))),
             _ = stop => Ok(self),
         }
+    }
+
+    /// Stops every task at once, as the process's death would (no drain,
+    /// nothing flushed); returns once they are gone, and with them the
+    /// disk lock the node held.
+    pub async fn abort(self) {
+        let Node { meta_task, repl_task, kafka_server, admin_server, .. } = self;
+        meta_task.abort();
+        repl_task.abort();
+        kafka_server.abort();
+        admin_server.abort();
+        let _ = (meta_task.await, repl_task.await, kafka_server.await, admin_server.await);
     }
 
     /// The graceful stop: stop accepting Kafka connections (`/readyz` says
@@ -395,6 +408,8 @@ fn kafka_config(identity: &NodeIdentity, config: &NodeConfig) -> KafkaConfig {
         min_insync_replicas_default: config.min_insync_replicas,
         replica_lag_time_max_ms: config.replica_lag_time_max_ms,
         fetch_poll_interval_ms: config.fetch_poll_interval_ms,
+        fetch_wait_ms_max: config.fetch_wait_max_ms,
+        create_budget_ms: config.create_topic_timeout_ms,
         group: keel_group::Config {
             group_min_session_timeout_ms: config.group_min_session_timeout_ms,
             group_max_session_timeout_ms: config.group_max_session_timeout_ms,

@@ -243,6 +243,73 @@ pub fn checked_files(root: &Path) -> std::io::Result<Vec<String>> {
     Ok(files)
 }
 
+/// Architecture Invariant: `crates/node` is the one composition root of a
+/// broker node. Only it starts the metadata driver, the replication driver,
+/// the Kafka server or the group coordinator; `keel`, the simulator, the fuzz
+/// harness and every test boot nodes through it. Each entry is a call and
+/// the crate that defines it (whose own `src/`, unit tests included, may
+/// use it; its integration tests and fuzz targets may not).
+pub const COMPOSITION: &[(&str, &str)] = &[
+    ("keel_meta::driver::start", "crates/meta/"),
+    ("keel_repl::driver::start", "crates/repl/"),
+    ("serve_until", "crates/kafka/"),
+    ("KafkaFront::new", "crates/kafka/"),
+    ("GroupHandle::start", "crates/kafka/"),
+];
+
+/// Where a node is composed outside `crates/node`: a call of one of
+/// `COMPOSITION`'s, or an import of a driver's `start` (`use
+/// keel_meta::driver::{start, ..}`), in any Rust file of the workspace
+/// (tests, benches and fuzz targets included).
+pub fn composition_violations(relative_path: &str, source: &str) -> Vec<Violation> {
+    const WHY: &str = "boot a node through keel_node::Node::start (the one composition root), so the simulator runs what keel runs";
+    if relative_path.starts_with("crates/node/") || relative_path.starts_with("crates/tidy/") {
+        return Vec::new();
+    }
+    let code = strip_comments_and_strings(source);
+    let mut violations = Vec::new();
+    for (line_index, line) in code.lines().enumerate() {
+        for (needle, home) in COMPOSITION {
+            if relative_path.starts_with(&format!("{home}src/")) {
+                continue;
+            }
+            let imported = needle.rsplit_once("::").is_some_and(|(module, item)| {
+                line.split(&format!("{module}::{{")).nth(1).is_some_and(|items| {
+                    items.split(['}', ',']).map(|i| i.split_whitespace().next().unwrap_or("")).any(|i| i == item || i == format!("{item}_on"))
+                })
+            });
+            if line.contains(needle) || imported {
+                violations.push(Violation { file: relative_path.to_string(), line: line_index + 1, needle, why: WHY });
+            }
+        }
+    }
+    violations
+}
+
+/// Every `.rs` file of the workspace outside build output, as `/`-separated relative paths.
+pub fn rust_files(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut files = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    pending.push(path);
+                }
+                continue;
+            }
+            if name.ends_with(".rs") {
+                let relative = path.strip_prefix(root).expect("below root").components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>();
+                files.push(relative.join("/"));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +357,18 @@ mod tests {
         let found = check_source("sim/src/runner.rs", source);
         assert_eq!(found.iter().map(|v| v.needle).collect::<Vec<_>>(), vec!["std::fs"]);
         assert_eq!(check_source("sim/src/world.rs", source).len(), 2);
+    }
+
+    #[test]
+    fn a_node_composed_outside_crates_node_is_flagged_in_code_tests_and_fuzz_targets() {
+        let wiring = "use keel_meta::driver::{start as start_meta, MetaDriverConfig};\nfn f() { keel_repl::driver::start(d, c, m, f, r); KafkaFront::new(m, r, c, k); }\n";
+        let found: Vec<&str> = composition_violations("sim/tests/x.rs", wiring).iter().map(|v| v.needle).collect();
+        assert_eq!(found, vec!["keel_meta::driver::start", "keel_repl::driver::start", "KafkaFront::new"]);
+        assert_eq!(composition_violations("crates/kafka/fuzz/fuzz_targets/t.rs", "fn f() { serve_until(l, f, o); }\n").len(), 1);
+        assert!(composition_violations("crates/node/src/lib.rs", wiring).is_empty(), "the composition root itself");
+        assert!(composition_violations("crates/kafka/src/server.rs", "fn f() { serve_until(l, f, o); }\n").is_empty(), "the defining crate");
+        let handles_only = "use keel_meta::driver::{MetaHandle, ProposalError};\n// keel_repl::driver::start in prose\n";
+        assert!(composition_violations("sim/src/meta_world.rs", handles_only).is_empty());
     }
 
     #[test]

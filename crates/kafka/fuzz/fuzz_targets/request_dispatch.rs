@@ -1,7 +1,7 @@
 //! One request frame (header + body, as the front gets it after the size
 //! prefix) through the decoding guard, kafka-protocol's decoder and
-//! `KafkaFront::handle` of a real single-node broker (metadata Raft group +
-//! replication driver on a temp dir), created once per fuzz process.
+//! `KafkaFront::handle` of a real single-node broker booted through keel-node
+//! (on a temp dir), created once per fuzz process.
 //!
 //! Checks beyond "no panic, no abort":
 //! - the guard and the decoder agree: a frame the guard accepts is read to
@@ -21,10 +21,9 @@ use kafka_protocol::protocol::Decodable;
 use keel_io::{Clock, Disk, NodeRng, RealDisk};
 use keel_kafka::codec::{peek_header, Inbound};
 use keel_kafka::guard::check_request;
-use keel_kafka::{KafkaConfig, KafkaFront, Reply};
+use keel_kafka::Reply;
 use keel_meta::admin_ops::TopicCreate;
-use keel_meta::driver::{start as start_meta, MetaDriverConfig};
-use keel_repl::driver::ReplConfig;
+use keel_node::{Listeners, Node, NodeConfig, NodeIdentity, Seams};
 use libfuzzer_sys::fuzz_target;
 
 /// The topic the seed corpus produces to and fetches from.
@@ -36,7 +35,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_millis(100);
 
 struct Broker {
     runtime: tokio::runtime::Runtime,
-    front: KafkaFront,
+    node: Node,
     _data: tempfile::TempDir,
 }
 
@@ -47,35 +46,28 @@ fn broker() -> &'static Broker {
         // Under $TMPDIR: ci/fuzz.sh points it at a scratch dir it removes.
         let data = tempfile::Builder::new().prefix("keel-fuzz-broker-").tempdir().expect("temp dir");
         let root = data.path().to_str().expect("utf-8 temp path").to_string();
-        let front = runtime.block_on(start_broker(root));
-        Broker { runtime, front, _data: data }
+        let node = runtime.block_on(start_broker(root));
+        Broker { runtime, node, _data: data }
     })
 }
 
-async fn start_broker(root: String) -> KafkaFront {
+/// A single-node broker booted through keel-node, as `keel start` boots it.
+async fn start_broker(root: String) -> Node {
     let disk = Disk::Real(RealDisk::open_root(&root).await.expect("open the data dir"));
-    let mut rng = NodeRng::from_entropy();
-    let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(4096);
-    let config = MetaDriverConfig {
-        cluster_id: "keel-fuzz".into(),
+    let identity = NodeIdentity {
         node_id: 1,
+        cluster_id: "keel-fuzz".into(),
         voters: [(1, "127.0.0.1:0".to_string())].into_iter().collect(),
-        listen_addr: "127.0.0.1:0".into(),
-        data_dir: "meta".into(),
-        timing: Default::default(),
-        proposal_timeout_ms: 5_000,
-        log_config: Default::default(),
         advertised_host: "127.0.0.1".into(),
         advertised_port: 9092,
         rack: None,
-        incarnation_id: 1,
-        registration_lease_ms: 60_000,
-        compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
-        observer: None,
-        other_frames: Some(frames_tx),
     };
-    let (meta, _meta_task) = start_meta(disk.clone(), Clock::new(), rng.fork(1), config).await.expect("start the metadata node");
-    let (repl, _repl_task) = keel_repl::driver::start(disk, Clock::new(), meta.clone(), frames_rx, ReplConfig::new(1, 1));
+    // Short waits keep the fuzzer fast: long polls, creates and a new
+    // group's first rebalance are otherwise held for seconds.
+    let config = NodeConfig { registration_lease_ms: 60_000, fetch_wait_max_ms: 10, create_topic_timeout_ms: 1_000, group_initial_rebalance_delay_ms: 0, ..NodeConfig::default() };
+    let listeners = Listeners::bind("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0").await.expect("bind");
+    let node = Node::start(identity, &config, Seams::new(disk, Clock::new(), NodeRng::from_entropy()), listeners, None).await.expect("start the node");
+    let (meta, repl) = (node.meta(), node.repl());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !(meta.status().registered && meta.status().is_leader) {
         assert!(tokio::time::Instant::now() < deadline, "the single node did not become leader and register: {:?}", meta.status());
@@ -87,11 +79,7 @@ async fn start_broker(root: String) -> KafkaFront {
         assert!(tokio::time::Instant::now() < deadline, "the fuzz topic's replica did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Short waits keep the fuzzer fast: long polls, creates and a new
-    // group's first rebalance are otherwise held for seconds.
-    let group = keel_group::Config { group_initial_rebalance_delay_ms: 0, ..Default::default() };
-    let config = KafkaConfig { fetch_wait_ms_max: 10, create_budget_ms: 1_000, group, ..KafkaConfig::new(1, "keel-fuzz") };
-    KafkaFront::new(meta, repl, config)
+    node
 }
 
 /// Bytes the decoder reads without the guard, or its error.
@@ -126,7 +114,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    let reply = broker.runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, broker.front.handle(Inbound::Frame(frame.clone()))).await });
+    let reply = broker.runtime.block_on(async { tokio::time::timeout(REQUEST_TIMEOUT, broker.node.kafka_front().handle(Inbound::Frame(frame.clone()))).await });
     match (reply, prefix) {
         (Err(_elapsed), _) => {}
         (Ok(Reply::Send(response)), Some(prefix)) => {
