@@ -27,6 +27,9 @@ pub mod checker {
     pub const NO_PHANTOM_TOPICS: &str = "no-phantom-topics";
     pub const LIVENESS: &str = "liveness";
     pub const NO_PANICS: &str = "no-panics";
+    /// Every node's `/readyz` (served over the simulated network) answers
+    /// 200 once the cluster converged after the heal.
+    pub const READY_AFTER_CONVERGENCE: &str = "ready-after-convergence";
 }
 
 /// The first checker that failed, when (simulated) and why.

@@ -244,6 +244,8 @@ pub(crate) fn ip_of(id: u64) -> String {
 /// id faults name it by (`Target::Clients`; broker ids start at 1).
 const CLIENTS_IP: &str = "10.0.2.1";
 const CLIENTS_ID: u64 = 0;
+/// The readiness probes' host.
+const PROBE_IP: &str = "10.0.3.1";
 
 /// A fault's name for a host: a broker, or the Kafka clients' host.
 fn host_name(id: u64) -> String {
@@ -306,6 +308,8 @@ struct World {
     faults_fired: u64,
     /// The Kafka clients' host, with `[data] client = "kafka"`.
     client_host: Option<NodeHandle>,
+    /// Where readiness probes come from (never faulted).
+    probe_host: NodeHandle,
 }
 
 impl World {
@@ -333,6 +337,10 @@ impl World {
         }
         broker.up = true;
         if let Some(host) = &broker.host {
+            // The old process is gone by now (killed, or exited after its
+            // drain): its sockets are released before the new one binds
+            // (madsim's restart alone keeps them).
+            self.runtime.kill(host.id());
             self.runtime.restart(host.id());
             self.note(format_args!("n{id} restart"));
             return;
@@ -379,6 +387,21 @@ impl World {
             broker.disk.set_faults(SimDiskFaults { torn_write_on_crash_probability: TORN_WRITE_ON_CRASH_PROBABILITY, ..self.base_disk_faults.clone() });
             broker.disk.crash();
         }
+    }
+
+    /// The graceful stop a SIGTERM starts: the node drains and exits on its
+    /// own (its host stays, idle, until the broker starts again).
+    fn drain_broker(&mut self, id: u64) {
+        let broker = self.brokers.get_mut(&id).expect("known broker");
+        if !broker.up {
+            return;
+        }
+        if broker.paused {
+            self.runtime.resume(broker.host.as_ref().expect("a paused broker has a host").id());
+            broker.paused = false;
+        }
+        broker.up = false;
+        lock(&broker.stop).stop();
     }
 
     fn resume_broker(&mut self, id: u64) {
@@ -491,6 +514,10 @@ impl World {
                             self.stop_broker(id, fault.kind == FaultKind::Crash);
                             undo_brokers.push(id);
                         }
+                        FaultKind::Stop if up => {
+                            self.drain_broker(id);
+                            undo_brokers.push(id);
+                        }
                         FaultKind::Restart if !up => self.start_broker(id),
                         FaultKind::Pause if up && !self.brokers[&id].paused => {
                             self.runtime.pause(host.expect("up broker has a host"));
@@ -600,7 +627,7 @@ impl World {
         let fault = self.scenario.faults[index].clone();
         for id in &brokers {
             match fault.kind {
-                FaultKind::Kill | FaultKind::Crash | FaultKind::PowerLoss => self.start_broker(*id),
+                FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::PowerLoss => self.start_broker(*id),
                 FaultKind::Pause => self.resume_broker(*id),
                 FaultKind::Clog => {
                     if let Some(host) = self.host_of(*id) {
@@ -944,6 +971,34 @@ async fn not_converged(handles: MetaHandles, brokers: usize) -> Option<String> {
     None
 }
 
+/// Every node answers `/readyz` with 200 over the simulated network (asked
+/// from the probe host), within `bound_ms`: what an orchestrator would wait
+/// for before sending traffic.
+async fn check_every_node_ready(world: &mut World, bound_ms: u64) {
+    let since_ms = world.clock.now_ms();
+    let ids: Vec<u64> = world.brokers.keys().copied().collect();
+    let probe = world.probe_host.clone();
+    let not_ready = move || {
+        let (ids, probe) = (ids.clone(), probe.clone());
+        async move {
+            let answers = probe.spawn(async move {
+                let mut answers = Vec::new();
+                for id in ids {
+                    answers.push((id, crate::host::readyz(&ip_of(id)).await));
+                }
+                answers
+            });
+            let answers = answers.await.expect("readyz probe task");
+            answers.into_iter().find_map(|(id, answer)| match answer {
+                Ok((200, _)) => None,
+                Ok((status, body)) => Some(format!("n{id} /readyz answered {status}: {body}")),
+                Err(error) => Some(format!("n{id} /readyz: {error}")),
+            })
+        }
+    };
+    await_convergence(world, since_ms, bound_ms, checker::READY_AFTER_CONVERGENCE, "every node ready", not_ready).await;
+}
+
 /// Polls until converged; a violation if not within `bound_ms` of `since_ms`.
 /// The metadata's convergence (`not_converged` over every broker).
 async fn await_metadata_convergence(world: &mut World, since_ms: u64, bound_ms: u64, what: &str) -> bool {
@@ -1024,6 +1079,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         lag_generation: 0,
         faults_fired: 0,
         client_host: None,
+        probe_host: Handle::current().create_node().name("probe").ip(PROBE_IP.parse().expect("probe ip")).build(),
     };
     let kafka_clients = scenario.data.clone().filter(|spec| spec.client == ClientKind::Kafka).map(|spec| KafkaClients {
         spec,
@@ -1259,6 +1315,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         }
         report.final_applied_index = finals.values().map(|(index, _)| *index).max().unwrap_or(0);
         lock(&history).check_final(clock.now_us(), &finals);
+        check_every_node_ready(&mut world, bound_ms).await;
     }
     // Stop the brokers so nothing runs past the verdict.
     let ids: Vec<u64> = world.brokers.keys().copied().collect();

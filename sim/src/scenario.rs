@@ -266,6 +266,10 @@ pub enum FaultKind {
     Kill,
     /// The broker loses power: the process dies and unsynced bytes are lost.
     Crash,
+    /// The broker stops gracefully, as on SIGTERM: it stops accepting,
+    /// drains its connections, flushes and exits; `duration_ms` later it
+    /// restarts.
+    Stop,
     /// A broker that is down starts again.
     Restart,
     /// The broker's process stops being scheduled (a GC pause, SIGSTOP).
@@ -300,6 +304,7 @@ impl FaultKind {
         match self {
             FaultKind::Kill => "kill",
             FaultKind::Crash => "crash",
+            FaultKind::Stop => "stop",
             FaultKind::Restart => "restart",
             FaultKind::Pause => "pause",
             FaultKind::Partition => "partition",
@@ -678,7 +683,7 @@ impl Scenario {
             };
             // Fields that mean nothing for this kind are mistakes, not decoration.
             let used: BTreeSet<&str> = match spec.kind {
-                FaultKind::Kill | FaultKind::Crash | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => ["node"].into(),
+                FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => ["node"].into(),
                 FaultKind::Partition => ["groups"].into(),
                 FaultKind::OneWay => ["from", "to"].into(),
                 FaultKind::Latency => ["min_ms", "max_ms"].into(),
@@ -708,7 +713,7 @@ impl Scenario {
                 return Err(err(format!("`{field}` does not apply to this kind (it takes {expected})")));
             }
             let action = match spec.kind {
-                FaultKind::Kill | FaultKind::Crash | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => {
+                FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => {
                     FaultAction::OnBroker(target("node", &spec.node)?)
                 }
                 FaultKind::Partition => {
@@ -785,7 +790,7 @@ impl Scenario {
             if matches!(spec.kind, FaultKind::Restart | FaultKind::Heal | FaultKind::Clock) && spec.duration_ms.is_some() {
                 return Err(err("`duration_ms` does not apply: this fault is not undone".into()));
             }
-            if matches!(spec.kind, FaultKind::Kill | FaultKind::Crash | FaultKind::Pause | FaultKind::PowerLoss)
+            if matches!(spec.kind, FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::Pause | FaultKind::PowerLoss)
                 && spec.duration_ms == Some(0)
             {
                 return Err(err("duration_ms = 0: leave it out to keep the broker down until the heal".into()));

@@ -144,7 +144,10 @@ async fn respond_as(stream: &mut TcpStream, code: u16, content_type: &str, body:
         "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
+    // Flushed before the close: a buffered stream (the simulated one) would
+    // otherwise never send it.
     let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.flush().await;
     let _ = stream.shutdown().await;
 }
 
