@@ -25,10 +25,11 @@ use keel_kafka::metrics::KafkaMetrics;
 use keel_kafka::server::{drain_tasks, serve_until, ServeOptions, StopSignal};
 use keel_kafka::{KafkaConfig, KafkaFront};
 use keel_log::LogConfig;
-use keel_meta::driver::{start_on as start_meta, MetaDriverConfig, MetaDriverError};
+use keel_meta::driver::{start as start_meta, MetaDriverConfig, MetaDriverError};
 use keel_meta::node::MetaNodeError;
 use keel_meta::raft_node::RaftTiming;
 use keel_meta::raft_store::RaftStoreError;
+use keel_net::{Endpoint, NetConfig, NodeTransport};
 use keel_repl::driver::ReplConfig;
 use rand::RngCore;
 
@@ -110,12 +111,14 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         .await
         .map_err(|e| StartError::BadInput(format!("cannot use --data-dir {}: {e}", args.data_dir)))?;
     let mut entropy = NodeRng::from_entropy();
-    let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(4096);
+    // The node's one broker endpoint, shared by the metadata and replication drivers.
+    let NodeTransport { endpoint, raft_frames, repl_frames } =
+        Endpoint::for_node(NetConfig::new(&args.cluster_id, args.node_id), broker, Clock::new(), entropy.fork(2), &peers)
+            .map_err(|e| StartError::Failed(anyhow::anyhow!("cannot serve the broker listener: {e}")))?;
     let config = MetaDriverConfig {
         cluster_id: args.cluster_id.clone(),
         node_id: args.node_id,
         voters: peers,
-        listen_addr: broker_addr.to_string(),
         data_dir: "meta".into(),
         timing: RaftTiming::default(),
         proposal_timeout_ms: 5_000,
@@ -127,12 +130,11 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         registration_lease_ms: args.registration_lease_ms,
         compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
         observer: None,
-        other_frames: Some(frames_tx),
     };
     let incarnation_id = config.incarnation_id;
     let disk = Disk::Real(disk);
     // Takes the data dir's lock before anything in it is read or written.
-    let (meta, meta_task) = match start_meta(disk.clone(), Clock::new(), entropy.fork(1), config, Some(broker)).await {
+    let (meta, meta_task) = match start_meta(disk.clone(), Clock::new(), entropy.fork(1), config, Arc::clone(&endpoint), raft_frames).await {
         Ok(started) => started,
         Err(MetaDriverError::Locked(error)) => {
             return Err(StartError::BadInput(format!(
@@ -143,7 +145,7 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         Err(MetaDriverError::Node(MetaNodeError::Store(error @ (RaftStoreError::WrongCluster { .. } | RaftStoreError::WrongVoters { .. })))) => {
             return Err(StartError::BadInput(format!("refusing to start: {error} (data dir {})", args.data_dir)));
         }
-        Err(error @ (MetaDriverError::Listen { .. } | MetaDriverError::Config(_))) => return Err(StartError::BadInput(error.to_string())),
+        Err(error @ MetaDriverError::Config(_)) => return Err(StartError::BadInput(error.to_string())),
         Err(error) => return Err(StartError::Failed(error.into())),
     };
     listeners::record(&disk, &bound).await.map_err(|e| StartError::Failed(anyhow::anyhow!("cannot record the bound addresses: {e}")))?;
@@ -152,7 +154,7 @@ async fn start(args: StartArgs) -> Result<(), StartError> {
         replica_lag_time_max_ms: args.replica_lag_time_max_ms,
         ..ReplConfig::new(args.node_id, incarnation_id)
     };
-    let (repl, repl_task) = keel_repl::driver::start(disk, Clock::new(), meta.clone(), frames_rx, repl_config);
+    let (repl, repl_task) = keel_repl::driver::start(disk, Clock::new(), meta.clone(), endpoint, repl_frames, repl_config);
     let kafka_config = KafkaConfig {
         frame_bytes_max: args.socket_request_max_bytes,
         auto_create_topics: args.auto_create_topics,

@@ -26,6 +26,7 @@ use keel_meta::controller::plan_create_topic;
 use keel_meta::driver::{start, MetaDriverConfig, MetaHandle, MetaObserver, ProposalError};
 use keel_meta::raft_node::RaftTiming;
 use keel_meta::{MetadataError, MetadataState};
+use keel_net::{Endpoint, NetConfig, NodeTransport};
 use keel_repl::driver::{ReplConfig, ReplEvent, ReplObserver};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
@@ -324,7 +325,6 @@ impl World {
             cluster_id: CLUSTER_ID.into(),
             node_id: id,
             voters: self.voters(),
-            listen_addr: format!("{}:{META_PORT}", ip_of(id)),
             data_dir: "meta".into(),
             timing: RaftTiming { tick_ms: raft.tick_ms, heartbeat_ticks: raft.heartbeat_ticks, election_ticks: raft.election_ticks },
             proposal_timeout_ms: raft.proposal_timeout_ms,
@@ -336,7 +336,6 @@ impl World {
             registration_lease_ms: raft.registration_lease_ms,
             compact_after_entries: raft.compact_after_entries,
             observer: None,
-            other_frames: None,
         }
     }
 
@@ -374,16 +373,22 @@ impl World {
                     let (history, world_clock) = (Arc::clone(&history), world_clock.clone());
                     MetaObserver::new(move |event| lock(&history).observe(world_clock.now_us(), event))
                 };
-                let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(4096);
-                let config = MetaDriverConfig {
-                    incarnation_id: incarnation,
-                    observer: Some(observer),
-                    other_frames: data.is_some().then_some(frames_tx),
-                    ..base_config.clone()
-                };
+                let config = MetaDriverConfig { incarnation_id: incarnation, observer: Some(observer), ..base_config.clone() };
                 async move {
-                    let rng = NodeRng::new(seed, id, incarnation);
-                    let (meta, mut meta_task) = match start(Disk::Sim(disk.clone()), clock.clone(), rng, config).await {
+                    let mut rng = NodeRng::new(seed, id, incarnation);
+                    let listen_addr = format!("{}:{META_PORT}", ip_of(id));
+                    let bound = tokio::net::TcpListener::bind(listen_addr.as_str())
+                        .await
+                        .and_then(|listener| Endpoint::for_node(NetConfig::new(CLUSTER_ID, id), listener, clock.clone(), rng.fork(2), &config.voters));
+                    let NodeTransport { endpoint, raft_frames, repl_frames } = match bound {
+                        Ok(transport) => transport,
+                        Err(error) => {
+                            let message = format!("node {id} could not listen on {listen_addr} (incarnation {incarnation}): {error}");
+                            node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, false);
+                            return;
+                        }
+                    };
+                    let (meta, mut meta_task) = match start(Disk::Sim(disk.clone()), clock.clone(), rng, config, Arc::clone(&endpoint), raft_frames).await {
                         Ok(started) => started,
                         Err(error) => {
                             let message = format!("node {id} could not start (incarnation {incarnation}): {error}");
@@ -398,7 +403,7 @@ impl World {
                         return;
                     };
                     let config = repl_config(id, incarnation, &data, &history, &world_clock);
-                    let (repl, mut repl_task) = keel_repl::driver::start(Disk::Sim(disk), clock, meta.clone(), frames_rx, config);
+                    let (repl, mut repl_task) = keel_repl::driver::start(Disk::Sim(disk), clock, meta.clone(), endpoint, repl_frames, config);
                     lock(&repl_handles).insert(id, repl.clone());
                     // The Kafka front over the same drivers, on port 9092.
                     let kafka_task = match crate::kafka_world::start_front(id, CLUSTER_ID, meta, repl, &data, group_initial_rebalance_delay_ms).await {

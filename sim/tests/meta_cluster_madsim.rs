@@ -17,6 +17,7 @@ use keel_meta::driver::{start, MetaDriverConfig, MetaHandle, ProposalError};
 use keel_meta::proto::MetadataBatch;
 use keel_meta::raft_node::RaftTiming;
 use keel_meta::MetadataError;
+use keel_net::{Endpoint, NetConfig};
 use madsim::net::NetSim;
 use madsim::runtime::Handle;
 
@@ -102,7 +103,6 @@ fn boot_cluster(runtime: &Handle, seed: u64) -> (Handles, BTreeMap<u64, SimDisk>
                         cluster_id: "sim-cluster".into(),
                         node_id: id,
                         voters: voters(),
-                        listen_addr: format!("10.0.1.{id}:9093"),
                         data_dir: "meta".into(),
                         timing: RaftTiming::default(),
                         proposal_timeout_ms: 3_000,
@@ -114,10 +114,13 @@ fn boot_cluster(runtime: &Handle, seed: u64) -> (Handles, BTreeMap<u64, SimDisk>
                         registration_lease_ms: 2_000,
                         compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
                         observer: None,
-                        other_frames: None,
                     };
-                    let rng = NodeRng::new(seed, id, incarnation.fetch_add(1, Ordering::SeqCst));
-                    let (meta, task) = start(Disk::Sim(disk), Clock::new(), rng, config).await.expect("start never waits for a leader");
+                    let mut rng = NodeRng::new(seed, id, incarnation.fetch_add(1, Ordering::SeqCst));
+                    let listener = tokio::net::TcpListener::bind(format!("10.0.1.{id}:9093")).await.expect("bind");
+                    let transport = Endpoint::for_node(NetConfig::new("sim-cluster", id), listener, Clock::new(), rng.fork(2), &config.voters).expect("endpoint");
+                    let (meta, task) = start(Disk::Sim(disk), Clock::new(), rng, config, transport.endpoint, transport.raft_frames)
+                        .await
+                        .expect("start never waits for a leader");
                     handles.lock().expect("handles").insert(id, meta);
                     let _ = task.await;
                 }

@@ -15,6 +15,7 @@ use keel_log::LogConfig;
 use keel_meta::controller::plan_create_topic;
 use keel_meta::driver::{start, MetaDriverConfig, MetaDriverError, MetaHandle};
 use keel_meta::raft_node::RaftTiming;
+use keel_net::{Endpoint, NetConfig};
 use madsim::runtime::Handle;
 
 type Handles = Arc<Mutex<BTreeMap<u64, MetaHandle>>>;
@@ -30,7 +31,6 @@ fn config(id: u64, incarnation_id: u64) -> MetaDriverConfig {
         cluster_id: "shared-disk".into(),
         node_id: id,
         voters: voters(),
-        listen_addr: format!("10.0.2.{id}:9093"),
         data_dir: "meta".into(),
         timing: RaftTiming::default(),
         proposal_timeout_ms: 3_000,
@@ -42,7 +42,6 @@ fn config(id: u64, incarnation_id: u64) -> MetaDriverConfig {
         registration_lease_ms: 2_000,
         compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
         observer: None,
-        other_frames: None,
     }
 }
 
@@ -51,16 +50,21 @@ fn host(runtime: &Handle, id: u64, ip: &str, disk: SimDisk, handles: &Handles, r
     let (handles, refusals) = (Arc::clone(handles), Arc::clone(refusals));
     let incarnations = Arc::new(AtomicU64::new(0));
     let seed = runtime.seed();
+    let listen_addr = format!("{ip}:9093");
     runtime
         .create_node()
         .name(format!("node-{id}-at-{ip}"))
         .ip(ip.parse().expect("ip"))
         .init(move || {
-            let (disk, handles, refusals) = (disk.clone(), Arc::clone(&handles), Arc::clone(&refusals));
+            let (disk, handles, refusals, listen_addr) = (disk.clone(), Arc::clone(&handles), Arc::clone(&refusals), listen_addr.clone());
             let incarnation = incarnations.fetch_add(1, Ordering::SeqCst) + 1;
             async move {
                 let ops_before = disk.stats().ops;
-                match start(Disk::Sim(disk.clone()), Clock::new(), NodeRng::new(seed, id, incarnation), config(id, incarnation)).await {
+                let (config, mut rng) = (config(id, incarnation), NodeRng::new(seed, id, incarnation));
+                let listener = tokio::net::TcpListener::bind(listen_addr.as_str()).await.expect("bind");
+                let transport =
+                    Endpoint::for_node(NetConfig::new(&config.cluster_id, id), listener, Clock::new(), rng.fork(2), &config.voters).expect("endpoint");
+                match start(Disk::Sim(disk.clone()), Clock::new(), rng, config, transport.endpoint, transport.raft_frames).await {
                     Ok((meta, task)) => {
                         handles.lock().expect("handles").insert(id, meta);
                         let _ = task.await;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use keel_io::{Clock, Disk, NodeRng, SimDisk, SimDiskFaults};
 use keel_meta::admin_ops::TopicCreate;
 use keel_meta::driver::{start as start_meta, MetaDriverConfig, MetaHandle};
+use keel_net::{Endpoint, NetConfig, NodeTransport};
 use keel_repl::driver::{Acks, ProduceRequest, ReplConfig, ReplHandle};
 use keel_repl::ReplError;
 
@@ -40,12 +41,15 @@ impl Broker {
 }
 
 async fn start_broker(disk: &SimDisk, incarnation: u64) -> Broker {
-    let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(4096);
+    let voters = [(1, "127.0.0.1:0".to_string())].into_iter().collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the broker listener");
+    let mut rng = NodeRng::new(SEED, 1, incarnation);
+    let NodeTransport { endpoint, raft_frames, repl_frames } =
+        Endpoint::for_node(NetConfig::new("log-open-test", 1), listener, Clock::new(), rng.fork(2), &voters).expect("serve the listener");
     let config = MetaDriverConfig {
         cluster_id: "log-open-test".into(),
         node_id: 1,
-        voters: [(1, "127.0.0.1:0".to_string())].into_iter().collect(),
-        listen_addr: "127.0.0.1:0".into(),
+        voters,
         data_dir: "meta".into(),
         timing: Default::default(),
         proposal_timeout_ms: 10_000,
@@ -57,14 +61,13 @@ async fn start_broker(disk: &SimDisk, incarnation: u64) -> Broker {
         registration_lease_ms: 60_000,
         compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
         observer: None,
-        other_frames: Some(frames_tx),
     };
-    let rng = NodeRng::new(SEED, 1, incarnation);
-    let (meta, meta_task) = start_meta(Disk::Sim(disk.clone()), Clock::new(), rng, config).await.expect("start the metadata node");
+    let (meta, meta_task) =
+        start_meta(Disk::Sim(disk.clone()), Clock::new(), rng, config, std::sync::Arc::clone(&endpoint), raft_frames).await.expect("start the metadata node");
     let mut repl_config = ReplConfig::new(1, incarnation);
     // Small reads: opening the large log takes many (slow) disk reads.
     repl_config.log_config.read_chunk_bytes = 1024;
-    let (repl, repl_task) = keel_repl::driver::start(Disk::Sim(disk.clone()), Clock::new(), meta.clone(), frames_rx, repl_config);
+    let (repl, repl_task) = keel_repl::driver::start(Disk::Sim(disk.clone()), Clock::new(), meta.clone(), endpoint, repl_frames, repl_config);
     let drivers = vec![meta_task.abort_handle(), repl_task.abort_handle()];
     let tasks = vec![
         tokio::spawn(async move {

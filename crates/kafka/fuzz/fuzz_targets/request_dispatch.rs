@@ -24,6 +24,7 @@ use keel_kafka::guard::check_request;
 use keel_kafka::{KafkaConfig, KafkaFront, Reply};
 use keel_meta::admin_ops::TopicCreate;
 use keel_meta::driver::{start as start_meta, MetaDriverConfig};
+use keel_net::{Endpoint, NetConfig, NodeTransport};
 use keel_repl::driver::ReplConfig;
 use libfuzzer_sys::fuzz_target;
 
@@ -55,12 +56,14 @@ fn broker() -> &'static Broker {
 async fn start_broker(root: String) -> KafkaFront {
     let disk = Disk::Real(RealDisk::open_root(&root).await.expect("open the data dir"));
     let mut rng = NodeRng::from_entropy();
-    let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(4096);
+    let voters = [(1, "127.0.0.1:0".to_string())].into_iter().collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the broker listener");
+    let NodeTransport { endpoint, raft_frames, repl_frames } =
+        Endpoint::for_node(NetConfig::new("keel-fuzz", 1), listener, Clock::new(), rng.fork(2), &voters).expect("serve the listener");
     let config = MetaDriverConfig {
         cluster_id: "keel-fuzz".into(),
         node_id: 1,
-        voters: [(1, "127.0.0.1:0".to_string())].into_iter().collect(),
-        listen_addr: "127.0.0.1:0".into(),
+        voters,
         data_dir: "meta".into(),
         timing: Default::default(),
         proposal_timeout_ms: 5_000,
@@ -72,10 +75,10 @@ async fn start_broker(root: String) -> KafkaFront {
         registration_lease_ms: 60_000,
         compact_after_entries: keel_meta::node::COMPACT_AFTER_ENTRIES,
         observer: None,
-        other_frames: Some(frames_tx),
     };
-    let (meta, _meta_task) = start_meta(disk.clone(), Clock::new(), rng.fork(1), config).await.expect("start the metadata node");
-    let (repl, _repl_task) = keel_repl::driver::start(disk, Clock::new(), meta.clone(), frames_rx, ReplConfig::new(1, 1));
+    let (meta, _meta_task) =
+        start_meta(disk.clone(), Clock::new(), rng.fork(1), config, std::sync::Arc::clone(&endpoint), raft_frames).await.expect("start the metadata node");
+    let (repl, _repl_task) = keel_repl::driver::start(disk, Clock::new(), meta.clone(), endpoint, repl_frames, ReplConfig::new(1, 1));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !(meta.status().registered && meta.status().is_leader) {
         assert!(tokio::time::Instant::now() < deadline, "the single node did not become leader and register: {:?}", meta.status());
