@@ -17,8 +17,8 @@ async fn endpoints_talk_over_simulated_tcp_and_a_clogged_node_is_cut_off_until_h
     let host2 = handle.create_node().name("broker-2").ip("10.0.0.2".parse().expect("ip")).build();
     let (delivered_tx, mut delivered) = mpsc::channel::<Inbound>(1024);
     host2.spawn(async move {
-        let (mut endpoint, mut inbox) =
-            Endpoint::bind(NetConfig::new("sim", 2), "10.0.0.2:9093", Clock::new(), NodeRng::new(5, 2, 0)).await.expect("bind");
+        let (mut endpoint, [mut inbox]) =
+            Endpoint::bind(NetConfig::new("sim", 2), "10.0.0.2:9093", Clock::new(), NodeRng::new(5, 2, 0), [(&[7], 1024)]).await.expect("bind");
         endpoint.add_peer(1, "10.0.0.1:9093");
         while let Some(frame) = inbox.recv().await {
             delivered_tx.send(frame).await.expect("test listening");
@@ -26,8 +26,8 @@ async fn endpoints_talk_over_simulated_tcp_and_a_clogged_node_is_cut_off_until_h
     });
     let (send_tx, mut send_rx) = mpsc::channel::<Vec<u8>>(1024);
     host1.spawn(async move {
-        let (mut endpoint, _inbox) =
-            Endpoint::bind(NetConfig::new("sim", 1), "10.0.0.1:9093", Clock::new(), NodeRng::new(5, 1, 0)).await.expect("bind");
+        let (mut endpoint, _inboxes) =
+            Endpoint::bind(NetConfig::new("sim", 1), "10.0.0.1:9093", Clock::new(), NodeRng::new(5, 1, 0), [(&[7], 1024)]).await.expect("bind");
         endpoint.add_peer(2, "10.0.0.2:9093");
         while let Some(payload) = send_rx.recv().await {
             let _ = endpoint.send(2, 7, payload);

@@ -1,6 +1,7 @@
 //! The metadata node's event loop: ticks from the node's Clock, Raft frames
-//! from the `keel-net` endpoint, proposals from `MetaHandle`s; after each
-//! event, `MetaNode::process_ready` persists and the loop sends what it may.
+//! from the node's `keel-net` endpoint (which the node builds and shares with
+//! partition replication), proposals from `MetaHandle`s; after each event,
+//! `MetaNode::process_ready` persists and the loop sends what it may.
 //!
 //! The loop starts serving at once and never waits for a leader (incident
 //! 003: a constructor waited for a leader before the Raft loop ran). Readiness
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use keel_io::{Clock, Disk, NodeRng};
 use keel_log::LogConfig;
-use keel_net::{Endpoint, NetConfig};
+use keel_net::{Endpoint, Inbound};
 use prost::Message as _;
 use raft::eraftpb::Message;
 use raft::StateRole;
@@ -25,16 +26,15 @@ use crate::raft_node::RaftTiming;
 use crate::state::{MetadataError, MetadataState};
 
 /// Frame kind of a Raft message on the broker transport.
-pub const FRAME_KIND_RAFT: u8 = 1;
+pub use keel_net::FRAME_KIND_RAFT;
 
 #[derive(Clone, Debug)]
 pub struct MetaDriverConfig {
     pub cluster_id: String,
     pub node_id: u64,
-    /// Every voter's id and `host:port`, this node included.
+    /// Every voter's id and `host:port`, this node included; every other
+    /// voter must be a peer of the node's endpoint.
     pub voters: BTreeMap<u64, String>,
-    /// Where this node listens (often this node's entry in `voters`).
-    pub listen_addr: String,
     /// Directory of the Raft store on the node's Disk.
     pub data_dir: String,
     pub timing: RaftTiming,
@@ -53,10 +53,6 @@ pub struct MetaDriverConfig {
     pub compact_after_entries: u64,
     /// Told of every election won, entry applied and snapshot installed.
     pub observer: Option<MetaObserver>,
-    /// Frames of other kinds on the broker transport (partition replication)
-    /// go here. A full queue drops the frame (the sender retries, as for any
-    /// frame lost with a connection); without a queue they are logged and dropped.
-    pub other_frames: Option<mpsc::Sender<keel_net::Inbound>>,
 }
 
 /// What a node tells its observer, as it happens.
@@ -99,8 +95,6 @@ impl std::fmt::Debug for MetaObserver {
 pub enum MetaDriverError {
     #[error(transparent)]
     Node(#[from] MetaNodeError),
-    #[error("cannot listen on {addr}: {error}")]
-    Listen { addr: String, error: std::io::Error },
     /// Another live process (or simulated node) holds this node's disk.
     #[error("the data dir is in use: {0}")]
     Locked(keel_io::DiskError),
@@ -187,7 +181,6 @@ pub struct MetaHandle {
     requests: mpsc::Sender<Request>,
     status: watch::Receiver<MetaStatus>,
     feed: Arc<MetadataFeed>,
-    endpoint: Arc<Endpoint>,
 }
 
 impl MetaHandle {
@@ -220,11 +213,6 @@ impl MetaHandle {
     /// The node's applied metadata as it changes.
     pub fn feed(&self) -> Arc<MetadataFeed> {
         Arc::clone(&self.feed)
-    }
-
-    /// The node's broker-to-broker endpoint (shared with partition replication).
-    pub fn endpoint(&self) -> Arc<Endpoint> {
-        Arc::clone(&self.endpoint)
     }
 
     /// Waits until the published status satisfies `condition`.
@@ -265,31 +253,31 @@ impl<T> PendingReplies<T> {
 }
 
 /// Opens the node and starts its loop; returns at once (no leader needed).
+/// The loop sends on the node's `endpoint` and steps the Raft frames of
+/// `raft_frames` (the endpoint's queue for `FRAME_KIND_RAFT`).
+///
+/// First of all it takes the disk's exclusive lock, before anything on the
+/// disk is read or written: two nodes on one store would both vote and both
+/// write, and corrupt it. The lock is held by the loop's task, so for as
+/// long as the node runs (and by the process: a real lock goes when the
+/// process dies).
 pub async fn start(
     disk: Disk,
     clock: Clock,
     rng: NodeRng,
     config: MetaDriverConfig,
-) -> Result<(MetaHandle, tokio::task::JoinHandle<Result<(), MetaDriverError>>), MetaDriverError> {
-    start_on(disk, clock, rng, config, None).await
-}
-
-/// `start` with the broker listener already bound (else it binds
-/// `config.listen_addr` itself). First of all it takes the disk's exclusive
-/// lock, before anything on the disk is read or written: two nodes on one
-/// store would both vote and both write, and corrupt it. The lock is held by
-/// the loop's task, so for as long as the node runs (and by the process: a
-/// real lock goes when the process dies).
-pub async fn start_on(
-    disk: Disk,
-    clock: Clock,
-    rng: NodeRng,
-    config: MetaDriverConfig,
-    listener: Option<tokio::net::TcpListener>,
+    endpoint: Arc<Endpoint>,
+    raft_frames: mpsc::Receiver<Inbound>,
 ) -> Result<(MetaHandle, tokio::task::JoinHandle<Result<(), MetaDriverError>>), MetaDriverError> {
     let disk_lock = disk.lock_exclusive(config.node_id).await.map_err(MetaDriverError::Locked)?;
     if !config.voters.contains_key(&config.node_id) {
         return Err(MetaDriverError::Config(format!("node id {} is not among the voters {:?}", config.node_id, config.voters.keys())));
+    }
+    if endpoint.node_id() != config.node_id {
+        return Err(MetaDriverError::Config(format!("the endpoint speaks for node {}, this is node {}", endpoint.node_id(), config.node_id)));
+    }
+    if let Some(voter) = config.voters.keys().find(|voter| **voter != config.node_id && !endpoint.has_peer(**voter)) {
+        return Err(MetaDriverError::Config(format!("voter {voter} is not a peer of the endpoint")));
     }
     let mut rng = rng;
     let voters: Vec<u64> = config.voters.keys().copied().collect();
@@ -305,31 +293,19 @@ pub async fn start_on(
     )
     .await?;
     node.set_compact_after_entries(config.compact_after_entries);
-    let net_config = NetConfig::new(&config.cluster_id, config.node_id);
-    let bound = match listener {
-        Some(listener) => Endpoint::on_listener(net_config, listener, clock.clone(), rng.fork(2)),
-        None => Endpoint::bind(net_config, &config.listen_addr, clock.clone(), rng.fork(2)).await,
-    };
-    let (mut endpoint, inbox) = bound.map_err(|error| MetaDriverError::Listen { addr: config.listen_addr.clone(), error })?;
-    for (peer, addr) in &config.voters {
-        if *peer != config.node_id {
-            endpoint.add_peer(*peer, addr);
-        }
-    }
     if let Some(observer) = &config.observer {
         observer.notify(MetaEvent::Opened { node_id: config.node_id, applied_index: node.applied_index(), state: node.state() });
     }
     let (requests, request_rx) = mpsc::channel(1024);
     let (status_tx, status) = watch::channel(status_of(&node, config.incarnation_id));
     let feed = Arc::new(MetadataFeed::new(node.state()));
-    let endpoint = Arc::new(endpoint);
-    let running = run(node, Arc::clone(&endpoint), inbox, request_rx, status_tx, Arc::clone(&feed), clock, config);
+    let running = run(node, endpoint, raft_frames, request_rx, status_tx, Arc::clone(&feed), clock, config);
     let task = tokio::spawn(async move {
         let result = running.await;
         drop(disk_lock);
         result
     });
-    Ok((MetaHandle { requests, status, feed, endpoint }, task))
+    Ok((MetaHandle { requests, status, feed }, task))
 }
 
 fn status_of(node: &MetaNode, incarnation_id: u64) -> MetaStatus {
@@ -353,7 +329,7 @@ fn status_of(node: &MetaNode, incarnation_id: u64) -> MetaStatus {
 async fn run(
     mut node: MetaNode,
     endpoint: Arc<Endpoint>,
-    mut inbox: mpsc::Receiver<keel_net::Inbound>,
+    mut raft_frames: mpsc::Receiver<Inbound>,
     mut requests: mpsc::Receiver<Request>,
     status: watch::Sender<MetaStatus>,
     feed: Arc<MetadataFeed>,
@@ -379,19 +355,8 @@ async fn run(
                 proposals.expire(now_ms, config.proposal_timeout_ms);
                 reads.expire(now_ms, config.proposal_timeout_ms);
             }
-            Some(frame) = inbox.recv() => {
-                if frame.kind != FRAME_KIND_RAFT {
-                    let (from, kind) = (frame.from, frame.kind);
-                    match &config.other_frames {
-                        Some(other) => {
-                            if other.try_send(frame).is_err() {
-                                tracing::debug!(node_id = config.node_id, from, kind, "frame dropped: the replication queue is full");
-                            }
-                        }
-                        None => tracing::warn!(node_id = config.node_id, from, kind, "unexpected frame kind on the metadata transport"),
-                    }
-                    continue;
-                }
+            Some(frame) = raft_frames.recv() => {
+                assert_eq!(frame.kind, FRAME_KIND_RAFT, "the endpoint routes only Raft frames here");
                 match Message::decode(frame.payload.as_slice()) {
                     Ok(message) if message.to == config.node_id && message.from == frame.from => node.step(message),
                     Ok(message) => tracing::warn!(node_id = config.node_id, from = frame.from, to = message.to, "misaddressed raft message dropped"),

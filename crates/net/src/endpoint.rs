@@ -6,6 +6,11 @@
 //! full queue is a `SendError::QueueFull` the caller sees, never a silent drop.
 //! Every connection starts with a hello naming the cluster and the node; a
 //! connection from another cluster or an unknown node is refused and logged.
+//!
+//! Inbound frames are demultiplexed by kind: each protocol registers the kinds
+//! it serves with a queue of its own, so a protocol whose reader falls behind
+//! never holds up another's frames on the same connection (a full queue drops
+//! the frame, counted in `NetStats::inbound`, and the sender retransmits).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +23,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::frame::{read_frame, write_frame, FrameError};
+use crate::frame::{read_frame, write_frame, FrameError, FRAME_KIND_RAFT, FRAME_KIND_REPL_FETCH, FRAME_KIND_REPL_FETCH_RESPONSE};
 
 /// Frame kind of the connection hello; reserved, callers use 1..=255.
 const KIND_HELLO: u8 = 0;
+
+/// Inbound drops of one kind are logged at most this often (with the total so
+/// far): a reader that falls behind under load must not flood the log.
+const DROP_LOG_INTERVAL_MS: u64 = 10_000;
 
 #[derive(Clone, Debug)]
 pub struct NetConfig {
@@ -29,7 +38,10 @@ pub struct NetConfig {
     pub node_id: u64,
     pub frame_bytes_max: usize,
     pub peer_queue_len: usize,
-    pub inbox_len: usize,
+    /// Inbound metadata Raft frames queued for the metadata driver (`for_node`).
+    pub raft_inbox_len: usize,
+    /// Inbound replication frames queued for the replication driver (`for_node`).
+    pub repl_inbox_len: usize,
     pub reconnect_backoff_ms_min: u64,
     pub reconnect_backoff_ms_max: u64,
     pub hello_timeout_ms: u64,
@@ -42,7 +54,8 @@ impl NetConfig {
             node_id,
             frame_bytes_max: 16 * 1024 * 1024,
             peer_queue_len: 4096,
-            inbox_len: 4096,
+            raft_inbox_len: 4096,
+            repl_inbox_len: 4096,
             reconnect_backoff_ms_min: 20,
             reconnect_backoff_ms_max: 1_000,
             hello_timeout_ms: 5_000,
@@ -69,13 +82,58 @@ pub enum SendError {
 }
 
 /// Counters, for metrics and for tests that must see a fault happen.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NetStats {
     pub frames_sent: AtomicU64,
     pub frames_received: AtomicU64,
+    /// Sends refused because the queue to a peer was full.
     pub queue_full: AtomicU64,
     pub connections_refused: AtomicU64,
     pub connection_errors: AtomicU64,
+    /// Inbound frames by kind (indexed by the kind byte).
+    inbound: Box<[KindStats]>,
+}
+
+impl Default for NetStats {
+    fn default() -> Self {
+        NetStats {
+            frames_sent: AtomicU64::new(0),
+            frames_received: AtomicU64::new(0),
+            queue_full: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
+            connection_errors: AtomicU64::new(0),
+            inbound: (0..=u8::MAX).map(|_| KindStats::default()).collect(),
+        }
+    }
+}
+
+impl NetStats {
+    /// What became of the inbound frames of `kind`.
+    pub fn inbound(&self, kind: u8) -> &KindStats {
+        &self.inbound[usize::from(kind)]
+    }
+}
+
+/// What became of the inbound frames of one kind.
+#[derive(Debug, Default)]
+pub struct KindStats {
+    /// Handed to the kind's queue.
+    pub frames_delivered: AtomicU64,
+    /// Dropped because the kind's queue was full (its reader fell behind).
+    pub frames_dropped_queue_full: AtomicU64,
+    /// Dropped because no queue serves the kind (or its reader is gone).
+    pub frames_dropped_unserved: AtomicU64,
+    /// The node clock's milliseconds + 1 when a drop was last logged (0: never).
+    drop_logged_ms: AtomicU64,
+}
+
+impl KindStats {
+    /// Whether a drop happening at `now_ms` should be logged (rate limit).
+    fn drop_log_due(&self, now_ms: u64) -> bool {
+        let logged = self.drop_logged_ms.load(Ordering::Relaxed);
+        let due = logged == 0 || (now_ms + 1).saturating_sub(logged) >= DROP_LOG_INTERVAL_MS;
+        due && self.drop_logged_ms.compare_exchange(logged, now_ms + 1, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
 }
 
 fn bump(counter: &AtomicU64) {
@@ -93,6 +151,77 @@ fn decode_hello(payload: &[u8]) -> Option<(u64, &[u8])> {
     Some((node_id, &payload[8..]))
 }
 
+/// Where inbound frames go: the queue serving each kind.
+struct Demux {
+    node_id: u64,
+    /// Index into `queues` by kind; `None`: no queue serves the kind.
+    routes: [Option<usize>; 256],
+    queues: Vec<mpsc::Sender<Inbound>>,
+    clock: Clock,
+    stats: Arc<NetStats>,
+}
+
+impl Demux {
+    fn new(config: &NetConfig, inboxes: &[(&[u8], usize)], clock: Clock, stats: Arc<NetStats>) -> (Demux, Vec<mpsc::Receiver<Inbound>>) {
+        let mut routes = [None; 256];
+        let mut queues = Vec::with_capacity(inboxes.len());
+        let mut receivers = Vec::with_capacity(inboxes.len());
+        for (index, (kinds, len)) in inboxes.iter().enumerate() {
+            assert!(*len > 0, "inbox {index} has no room");
+            for kind in kinds.iter() {
+                assert_ne!(*kind, KIND_HELLO, "frame kind 0 is the connection hello");
+                assert!(routes[usize::from(*kind)].is_none(), "frame kind {kind} registered twice");
+                routes[usize::from(*kind)] = Some(index);
+            }
+            let (queue, receiver) = mpsc::channel(*len);
+            queues.push(queue);
+            receivers.push(receiver);
+        }
+        (Demux { node_id: config.node_id, routes, queues, clock, stats }, receivers)
+    }
+
+    /// Hands `frame` to its kind's queue without waiting, so one kind's slow
+    /// reader never blocks another kind's frames behind it on a connection.
+    /// Returns false once no queue has a reader (the endpoint's users are gone).
+    fn deliver(&self, frame: Inbound) -> bool {
+        let (from, kind) = (frame.from, frame.kind);
+        let stats = self.stats.inbound(kind);
+        let Some(index) = self.routes[usize::from(kind)] else {
+            bump(&stats.frames_dropped_unserved);
+            if stats.drop_log_due(self.clock.now().as_millis()) {
+                let dropped = stats.frames_dropped_unserved.load(Ordering::Relaxed);
+                tracing::warn!(node_id = self.node_id, from, kind, dropped, "frames of a kind this node does not serve dropped (a peer of another version?)");
+            }
+            return true;
+        };
+        match self.queues[index].try_send(frame) {
+            Ok(()) => bump(&stats.frames_delivered),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                bump(&stats.frames_dropped_queue_full);
+                if stats.drop_log_due(self.clock.now().as_millis()) {
+                    let dropped = stats.frames_dropped_queue_full.load(Ordering::Relaxed);
+                    tracing::debug!(node_id = self.node_id, from, kind, dropped, "inbound queue full: frames dropped until its reader catches up (senders retransmit)");
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                bump(&stats.frames_dropped_unserved);
+                return self.queues.iter().any(|queue| !queue.is_closed());
+            }
+        }
+        true
+    }
+}
+
+/// A node's transport: its one endpoint, with an inbound queue per protocol.
+pub struct NodeTransport {
+    /// Shared by the drivers that send (metadata and replication).
+    pub endpoint: Arc<Endpoint>,
+    /// Metadata Raft frames (`FRAME_KIND_RAFT`), for the metadata driver.
+    pub raft_frames: mpsc::Receiver<Inbound>,
+    /// Replication fetches and their responses, for the replication driver.
+    pub repl_frames: mpsc::Receiver<Inbound>,
+}
+
 pub struct Endpoint {
     config: NetConfig,
     local_addr: String,
@@ -105,23 +234,64 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Listens on `listen_addr` (`host:port`, port 0 for any). Frames from
-    /// accepted peers arrive on the returned receiver.
-    pub async fn bind(config: NetConfig, listen_addr: &str, clock: Clock, rng: NodeRng) -> std::io::Result<(Endpoint, mpsc::Receiver<Inbound>)> {
+    /// A node's transport on a listener bound beforehand, with the metadata
+    /// Raft and the replication kinds registered and every other node of
+    /// `nodes` (id to `host:port`, this node's entry skipped) added as a peer.
+    /// Touches no disk, so a node may build it before taking its disk lock.
+    pub fn for_node(config: NetConfig, listener: TcpListener, clock: Clock, rng: NodeRng, nodes: &BTreeMap<u64, String>) -> std::io::Result<NodeTransport> {
+        let inboxes: [(&[u8], usize); 2] =
+            [(&[FRAME_KIND_RAFT], config.raft_inbox_len), (&[FRAME_KIND_REPL_FETCH, FRAME_KIND_REPL_FETCH_RESPONSE], config.repl_inbox_len)];
+        let (mut endpoint, [raft_frames, repl_frames]) = Endpoint::on_listener(config, listener, clock, rng, inboxes)?;
+        for (node_id, addr) in nodes {
+            if *node_id != endpoint.config.node_id {
+                endpoint.add_peer(*node_id, addr);
+            }
+        }
+        Ok(NodeTransport { endpoint: Arc::new(endpoint), raft_frames, repl_frames })
+    }
+
+    /// Listens on `listen_addr` (`host:port`, port 0 for any); see `on_listener`.
+    pub async fn bind<const N: usize>(
+        config: NetConfig,
+        listen_addr: &str,
+        clock: Clock,
+        rng: NodeRng,
+        inboxes: [(&[u8], usize); N],
+    ) -> std::io::Result<(Endpoint, [mpsc::Receiver<Inbound>; N])> {
         let listener = TcpListener::bind(listen_addr).await?;
-        Endpoint::on_listener(config, listener, clock, rng)
+        Endpoint::on_listener(config, listener, clock, rng, inboxes)
     }
 
     /// Serves peers on a listener bound beforehand (a node binds every port
     /// before it touches its data dir, so a taken port changes nothing).
-    pub fn on_listener(config: NetConfig, listener: TcpListener, clock: Clock, rng: NodeRng) -> std::io::Result<(Endpoint, mpsc::Receiver<Inbound>)> {
+    /// `inboxes` lists, per inbound queue, the frame kinds it receives and
+    /// how many frames it holds; the receivers come back in the same order.
+    /// Panics if a kind is 0 (the hello) or listed twice, or a queue holds nothing.
+    pub fn on_listener<const N: usize>(
+        config: NetConfig,
+        listener: TcpListener,
+        clock: Clock,
+        rng: NodeRng,
+        inboxes: [(&[u8], usize); N],
+    ) -> std::io::Result<(Endpoint, [mpsc::Receiver<Inbound>; N])> {
         let local_addr = listener.local_addr()?.to_string();
-        let (inbox, inbox_receiver) = mpsc::channel(config.inbox_len);
-        let allowed_peers = Arc::new(RwLock::new(BTreeSet::new()));
         let stats = Arc::new(NetStats::default());
-        let accept = tokio::spawn(accept_loop(listener, config.clone(), Arc::clone(&allowed_peers), inbox, Arc::clone(&stats)));
+        let (demux, receivers) = Demux::new(&config, &inboxes, clock.clone(), Arc::clone(&stats));
+        let receivers: [mpsc::Receiver<Inbound>; N] = receivers.try_into().expect("one receiver per inbox");
+        let allowed_peers = Arc::new(RwLock::new(BTreeSet::new()));
+        let accept = tokio::spawn(accept_loop(listener, config.clone(), Arc::clone(&allowed_peers), Arc::new(demux), Arc::clone(&stats)));
         let endpoint = Endpoint { config, local_addr, clock, rng, allowed_peers, senders: BTreeMap::new(), tasks: vec![accept], stats };
-        Ok((endpoint, inbox_receiver))
+        Ok((endpoint, receivers))
+    }
+
+    /// The node this endpoint speaks for.
+    pub fn node_id(&self) -> u64 {
+        self.config.node_id
+    }
+
+    /// Whether `peer_id` was added as a peer.
+    pub fn has_peer(&self, peer_id: u64) -> bool {
+        self.senders.contains_key(&peer_id)
     }
 
     /// The address peers connect to (useful after binding port 0).
@@ -177,14 +347,14 @@ async fn accept_loop(
     listener: TcpListener,
     config: NetConfig,
     allowed_peers: Arc<RwLock<BTreeSet<u64>>>,
-    inbox: mpsc::Sender<Inbound>,
+    demux: Arc<Demux>,
     stats: Arc<NetStats>,
 ) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
                 let remote = remote.to_string();
-                tokio::spawn(serve_connection(stream, remote, config.clone(), Arc::clone(&allowed_peers), inbox.clone(), Arc::clone(&stats)));
+                tokio::spawn(serve_connection(stream, remote, config.clone(), Arc::clone(&allowed_peers), Arc::clone(&demux), Arc::clone(&stats)));
             }
             Err(error) => {
                 tracing::warn!(node_id = config.node_id, %error, "accept failed");
@@ -199,7 +369,7 @@ async fn serve_connection(
     remote: String,
     config: NetConfig,
     allowed_peers: Arc<RwLock<BTreeSet<u64>>>,
-    inbox: mpsc::Sender<Inbound>,
+    demux: Arc<Demux>,
     stats: Arc<NetStats>,
 ) {
     let (mut reader, _writer) = tokio::io::split(stream);
@@ -227,8 +397,8 @@ async fn serve_connection(
         match read_frame(&mut reader, config.frame_bytes_max).await {
             Ok((kind, payload)) => {
                 bump(&stats.frames_received);
-                if inbox.send(Inbound { from, kind, payload }).await.is_err() {
-                    return; // the endpoint is gone
+                if !demux.deliver(Inbound { from, kind, payload }) {
+                    return; // nobody reads any queue: the endpoint's users are gone
                 }
             }
             Err(FrameError::Closed) => return,

@@ -8,6 +8,15 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 pub const FRAME_HEADER_BYTES: usize = 9;
 
+// Frame kinds of the broker transport, in one table so no two protocols can
+// claim the same kind. Kind 0 is the endpoint's connection hello.
+/// A metadata Raft message.
+pub const FRAME_KIND_RAFT: u8 = 1;
+/// A follower's replication fetch.
+pub const FRAME_KIND_REPL_FETCH: u8 = 2;
+/// A leader's answer to a replication fetch.
+pub const FRAME_KIND_REPL_FETCH_RESPONSE: u8 = 3;
+
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("connection closed")]

@@ -29,6 +29,7 @@ use keel_log::LogConfig;
 use keel_meta::driver::{MetaDriverConfig, MetaDriverError, MetaHandle, MetaObserver};
 use keel_meta::node::MetaNodeError;
 use keel_meta::raft_store::RaftStoreError;
+use keel_net::{Endpoint, NetConfig, NodeTransport};
 use keel_repl::driver::{ReplConfig, ReplDriverError, ReplHandle, ReplObserver};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -45,8 +46,6 @@ const READY_POLL_MS: u64 = 20;
 /// How long the replication and metadata loops get to stop once nothing
 /// feeds them any more (their last turn flushes; see `Node::drain`).
 const LOOP_STOP_TIMEOUT_MS: u64 = 10_000;
-/// Replication frames queued from the broker transport for the replication loop.
-const REPL_FRAMES_QUEUE_LEN: usize = 4096;
 
 /// What the world hands a node: its clock (with whatever skew and drift the
 /// world gives it), its disk, its RNG, its incarnation id, and observers a
@@ -203,9 +202,18 @@ impl Node {
         }
         let bound = listeners.addrs()?;
         let Seams { disk, clock, mut rng, incarnation_id, meta_observer, repl_observer } = seams;
-        let (frames_tx, frames_rx) = tokio::sync::mpsc::channel(REPL_FRAMES_QUEUE_LEN);
-        let meta_config = meta_driver_config(&identity, config, bound.broker, incarnation_id, meta_observer, frames_tx);
-        let (meta, meta_task) = keel_meta::driver::start_on(disk.clone(), clock.clone(), rng.fork(1), meta_config, Some(listeners.broker)).await.map_err(|error| match error {
+        // The node's one broker endpoint: it sorts inbound frames by kind
+        // into the metadata driver's queue and the replication driver's.
+        let net_config = NetConfig::new(&identity.cluster_id, identity.node_id);
+        let NodeTransport { endpoint, raft_frames, repl_frames } =
+            Endpoint::for_node(net_config, listeners.broker, clock.clone(), rng.fork(2), &identity.voters).map_err(|error| BindError {
+                what: "broker-to-broker",
+                addr: bound.broker.to_string(),
+                error: error.to_string(),
+            })?;
+        let meta_config = meta_driver_config(&identity, config, incarnation_id, meta_observer);
+        let started = keel_meta::driver::start(disk.clone(), clock.clone(), rng.fork(1), meta_config, Arc::clone(&endpoint), raft_frames).await;
+        let (meta, meta_task) = started.map_err(|error| match error {
             MetaDriverError::Locked(error) => NodeError::DataDirInUse(error),
             MetaDriverError::Node(MetaNodeError::Store(error @ (RaftStoreError::WrongCluster { .. } | RaftStoreError::WrongVoters { .. }))) => NodeError::ForeignStore(error),
             MetaDriverError::Config(message) => NodeError::Identity(message),
@@ -213,7 +221,7 @@ impl Node {
         })?;
         record_listeners(&disk, &listeners_json(identity.node_id, &bound, process_id)).await.map_err(NodeError::Record)?;
         let repl_config = repl_config(&identity, config, incarnation_id, repl_observer);
-        let (repl, repl_task) = keel_repl::driver::start(disk, clock.clone(), meta.clone(), frames_rx, repl_config);
+        let (repl, repl_task) = keel_repl::driver::start(disk, clock.clone(), meta.clone(), endpoint, repl_frames, repl_config);
         let kafka_metrics = Arc::new(KafkaMetrics::new());
         let (kafka_stop, admin_stop) = (StopSignal::new(), StopSignal::new());
         let drain_timeout = Duration::from_millis(config.drain_timeout_ms);
@@ -355,19 +363,11 @@ impl Node {
 }
 
 /// The metadata driver's settings.
-fn meta_driver_config(
-    identity: &NodeIdentity,
-    config: &NodeConfig,
-    broker_addr: SocketAddr,
-    incarnation_id: u64,
-    observer: Option<MetaObserver>,
-    other_frames: tokio::sync::mpsc::Sender<keel_net::Inbound>,
-) -> MetaDriverConfig {
+fn meta_driver_config(identity: &NodeIdentity, config: &NodeConfig, incarnation_id: u64, observer: Option<MetaObserver>) -> MetaDriverConfig {
     MetaDriverConfig {
         cluster_id: identity.cluster_id.clone(),
         node_id: identity.node_id,
         voters: identity.voters.clone(),
-        listen_addr: broker_addr.to_string(),
         data_dir: META_DIR.into(),
         timing: config.raft_timing(),
         proposal_timeout_ms: config.proposal_timeout_ms,
@@ -379,7 +379,6 @@ fn meta_driver_config(
         registration_lease_ms: config.registration_lease_ms,
         compact_after_entries: config.metadata_compact_after_entries,
         observer,
-        other_frames: Some(other_frames),
     }
 }
 

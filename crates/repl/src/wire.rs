@@ -2,10 +2,10 @@
 //! A follower sends `FetchMessage` (frame kind `FRAME_KIND_FETCH`); the
 //! leader answers `FetchResponseMessage` (`FRAME_KIND_FETCH_RESPONSE`).
 
-/// Frame kind of a follower's fetch on the broker transport (1 is Raft).
-pub const FRAME_KIND_FETCH: u8 = 2;
+/// Frame kind of a follower's fetch on the broker transport (kinds are allocated in keel-net).
+pub const FRAME_KIND_FETCH: u8 = keel_net::FRAME_KIND_REPL_FETCH;
 /// Frame kind of the leader's answer.
-pub const FRAME_KIND_FETCH_RESPONSE: u8 = 3;
+pub const FRAME_KIND_FETCH_RESPONSE: u8 = keel_net::FRAME_KIND_REPL_FETCH_RESPONSE;
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct FetchMessage {

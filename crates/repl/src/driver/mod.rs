@@ -326,12 +326,14 @@ struct Waiter {
     produced: Produced,
 }
 
-/// Starts the loop. `frames` receives the replication frames the metadata
-/// driver forwards from the shared endpoint (`MetaDriverConfig::other_frames`).
+/// Starts the loop. It sends on the node's `endpoint` (shared with the
+/// metadata driver) and serves `frames`, the endpoint's queue for the
+/// replication kinds (`FRAME_KIND_FETCH`, `FRAME_KIND_FETCH_RESPONSE`).
 pub fn start(
     disk: Disk,
     clock: Clock,
     meta: MetaHandle,
+    endpoint: Arc<Endpoint>,
     frames: mpsc::Receiver<Inbound>,
     config: ReplConfig,
 ) -> (ReplHandle, tokio::task::JoinHandle<Result<(), ReplDriverError>>) {
@@ -340,8 +342,9 @@ pub fn start(
     let (isr_results, isr_rx) = mpsc::channel(1024);
     let (opened, opened_rx) = mpsc::channel(config.log_opens_in_flight_max.max(1));
     let feed = meta.feed();
+    assert_eq!(endpoint.node_id(), config.node_id, "the endpoint speaks for this broker");
     let driver = Driver {
-        endpoint: meta.endpoint(),
+        endpoint,
         metadata: feed.current(),
         meta,
         disk,
