@@ -52,7 +52,7 @@ pub mod version {
 
 /// Kafka error codes the workloads act on (the front's own table).
 pub mod code {
-    pub use keel_kafka::error_code::*;
+    pub use keel_error_codes::*;
 
     /// Errors a Kafka client retries (after refreshing its metadata for
     /// the leadership ones). Everything else is final for the request.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use crate::error_code;
+use keel_error_codes as error_code;
 use crate::types::{
     Config, GroupDescription, GroupState, JoinRequest, JoinResponse, JoinResponseMember, LoadError,
     MemberAssignment, MemberDescription, Output, Protocol, Response, StoredGroup, StoredMember,

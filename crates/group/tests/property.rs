@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use keel_group::error_code::*;
+use keel_error_codes::*;
 use keel_group::{
     Config, Coordinator, GroupState, HeartbeatRequest, JoinRequest, LeaveMember, LeaveRequest,
     MemberAssignment, Output, Protocol, Response, StoredGroup, SyncRequest,

@@ -37,7 +37,7 @@ use crate::apis::{is_supported, SUPPORTED_APIS};
 use crate::group_driver::GroupHandle;
 use keel_io::Clock;
 use crate::codec::{encode_bare_error, encode_response, peek_header, Inbound};
-use crate::error_code as code;
+use keel_error_codes as code;
 use crate::metrics::{KafkaMetrics, ProduceRefusalNotice};
 use crate::records::{decode_produced, decode_stored_record, encode_fetched, LogRecord};
 

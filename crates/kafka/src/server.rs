@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::apis::is_supported;
 use crate::codec::{peek_header, read_frame, FrameError, Inbound};
-use crate::error_code;
+use keel_error_codes as error_code;
 use crate::front::{KafkaFront, Reply};
 use crate::metrics::{KafkaMetrics, UNKNOWN_API_KEY};
 
@@ -204,7 +204,7 @@ impl RequestSeen {
         } else if self.unsupported {
             Some(error_code::UNSUPPORTED_VERSION)
         } else if bytes.len() == ERROR_ONLY_FRAME_BYTES {
-            Some(i16::from_be_bytes([bytes[8], bytes[9]])).filter(|code| *code != 0)
+            Some(i16::from_be_bytes([bytes[8], bytes[9]])).filter(|code| *code != error_code::NONE)
         } else {
             None
         }
@@ -312,7 +312,7 @@ mod tests {
             }
         }
         let unsupported = RequestSeen { api_key: 99, oversized: false, unsupported: true };
-        assert_eq!(unsupported.error_code(&Reply::Send(encode_bare_error(1, 35))), Some(error_code::UNSUPPORTED_VERSION));
+        assert_eq!(unsupported.error_code(&Reply::Send(encode_bare_error(1, error_code::UNSUPPORTED_VERSION))), Some(error_code::UNSUPPORTED_VERSION));
         assert_eq!(unsupported.error_code(&Reply::Nothing), None);
     }
 }

@@ -409,7 +409,7 @@ mod tests {
     fn too_small_an_isr_refuses_acks_all_before_appending() {
         let leader = Leader::new(0, 1, 5, vec![1, 2, 3], vec![1], CONFIG, empty_log());
         assert_eq!(leader.check_acks_all(), Err(ReplError::NotEnoughReplicas { isr_size: 1, min_insync_replicas: 2 }));
-        assert_eq!(leader.check_acks_all().unwrap_err().kafka_code(), 19);
+        assert_eq!(leader.check_acks_all().unwrap_err().kafka_code(), keel_error_codes::NOT_ENOUGH_REPLICAS);
     }
 
     #[test]
@@ -453,9 +453,9 @@ mod tests {
     fn stale_and_future_epochs_and_strangers_are_refused() {
         let mut leader = leader();
         let stale = FetchRequest { leader_epoch: 4, ..fetch(2, 0, None) };
-        assert_eq!(leader.fetch(0, stale).unwrap_err().kafka_code(), 74);
+        assert_eq!(leader.fetch(0, stale).unwrap_err().kafka_code(), keel_error_codes::FENCED_LEADER_EPOCH);
         let future = FetchRequest { leader_epoch: 6, ..fetch(2, 0, None) };
-        assert_eq!(leader.fetch(0, future).unwrap_err().kafka_code(), 75);
+        assert_eq!(leader.fetch(0, future).unwrap_err().kafka_code(), keel_error_codes::UNKNOWN_LEADER_EPOCH);
         assert_eq!(leader.fetch(0, fetch(9, 0, None)).unwrap_err(), ReplError::NotReplica { broker_id: 9 });
     }
 
