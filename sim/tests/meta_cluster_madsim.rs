@@ -1,7 +1,7 @@
 //! The metadata Raft group as the real driver runs it (keel-meta driver over
 //! keel-net over madsim TCP, SimDisk per host), with the leader killed (its
-//! unsynced bytes lost) and restarted. The startup and auto-create races of
-//! incidents 002-004, in miniature: no blocking waits, creates accepted on a
+//! unsynced bytes lost) and restarted. The startup and auto-create races in
+//! miniature: no blocking waits, creates accepted on a
 //! follower, a new leader after a kill, everyone converging after a restart.
 #![cfg(madsim)]
 
