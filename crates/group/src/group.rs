@@ -175,7 +175,7 @@ impl Group {
             if stored.generation_id == 0 {
                 return Err(refuse("members without a generation"));
             }
-            if stored.protocol_type.as_deref().map_or(true, str::is_empty) {
+            if stored.protocol_type.as_deref().is_none_or(str::is_empty) {
                 return Err(refuse("members without a protocol type"));
             }
             let Some(name) = stored.protocol_name.as_deref() else {

@@ -100,6 +100,9 @@ pub(crate) struct Client<'a> {
     pub host: &'a str,
 }
 
+/// One config as DescribeConfigs lists it: name, value, config source.
+type ConfigEntry = (&'static str, String, i8);
+
 /// What to do after a frame.
 #[derive(Debug)]
 pub enum Reply {
@@ -766,7 +769,7 @@ impl KafkaFront {
         for resource in request.resources {
             let name = resource.resource_name.as_str().to_string();
             let mut result = DescribeConfigsResult::default().with_resource_type(resource.resource_type).with_resource_name(resource.resource_name.clone());
-            let entries: Result<Vec<(&str, String, i8)>, (i16, String)> = match resource.resource_type {
+            let entries: Result<Vec<ConfigEntry>, (i16, String)> = match resource.resource_type {
                 TOPIC => match state.topic(&name) {
                     Some(topic) => {
                         let min_insync = topic.configs.get(MIN_INSYNC_REPLICAS_CONFIG);

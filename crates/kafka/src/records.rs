@@ -113,7 +113,7 @@ pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<Produce
         // The plain records section, kept to read the headers in order.
         let plain_seen = RefCell::new(Bytes::new());
         let checked = |records: &mut Bytes, compression| {
-            let plain = plain_records(records, compression, base_offset, first_timestamp).map_err(|reason| std::io::Error::other(reason))?;
+            let plain = plain_records(records, compression, base_offset, first_timestamp).map_err(std::io::Error::other)?;
             *plain_seen.borrow_mut() = plain.clone();
             Ok(plain)
         };
