@@ -421,8 +421,9 @@ mod tests {
         let outputs = leader.tick(1_200);
         assert_eq!(outputs, vec![LeaderOutput::ProposeIsr { isr: vec![1, 2] }], "3 never fetched for 1.2 s");
         assert!(leader.tick(1_300).is_empty(), "one ISR proposal at a time");
-        let outputs = leader.isr_changed(1_400, vec![1, 2]);
-        assert!(outputs.contains(&LeaderOutput::HighWatermark(3)), "{outputs:?}");
+        assert_eq!(leader.high_watermark(), 0, "held back by 3, which has nothing");
+        leader.isr_changed(1_400, vec![1, 2]);
+        assert_eq!(leader.high_watermark(), 3, "the ISR without 3 has everything");
         let (_, outputs) = leader.fetch(1_500, fetch(3, 3, Some(5))).expect("valid");
         assert!(outputs.contains(&LeaderOutput::ProposeIsr { isr: vec![1, 2, 3] }), "{outputs:?}");
     }
