@@ -13,6 +13,10 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "ci/test.sh: cargo not found; install the Rust toolchain (https://rustup.rs) and run again" >&2
     exit 2
 fi
+if ! cargo clippy --version >/dev/null 2>&1; then
+    echo "== installing clippy (rustup component)"
+    rustup component add clippy
+fi
 apt_packages=()
 command -v kcat >/dev/null 2>&1 || apt_packages+=(kcat)
 if [ ${#apt_packages[@]} -gt 0 ]; then
@@ -34,6 +38,11 @@ if ! python3 -c "import confluent_kafka, kafka" >/dev/null 2>&1; then
 fi
 
 started=$(date +%s)
+
+echo "== clippy over both builds, warnings are errors"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
+    cargo clippy --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-net -p keel-repl -p keel-sim --all-targets -- -D warnings
 
 echo "== normal build: unit, crash-consistency and tidy tests"
 cargo test --workspace --locked

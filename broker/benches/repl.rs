@@ -2,8 +2,9 @@
 //!
 //! A real 3-process loopback cluster (`keel start`), one partition with
 //! replication factor 3 and min.insync.replicas 2, produced to through the
-//! admin path (one HTTP request per batch of 100-byte records; the Kafka
-//! listener arrives with issue 5). For acks=all and acks=1: records/s and
+//! admin path (one HTTP request per batch of 100-byte records), so it measures
+//! replication without the Kafka front (`ci/kafka-loadgen` measures that
+//! path). For acks=all and acks=1: records/s and
 //! MB/s with several concurrent producers, and p50/p99 batch latency, both
 //! under that load and for one producer sending small batches.
 

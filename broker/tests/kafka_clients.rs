@@ -122,9 +122,7 @@ fn connect(port: u16) -> TcpStream {
 
 #[test]
 fn bad_frames_get_kafka_error_codes_and_the_broker_keeps_serving() {
-    const UNSUPPORTED_VERSION: i16 = 35;
-    const INVALID_REQUEST: i16 = 42;
-    const MESSAGE_TOO_LARGE: i16 = 10;
+    use keel_error_codes::{INVALID_REQUEST, MESSAGE_TOO_LARGE, NONE, UNSUPPORTED_VERSION};
     let dir = tempfile::tempdir().expect("temp dir");
     let nodes = start_settled(dir.path(), 1, &["--socket-request-max-bytes", "65536"]);
     let port = nodes[0].kafka_port;
@@ -158,7 +156,7 @@ fn bad_frames_get_kafka_error_codes_and_the_broker_keeps_serving() {
     assert_eq!(id_and_code(&read_response(&mut stream)), (5, MESSAGE_TOO_LARGE));
     // The same connection still serves a well-formed request.
     send_frame(&mut stream, &header(18, 0, 6));
-    assert_eq!(id_and_code(&read_response(&mut stream)), (6, 0));
+    assert_eq!(id_and_code(&read_response(&mut stream)), (6, NONE));
 
     // A negative size loses the frame boundary: that connection is closed ...
     let mut lost = connect(port);

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use admin_client::{cluster_settled, http, http_with_body, json_field};
 use kafka_wire::{header, read_response, send_frame};
+use keel_error_codes::{NOT_ENOUGH_REPLICAS, UNSUPPORTED_VERSION};
 use process::{parse_prometheus, pid_alive, signal_pid, start_dev, stderr_of, Bound, Keel, WAIT};
 
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
@@ -111,7 +112,7 @@ fn healthz_readyz_and_metrics_report_raft_partitions_and_kafka_requests() {
         let Some((code, text)) = http(ports.admin, "GET", "/metrics") else { return false };
         assert_eq!(code, 200, "{text}");
         let parsed = parse_prometheus(&text);
-        let counted = parsed.value("keel_kafka_request_errors_total", &[("api", "Fetch"), ("error_code", "35")]) == Some(1.0);
+        let counted = parsed.value("keel_kafka_request_errors_total", &[("api", "Fetch"), ("error_code", UNSUPPORTED_VERSION.to_string().as_str())]) == Some(1.0);
         page = Some(parsed);
         counted
     });
@@ -165,7 +166,8 @@ fn produce_refusals_are_counted_per_partition_on_metrics_and_logged_once_and_a_t
     }
     kcat.wait().expect("kcat exits once its message timed out");
 
-    let refused = [("topic", "short"), ("partition", "0"), ("error_code", "19"), ("error", "NotEnoughReplicas")];
+    let not_enough_replicas = NOT_ENOUGH_REPLICAS.to_string();
+    let refused = [("topic", "short"), ("partition", "0"), ("error_code", not_enough_replicas.as_str()), ("error", "NotEnoughReplicas")];
     let mut refusals = None;
     wait_for("the refused produce is counted", || {
         let Some((code, text)) = http(ports.admin, "GET", "/metrics") else { return false };
@@ -184,7 +186,7 @@ fn produce_refusals_are_counted_per_partition_on_metrics_and_logged_once_and_a_t
     assert_eq!(warned, 1, "one warning for the one create: {stderr}");
     let logged: Vec<&str> = stderr.lines().filter(|l| l.contains("produce refused: ISR below min.insync.replicas")).collect();
     assert_eq!(logged.len(), 1, "{refusals} refusals in one state, logged once: {stderr}");
-    assert!(logged[0].contains(" INFO ") && logged[0].contains("topic=short") && logged[0].contains("error_code=19"), "{}", logged[0]);
+    assert!(logged[0].contains(" INFO ") && logged[0].contains("topic=short") && logged[0].contains(&format!("error_code={NOT_ENOUGH_REPLICAS}")), "{}", logged[0]);
 }
 
 #[test]

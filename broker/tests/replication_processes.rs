@@ -14,6 +14,13 @@ use cluster::{partition_leader, wait_for, Node};
 
 use std::collections::BTreeMap;
 
+use keel_error_codes::{CORRUPT_MESSAGE, FENCED_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER, UNKNOWN_LEADER_EPOCH, UNKNOWN_TOPIC_OR_PARTITION};
+
+/// The Kafka error code of an admin endpoint refusal.
+fn error_code_of(body: &str) -> Option<i16> {
+    json_field(body, "error_code")?.parse().ok()
+}
+
 /// The `"value"`s of a /records answer, by offset.
 fn records_of(body: &str) -> BTreeMap<u64, String> {
     body.split("{\"offset\":")
@@ -64,13 +71,13 @@ fn acks_all_records_survive_a_sigkilled_partition_leader() {
     // Bad input: the right Kafka error code, nothing appended, still serving.
     let end_before = log_end(&nodes[leader as usize - 1], "orders").expect("log end");
     let (code, body) = http_with_body(leader_port, "POST", "/produce/orders/7?acks=all", "x").expect("answer");
-    assert_eq!((code, json_field(&body, "error_code").as_deref()), (404, Some("3")), "unknown partition: {body}");
+    assert_eq!((code, error_code_of(&body)), (404, Some(UNKNOWN_TOPIC_OR_PARTITION)), "unknown partition: {body}");
     let (code, body) = http_with_body(follower.admin_port, "POST", "/produce/orders/0?acks=all", "x").expect("answer");
-    assert_eq!((code, json_field(&body, "error_code").as_deref()), (503, Some("6")), "a follower: {body}");
+    assert_eq!((code, error_code_of(&body)), (503, Some(NOT_LEADER_OR_FOLLOWER)), "a follower: {body}");
     let (code, body) = http_with_body(leader_port, "POST", &format!("/produce/orders/0?acks=all&leader_epoch={}", epoch + 1), "x").expect("answer");
-    assert_eq!(json_field(&body, "error_code").as_deref(), Some("75"), "a future leader epoch ({code}): {body}");
+    assert_eq!(error_code_of(&body), Some(UNKNOWN_LEADER_EPOCH), "a future leader epoch ({code}): {body}");
     let (code, body) = http_with_body(leader_port, "POST", "/produce/orders/0?acks=all&batch_crc=12345", "x\ny").expect("answer");
-    assert_eq!((code, json_field(&body, "error_code").as_deref()), (400, Some("2")), "a corrupt batch checksum: {body}");
+    assert_eq!((code, error_code_of(&body)), (400, Some(CORRUPT_MESSAGE)), "a corrupt batch checksum: {body}");
     assert_eq!(log_end(&nodes[leader as usize - 1], "orders"), Some(end_before), "refused produces appended nothing");
 
     nodes[leader as usize - 1].kill();
@@ -95,7 +102,7 @@ fn acks_all_records_survive_a_sigkilled_partition_leader() {
 
     // The old epoch is fenced on the new leader; new acks=all produces succeed.
     let (_, body) = http_with_body(new_leader_port, "POST", &format!("/produce/orders/0?acks=all&leader_epoch={epoch}"), "stale").expect("answer");
-    assert_eq!(json_field(&body, "error_code").as_deref(), Some("74"), "a stale leader epoch: {body}");
+    assert_eq!(error_code_of(&body), Some(FENCED_LEADER_EPOCH), "a stale leader epoch: {body}");
     wait_for("acks=all after the kill", || {
         http_with_body(new_leader_port, "POST", "/produce/orders/0?acks=all", "after-kill").is_some_and(|(code, _)| code == 200)
     });

@@ -208,7 +208,8 @@ impl DataHistory {
     }
 
     /// An idempotent producer's latest batch was refused by `broker` with
-    /// `error_code` (45 or 47). OUT_OF_ORDER_SEQUENCE_NUMBER is what Kafka
+    /// `error_code` (OUT_OF_ORDER_SEQUENCE_NUMBER or INVALID_PRODUCER_EPOCH).
+    /// OUT_OF_ORDER_SEQUENCE_NUMBER is what Kafka
     /// answers from a leader deposed without knowing it yet (its metadata is
     /// behind, so it still takes produces): its log lacks the batches the
     /// producer had acknowledged by the newer leader, and nothing is appended.
@@ -229,7 +230,6 @@ impl DataHistory {
         error_code: i16,
         message: &str,
     ) -> Result<(), DataViolation> {
-        const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
         let epochs = self.leaders.range((topic.to_string(), partition, 0)..=(topic.to_string(), partition, u32::MAX));
         let newest_led_by_broker = epochs.clone().filter(|(_, leader)| **leader == broker).map(|((_, _, epoch), _)| *epoch).max();
         let newest = epochs.map(|((_, _, epoch), leader)| (*epoch, *leader)).max();
@@ -237,7 +237,7 @@ impl DataHistory {
             (Some(led), Some((newest_epoch, newest_leader))) => newest_leader != broker && newest_epoch > led,
             _ => false,
         };
-        if error_code == OUT_OF_ORDER_SEQUENCE_NUMBER && deposed {
+        if error_code == keel_error_codes::OUT_OF_ORDER_SEQUENCE_NUMBER && deposed {
             return Ok(());
         }
         violation(

@@ -140,7 +140,7 @@ impl Member {
     }
 
     /// Sends one group request to the coordinator (found first if unknown).
-    async fn to_coordinator(&mut self, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, ()> {
+    async fn ask_coordinator(&mut self, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, ()> {
         let coordinator = match self.coordinator {
             Some(coordinator) => coordinator,
             None => self.find_coordinator().await.ok_or(())?,
@@ -246,7 +246,7 @@ impl Member {
             .with_protocol_type(str_bytes("consumer"))
             .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(str_bytes("range")).with_metadata(Bytes::from_static(DATA_TOPIC.as_bytes()))]);
         lock(&self.session.clients.history).group.stats.joins += 1;
-        let Ok(ResponseKind::JoinGroup(joined)) = self.to_coordinator(ApiKey::JoinGroup, version::JOIN_GROUP, RequestKind::JoinGroup(request)).await else {
+        let Ok(ResponseKind::JoinGroup(joined)) = self.ask_coordinator(ApiKey::JoinGroup, version::JOIN_GROUP, RequestKind::JoinGroup(request)).await else {
             return;
         };
         if joined.error_code == code::MEMBER_ID_REQUIRED {
@@ -273,7 +273,7 @@ impl Member {
             .with_generation_id(self.generation_id)
             .with_member_id(str_bytes(&self.member_id))
             .with_assignments(assignments);
-        let Ok(ResponseKind::SyncGroup(synced)) = self.to_coordinator(ApiKey::SyncGroup, version::SYNC_GROUP, RequestKind::SyncGroup(request)).await else {
+        let Ok(ResponseKind::SyncGroup(synced)) = self.ask_coordinator(ApiKey::SyncGroup, version::SYNC_GROUP, RequestKind::SyncGroup(request)).await else {
             self.leave_generation("SyncGroup unanswered");
             return;
         };
@@ -312,7 +312,7 @@ impl Member {
             .with_name(TopicName(str_bytes(DATA_TOPIC)))
             .with_partition_indexes(self.assignment.iter().map(|p| i32::try_from(*p).expect("small")).collect());
         let request = OffsetFetchRequest::default().with_group_id(group_id()).with_topics(Some(vec![topic]));
-        let Ok(ResponseKind::OffsetFetch(fetched)) = self.to_coordinator(ApiKey::OffsetFetch, version::OFFSET_FETCH, RequestKind::OffsetFetch(request)).await else {
+        let Ok(ResponseKind::OffsetFetch(fetched)) = self.ask_coordinator(ApiKey::OffsetFetch, version::OFFSET_FETCH, RequestKind::OffsetFetch(request)).await else {
             return;
         };
         if !self.on_group_error("OffsetFetch", fetched.error_code) {
@@ -336,7 +336,7 @@ impl Member {
 
     async fn heartbeat(&mut self) {
         let request = HeartbeatRequest::default().with_group_id(group_id()).with_generation_id(self.generation_id).with_member_id(str_bytes(&self.member_id));
-        if let Ok(ResponseKind::Heartbeat(answer)) = self.to_coordinator(ApiKey::Heartbeat, version::HEARTBEAT, RequestKind::Heartbeat(request)).await {
+        if let Ok(ResponseKind::Heartbeat(answer)) = self.ask_coordinator(ApiKey::Heartbeat, version::HEARTBEAT, RequestKind::Heartbeat(request)).await {
             if answer.error_code == code::REBALANCE_IN_PROGRESS {
                 // Eager protocol: commit what was consumed before giving the
                 // partitions up (the generation is still current while the
@@ -364,7 +364,7 @@ impl Member {
             .with_generation_id_or_member_epoch(self.generation_id)
             .with_member_id(str_bytes(&self.member_id))
             .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(str_bytes(DATA_TOPIC))).with_partitions(partitions)]);
-        let Ok(ResponseKind::OffsetCommit(answer)) = self.to_coordinator(ApiKey::OffsetCommit, version::OFFSET_COMMIT, RequestKind::OffsetCommit(request)).await else {
+        let Ok(ResponseKind::OffsetCommit(answer)) = self.ask_coordinator(ApiKey::OffsetCommit, version::OFFSET_COMMIT, RequestKind::OffsetCommit(request)).await else {
             return;
         };
         for partition in answer.topics.iter().flat_map(|t| t.partitions.iter()) {
@@ -422,7 +422,7 @@ impl Member {
         }
         self.commit(false).await;
         let request = LeaveGroupRequest::default().with_group_id(group_id()).with_members(vec![MemberIdentity::default().with_member_id(str_bytes(&self.member_id))]);
-        let _ = self.to_coordinator(ApiKey::LeaveGroup, version::LEAVE_GROUP, RequestKind::LeaveGroup(request)).await;
+        let _ = self.ask_coordinator(ApiKey::LeaveGroup, version::LEAVE_GROUP, RequestKind::LeaveGroup(request)).await;
         lock(&self.session.clients.history).group.stats.leaves += 1;
         self.session.note(format_args!("left the group as {}", self.member_id));
     }

@@ -50,9 +50,9 @@ pub mod version {
     pub const INIT_PRODUCER_ID: i16 = 4;
 }
 
-/// Kafka error codes the workloads act on (the front's own table).
+/// Kafka error codes the workloads act on (the table the broker answers from).
 pub mod code {
-    pub use keel_kafka::error_code::*;
+    pub use keel_error_codes::*;
 
     /// Errors a Kafka client retries (after refreshing its metadata for
     /// the leadership ones). Everything else is final for the request.

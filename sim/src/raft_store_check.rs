@@ -227,11 +227,7 @@ impl Checker {
                 let term = before.term_of(first - 1).max(before.max_term() + self.rng.gen_range(0..=1));
                 let mut entries = Vec::new();
                 for i in 0..count {
-                    let mut entry = Entry::default();
-                    entry.index = first + i;
-                    entry.term = term;
-                    entry.data = self.data();
-                    entries.push(entry);
+                    entries.push(Entry { index: first + i, term, data: self.data(), ..Entry::default() });
                 }
                 let mut after = before.clone();
                 let keep = usize::try_from(first - before.snapshot_index - 1).expect("fits");
@@ -243,10 +239,12 @@ impl Checker {
                 store = self.outcome(store, &format!("append {first}..{} term {term}", first + count), result, after, candidates).await?;
             }
             40..=59 => {
-                let mut hard_state = HardState::default();
-                hard_state.term = before.term + self.rng.gen_range(0..=1);
-                hard_state.vote = self.rng.gen_range(0..=3);
-                hard_state.commit = self.rng.gen_range(before.commit..=before.last_index());
+                // Fields are evaluated in the order written: the seed draws term, vote, commit.
+                let hard_state = HardState {
+                    term: before.term + self.rng.gen_range(0..=1),
+                    vote: self.rng.gen_range(0..=3),
+                    commit: self.rng.gen_range(before.commit..=before.last_index()),
+                };
                 let after = StoreModel { term: hard_state.term, vote: hard_state.vote, commit: hard_state.commit, ..before.clone() };
                 let result = store.set_hard_state(&hard_state).await;
                 let candidates = vec![Candidate::exact(before.clone()), Candidate::exact(after.clone())];
@@ -286,9 +284,7 @@ impl Checker {
                 after.snapshot_term = term;
                 after.snapshot_data = data.clone();
                 after.commit = before.commit.max(index);
-                let mut metadata = SnapshotMetadata::default();
-                metadata.index = index;
-                metadata.term = term;
+                let mut metadata = SnapshotMetadata { index, term, ..SnapshotMetadata::default() };
                 metadata.set_conf_state(raft::eraftpb::ConfState::from((VOTERS.to_vec(), vec![])));
                 let mut snapshot = Snapshot::default();
                 snapshot.set_metadata(metadata);
@@ -301,9 +297,7 @@ impl Checker {
             }
             78..=79 if before.commit > before.snapshot_index => {
                 // Bad input: overwriting a committed entry is refused, and the store stays usable.
-                let mut entry = Entry::default();
-                entry.index = before.commit;
-                entry.term = before.max_term();
+                let entry = Entry { index: before.commit, term: before.max_term(), ..Entry::default() };
                 match store.append(&[entry]).await {
                     Err(RaftStoreError::Refused { .. }) => self.record(format!("append at committed {} refused", before.commit)),
                     Err(error) if is_fault(&error) => unreachable!("refusal happens before any disk access: {error}"),
@@ -313,9 +307,7 @@ impl Checker {
             }
             80..=81 if before.commit > before.snapshot_index => {
                 // Bad input: a snapshot contradicting committed entries is refused.
-                let mut metadata = SnapshotMetadata::default();
-                metadata.index = before.commit;
-                metadata.term = before.max_term() + 1;
+                let metadata = SnapshotMetadata { index: before.commit, term: before.max_term() + 1, ..SnapshotMetadata::default() };
                 let mut snapshot = Snapshot::default();
                 snapshot.set_metadata(metadata);
                 match store.apply_snapshot(&snapshot).await {

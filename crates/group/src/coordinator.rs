@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::error_code;
+use keel_error_codes as error_code;
 use crate::group::Group;
 use crate::types::{
     Config, ConfigError, GroupDescription, GroupOverview, GroupState, HeartbeatRequest,

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use crate::error_code;
+use keel_error_codes as error_code;
 use crate::types::{
     Config, GroupDescription, GroupState, JoinRequest, JoinResponse, JoinResponseMember, LoadError,
     MemberAssignment, MemberDescription, Output, Protocol, Response, StoredGroup, StoredMember,
@@ -175,7 +175,7 @@ impl Group {
             if stored.generation_id == 0 {
                 return Err(refuse("members without a generation"));
             }
-            if stored.protocol_type.as_deref().map_or(true, str::is_empty) {
+            if stored.protocol_type.as_deref().is_none_or(str::is_empty) {
                 return Err(refuse("members without a protocol type"));
             }
             let Some(name) = stored.protocol_name.as_deref() else {

@@ -75,8 +75,6 @@
 //! - Transactional offset commits are not distinguished (`validate_commit`
 //!   implements the plain OffsetCommit rules).
 
-pub mod error_code;
-
 mod coordinator;
 mod group;
 mod types;

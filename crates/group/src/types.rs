@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use crate::error_code;
+use keel_error_codes as error_code;
 
 /// Kafka's `group.*` broker settings, plus how member ids are made unique.
 #[derive(Clone, Debug, PartialEq, Eq)]

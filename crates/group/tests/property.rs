@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use keel_group::error_code::*;
+use keel_error_codes::*;
 use keel_group::{
     Config, Coordinator, GroupState, HeartbeatRequest, JoinRequest, LeaveMember, LeaveRequest,
     MemberAssignment, Output, Protocol, Response, StoredGroup, SyncRequest,
@@ -169,10 +169,7 @@ impl Run {
 
     fn make_durable(&mut self, store_id: u64, stored: StoredGroup) {
         let stamp = (self.incarnation, store_id);
-        let newer = self
-            .durable
-            .get(&stored.group_id)
-            .map_or(true, |(existing, _)| *existing <= stamp);
+        let newer = self.durable.get(&stored.group_id).is_none_or(|(existing, _)| *existing <= stamp);
         if newer {
             self.durable
                 .insert(stored.group_id.clone(), (stamp, stored));

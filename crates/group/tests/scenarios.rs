@@ -5,7 +5,7 @@ mod common;
 
 use bytes::Bytes;
 use common::*;
-use keel_group::error_code::*;
+use keel_error_codes::*;
 use keel_group::{Config, Coordinator, GroupState};
 
 const GROUP: &str = "orders";

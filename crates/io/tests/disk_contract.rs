@@ -133,7 +133,7 @@ async fn lock_sequence(disk: &Disk) -> Vec<String> {
     let first = disk.lock_exclusive(1).await.expect("first opener locks");
     let refused = disk.lock_exclusive(2).await.expect_err("second opener is refused");
     seen.push(format!("{}", refused.op));
-    seen.push(format!("{}", refused.path));
+    seen.push(refused.path.to_string());
     let DiskErrorKind::Locked { holder } = refused.kind else { panic!("refused as Locked, got {refused:?}") };
     seen.push(holder.contains("node 1").to_string());
     drop(first);

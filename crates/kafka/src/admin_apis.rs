@@ -9,7 +9,7 @@ use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
 };
 
-use crate::error_code as code;
+use keel_error_codes as code;
 use crate::front::{create_error_code, str_bytes, KafkaFront};
 
 /// How many producer ids a broker takes from the metadata at a time (Kafka's

@@ -37,7 +37,7 @@ use crate::apis::{is_supported, SUPPORTED_APIS};
 use crate::group_driver::GroupHandle;
 use keel_io::Clock;
 use crate::codec::{encode_bare_error, encode_response, peek_header, Inbound};
-use crate::error_code as code;
+use keel_error_codes as code;
 use crate::metrics::{KafkaMetrics, ProduceRefusalNotice};
 use crate::records::{decode_produced, decode_stored_record, encode_fetched, LogRecord};
 
@@ -99,6 +99,9 @@ pub(crate) struct Client<'a> {
     pub id: &'a str,
     pub host: &'a str,
 }
+
+/// One config as DescribeConfigs lists it: name, value, config source.
+type ConfigEntry = (&'static str, String, i8);
 
 /// What to do after a frame.
 #[derive(Debug)]
@@ -767,7 +770,7 @@ impl KafkaFront {
         for resource in request.resources {
             let name = resource.resource_name.as_str().to_string();
             let mut result = DescribeConfigsResult::default().with_resource_type(resource.resource_type).with_resource_name(resource.resource_name.clone());
-            let entries: Result<Vec<(&str, String, i8)>, (i16, String)> = match resource.resource_type {
+            let entries: Result<Vec<ConfigEntry>, (i16, String)> = match resource.resource_type {
                 TOPIC => match state.topic(&name) {
                     Some(topic) => {
                         let min_insync = topic.configs.get(MIN_INSYNC_REPLICAS_CONFIG);

@@ -25,7 +25,7 @@ use crate::group_driver::GroupCall;
 use keel_meta::proto::CommittedOffsetRecord;
 use keel_meta::MetadataState;
 
-use crate::error_code as code;
+use keel_error_codes as code;
 use crate::front::{str_bytes, Client, KafkaFront};
 
 /// Kafka's `offset.metadata.max.bytes`.

@@ -28,7 +28,7 @@ use keel_meta::proto::{CommitStamp, GroupMemberRecord, GroupProtocolRecord, Grou
 use keel_meta::MetadataError;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::error_code as code;
+use keel_error_codes as code;
 
 /// How often the task looks at whether this node still leads the metadata.
 const LEADERSHIP_POLL_MS: u64 = 100;

@@ -12,7 +12,6 @@
 pub mod admin_apis;
 pub mod apis;
 pub mod codec;
-pub mod error_code;
 pub mod front;
 pub mod group_apis;
 pub mod group_driver;

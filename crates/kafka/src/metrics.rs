@@ -139,7 +139,7 @@ pub struct KafkaMetricsSnapshot {
 /// NOT_ENOUGH_REPLICAS or NOT_ENOUGH_REPLICAS_AFTER_APPEND: acks=all meets
 /// an ISR smaller than min.insync.replicas.
 fn is_isr_too_small(error_code: i16) -> bool {
-    error_code == crate::error_code::NOT_ENOUGH_REPLICAS || error_code == crate::error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+    error_code == keel_error_codes::NOT_ENOUGH_REPLICAS || error_code == keel_error_codes::NOT_ENOUGH_REPLICAS_AFTER_APPEND
 }
 
 /// The name of an API key as kafka-protocol spells it, or `Unknown`.
@@ -324,13 +324,14 @@ mod tests {
 
     #[test]
     fn requests_latencies_and_errors_are_counted_per_api() {
+        use keel_error_codes::{NOT_LEADER_OR_FOLLOWER, UNSUPPORTED_VERSION};
         let metrics = Arc::new(KafkaMetrics::new());
         let produce = ApiKey::Produce as i16;
         metrics.record_request(produce, Duration::from_micros(300), None);
-        metrics.record_request(produce, Duration::from_millis(20), Some(35));
+        metrics.record_request(produce, Duration::from_millis(20), Some(UNSUPPORTED_VERSION));
         metrics.record_request(produce, Duration::from_secs(7200), None);
-        metrics.record_error(produce, 6);
-        metrics.record_request(9_999, Duration::from_millis(1), Some(35));
+        metrics.record_error(produce, NOT_LEADER_OR_FOLLOWER);
+        metrics.record_request(9_999, Duration::from_millis(1), Some(UNSUPPORTED_VERSION));
         let connection = metrics.connection_opened();
         let request = metrics.request_started();
         let snapshot = metrics.snapshot();
@@ -343,19 +344,19 @@ mod tests {
         assert_eq!((unknown.api_key, unknown.api_name.as_str(), unknown.requests), (UNKNOWN_API_KEY, "Unknown", 1));
         let produced = &snapshot.apis[1];
         assert_eq!((produced.api_key, produced.api_name.as_str(), produced.requests), (produce, "Produce", 3));
-        assert_eq!(produced.errors, vec![(6, 1), (35, 1)]);
+        assert_eq!(produced.errors, vec![(NOT_LEADER_OR_FOLLOWER, 1), (UNSUPPORTED_VERSION, 1)]);
         let bucket = |le: f64| produced.latency_buckets.iter().find(|(bound, _)| *bound == le).map(|(_, count)| *count);
         assert_eq!(bucket(0.0005), Some(1));
         assert_eq!(bucket(0.025), Some(2));
         assert_eq!(bucket(30.0), Some(2), "the two-hour request is only in +Inf");
         assert!(produced.latency_buckets.windows(2).all(|w| w[0].1 <= w[1].1), "buckets are cumulative");
         assert!((produced.latency_seconds_sum - 7200.0203).abs() < 1e-6, "{}", produced.latency_seconds_sum);
-        assert_eq!(error_name(35), "UnsupportedVersion");
+        assert_eq!(error_name(UNSUPPORTED_VERSION), "UnsupportedVersion");
     }
 
     #[test]
     fn produce_refusals_are_counted_per_partition_and_code_and_a_too_small_isr_is_noticed_once_per_state() {
-        use crate::error_code::{NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION};
+        use keel_error_codes::{NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND, NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION};
         let metrics = KafkaMetrics::new();
         let isr_1_of_2 = "NOT_ENOUGH_REPLICAS: the ISR has 1 members, min.insync.replicas is 2; nothing was appended";
         let isr_1_of_3 = "NOT_ENOUGH_REPLICAS: the ISR has 1 members, min.insync.replicas is 3; nothing was appended";

@@ -22,6 +22,7 @@ use std::cell::RefCell;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{Compression, Record, RecordBatchDecoder, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE};
+use keel_error_codes as code;
 use keel_repl::RecordStamp;
 use prost::Message;
 
@@ -61,9 +62,9 @@ pub enum BatchError {
 impl BatchError {
     pub fn kafka_code(&self) -> i16 {
         match self {
-            BatchError::Corrupt(_) => 2,
-            BatchError::Invalid(_) => 87,
-            BatchError::UnsupportedCompression(_) => 76,
+            BatchError::Corrupt(_) => code::CORRUPT_MESSAGE,
+            BatchError::Invalid(_) => code::INVALID_RECORD,
+            BatchError::UnsupportedCompression(_) => code::UNSUPPORTED_COMPRESSION_TYPE,
         }
     }
 }
@@ -112,7 +113,7 @@ pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<Produce
         // The plain records section, kept to read the headers in order.
         let plain_seen = RefCell::new(Bytes::new());
         let checked = |records: &mut Bytes, compression| {
-            let plain = plain_records(records, compression, base_offset, first_timestamp).map_err(|reason| std::io::Error::other(reason))?;
+            let plain = plain_records(records, compression, base_offset, first_timestamp).map_err(std::io::Error::other)?;
             *plain_seen.borrow_mut() = plain.clone();
             Ok(plain)
         };
@@ -708,24 +709,24 @@ mod tests {
         let mut flipped = good.to_vec();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        assert_eq!(decode_produced(&Bytes::from(flipped), 100).map_err(|e| e.kafka_code()), Err(2), "checksum mismatch");
+        assert_eq!(decode_produced(&Bytes::from(flipped), 100).map_err(|e| e.kafka_code()), Err(code::CORRUPT_MESSAGE), "checksum mismatch");
         let cut = good.slice(..good.len() - 3);
-        assert_eq!(decode_produced(&cut, 100).map_err(|e| e.kafka_code()), Err(2), "cut short");
-        assert_eq!(decode_produced(&good.slice(..20), 100).map_err(|e| e.kafka_code()), Err(2), "shorter than a header");
+        assert_eq!(decode_produced(&cut, 100).map_err(|e| e.kafka_code()), Err(code::CORRUPT_MESSAGE), "cut short");
+        assert_eq!(decode_produced(&good.slice(..20), 100).map_err(|e| e.kafka_code()), Err(code::CORRUPT_MESSAGE), "shorter than a header");
         let mut old_magic = good.to_vec();
         old_magic[MAGIC_OFFSET] = 1;
-        assert_eq!(decode_produced(&Bytes::from(old_magic), 100).map_err(|e| e.kafka_code()), Err(87), "magic 1");
-        assert_eq!(decode_produced(&Bytes::new(), 100).map_err(|e| e.kafka_code()), Err(87), "no records");
-        assert_eq!(decode_produced(&good, 1).map_err(|e| e.kafka_code()), Err(87), "more records than allowed");
+        assert_eq!(decode_produced(&Bytes::from(old_magic), 100).map_err(|e| e.kafka_code()), Err(code::INVALID_RECORD), "magic 1");
+        assert_eq!(decode_produced(&Bytes::new(), 100).map_err(|e| e.kafka_code()), Err(code::INVALID_RECORD), "no records");
+        assert_eq!(decode_produced(&good, 1).map_err(|e| e.kafka_code()), Err(code::INVALID_RECORD), "more records than allowed");
         let mut transactional = record(0, "t", Some((1, 0, 0)));
         transactional.transactional = true;
-        assert_eq!(decode_produced(&client_batch(&[transactional]), 100).map_err(|e| e.kafka_code()), Err(87), "transactional");
+        assert_eq!(decode_produced(&client_batch(&[transactional]), 100).map_err(|e| e.kafka_code()), Err(code::INVALID_RECORD), "transactional");
         let gap = [record(0, "a", Some((1, 0, 0))), record(1, "b", Some((1, 0, 5)))];
         let mut two_batches = client_batch(&gap[..1]).to_vec();
         two_batches.extend_from_slice(&client_batch(&gap[1..]));
-        assert_eq!(decode_produced(&Bytes::from(two_batches), 100).map_err(|e| e.kafka_code()), Err(87), "sequence gap");
+        assert_eq!(decode_produced(&Bytes::from(two_batches), 100).map_err(|e| e.kafka_code()), Err(code::INVALID_RECORD), "sequence gap");
         let negative_producer = [record(0, "a", Some((-5, 0, 0)))];
-        assert_eq!(decode_produced(&client_batch(&negative_producer), 100).map_err(|e| e.kafka_code()), Err(87), "negative producer id");
+        assert_eq!(decode_produced(&client_batch(&negative_producer), 100).map_err(|e| e.kafka_code()), Err(code::INVALID_RECORD), "negative producer id");
     }
 
     #[test]
@@ -774,6 +775,6 @@ mod tests {
         let crc = crc32c::crc32c(&batch[21..]);
         batch[17..21].copy_from_slice(&crc.to_be_bytes());
         let refused = decode_produced(&Bytes::from(batch), 100).expect_err("an overflowing timestamp delta");
-        assert_eq!(refused.kafka_code(), 2, "{refused}");
+        assert_eq!(refused.kafka_code(), code::CORRUPT_MESSAGE, "{refused}");
     }
 }

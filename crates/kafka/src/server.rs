@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::apis::is_supported;
 use crate::codec::{peek_header, read_frame, FrameError, Inbound};
-use crate::error_code;
+use keel_error_codes as error_code;
 use crate::front::{KafkaFront, Reply};
 use crate::metrics::{KafkaMetrics, UNKNOWN_API_KEY};
 
@@ -110,11 +110,6 @@ pub struct Drained {
     pub tasks_aborted: usize,
 }
 
-/// Serves until the process ends (no stop signal, metrics nobody reads).
-pub async fn serve(listener: TcpListener, front: KafkaFront) {
-    serve_until(listener, front, ServeOptions::new(Clock::new())).await;
-}
-
 /// Serves until `options.stop` fires, then drains (see the module docs).
 pub async fn serve_until(listener: TcpListener, front: KafkaFront, options: ServeOptions) -> Drained {
     let front = front.with_metrics(Arc::clone(&options.metrics));
@@ -171,12 +166,6 @@ pub async fn drain_tasks(mut tasks: Vec<JoinHandle<()>>, timeout: Duration) -> D
     Drained { tasks_running, tasks_aborted }
 }
 
-/// Serves one connection until the client closes it (`Ok`) or it cannot go
-/// on (`Err` with why). Counts into fresh metrics nobody reads; never drains.
-pub async fn serve_connection(stream: TcpStream, front: &KafkaFront) -> Result<(), String> {
-    serve_connection_until(stream, front, &ServeOptions::new(Clock::new())).await
-}
-
 /// What the listener knows of a request before the front handles it.
 struct RequestSeen {
     api_key: i16,
@@ -204,13 +193,15 @@ impl RequestSeen {
         } else if self.unsupported {
             Some(error_code::UNSUPPORTED_VERSION)
         } else if bytes.len() == ERROR_ONLY_FRAME_BYTES {
-            Some(i16::from_be_bytes([bytes[8], bytes[9]])).filter(|code| *code != 0)
+            Some(i16::from_be_bytes([bytes[8], bytes[9]])).filter(|code| *code != error_code::NONE)
         } else {
             None
         }
     }
 }
 
+/// Serves one connection until the client closes it (`Ok`), the stop signal
+/// fires between two requests (`Ok`), or it cannot go on (`Err` with why).
 async fn serve_connection_until(mut stream: TcpStream, front: &KafkaFront, options: &ServeOptions) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let frame_bytes_max = front.config().frame_bytes_max;
@@ -312,7 +303,7 @@ mod tests {
             }
         }
         let unsupported = RequestSeen { api_key: 99, oversized: false, unsupported: true };
-        assert_eq!(unsupported.error_code(&Reply::Send(encode_bare_error(1, 35))), Some(error_code::UNSUPPORTED_VERSION));
+        assert_eq!(unsupported.error_code(&Reply::Send(encode_bare_error(1, error_code::UNSUPPORTED_VERSION))), Some(error_code::UNSUPPORTED_VERSION));
         assert_eq!(unsupported.error_code(&Reply::Nothing), None);
     }
 }

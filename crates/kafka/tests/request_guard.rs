@@ -207,22 +207,23 @@ const HEADER_BOMB_RECORD: [u8; 11] = [20, 0, 0, 0, 1, 1, 0xfe, 0xff, 0xff, 0xff,
 
 #[test]
 fn record_batches_that_claim_more_than_their_bytes_hold_are_refused() {
+    use keel_error_codes::{CORRUPT_MESSAGE, INVALID_RECORD};
     use keel_kafka::records::decode_produced;
     let code = |record_set: &Bytes| decode_produced(record_set, 100_000).map_err(|error| (error.kafka_code(), error.to_string()));
     // 2^31 - 1 records claimed by a 61-byte batch: INVALID_RECORD (over the per-produce limit).
     let claimed = code(&batch(0, i32::MAX, &[]));
-    assert!(matches!(&claimed, Err((87, message)) if message.contains("2147483647 records")), "{claimed:?}");
+    assert!(matches!(&claimed, Err((INVALID_RECORD, message)) if message.contains("2147483647 records")), "{claimed:?}");
     // A negative count: CORRUPT_MESSAGE.
-    assert!(matches!(code(&batch(0, -5, &[])), Err((2, _))));
+    assert!(matches!(code(&batch(0, -5, &[])), Err((CORRUPT_MESSAGE, _))));
     // A record claiming 2^31 - 1 headers: CORRUPT_MESSAGE.
     let headers = code(&batch(0, 1, &HEADER_BOMB_RECORD));
-    assert!(matches!(&headers, Err((2, message)) if message.contains("2147483647 headers")), "{headers:?}");
+    assert!(matches!(&headers, Err((CORRUPT_MESSAGE, message)) if message.contains("2147483647 headers")), "{headers:?}");
     // A snappy (xerial) block of 6 bytes claiming 4 GiB uncompressed: CORRUPT_MESSAGE.
     let mut snappy = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
     snappy.extend(6u32.to_be_bytes());
     snappy.extend([0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
     let bomb = code(&batch(2, 1, &snappy));
-    assert!(matches!(&bomb, Err((2, message)) if message.contains("claims 4294967295 uncompressed bytes")), "{bomb:?}");
+    assert!(matches!(&bomb, Err((CORRUPT_MESSAGE, message)) if message.contains("claims 4294967295 uncompressed bytes")), "{bomb:?}");
     // The same shapes with honest counts still decode.
     let honest = code(&batch(0, 1, &[12, 0, 0, 0, 1, 1, 0]));
     assert!(honest.is_ok(), "{honest:?}");

@@ -62,7 +62,7 @@ async fn corruption_inside_a_sealed_segment_is_an_error_not_a_silent_truncation(
     // segment, and its index so recovery must rescan the segment.
     assert!(sim.corrupt_durably(&sealed, 50, &[0xff, 0xff]));
     assert!(sim.corrupt_durably(&index, 0, b"XXXX"));
-    let error = Log::open(disk, "log", config).await.err().expect("damaged sealed segment must not open");
+    let Err(error) = Log::open(disk, "log", config).await else { panic!("damaged sealed segment must not open") };
     match &error {
         LogError::Corrupt { file, position, .. } => {
             assert_eq!(file, &sealed);

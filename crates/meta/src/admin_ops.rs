@@ -122,7 +122,8 @@ impl MetaHandle {
     ) -> Result<u64, MetaOpError> {
         // An operation that arrives while this node is starting waits for it
         // to know a leader and be registered, instead of failing on half-built
-        // metadata (incident 004: creates during startup failed after 5 s).
+        // metadata (a create sent during startup would otherwise fail on a
+        // node that has no leader yet, though one is seconds away).
         let mut waiter = self.clone();
         let started = tokio::time::timeout(Duration::from_millis(budget_ms), waiter.wait_for(|s| s.ready && s.registered)).await;
         if !matches!(started, Ok(Ok(_))) {

@@ -2,7 +2,7 @@
 //! partitions, who leads each partition in which leader epoch, and the ISR.
 //!
 //! Sans-io: `MetadataState::apply` takes a committed batch and returns what
-//! happened; the Raft driver (issue 3, next) feeds it committed entries in log
+//! happened; the Raft driver (`driver`) feeds it committed entries in log
 //! order on every node, so every node computes the same state. Controller
 //! policy (`controller`) is pure functions the Raft leader uses to *decide*
 //! what to propose; decisions travel in the log, so followers never recompute

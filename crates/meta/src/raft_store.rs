@@ -189,10 +189,7 @@ fn decode_hard_state_slot(slot: &[u8]) -> Option<(u64, HardState)> {
     if crc != crc32c::crc32c(&slot[0..40]) {
         return None;
     }
-    let mut hard_state = HardState::default();
-    hard_state.term = u64_at(16);
-    hard_state.vote = u64_at(24);
-    hard_state.commit = u64_at(32);
+    let hard_state = HardState { term: u64_at(16), vote: u64_at(24), commit: u64_at(32) };
     Some((u64_at(8), hard_state))
 }
 

@@ -164,7 +164,7 @@ fn group_violation(record: &GroupRecord) -> Option<&'static str> {
     if record.leader_id.as_deref() != record.members.first().map(|m| m.member_id.as_str()) {
         return Some("the leader is not the first member");
     }
-    if record.protocol_name.is_some() != !record.members.is_empty() {
+    if record.protocol_name.is_some() == record.members.is_empty() {
         return Some("a protocol without members, or members without one");
     }
     None

@@ -28,19 +28,10 @@ async fn raft_reads_back_what_was_made_durable() {
     let disk = disk();
     let mut store = RaftStore::open(disk.clone(), "raft", "c", &[1, 2, 3], LogConfig::default()).await.expect("create");
     let entries: Vec<Entry> = (1..=5)
-        .map(|index| {
-            let mut entry = Entry::default();
-            entry.index = index;
-            entry.term = 1;
-            entry.data = format!("e{index}").into_bytes();
-            entry
-        })
+        .map(|index| Entry { index, term: 1, data: format!("e{index}").into_bytes(), ..Entry::default() })
         .collect();
     store.append(&entries).await.expect("append");
-    let mut hard_state = HardState::default();
-    hard_state.term = 1;
-    hard_state.vote = 2;
-    hard_state.commit = 3;
+    let hard_state = HardState { term: 1, vote: 2, commit: 3 };
     store.set_hard_state(&hard_state).await.expect("hard state");
     drop(store);
     let store = RaftStore::open(disk, "raft", "c", &[3, 2, 1], LogConfig::default()).await.expect("reopen");

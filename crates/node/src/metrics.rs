@@ -124,6 +124,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    use keel_error_codes::{NOT_ENOUGH_REPLICAS, UNSUPPORTED_VERSION};
     use keel_kafka::metrics::KafkaMetrics;
 
     use super::*;
@@ -132,8 +133,8 @@ mod tests {
     fn every_sample_follows_its_help_and_type_lines() {
         let metrics = Arc::new(KafkaMetrics::new());
         metrics.record_request(0, Duration::from_millis(3), None);
-        metrics.record_request(1, Duration::from_millis(3), Some(35));
-        metrics.record_produce_outcome("orders", 2, true, Some((19, "NOT_ENOUGH_REPLICAS: the ISR has 1 members, min.insync.replicas is 2")));
+        metrics.record_request(1, Duration::from_millis(3), Some(UNSUPPORTED_VERSION));
+        metrics.record_produce_outcome("orders", 2, true, Some((NOT_ENOUGH_REPLICAS, "NOT_ENOUGH_REPLICAS: the ISR has 1 members, min.insync.replicas is 2")));
         let meta = MetaStatus {
             node_id: 2,
             term: 4,
@@ -167,9 +168,9 @@ mod tests {
         assert!(page.contains("keel_partition_high_watermark{topic=\"or\\\"ders\",partition=\"0\"} 11\n"), "{page}");
         assert!(page.contains("keel_partition_isr_size{topic=\"or\\\"ders\",partition=\"0\"} 2\n"), "{page}");
         assert!(page.contains("keel_raft_leader_id 1\n"));
-        assert!(page.contains("keel_kafka_request_errors_total{api=\"Fetch\",api_key=\"1\",error_code=\"35\",error=\"UnsupportedVersion\"} 1\n"), "{page}");
+        assert!(page.contains(&format!("keel_kafka_request_errors_total{{api=\"Fetch\",api_key=\"1\",error_code=\"{UNSUPPORTED_VERSION}\",error=\"UnsupportedVersion\"}} 1\n")), "{page}");
         assert!(page.contains("keel_kafka_request_duration_seconds_bucket{api=\"Produce\",api_key=\"0\",le=\"0.005\"} 1\n"), "{page}");
-        assert!(page.contains("keel_kafka_produce_refusals_total{topic=\"orders\",partition=\"2\",error_code=\"19\",error=\"NotEnoughReplicas\"} 1\n"), "{page}");
+        assert!(page.contains(&format!("keel_kafka_produce_refusals_total{{topic=\"orders\",partition=\"2\",error_code=\"{NOT_ENOUGH_REPLICAS}\",error=\"NotEnoughReplicas\"}} 1\n")), "{page}");
         let mut declared = std::collections::BTreeSet::new();
         for line in page.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

@@ -1,6 +1,8 @@
 //! Errors a producer or a fetching follower is answered with, each mapped to
 //! the Kafka error code a Java client expects.
 
+use keel_error_codes as code;
+
 /// Why a produce or a fetch was refused. Retriable unless said otherwise.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ReplError {
@@ -46,21 +48,21 @@ impl ReplError {
     /// The Kafka protocol error code.
     pub fn kafka_code(&self) -> i16 {
         match self {
-            ReplError::OffsetOutOfRange { .. } => 1,
-            ReplError::CorruptMessage { .. } => 2,
-            ReplError::UnknownTopicOrPartition { .. } => 3,
-            ReplError::NotLeader { .. } | ReplError::NotReplica { .. } => 6,
-            ReplError::RequestTimedOut { .. } | ReplError::Busy { .. } => 7,
-            ReplError::Stopped => 8,
-            ReplError::MessageTooLarge { .. } => 10,
-            ReplError::InvalidRequest { .. } => 42,
-            ReplError::Storage { .. } => 56,
-            ReplError::NotEnoughReplicas { .. } => 19,
-            ReplError::NotEnoughReplicasAfterAppend { .. } => 20,
-            ReplError::FencedLeaderEpoch { .. } => 74,
-            ReplError::UnknownLeaderEpoch { .. } => 75,
-            ReplError::OutOfOrderSequence { .. } => 45,
-            ReplError::InvalidProducerEpoch { .. } => 47,
+            ReplError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
+            ReplError::CorruptMessage { .. } => code::CORRUPT_MESSAGE,
+            ReplError::UnknownTopicOrPartition { .. } => code::UNKNOWN_TOPIC_OR_PARTITION,
+            ReplError::NotLeader { .. } | ReplError::NotReplica { .. } => code::NOT_LEADER_OR_FOLLOWER,
+            ReplError::RequestTimedOut { .. } | ReplError::Busy { .. } => code::REQUEST_TIMED_OUT,
+            ReplError::Stopped => code::BROKER_NOT_AVAILABLE,
+            ReplError::MessageTooLarge { .. } => code::MESSAGE_TOO_LARGE,
+            ReplError::InvalidRequest { .. } => code::INVALID_REQUEST,
+            ReplError::Storage { .. } => code::KAFKA_STORAGE_ERROR,
+            ReplError::NotEnoughReplicas { .. } => code::NOT_ENOUGH_REPLICAS,
+            ReplError::NotEnoughReplicasAfterAppend { .. } => code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            ReplError::FencedLeaderEpoch { .. } => code::FENCED_LEADER_EPOCH,
+            ReplError::UnknownLeaderEpoch { .. } => code::UNKNOWN_LEADER_EPOCH,
+            ReplError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            ReplError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
         }
     }
 

@@ -409,7 +409,7 @@ mod tests {
     fn too_small_an_isr_refuses_acks_all_before_appending() {
         let leader = Leader::new(0, 1, 5, vec![1, 2, 3], vec![1], CONFIG, empty_log());
         assert_eq!(leader.check_acks_all(), Err(ReplError::NotEnoughReplicas { isr_size: 1, min_insync_replicas: 2 }));
-        assert_eq!(leader.check_acks_all().unwrap_err().kafka_code(), 19);
+        assert_eq!(leader.check_acks_all().unwrap_err().kafka_code(), keel_error_codes::NOT_ENOUGH_REPLICAS);
     }
 
     #[test]
@@ -421,8 +421,9 @@ mod tests {
         let outputs = leader.tick(1_200);
         assert_eq!(outputs, vec![LeaderOutput::ProposeIsr { isr: vec![1, 2] }], "3 never fetched for 1.2 s");
         assert!(leader.tick(1_300).is_empty(), "one ISR proposal at a time");
-        let outputs = leader.isr_changed(1_400, vec![1, 2]);
-        assert!(outputs.contains(&LeaderOutput::HighWatermark(3)), "{outputs:?}");
+        assert_eq!(leader.high_watermark(), 0, "held back by 3, which has nothing");
+        leader.isr_changed(1_400, vec![1, 2]);
+        assert_eq!(leader.high_watermark(), 3, "the ISR without 3 has everything");
         let (_, outputs) = leader.fetch(1_500, fetch(3, 3, Some(5))).expect("valid");
         assert!(outputs.contains(&LeaderOutput::ProposeIsr { isr: vec![1, 2, 3] }), "{outputs:?}");
     }
@@ -453,9 +454,9 @@ mod tests {
     fn stale_and_future_epochs_and_strangers_are_refused() {
         let mut leader = leader();
         let stale = FetchRequest { leader_epoch: 4, ..fetch(2, 0, None) };
-        assert_eq!(leader.fetch(0, stale).unwrap_err().kafka_code(), 74);
+        assert_eq!(leader.fetch(0, stale).unwrap_err().kafka_code(), keel_error_codes::FENCED_LEADER_EPOCH);
         let future = FetchRequest { leader_epoch: 6, ..fetch(2, 0, None) };
-        assert_eq!(leader.fetch(0, future).unwrap_err().kafka_code(), 75);
+        assert_eq!(leader.fetch(0, future).unwrap_err().kafka_code(), keel_error_codes::UNKNOWN_LEADER_EPOCH);
         assert_eq!(leader.fetch(0, fetch(9, 0, None)).unwrap_err(), ReplError::NotReplica { broker_id: 9 });
     }
 

@@ -277,9 +277,9 @@ mod tests {
     fn a_sequence_gap_is_out_of_order_and_an_older_epoch_is_fenced() {
         let mut states = ProducerStates::new();
         append(&mut states, ProducerStamp::batch(7, 2, 0, 3), 0);
-        assert_eq!(states.admit(&ProducerStamp::batch(7, 2, 4, 1)).unwrap_err().kafka_code(), 45);
-        assert_eq!(states.admit(&ProducerStamp::batch(7, 1, 3, 1)).unwrap_err().kafka_code(), 47);
-        assert_eq!(states.admit(&ProducerStamp::batch(7, 3, 5, 1)).unwrap_err().kafka_code(), 45);
+        assert_eq!(states.admit(&ProducerStamp::batch(7, 2, 4, 1)).unwrap_err().kafka_code(), keel_error_codes::OUT_OF_ORDER_SEQUENCE_NUMBER);
+        assert_eq!(states.admit(&ProducerStamp::batch(7, 1, 3, 1)).unwrap_err().kafka_code(), keel_error_codes::INVALID_PRODUCER_EPOCH);
+        assert_eq!(states.admit(&ProducerStamp::batch(7, 3, 5, 1)).unwrap_err().kafka_code(), keel_error_codes::OUT_OF_ORDER_SEQUENCE_NUMBER);
         assert_eq!(states.admit(&ProducerStamp::batch(7, 3, 0, 1)), Ok(Admission::Append));
         assert_eq!(states.admit(&ProducerStamp::batch(7, 2, 3, 1)), Ok(Admission::Append));
     }
@@ -298,7 +298,7 @@ mod tests {
             offset = append(&mut states, ProducerStamp::batch(1, 0, batch, 1), offset);
         }
         assert_eq!(states.admit(&ProducerStamp::batch(1, 0, 1, 1)), Ok(Admission::Duplicate { base_offset: 1, end_offset: 2 }));
-        assert_eq!(states.admit(&ProducerStamp::batch(1, 0, 0, 1)).unwrap_err().kafka_code(), 45);
+        assert_eq!(states.admit(&ProducerStamp::batch(1, 0, 0, 1)).unwrap_err().kafka_code(), keel_error_codes::OUT_OF_ORDER_SEQUENCE_NUMBER);
     }
 
     #[test]

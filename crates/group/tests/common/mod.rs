@@ -320,8 +320,8 @@ impl Harness {
         leader_sync.assignments = assignments(&[(&a, "a"), (&b, "b")]);
         let sync_a = self.sync(leader_sync);
         let sync_b = self.sync(sync_request(group_id, &b, 1));
-        assert!(self.sync_reply(sync_a).error_code == 0);
-        assert!(self.sync_reply(sync_b).error_code == 0);
+        assert!(self.sync_reply(sync_a).error_code == keel_error_codes::NONE);
+        assert!(self.sync_reply(sync_b).error_code == keel_error_codes::NONE);
         (a, b)
     }
 }
