@@ -65,15 +65,23 @@ const FETCH_WAIT_MS: i32 = 100;
 
 /// Starts broker `id`'s Kafka front on `ip_of(id)`:9092. The listener and
 /// every connection run as tasks of the broker's host, so they die with it.
-pub async fn start_front(id: u64, cluster_id: &str, meta: MetaHandle, repl: ReplHandle, data: &DataSpec, group_initial_rebalance_delay_ms: u64) -> Result<JoinHandle<()>, String> {
+pub async fn start_front(id: u64, cluster_id: &str, meta: MetaHandle, repl: ReplHandle, node: &keel_node::NodeConfig) -> Result<JoinHandle<()>, String> {
     let addr = format!("{}:{KAFKA_PORT}", ip_of(id));
     let listener = TcpListener::bind(&addr).await.map_err(|error| format!("node {id} cannot listen for Kafka on {addr}: {error}"))?;
     let config = KafkaConfig {
-        auto_create_topics: false,
-        replica_lag_time_max_ms: data.replica_lag_time_max_ms,
-        fetch_poll_interval_ms: 10,
-        // Simulated groups rebalance in seconds, not Kafka's production minutes.
-        group: keel_group::Config { group_min_session_timeout_ms: 500, group_initial_rebalance_delay_ms, ..keel_group::Config::default() },
+        frame_bytes_max: node.socket_request_max_bytes,
+        auto_create_topics: node.auto_create_topics,
+        default_partitions: node.num_partitions,
+        default_replication_factor: node.default_replication_factor,
+        min_insync_replicas_default: node.min_insync_replicas,
+        replica_lag_time_max_ms: node.replica_lag_time_max_ms,
+        fetch_poll_interval_ms: node.fetch_poll_interval_ms,
+        group: keel_group::Config {
+            group_min_session_timeout_ms: node.group_min_session_timeout_ms,
+            group_max_session_timeout_ms: node.group_max_session_timeout_ms,
+            group_initial_rebalance_delay_ms: node.group_initial_rebalance_delay_ms,
+            ..keel_group::Config::default()
+        },
         ..KafkaConfig::new(id, cluster_id)
     };
     let front = KafkaFront::new(meta, repl, config);

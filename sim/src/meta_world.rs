@@ -24,7 +24,6 @@ use keel_io::{Clock, Disk, NodeRng, SimDisk, SimDiskFaults};
 use keel_log::LogConfig;
 use keel_meta::controller::plan_create_topic;
 use keel_meta::driver::{start, MetaDriverConfig, MetaHandle, MetaObserver, ProposalError};
-use keel_meta::raft_node::RaftTiming;
 use keel_meta::{MetadataError, MetadataState};
 use keel_repl::driver::{ReplConfig, ReplEvent, ReplObserver};
 use madsim::net::NetSim;
@@ -34,7 +33,7 @@ use rand::Rng;
 use crate::data_world::{DataClients, DATA_TOPIC};
 use crate::kafka_world::KafkaClients;
 use crate::meta_check::{checker, CreateOutcome, History, Violation};
-use crate::scenario::{ClientKind, CreateTarget, DataSpec, Fault, FaultAction, FaultKind, Scenario, Target};
+use crate::scenario::{ClientKind, CreateTarget, Fault, FaultAction, FaultKind, Scenario, Target};
 use crate::trace::Trace;
 
 const CLUSTER_ID: &str = "sim-cluster";
@@ -319,22 +318,22 @@ impl World {
     }
 
     fn driver_config(&self, id: u64) -> MetaDriverConfig {
-        let raft = self.scenario.raft;
+        let node = &self.scenario.node;
         MetaDriverConfig {
             cluster_id: CLUSTER_ID.into(),
             node_id: id,
             voters: self.voters(),
             listen_addr: format!("{}:{META_PORT}", ip_of(id)),
             data_dir: "meta".into(),
-            timing: RaftTiming { tick_ms: raft.tick_ms, heartbeat_ticks: raft.heartbeat_ticks, election_ticks: raft.election_ticks },
-            proposal_timeout_ms: raft.proposal_timeout_ms,
-            log_config: LogConfig { segment_bytes_max: 64 * 1024, ..LogConfig::default() },
+            timing: node.raft_timing(),
+            proposal_timeout_ms: node.proposal_timeout_ms,
+            log_config: LogConfig { segment_bytes_max: node.metadata_segment_bytes, ..LogConfig::default() },
             advertised_host: ip_of(id),
             advertised_port: 9092,
             rack: self.scenario.cluster.racks.as_ref().map(|racks| racks[(id - 1) as usize].clone()),
             incarnation_id: 0,
-            registration_lease_ms: raft.registration_lease_ms,
-            compact_after_entries: raft.compact_after_entries,
+            registration_lease_ms: node.registration_lease_ms,
+            compact_after_entries: node.metadata_compact_after_entries,
             observer: None,
             other_frames: None,
         }
@@ -357,7 +356,7 @@ impl World {
         let (handles, history, world_clock) = (Arc::clone(&self.handles), Arc::clone(&self.history), self.clock.clone());
         let (repl_handles, halted) = (Arc::clone(&self.repl), Arc::clone(&self.halted));
         let data = self.scenario.data.clone();
-        let group_initial_rebalance_delay_ms = self.scenario.group.as_ref().map_or(crate::scenario::GroupSpec::DEFAULT_INITIAL_REBALANCE_DELAY_MS, |g| g.initial_rebalance_delay_ms);
+        let node = self.scenario.node.clone();
         let incarnations = Arc::new(AtomicU64::new(0));
         let base_config = self.driver_config(id);
         let host = self
@@ -369,7 +368,7 @@ impl World {
                 let incarnation = incarnations.fetch_add(1, Ordering::SeqCst) + 1;
                 let (disk, clock, handles, history, world_clock) =
                     (disk.clone(), clock.clone(), Arc::clone(&handles), Arc::clone(&history), world_clock.clone());
-                let (repl_handles, halted, disk_faulted, data) = (Arc::clone(&repl_handles), Arc::clone(&halted), Arc::clone(&disk_faulted), data.clone());
+                let (repl_handles, halted, disk_faulted, data, node) = (Arc::clone(&repl_handles), Arc::clone(&halted), Arc::clone(&disk_faulted), data.clone(), node.clone());
                 let observer = {
                     let (history, world_clock) = (Arc::clone(&history), world_clock.clone());
                     MetaObserver::new(move |event| lock(&history).observe(world_clock.now_us(), event))
@@ -392,16 +391,16 @@ impl World {
                         }
                     };
                     lock(&handles).insert(id, meta.clone());
-                    let Some(data) = data else {
+                    if data.is_none() {
                         let (message, panicked) = describe_stop("metadata loop", id, meta_task.await);
                         node_stopped(&history, &world_clock, &halted, &disk_faulted, id, message, panicked);
                         return;
-                    };
-                    let config = repl_config(id, incarnation, &data, &history, &world_clock);
+                    }
+                    let config = repl_config(id, incarnation, &node, &history, &world_clock);
                     let (repl, mut repl_task) = keel_repl::driver::start(Disk::Sim(disk), clock, meta.clone(), frames_rx, config);
                     lock(&repl_handles).insert(id, repl.clone());
                     // The Kafka front over the same drivers, on port 9092.
-                    let kafka_task = match crate::kafka_world::start_front(id, CLUSTER_ID, meta, repl, &data, group_initial_rebalance_delay_ms).await {
+                    let kafka_task = match crate::kafka_world::start_front(id, CLUSTER_ID, meta, repl, &node).await {
                         Ok(task) => task,
                         Err(message) => {
                             lock(&handles).remove(&id);
@@ -772,7 +771,7 @@ fn node_stopped(history: &SharedHistory, clock: &WorldClock, halted: &Mutex<Vec<
 
 /// The replication driver's settings for a `[data]` scenario; its events go
 /// to the trace and the one-leader-per-epoch checker.
-fn repl_config(id: u64, incarnation: u64, data: &DataSpec, history: &SharedHistory, clock: &WorldClock) -> ReplConfig {
+fn repl_config(id: u64, incarnation: u64, node: &keel_node::NodeConfig, history: &SharedHistory, clock: &WorldClock) -> ReplConfig {
     let (history, clock) = (Arc::clone(history), clock.clone());
     let observer = ReplObserver::new(move |event| {
         let mut history = lock(&history);
@@ -793,11 +792,12 @@ fn repl_config(id: u64, incarnation: u64, data: &DataSpec, history: &SharedHisto
     });
     let defaults = ReplConfig::new(id, incarnation);
     ReplConfig {
-        log_config: LogConfig { segment_bytes_max: 256 * 1024, ..LogConfig::default() },
-        min_insync_replicas_default: 1,
-        replica_lag_time_max_ms: data.replica_lag_time_max_ms,
-        produce_queue_len: data.produce_queue_len,
-        fetch_bytes_max: data.replica_fetch_bytes_max.unwrap_or(defaults.fetch_bytes_max),
+        log_config: LogConfig { segment_bytes_max: node.log_segment_bytes, ..LogConfig::default() },
+        min_insync_replicas_default: node.min_insync_replicas,
+        replica_lag_time_max_ms: node.replica_lag_time_max_ms,
+        produce_queue_len: node.produce_queue_len,
+        fetch_bytes_max: node.replica_fetch_max_bytes,
+        fetch_wait_ms_max: node.replica_fetch_wait_max_ms,
         observer: Some(observer),
         ..defaults
     }
