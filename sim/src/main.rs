@@ -79,6 +79,17 @@ struct SweepArgs {
     jobs: u64,
 }
 
+/// Arguments of `config`: one broker's settings in a scenario.
+#[derive(clap::Args)]
+struct ConfigArgs {
+    /// The scenario file (TOML), e.g. scenarios/election-storm.toml.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// The broker whose settings to print (1 to the scenario's brokers).
+    #[arg(long, default_value_t = 1)]
+    node: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run one seed of a scenario (metadata cluster, workload, faults, checkers).
@@ -89,6 +100,9 @@ enum Command {
     LogCheck(CheckArgs),
     /// Crash-consistency check of the metadata Raft store on SimDisk.
     RaftStoreCheck(CheckArgs),
+    /// Print a broker's effective node settings in a scenario as TOML:
+    /// keel's defaults with the scenario's `[node]` table over them (as `keel start --print-config` prints keel's).
+    Config(ConfigArgs),
 }
 
 /// One seed's verdict: a summary and the trace, or what failed and the trace
@@ -242,15 +256,17 @@ fn run_check(kind: CheckKind, args: CheckArgs, subcommand: &str) -> anyhow::Resu
     }
 }
 
+/// Reads a scenario file; bad input is exit 2 with the file and line.
+fn read_scenario(path: &Path) -> Result<Scenario, ExitCode> {
+    Scenario::load(path).map_err(|error| {
+        eprintln!("keel-sim: {error}");
+        ExitCode::from(2)
+    })
+}
+
 /// Loads a scenario for `run`/`sweep`; bad input is exit 2 with the file and line.
 fn load_scenario(path: &Path) -> Result<CheckKind, ExitCode> {
-    let scenario = match Scenario::load(path) {
-        Ok(scenario) => scenario,
-        Err(error) => {
-            eprintln!("keel-sim: {error}");
-            return Err(ExitCode::from(2));
-        }
-    };
+    let scenario = read_scenario(path)?;
     if !cfg!(madsim) {
         eprintln!(
             "keel-sim: {} is valid, but scenarios run only in the simulation build (--cfg madsim); run it with ci/sim.sh",
@@ -259,6 +275,22 @@ fn load_scenario(path: &Path) -> Result<CheckKind, ExitCode> {
         return Err(ExitCode::from(2));
     }
     Ok(CheckKind::Scenario(Arc::new(scenario)))
+}
+
+/// `config`: the settings the scenario's broker boots with. Every broker of
+/// a scenario has the same ones; `--node` is checked against the cluster.
+fn print_config(args: &ConfigArgs) -> ExitCode {
+    let scenario = match read_scenario(&args.scenario) {
+        Ok(scenario) => scenario,
+        Err(code) => return code,
+    };
+    let brokers = scenario.cluster.brokers;
+    if !(1..=brokers).contains(&args.node) {
+        eprintln!("keel-sim: --node {}: {} has brokers 1 to {brokers}", args.node, args.scenario.display());
+        return ExitCode::from(2);
+    }
+    print!("{}", scenario.node.to_toml());
+    ExitCode::SUCCESS
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -278,5 +310,6 @@ fn main() -> anyhow::Result<ExitCode> {
         },
         Command::LogCheck(args) => run_check(CheckKind::Log { steps: args.steps }, args, "log-check"),
         Command::RaftStoreCheck(args) => run_check(CheckKind::RaftStore { steps: args.steps }, args, "raft-store-check"),
+        Command::Config(args) => Ok(print_config(&args)),
     }
 }

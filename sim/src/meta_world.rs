@@ -353,7 +353,7 @@ impl World {
             stop: Arc::clone(&broker.stop),
             disk_faulted: Arc::clone(&broker.disk_faulted),
             identity: self.identity(id),
-            config: node_config(&self.scenario),
+            config: self.scenario.node.clone(),
             handles: Arc::clone(&self.handles),
             repl: Arc::clone(&self.repl),
             halted: Arc::clone(&self.halted),
@@ -778,31 +778,6 @@ impl NodeBoot {
         } else {
             lock(&self.history).violate(self.world_clock.now_us(), checker::NO_PANICS, message);
         }
-    }
-}
-
-/// The node settings of a scenario.
-fn node_config(scenario: &Scenario) -> NodeConfig {
-    let raft = scenario.raft;
-    let defaults = NodeConfig::default();
-    let data = scenario.data.as_ref();
-    NodeConfig {
-        raft_tick_ms: raft.tick_ms,
-        raft_heartbeat_ticks: raft.heartbeat_ticks,
-        raft_election_ticks: raft.election_ticks,
-        proposal_timeout_ms: raft.proposal_timeout_ms,
-        registration_lease_ms: raft.registration_lease_ms,
-        metadata_compact_after_entries: raft.compact_after_entries,
-        metadata_segment_bytes: 64 * 1024,
-        log_segment_bytes: 256 * 1024,
-        replica_lag_time_max_ms: data.map_or(defaults.replica_lag_time_max_ms, |data| data.replica_lag_time_max_ms),
-        produce_queue_len: data.map_or(defaults.produce_queue_len, |data| data.produce_queue_len),
-        replica_fetch_max_bytes: data.and_then(|data| data.replica_fetch_bytes_max).unwrap_or(defaults.replica_fetch_max_bytes),
-        auto_create_topics: false,
-        fetch_poll_interval_ms: 10,
-        group_min_session_timeout_ms: 500,
-        group_initial_rebalance_delay_ms: scenario.group.as_ref().map_or(crate::scenario::GroupSpec::DEFAULT_INITIAL_REBALANCE_DELAY_MS, |g| g.initial_rebalance_delay_ms),
-        ..defaults
     }
 }
 

@@ -14,13 +14,10 @@
 //! start_jitter_ms = 500        # optional, plus a seeded 0..jitter per broker
 //! disk_latency_us = [50, 400]  # optional, each disk operation takes this long
 //!
-//! [raft]                       # optional, these are the defaults
-//! tick_ms = 50
-//! heartbeat_ticks = 2
-//! election_ticks = 10
+//! [node]                       # optional: keel's node settings (`NodeConfig`), over keel's defaults
 //! proposal_timeout_ms = 3000
 //! registration_lease_ms = 2000
-//! compact_after_entries = 64  # snapshot and compact the Raft log this often
+//! metadata_segment_bytes = 65536
 //!
 //! [workload]                   # topic creates sent to brokers by clients
 //! creates = 20
@@ -41,9 +38,10 @@
 //! duration_ms = 1500           # optional: undone after this long
 //! ```
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use keel_node::NodeConfig;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -63,14 +61,19 @@ struct ScenarioFile {
     duration_ms: Spanned<u64>,
     convergence_ms_max: Spanned<u64>,
     cluster: Spanned<ClusterSpec>,
-    #[serde(default)]
-    raft: Option<Spanned<RaftSpec>>,
+    /// Where Raft settings were before `[node]`: refused with what to write instead.
+    raft: Option<Spanned<toml::Table>>,
+    node: Option<Spanned<NodeTable>>,
     workload: Option<Spanned<WorkloadSpec>>,
     data: Option<Spanned<DataSpec>>,
     group: Option<Spanned<GroupSpec>>,
     #[serde(default)]
     fault: Vec<Spanned<FaultSpec>>,
 }
+
+/// `[node]` as written: each value with its place in the file, so a
+/// refused setting names its line.
+type NodeTable = BTreeMap<String, Spanned<toml::Value>>;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,58 +86,6 @@ pub struct ClusterSpec {
     /// Every disk operation takes `[min, max]` microseconds (seeded), so an
     /// fsync has a duration a crash can land in.
     pub disk_latency_us: Option<[u64; 2]>,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RaftSpec {
-    #[serde(default = "RaftSpec::default_tick_ms")]
-    pub tick_ms: u64,
-    #[serde(default = "RaftSpec::default_heartbeat_ticks")]
-    pub heartbeat_ticks: usize,
-    #[serde(default = "RaftSpec::default_election_ticks")]
-    pub election_ticks: usize,
-    #[serde(default = "RaftSpec::default_proposal_timeout_ms")]
-    pub proposal_timeout_ms: u64,
-    #[serde(default = "RaftSpec::default_registration_lease_ms")]
-    pub registration_lease_ms: u64,
-    /// Snapshot and compact the Raft log after this many applied entries.
-    #[serde(default = "RaftSpec::default_compact_after_entries")]
-    pub compact_after_entries: u64,
-}
-
-impl RaftSpec {
-    fn default_tick_ms() -> u64 {
-        50
-    }
-    fn default_heartbeat_ticks() -> usize {
-        2
-    }
-    fn default_election_ticks() -> usize {
-        10
-    }
-    fn default_proposal_timeout_ms() -> u64 {
-        3_000
-    }
-    fn default_registration_lease_ms() -> u64 {
-        2_000
-    }
-    fn default_compact_after_entries() -> u64 {
-        keel_meta::node::COMPACT_AFTER_ENTRIES
-    }
-}
-
-impl Default for RaftSpec {
-    fn default() -> Self {
-        RaftSpec {
-            tick_ms: Self::default_tick_ms(),
-            heartbeat_ticks: Self::default_heartbeat_ticks(),
-            election_ticks: Self::default_election_ticks(),
-            proposal_timeout_ms: Self::default_proposal_timeout_ms(),
-            registration_lease_ms: Self::default_registration_lease_ms(),
-            compact_after_entries: Self::default_compact_after_entries(),
-        }
-    }
 }
 
 /// Which broker receives a client's create.
@@ -179,8 +130,8 @@ pub enum ClientKind {
     Kafka,
 }
 
-/// Partition data: one topic, producers and consumers, and the replication
-/// settings (format in scenarios/README.md).
+/// Partition data: one topic, its producers and consumers (format in
+/// scenarios/README.md; the brokers' replication settings are `[node]` keys).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
@@ -208,14 +159,6 @@ pub struct DataSpec {
     pub produce_timeout_ms: u64,
     /// A producer retries one batch (with backoff, on the current leader) this long.
     pub client_timeout_ms: u64,
-    #[serde(default = "DataSpec::default_replica_lag_time_max_ms")]
-    pub replica_lag_time_max_ms: u64,
-    /// The broker's produce request queue (small values test backpressure).
-    #[serde(default = "DataSpec::default_produce_queue_len")]
-    pub produce_queue_len: usize,
-    /// Bytes a follower's fetch asks for (Kafka's `replica.fetch.max.bytes`;
-    /// small values make fetches stop between, or inside, batches).
-    pub replica_fetch_bytes_max: Option<u32>,
     /// How the clients reach the brokers.
     #[serde(default)]
     pub client: ClientKind,
@@ -244,12 +187,6 @@ impl DataSpec {
     }
     fn default_produce_timeout_ms() -> u64 {
         3_000
-    }
-    fn default_replica_lag_time_max_ms() -> u64 {
-        2_000
-    }
-    fn default_produce_queue_len() -> usize {
-        1_024
     }
 
     /// How long a Kafka client waits for one response.
@@ -416,19 +353,9 @@ pub struct GroupSpec {
     /// must keep producing until then). Absent: not checked.
     #[serde(default)]
     pub commit_gap_ms_max: Option<u64>,
-    /// The brokers' `group.initial.rebalance.delay.ms` (Kafka's default is
-    /// 3000; simulated groups use 200 unless a scenario says otherwise).
-    #[serde(default = "GroupSpec::default_initial_rebalance_delay_ms")]
-    pub initial_rebalance_delay_ms: u64,
 }
 
 impl GroupSpec {
-    pub const DEFAULT_INITIAL_REBALANCE_DELAY_MS: u64 = 200;
-
-    fn default_initial_rebalance_delay_ms() -> u64 {
-        GroupSpec::DEFAULT_INITIAL_REBALANCE_DELAY_MS
-    }
-
     fn default_rejoin_after_ms() -> [u64; 2] {
         [200, 1000]
     }
@@ -466,7 +393,9 @@ pub struct Scenario {
     pub duration_ms: u64,
     pub convergence_ms_max: u64,
     pub cluster: ClusterSpec,
-    pub raft: RaftSpec,
+    /// Every broker's settings: keel's defaults (`NodeConfig::default()`)
+    /// with the scenario's `[node]` table over them.
+    pub node: NodeConfig,
     pub workload: Option<WorkloadSpec>,
     pub data: Option<DataSpec>,
     /// A consumer group over the data topic (needs `[data] client = "kafka"`).
@@ -480,9 +409,38 @@ const ROLES: &str = "\"leader\", \"follower\", \"random\", \"partition_leader\" 
 /// Repeating faults expand into at most this many firings each.
 const REPEATS_MAX: u64 = 1_000;
 
+/// Node settings that scenario files stated in other tables before every
+/// node setting became a `[node]` key (as in `keel start --config`):
+/// (old table, old key, `[node]` key). An old file gets told what to write.
+const MOVED_TO_NODE: [(&str, &str, &str); 10] = [
+    ("raft", "tick_ms", "raft_tick_ms"),
+    ("raft", "heartbeat_ticks", "raft_heartbeat_ticks"),
+    ("raft", "election_ticks", "raft_election_ticks"),
+    ("raft", "proposal_timeout_ms", "proposal_timeout_ms"),
+    ("raft", "registration_lease_ms", "registration_lease_ms"),
+    ("raft", "compact_after_entries", "metadata_compact_after_entries"),
+    ("data", "replica_lag_time_max_ms", "replica_lag_time_max_ms"),
+    ("data", "produce_queue_len", "produce_queue_len"),
+    ("data", "replica_fetch_bytes_max", "replica_fetch_max_bytes"),
+    ("group", "initial_rebalance_delay_ms", "group_initial_rebalance_delay_ms"),
+];
+
+/// The `[node]` key an old `[table] key` moved to.
+fn moved_to_node(table: &str, key: &str) -> Option<&'static str> {
+    MOVED_TO_NODE.iter().find(|(old_table, old_key, _)| *old_table == table && *old_key == key).map(|(_, _, node_key)| *node_key)
+}
+
 struct Validator<'a> {
     path: &'a str,
     text: &'a str,
+}
+
+/// What every fault is checked against.
+struct FaultContext {
+    brokers: u64,
+    duration_ms: u64,
+    has_data: bool,
+    has_kafka_clients: bool,
 }
 
 impl Validator<'_> {
@@ -492,6 +450,368 @@ impl Validator<'_> {
 
     fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ScenarioError {
         ScenarioError::Invalid { path: self.path.to_string(), line: self.line_of(span.start), message: message.into() }
+    }
+
+    /// A file that is not TOML or not the scenario format; a node setting
+    /// left in `[data]` or `[group]` is told which `[node]` key to write.
+    fn format_error(&self, error: &toml::de::Error) -> ScenarioError {
+        let line = error.span().map(|span| self.line_of(span.start)).unwrap_or(1);
+        let message = error.message().trim_end();
+        let unknown = message.strip_prefix("unknown field `").and_then(|rest| rest.split_once('`')).map(|(key, _)| key);
+        let moved = unknown.and_then(|key| ["data", "group"].iter().find_map(|table| Some((*table, key, moved_to_node(table, key)?))));
+        let message = match moved {
+            Some((table, key, node_key)) => {
+                format!("`{key}` in [{table}] is a node setting now: write `{node_key} = ...` in the [node] table instead (see scenarios/README.md)")
+            }
+            None => format!("{message}; expected the scenario format documented in scenarios/README.md"),
+        };
+        ScenarioError::Invalid { path: self.path.to_string(), line, message }
+    }
+
+    /// `[raft]` held only node settings; it is refused with the `[node]` lines to write instead.
+    fn moved_raft(&self, raft: &Spanned<toml::Table>) -> ScenarioError {
+        let lines: Vec<String> = raft
+            .get_ref()
+            .iter()
+            .map(|(key, value)| match moved_to_node("raft", key) {
+                Some(node_key) => format!("`{node_key} = {value}`"),
+                None => format!("(`{key}` has no [node] equivalent)"),
+            })
+            .collect();
+        let message = if lines.is_empty() {
+            "[raft] is gone: Raft settings are [node] keys now (raft_tick_ms, raft_heartbeat_ticks, raft_election_ticks, ...); remove the empty table".to_string()
+        } else {
+            format!("[raft] is gone: its settings are node settings now; write {} in the [node] table instead", lines.join(", "))
+        };
+        self.error(raft.span(), message)
+    }
+
+    fn cluster(&self, spanned: Spanned<ClusterSpec>) -> Result<ClusterSpec, ScenarioError> {
+        let cluster_span = spanned.span();
+        let cluster = spanned.into_inner();
+        if !(1..=BROKERS_MAX).contains(&cluster.brokers) {
+            return Err(self.error(cluster_span, format!("[cluster] brokers = {}: expected 1 to {BROKERS_MAX} brokers", cluster.brokers)));
+        }
+        let brokers = cluster.brokers;
+        if let Some(racks) = &cluster.racks {
+            if racks.len() as u64 != brokers {
+                return Err(self.error(cluster_span, format!("[cluster] racks has {} entries: expected one rack per broker ({brokers})", racks.len())));
+            }
+        }
+        if let Some(start_ms) = &cluster.start_ms {
+            if start_ms.len() as u64 != brokers {
+                return Err(self.error(
+                    cluster_span,
+                    format!("[cluster] start_ms has {} entries: expected one start time per broker ({brokers})", start_ms.len()),
+                ));
+            }
+        }
+        if let Some([latency_min, latency_max]) = cluster.disk_latency_us {
+            if latency_min > latency_max || latency_max > 1_000_000 {
+                return Err(self.error(cluster_span, "[cluster] disk_latency_us = [min, max]: expected min <= max <= 1000000"));
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// `[node]` over `NodeConfig::default()`, the defaults `keel start` has:
+    /// a mistake is reported at the line of the key that causes it.
+    fn node(&self, node: Option<Spanned<NodeTable>>) -> Result<NodeConfig, ScenarioError> {
+        let Some(spanned) = node else {
+            return Ok(NodeConfig::default());
+        };
+        let table_span = spanned.span();
+        let entries = spanned.into_inner();
+        let plain = |entries: &mut dyn Iterator<Item = (&String, &Spanned<toml::Value>)>| -> toml::Table {
+            entries.map(|(key, value)| (key.clone(), value.get_ref().clone())).collect()
+        };
+        let config = NodeConfig::from_toml_table(plain(&mut entries.iter())).map_err(|message| {
+            // The first key (in file order) that is refused on its own is the one to point at.
+            let culprit = entries
+                .iter()
+                .filter(|entry| NodeConfig::from_toml_table(plain(&mut std::iter::once(*entry))).is_err())
+                .map(|(_, value)| value.span())
+                .min_by_key(|span| span.start);
+            let message = format!("[node] {message}; expected the keys of keel's NodeConfig (`keel-sim config` prints them)");
+            self.error(culprit.unwrap_or(table_span.clone()), message)
+        })?;
+        config.validate().map_err(|error| {
+            let span = entries.get(error.key).map_or(table_span, |value| value.span());
+            self.error(span, format!("[node] {error}"))
+        })?;
+        Ok(config)
+    }
+
+    fn workload(&self, spanned: Spanned<WorkloadSpec>, brokers: u64) -> Result<WorkloadSpec, ScenarioError> {
+        let span = spanned.span();
+        let workload = spanned.into_inner();
+        let [gap_min, gap_max] = workload.gap_ms;
+        let [partitions_min, partitions_max] = workload.partitions;
+        let [rf_min, rf_max] = workload.replication_factor;
+        if gap_min > gap_max || partitions_min > partitions_max || rf_min > rf_max {
+            return Err(self.error(span, "[workload] gap_ms, partitions and replication_factor are [min, max] with min <= max"));
+        }
+        if partitions_min == 0 || partitions_max > keel_meta::controller::PARTITION_COUNT_MAX {
+            return Err(self.error(
+                span,
+                format!("[workload] partitions: expected 1 to {} partitions", keel_meta::controller::PARTITION_COUNT_MAX),
+            ));
+        }
+        if rf_min == 0 || u64::from(rf_max) > brokers {
+            return Err(self.error(span, format!("[workload] replication_factor: expected 1 to {brokers} (the number of brokers)")));
+        }
+        if workload.client_timeout_ms == 0 {
+            return Err(self.error(span, "[workload] client_timeout_ms must be positive"));
+        }
+        Ok(workload)
+    }
+
+    fn data(&self, spanned: Spanned<DataSpec>, brokers: u64) -> Result<DataSpec, ScenarioError> {
+        let span = spanned.span();
+        let data = spanned.into_inner();
+        let [records_min, records_max] = data.records_per_batch;
+        let [gap_min, gap_max] = data.gap_ms;
+        if records_min == 0 || records_min > records_max || gap_min > gap_max {
+            return Err(self.error(span, "[data] records_per_batch and gap_ms are [min, max] with min <= max (and at least one record)"));
+        }
+        if data.partitions == 0 || data.partitions > 64 {
+            return Err(self.error(span, format!("[data] partitions = {}: expected 1 to 64", data.partitions)));
+        }
+        if data.replication_factor == 0 || u64::from(data.replication_factor) > brokers {
+            return Err(self.error(span, format!("[data] replication_factor = {}: expected 1 to {brokers} (the number of brokers)", data.replication_factor)));
+        }
+        if data.min_insync_replicas == 0 || data.min_insync_replicas > data.replication_factor as usize {
+            return Err(self.error(span, format!("[data] min_insync_replicas = {}: expected 1 to replication_factor", data.min_insync_replicas)));
+        }
+        if data.acks.is_empty() || data.producers == 0 {
+            return Err(self.error(span, "[data] needs at least one producer and one acks setting, e.g. acks = [\"all\"]"));
+        }
+        if data.record_bytes < 32 || data.client_timeout_ms == 0 || data.produce_timeout_ms == 0 {
+            return Err(self.error(span, "[data] record_bytes >= 32; client_timeout_ms and produce_timeout_ms positive"));
+        }
+        if data.client != ClientKind::Kafka && (data.idempotent || data.request_timeout_ms.is_some()) {
+            return Err(self.error(span, "[data] idempotent and request_timeout_ms are Kafka client settings: they need client = \"kafka\""));
+        }
+        if data.idempotent && data.acks.iter().any(|acks| *acks != AcksSpec::All) {
+            return Err(self.error(span, "[data] idempotent = true needs acks = [\"all\"] (Kafka's idempotent producer requires acks=all)"));
+        }
+        if data.request_timeout_ms == Some(0) {
+            return Err(self.error(span, "[data] request_timeout_ms must be positive"));
+        }
+        Ok(data)
+    }
+
+    fn group(&self, spanned: Spanned<GroupSpec>, has_kafka_clients: bool) -> Result<GroupSpec, ScenarioError> {
+        let span = spanned.span();
+        let group = spanned.into_inner();
+        if !has_kafka_clients {
+            return Err(self.error(span, "[group] consumes the data topic over Kafka: it needs [data] with client = \"kafka\""));
+        }
+        group.validate().map_err(|message| self.error(span, message))?;
+        Ok(group)
+    }
+
+    /// One `[[fault]]` table, expanded into its firings.
+    fn fault(&self, number: usize, spanned: Spanned<FaultSpec>, context: &FaultContext) -> Result<Vec<Fault>, ScenarioError> {
+        let span = spanned.span();
+        let spec = spanned.into_inner();
+        let line = self.line_of(span.start);
+        let what = format!("[[fault]] #{} ({})", number + 1, spec.kind.name());
+        let check = FaultCheck { v: self, span, what, spec: &spec, context };
+        check.fields_apply()?;
+        let action = check.action()?;
+        let firings = check.firings()?;
+        Ok(firings
+            .into_iter()
+            .map(|at_ms| Fault { kind: spec.kind, at_ms, jitter_ms: spec.jitter_ms, duration_ms: spec.duration_ms, action: action.clone(), line })
+            .collect())
+    }
+}
+
+/// The checks of one `[[fault]]`; errors name the fault and its line.
+struct FaultCheck<'a> {
+    v: &'a Validator<'a>,
+    span: std::ops::Range<usize>,
+    what: String,
+    spec: &'a FaultSpec,
+    context: &'a FaultContext,
+}
+
+impl FaultCheck<'_> {
+    fn err(&self, message: String) -> ScenarioError {
+        self.v.error(self.span.clone(), format!("{}: {message}", self.what))
+    }
+
+    fn target(&self, field: &str, selector: &Option<NodeSelector>) -> Result<Target, ScenarioError> {
+        let FaultContext { brokers, has_data, has_kafka_clients, .. } = *self.context;
+        match selector {
+            None => Err(self.err(format!("`{field}` is required: a broker id 1..={brokers}, {ROLES}"))),
+            Some(NodeSelector::Id(id)) if (1..=brokers).contains(id) => Ok(Target::Broker(*id)),
+            Some(NodeSelector::Id(id)) => Err(self.err(format!("`{field}` = {id}: expected a broker id 1..={brokers}"))),
+            Some(NodeSelector::Role(role)) => match role.as_str() {
+                "leader" => Ok(Target::Leader),
+                "follower" => Ok(Target::Follower),
+                "random" => Ok(Target::Random),
+                "partition_leader" if has_data => Ok(Target::PartitionLeader),
+                "partition_follower" if has_data => Ok(Target::PartitionFollower),
+                "partition_leader" | "partition_follower" => Err(self.err(format!("`{field}` = \"{role}\" needs a [data] section"))),
+                "clients" if has_kafka_clients && self.spec.kind == FaultKind::OneWay => Ok(Target::Clients),
+                "clients" => Err(self.err(format!("`{field}` = \"clients\" applies to one_way faults with [data] client = \"kafka\" only"))),
+                other => Err(self.err(format!("`{field}` = \"{other}\": expected a broker id, {ROLES}"))),
+            },
+        }
+    }
+
+    /// Fields that mean nothing for this kind are mistakes, not decoration.
+    fn fields_apply(&self) -> Result<(), ScenarioError> {
+        let spec = self.spec;
+        let used: BTreeSet<&str> = match spec.kind {
+            FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => ["node"].into(),
+            FaultKind::Partition => ["groups"].into(),
+            FaultKind::OneWay => ["from", "to"].into(),
+            FaultKind::Latency => ["min_ms", "max_ms"].into(),
+            FaultKind::Loss => ["rate"].into(),
+            FaultKind::Lag => ["node", "delay_ms"].into(),
+            FaultKind::Clock => ["node", "drift_ppm", "skew_ms"].into(),
+            FaultKind::Disk => ["node", "sync_eio_probability", "read_bit_flip_probability", "torn_write_probability"].into(),
+            FaultKind::PowerLoss | FaultKind::Heal => BTreeSet::new(),
+        };
+        let present = [
+            ("node", spec.node.is_some()),
+            ("from", spec.from.is_some()),
+            ("to", spec.to.is_some()),
+            ("groups", spec.groups.is_some()),
+            ("min_ms", spec.min_ms.is_some()),
+            ("max_ms", spec.max_ms.is_some()),
+            ("rate", spec.rate.is_some()),
+            ("delay_ms", spec.delay_ms.is_some()),
+            ("drift_ppm", spec.drift_ppm.is_some()),
+            ("skew_ms", spec.skew_ms.is_some()),
+            ("sync_eio_probability", spec.sync_eio_probability.is_some()),
+            ("read_bit_flip_probability", spec.read_bit_flip_probability.is_some()),
+            ("torn_write_probability", spec.torn_write_probability.is_some()),
+        ];
+        if let Some((field, _)) = present.iter().find(|(field, is_set)| *is_set && !used.contains(field)) {
+            let expected = if used.is_empty() { "no target fields".to_string() } else { used.iter().copied().collect::<Vec<_>>().join(", ") };
+            return Err(self.err(format!("`{field}` does not apply to this kind (it takes {expected})")));
+        }
+        Ok(())
+    }
+
+    fn action(&self) -> Result<FaultAction, ScenarioError> {
+        let spec = self.spec;
+        Ok(match spec.kind {
+            FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => {
+                FaultAction::OnBroker(self.target("node", &spec.node)?)
+            }
+            FaultKind::Partition => self.partition()?,
+            FaultKind::OneWay => {
+                let (from, to) = (self.target("from", &spec.from)?, self.target("to", &spec.to)?);
+                if from == to && !matches!(from, Target::Random) {
+                    return Err(self.err("`from` and `to` name the same broker".into()));
+                }
+                FaultAction::OneWay { from, to }
+            }
+            FaultKind::Latency => {
+                let (Some(min_ms), Some(max_ms)) = (spec.min_ms, spec.max_ms) else {
+                    return Err(self.err("`min_ms` and `max_ms` are required".into()));
+                };
+                if min_ms > max_ms || max_ms > 60_000 {
+                    return Err(self.err(format!("min_ms = {min_ms}, max_ms = {max_ms}: expected min_ms <= max_ms <= 60000")));
+                }
+                FaultAction::Latency { min_ms, max_ms }
+            }
+            FaultKind::Loss => {
+                let rate = spec.rate.ok_or_else(|| self.err("`rate` is required: a probability in [0, 1)".into()))?;
+                if !(0.0..1.0).contains(&rate) {
+                    return Err(self.err(format!("rate = {rate}: expected a probability in [0, 1)")));
+                }
+                FaultAction::Loss { rate }
+            }
+            FaultKind::Lag => {
+                let delay_ms = spec.delay_ms.ok_or_else(|| self.err("`delay_ms` is required".into()))?;
+                if delay_ms == 0 || delay_ms > 60_000 {
+                    return Err(self.err(format!("delay_ms = {delay_ms}: expected 1 to 60000")));
+                }
+                FaultAction::Lag { node: self.target("node", &spec.node)?, delay_ms }
+            }
+            FaultKind::Clock => {
+                let drift_ppm = spec.drift_ppm.unwrap_or(0);
+                if drift_ppm <= -500_000 || drift_ppm >= 500_000 {
+                    return Err(self.err(format!("drift_ppm = {drift_ppm}: expected -499999 to 499999 (at most 50% fast or slow)")));
+                }
+                FaultAction::Clock { node: self.target("node", &spec.node)?, drift_ppm, skew_ms: spec.skew_ms.unwrap_or(0) }
+            }
+            FaultKind::Disk => self.disk()?,
+            FaultKind::PowerLoss | FaultKind::Heal => FaultAction::Everyone,
+        })
+    }
+
+    fn partition(&self) -> Result<FaultAction, ScenarioError> {
+        let brokers = self.context.brokers;
+        let groups = self.spec.groups.clone().ok_or_else(|| self.err("`groups` is required, e.g. groups = [[1], [2, 3]]".into()))?;
+        let mut seen = BTreeSet::new();
+        for id in groups.iter().flatten() {
+            if !(1..=brokers).contains(id) {
+                return Err(self.err(format!("`groups` names broker {id}: expected ids 1..={brokers}")));
+            }
+            if !seen.insert(*id) {
+                return Err(self.err(format!("`groups` names broker {id} twice: each broker is in at most one group")));
+            }
+        }
+        if groups.iter().filter(|g| !g.is_empty()).count() < 2 {
+            return Err(self.err("`groups` needs at least two non-empty groups to cut apart".into()));
+        }
+        Ok(FaultAction::Partition(groups))
+    }
+
+    fn disk(&self) -> Result<FaultAction, ScenarioError> {
+        let spec = self.spec;
+        let probability = |field: &str, value: Option<f64>| -> Result<f64, ScenarioError> {
+            let value = value.unwrap_or(0.0);
+            if (0.0..=1.0).contains(&value) {
+                Ok(value)
+            } else {
+                Err(self.err(format!("{field} = {value}: expected a probability in [0, 1]")))
+            }
+        };
+        Ok(FaultAction::Disk {
+            node: self.target("node", &spec.node)?,
+            sync_eio_probability: probability("sync_eio_probability", spec.sync_eio_probability)?,
+            read_bit_flip_probability: probability("read_bit_flip_probability", spec.read_bit_flip_probability)?,
+            torn_write_probability: probability("torn_write_probability", spec.torn_write_probability)?,
+        })
+    }
+
+    /// When the fault fires: its duration must fit the kind, every firing
+    /// (with jitter) comes before the heal, repeats are bounded.
+    fn firings(&self) -> Result<Vec<u64>, ScenarioError> {
+        let (spec, duration_ms) = (self.spec, self.context.duration_ms);
+        if matches!(spec.kind, FaultKind::Restart | FaultKind::Heal | FaultKind::Clock) && spec.duration_ms.is_some() {
+            return Err(self.err("`duration_ms` does not apply: this fault is not undone".into()));
+        }
+        if matches!(spec.kind, FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::Pause | FaultKind::PowerLoss) && spec.duration_ms == Some(0) {
+            return Err(self.err("duration_ms = 0: leave it out to keep the broker down until the heal".into()));
+        }
+        let last_ms = spec.until_ms.unwrap_or(spec.at_ms);
+        if spec.at_ms + spec.jitter_ms >= duration_ms || last_ms + spec.jitter_ms >= duration_ms {
+            return Err(self.err(format!(
+                "fires at {}..{} ms (with jitter): expected before duration_ms = {duration_ms}, when every fault heals",
+                spec.at_ms,
+                last_ms + spec.jitter_ms
+            )));
+        }
+        match (spec.every_ms, spec.until_ms) {
+            (None, None) => Ok(vec![spec.at_ms]),
+            (Some(every_ms), Some(until_ms)) if every_ms > 0 && until_ms >= spec.at_ms => {
+                let count = (until_ms - spec.at_ms) / every_ms + 1;
+                if count > REPEATS_MAX {
+                    return Err(self.err(format!("repeats {count} times: expected at most {REPEATS_MAX}")));
+                }
+                Ok((0..count).map(|k| spec.at_ms + k * every_ms).collect())
+            }
+            _ => Err(self.err("a repeating fault needs every_ms > 0 and until_ms >= at_ms, together".into())),
+        }
     }
 }
 
@@ -509,62 +829,13 @@ impl Scenario {
     pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         let shown = path.display().to_string();
         let v = Validator { path: &shown, text };
-        let file: ScenarioFile = toml::from_str(text).map_err(|error| {
-            let line = error.span().map(|span| v.line_of(span.start)).unwrap_or(1);
-            let message = format!("{}; expected the scenario format documented in scenarios/README.md", error.message().trim_end());
-            ScenarioError::Invalid { path: shown.clone(), line, message }
-        })?;
-
-        let cluster_span = file.cluster.span();
-        let cluster = file.cluster.into_inner();
-        if !(1..=BROKERS_MAX).contains(&cluster.brokers) {
-            return Err(v.error(cluster_span, format!("[cluster] brokers = {}: expected 1 to {BROKERS_MAX} brokers", cluster.brokers)));
-        }
+        let file: ScenarioFile = toml::from_str(text).map_err(|error| v.format_error(&error))?;
+        let cluster = v.cluster(file.cluster)?;
         let brokers = cluster.brokers;
-        if let Some(racks) = &cluster.racks {
-            if racks.len() as u64 != brokers {
-                return Err(v.error(cluster_span, format!("[cluster] racks has {} entries: expected one rack per broker ({brokers})", racks.len())));
-            }
+        if let Some(raft) = &file.raft {
+            return Err(v.moved_raft(raft));
         }
-        if let Some(start_ms) = &cluster.start_ms {
-            if start_ms.len() as u64 != brokers {
-                return Err(v.error(
-                    cluster_span,
-                    format!("[cluster] start_ms has {} entries: expected one start time per broker ({brokers})", start_ms.len()),
-                ));
-            }
-        }
-
-        if let Some([latency_min, latency_max]) = cluster.disk_latency_us {
-            if latency_min > latency_max || latency_max > 1_000_000 {
-                return Err(v.error(cluster_span, "[cluster] disk_latency_us = [min, max]: expected min <= max <= 1000000"));
-            }
-        }
-
-        let raft = match file.raft {
-            None => RaftSpec::default(),
-            Some(spanned) => {
-                let span = spanned.span();
-                let raft = spanned.into_inner();
-                if raft.tick_ms == 0 {
-                    return Err(v.error(span, "[raft] tick_ms = 0: expected a tick of at least 1 ms"));
-                }
-                if raft.heartbeat_ticks == 0 || raft.election_ticks <= raft.heartbeat_ticks {
-                    return Err(v.error(
-                        span,
-                        format!(
-                            "[raft] election_ticks = {} and heartbeat_ticks = {}: expected 0 < heartbeat_ticks < election_ticks",
-                            raft.election_ticks, raft.heartbeat_ticks
-                        ),
-                    ));
-                }
-                if raft.proposal_timeout_ms == 0 || raft.registration_lease_ms == 0 || raft.compact_after_entries == 0 {
-                    return Err(v.error(span, "[raft] proposal_timeout_ms, registration_lease_ms and compact_after_entries must be positive"));
-                }
-                raft
-            }
-        };
-
+        let node = v.node(file.node)?;
         let duration_ms = *file.duration_ms.get_ref();
         if duration_ms == 0 {
             return Err(v.error(file.duration_ms.span(), "duration_ms = 0: expected how long faults run, in simulated ms"));
@@ -573,260 +844,23 @@ impl Scenario {
         if convergence_ms_max == 0 {
             return Err(v.error(file.convergence_ms_max.span(), "convergence_ms_max = 0: expected a positive bound in ms"));
         }
-
-        let workload = match file.workload {
-            None => None,
-            Some(spanned) => {
-                let span = spanned.span();
-                let workload = spanned.into_inner();
-                let [gap_min, gap_max] = workload.gap_ms;
-                let [partitions_min, partitions_max] = workload.partitions;
-                let [rf_min, rf_max] = workload.replication_factor;
-                if gap_min > gap_max || partitions_min > partitions_max || rf_min > rf_max {
-                    return Err(v.error(span, "[workload] gap_ms, partitions and replication_factor are [min, max] with min <= max"));
-                }
-                if partitions_min == 0 || partitions_max > keel_meta::controller::PARTITION_COUNT_MAX {
-                    return Err(v.error(
-                        span,
-                        format!("[workload] partitions: expected 1 to {} partitions", keel_meta::controller::PARTITION_COUNT_MAX),
-                    ));
-                }
-                if rf_min == 0 || u64::from(rf_max) > brokers {
-                    return Err(v.error(span, format!("[workload] replication_factor: expected 1 to {brokers} (the number of brokers)")));
-                }
-                if workload.client_timeout_ms == 0 {
-                    return Err(v.error(span, "[workload] client_timeout_ms must be positive"));
-                }
-                Some(workload)
-            }
-        };
-
-        let data = match file.data {
-            None => None,
-            Some(spanned) => {
-                let span = spanned.span();
-                let data = spanned.into_inner();
-                let [records_min, records_max] = data.records_per_batch;
-                let [gap_min, gap_max] = data.gap_ms;
-                if records_min == 0 || records_min > records_max || gap_min > gap_max {
-                    return Err(v.error(span, "[data] records_per_batch and gap_ms are [min, max] with min <= max (and at least one record)"));
-                }
-                if data.partitions == 0 || data.partitions > 64 {
-                    return Err(v.error(span, format!("[data] partitions = {}: expected 1 to 64", data.partitions)));
-                }
-                if data.replication_factor == 0 || u64::from(data.replication_factor) > brokers {
-                    return Err(v.error(span, format!("[data] replication_factor = {}: expected 1 to {brokers} (the number of brokers)", data.replication_factor)));
-                }
-                if data.min_insync_replicas == 0 || data.min_insync_replicas > data.replication_factor as usize {
-                    return Err(v.error(span, format!("[data] min_insync_replicas = {}: expected 1 to replication_factor", data.min_insync_replicas)));
-                }
-                if data.acks.is_empty() || data.producers == 0 {
-                    return Err(v.error(span, "[data] needs at least one producer and one acks setting, e.g. acks = [\"all\"]"));
-                }
-                if data.replica_fetch_bytes_max == Some(0) {
-                    return Err(v.error(span, "[data] replica_fetch_bytes_max positive"));
-                }
-                if data.record_bytes < 32 || data.client_timeout_ms == 0 || data.produce_timeout_ms == 0 || data.produce_queue_len == 0 {
-                    return Err(v.error(span, "[data] record_bytes >= 32; client_timeout_ms, produce_timeout_ms and produce_queue_len positive"));
-                }
-                if data.client != ClientKind::Kafka && (data.idempotent || data.request_timeout_ms.is_some()) {
-                    return Err(v.error(span, "[data] idempotent and request_timeout_ms are Kafka client settings: they need client = \"kafka\""));
-                }
-                if data.idempotent && data.acks.iter().any(|acks| *acks != AcksSpec::All) {
-                    return Err(v.error(span, "[data] idempotent = true needs acks = [\"all\"] (Kafka's idempotent producer requires acks=all)"));
-                }
-                if data.request_timeout_ms == Some(0) {
-                    return Err(v.error(span, "[data] request_timeout_ms must be positive"));
-                }
-                Some(data)
-            }
-        };
-        let has_data = data.is_some();
+        let workload = file.workload.map(|spanned| v.workload(spanned, brokers)).transpose()?;
+        let data = file.data.map(|spanned| v.data(spanned, brokers)).transpose()?;
         let has_kafka_clients = data.as_ref().is_some_and(|data| data.client == ClientKind::Kafka);
-        let group = match file.group {
-            None => None,
-            Some(spanned) => {
-                let span = spanned.span();
-                let group = spanned.into_inner();
-                if !has_kafka_clients {
-                    return Err(v.error(span, "[group] consumes the data topic over Kafka: it needs [data] with client = \"kafka\""));
-                }
-                group.validate().map_err(|message| v.error(span, message))?;
-                Some(group)
-            }
-        };
-
+        let group = file.group.map(|spanned| v.group(spanned, has_kafka_clients)).transpose()?;
+        let context = FaultContext { brokers, duration_ms, has_data: data.is_some(), has_kafka_clients };
         let mut faults = Vec::new();
         for (number, spanned) in file.fault.into_iter().enumerate() {
-            let span = spanned.span();
-            let spec = spanned.into_inner();
-            let line = v.line_of(span.start);
-            let what = format!("[[fault]] #{} ({})", number + 1, spec.kind.name());
-            let err = |message: String| v.error(span.clone(), format!("{what}: {message}"));
-            let target = |field: &str, selector: &Option<NodeSelector>| -> Result<Target, ScenarioError> {
-                match selector {
-                    None => Err(err(format!("`{field}` is required: a broker id 1..={brokers}, {ROLES}"))),
-                    Some(NodeSelector::Id(id)) if (1..=brokers).contains(id) => Ok(Target::Broker(*id)),
-                    Some(NodeSelector::Id(id)) => Err(err(format!("`{field}` = {id}: expected a broker id 1..={brokers}"))),
-                    Some(NodeSelector::Role(role)) => match role.as_str() {
-                        "leader" => Ok(Target::Leader),
-                        "follower" => Ok(Target::Follower),
-                        "random" => Ok(Target::Random),
-                        "partition_leader" if has_data => Ok(Target::PartitionLeader),
-                        "partition_follower" if has_data => Ok(Target::PartitionFollower),
-                        "partition_leader" | "partition_follower" => Err(err(format!("`{field}` = \"{role}\" needs a [data] section"))),
-                        "clients" if has_kafka_clients && spec.kind == FaultKind::OneWay => Ok(Target::Clients),
-                        "clients" => Err(err(format!("`{field}` = \"clients\" applies to one_way faults with [data] client = \"kafka\" only"))),
-                        other => Err(err(format!("`{field}` = \"{other}\": expected a broker id, {ROLES}"))),
-                    },
-                }
-            };
-            // Fields that mean nothing for this kind are mistakes, not decoration.
-            let used: BTreeSet<&str> = match spec.kind {
-                FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => ["node"].into(),
-                FaultKind::Partition => ["groups"].into(),
-                FaultKind::OneWay => ["from", "to"].into(),
-                FaultKind::Latency => ["min_ms", "max_ms"].into(),
-                FaultKind::Loss => ["rate"].into(),
-                FaultKind::Lag => ["node", "delay_ms"].into(),
-                FaultKind::Clock => ["node", "drift_ppm", "skew_ms"].into(),
-                FaultKind::Disk => ["node", "sync_eio_probability", "read_bit_flip_probability", "torn_write_probability"].into(),
-                FaultKind::PowerLoss | FaultKind::Heal => BTreeSet::new(),
-            };
-            let present = [
-                ("node", spec.node.is_some()),
-                ("from", spec.from.is_some()),
-                ("to", spec.to.is_some()),
-                ("groups", spec.groups.is_some()),
-                ("min_ms", spec.min_ms.is_some()),
-                ("max_ms", spec.max_ms.is_some()),
-                ("rate", spec.rate.is_some()),
-                ("delay_ms", spec.delay_ms.is_some()),
-                ("drift_ppm", spec.drift_ppm.is_some()),
-                ("skew_ms", spec.skew_ms.is_some()),
-                ("sync_eio_probability", spec.sync_eio_probability.is_some()),
-                ("read_bit_flip_probability", spec.read_bit_flip_probability.is_some()),
-                ("torn_write_probability", spec.torn_write_probability.is_some()),
-            ];
-            if let Some((field, _)) = present.iter().find(|(field, is_set)| *is_set && !used.contains(field)) {
-                let expected = if used.is_empty() { "no target fields".to_string() } else { used.iter().copied().collect::<Vec<_>>().join(", ") };
-                return Err(err(format!("`{field}` does not apply to this kind (it takes {expected})")));
-            }
-            let action = match spec.kind {
-                FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::Pause | FaultKind::Clog | FaultKind::Restart => {
-                    FaultAction::OnBroker(target("node", &spec.node)?)
-                }
-                FaultKind::Partition => {
-                    let groups = spec.groups.clone().ok_or_else(|| err("`groups` is required, e.g. groups = [[1], [2, 3]]".into()))?;
-                    let mut seen = BTreeSet::new();
-                    for id in groups.iter().flatten() {
-                        if !(1..=brokers).contains(id) {
-                            return Err(err(format!("`groups` names broker {id}: expected ids 1..={brokers}")));
-                        }
-                        if !seen.insert(*id) {
-                            return Err(err(format!("`groups` names broker {id} twice: each broker is in at most one group")));
-                        }
-                    }
-                    if groups.iter().filter(|g| !g.is_empty()).count() < 2 {
-                        return Err(err("`groups` needs at least two non-empty groups to cut apart".into()));
-                    }
-                    FaultAction::Partition(groups)
-                }
-                FaultKind::OneWay => {
-                    let (from, to) = (target("from", &spec.from)?, target("to", &spec.to)?);
-                    if from == to && !matches!(from, Target::Random) {
-                        return Err(err("`from` and `to` name the same broker".into()));
-                    }
-                    FaultAction::OneWay { from, to }
-                }
-                FaultKind::Latency => {
-                    let (Some(min_ms), Some(max_ms)) = (spec.min_ms, spec.max_ms) else {
-                        return Err(err("`min_ms` and `max_ms` are required".into()));
-                    };
-                    if min_ms > max_ms || max_ms > 60_000 {
-                        return Err(err(format!("min_ms = {min_ms}, max_ms = {max_ms}: expected min_ms <= max_ms <= 60000")));
-                    }
-                    FaultAction::Latency { min_ms, max_ms }
-                }
-                FaultKind::Loss => {
-                    let rate = spec.rate.ok_or_else(|| err("`rate` is required: a probability in [0, 1)".into()))?;
-                    if !(0.0..1.0).contains(&rate) {
-                        return Err(err(format!("rate = {rate}: expected a probability in [0, 1)")));
-                    }
-                    FaultAction::Loss { rate }
-                }
-                FaultKind::Lag => {
-                    let delay_ms = spec.delay_ms.ok_or_else(|| err("`delay_ms` is required".into()))?;
-                    if delay_ms == 0 || delay_ms > 60_000 {
-                        return Err(err(format!("delay_ms = {delay_ms}: expected 1 to 60000")));
-                    }
-                    FaultAction::Lag { node: target("node", &spec.node)?, delay_ms }
-                }
-                FaultKind::Clock => {
-                    let drift_ppm = spec.drift_ppm.unwrap_or(0);
-                    if drift_ppm <= -500_000 || drift_ppm >= 500_000 {
-                        return Err(err(format!("drift_ppm = {drift_ppm}: expected -499999 to 499999 (at most 50% fast or slow)")));
-                    }
-                    FaultAction::Clock { node: target("node", &spec.node)?, drift_ppm, skew_ms: spec.skew_ms.unwrap_or(0) }
-                }
-                FaultKind::Disk => {
-                    let probability = |field: &str, value: Option<f64>| -> Result<f64, ScenarioError> {
-                        let value = value.unwrap_or(0.0);
-                        if (0.0..=1.0).contains(&value) {
-                            Ok(value)
-                        } else {
-                            Err(err(format!("{field} = {value}: expected a probability in [0, 1]")))
-                        }
-                    };
-                    FaultAction::Disk {
-                        node: target("node", &spec.node)?,
-                        sync_eio_probability: probability("sync_eio_probability", spec.sync_eio_probability)?,
-                        read_bit_flip_probability: probability("read_bit_flip_probability", spec.read_bit_flip_probability)?,
-                        torn_write_probability: probability("torn_write_probability", spec.torn_write_probability)?,
-                    }
-                }
-                FaultKind::PowerLoss | FaultKind::Heal => FaultAction::Everyone,
-            };
-            if matches!(spec.kind, FaultKind::Restart | FaultKind::Heal | FaultKind::Clock) && spec.duration_ms.is_some() {
-                return Err(err("`duration_ms` does not apply: this fault is not undone".into()));
-            }
-            if matches!(spec.kind, FaultKind::Kill | FaultKind::Crash | FaultKind::Stop | FaultKind::Pause | FaultKind::PowerLoss)
-                && spec.duration_ms == Some(0)
-            {
-                return Err(err("duration_ms = 0: leave it out to keep the broker down until the heal".into()));
-            }
-            let last_ms = spec.until_ms.unwrap_or(spec.at_ms);
-            if spec.at_ms + spec.jitter_ms >= duration_ms || last_ms + spec.jitter_ms >= duration_ms {
-                return Err(err(format!(
-                    "fires at {}..{} ms (with jitter): expected before duration_ms = {duration_ms}, when every fault heals",
-                    spec.at_ms,
-                    last_ms + spec.jitter_ms
-                )));
-            }
-            let firings = match (spec.every_ms, spec.until_ms) {
-                (None, None) => vec![spec.at_ms],
-                (Some(every_ms), Some(until_ms)) if every_ms > 0 && until_ms >= spec.at_ms => {
-                    let count = (until_ms - spec.at_ms) / every_ms + 1;
-                    if count > REPEATS_MAX {
-                        return Err(err(format!("repeats {count} times: expected at most {REPEATS_MAX}")));
-                    }
-                    (0..count).map(|k| spec.at_ms + k * every_ms).collect()
-                }
-                _ => return Err(err("a repeating fault needs every_ms > 0 and until_ms >= at_ms, together".into())),
-            };
-            for at_ms in firings {
-                faults.push(Fault { kind: spec.kind, at_ms, jitter_ms: spec.jitter_ms, duration_ms: spec.duration_ms, action: action.clone(), line });
-            }
+            faults.extend(v.fault(number, spanned, &context)?);
         }
         faults.sort_by_key(|fault| fault.at_ms);
-
         Ok(Scenario {
             path: path.to_path_buf(),
             about: file.about.unwrap_or_default(),
             duration_ms,
             convergence_ms_max,
             cluster,
-            raft,
+            node,
             workload,
             data,
             group,
@@ -858,10 +892,10 @@ mod tests {
     }
 
     #[test]
-    fn a_minimal_scenario_gets_default_raft_timing_and_no_faults() {
+    fn a_minimal_scenario_gets_keels_node_defaults_and_no_faults() {
         let scenario = parse(MINIMAL).expect("valid");
         assert_eq!(scenario.cluster.brokers, 3);
-        assert_eq!(scenario.raft.tick_ms, 50);
+        assert_eq!(scenario.node, NodeConfig::default());
         assert!(scenario.faults.is_empty());
         assert!(scenario.workload.is_none());
     }
@@ -968,5 +1002,39 @@ mod tests {
         );
         let (_, message) = error_of(&text);
         assert!(message.contains("replication_factor"), "{message}");
+    }
+
+    #[test]
+    fn the_node_table_sets_keels_node_config_over_its_defaults() {
+        let scenario = parse(&format!("{MINIMAL}[node]\nregistration_lease_ms = 2000\nauto_create_topics = false\n")).expect("valid");
+        let expected = NodeConfig { registration_lease_ms: 2_000, auto_create_topics: false, ..NodeConfig::default() };
+        assert_eq!(scenario.node, expected);
+    }
+
+    #[test]
+    fn a_refused_node_setting_names_its_line_and_key() {
+        let (line, message) = error_of(&format!("{MINIMAL}[node]\nproposal_timeout_ms = 3000\nretention_hours = 5\n"));
+        assert_eq!(line, 7, "{message}");
+        assert!(message.contains("retention_hours"), "{message}");
+        let (line, message) = error_of(&format!("{MINIMAL}[node]\nproposal_timeout_ms = \"soon\"\n"));
+        assert_eq!(line, 6, "{message}");
+        assert!(message.contains("[node]"), "{message}");
+        let (line, message) = error_of(&format!("{MINIMAL}[node]\nauto_create_topics = true\nproduce_queue_len = 0\n"));
+        assert_eq!(line, 7, "{message}");
+        assert!(message.contains("produce_queue_len = 0: must be at least 1"), "{message}");
+    }
+
+    #[test]
+    fn node_settings_in_their_old_tables_are_refused_with_the_node_key_to_write() {
+        let (line, message) = error_of(&format!("{MINIMAL}[raft]\ntick_ms = 20\ncompact_after_entries = 8\n"));
+        assert_eq!(line, 5, "{message}");
+        assert!(message.contains("`raft_tick_ms = 20`"), "{message}");
+        assert!(message.contains("`metadata_compact_after_entries = 8`"), "{message}");
+        let (line, message) = error_of(&format!("{MINIMAL}{DATA}replica_fetch_bytes_max = 1500\n"));
+        assert_eq!(line, 12, "{message}");
+        assert!(message.contains("`replica_fetch_max_bytes = ...` in the [node] table"), "{message}");
+        let group = "[group]\nmembers = 1\nsession_timeout_ms = 1000\nrebalance_timeout_ms = 1000\nheartbeat_interval_ms = 100\ncommit_interval_ms = 100\ninitial_rebalance_delay_ms = 3000\n";
+        let (_, message) = error_of(&format!("{MINIMAL}{DATA}client = \"kafka\"\n{group}"));
+        assert!(message.contains("`group_initial_rebalance_delay_ms = ...`"), "{message}");
     }
 }

@@ -1,9 +1,10 @@
 //! keel-sim's command line as a user meets it: scenario files are validated
-//! with the file and line of a mistake, bad input exits 2, and the normal
-//! build says where scenarios run.
+//! with the file and line of a mistake, bad input exits 2, the normal
+//! build says where scenarios run, and a scenario's nodes print keel's
+//! settings.
 #![cfg(not(madsim))]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn keel_sim(args: &[&str]) -> Output {
@@ -14,18 +15,55 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// Every scenario file shipped in scenarios/, sorted.
+fn shipped_scenarios() -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("scenarios dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    paths.sort();
+    paths
+}
+
 #[test]
 fn every_shipped_scenario_is_valid() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut count = 0;
-    for entry in std::fs::read_dir(&dir).expect("scenarios dir") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            keel_sim::scenario::Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
-            count += 1;
+    let paths = shipped_scenarios();
+    for path in &paths {
+        keel_sim::scenario::Scenario::load(path).unwrap_or_else(|error| panic!("{error}"));
+    }
+    assert!(paths.len() >= 6, "expected at least the six metadata scenarios, found {}", paths.len());
+}
+
+/// The simulator's nodes are keel's nodes: each scenario's printed node
+/// settings are keel's defaults except the keys its `[node]` table sets.
+#[test]
+fn every_scenarios_node_config_is_keels_defaults_but_for_its_node_table() {
+    let defaults: toml::Table = keel_node::NodeConfig::default().to_toml().parse().expect("the defaults print as TOML");
+    for path in shipped_scenarios() {
+        let shown = path.display().to_string();
+        let output = keel_sim(&["config", "--scenario", &shown, "--node", "1"]);
+        assert!(output.status.success(), "{shown}: {}", stderr(&output));
+        let printed: toml::Table = String::from_utf8(output.stdout).expect("utf-8").parse().unwrap_or_else(|error| panic!("{shown}: {error}"));
+        let file: toml::Table = std::fs::read_to_string(&path).expect("read").parse().expect("valid TOML");
+        let set = file.get("node").and_then(toml::Value::as_table).cloned().unwrap_or_default();
+        assert_eq!(printed.keys().collect::<Vec<_>>(), defaults.keys().collect::<Vec<_>>(), "{shown}: printed keys");
+        for (key, value) in &printed {
+            match set.get(key) {
+                Some(written) => assert_eq!(value, written, "{shown}: `{key}` is not what its [node] table sets"),
+                None => assert_eq!(Some(value), defaults.get(key), "{shown}: `{key}` differs from keel's default but its [node] table does not set it"),
+            }
         }
     }
-    assert!(count >= 6, "expected at least the six metadata scenarios, found {count}");
+}
+
+#[test]
+fn config_of_a_broker_the_scenario_does_not_have_exits_2() {
+    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/election-storm.toml");
+    let output = keel_sim(&["config", "--scenario", scenario.to_str().expect("utf-8"), "--node", "6"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("brokers 1 to 5"), "{}", stderr(&output));
 }
 
 #[test]
