@@ -15,9 +15,7 @@ use admin_client::http;
 use std::time::{Duration, Instant};
 
 fn visible_everywhere(admin_ports: &[u16], names: &[String]) -> bool {
-    admin_ports.iter().all(|port| {
-        http(*port, "GET", "/topics").is_some_and(|(_, body)| names.iter().all(|n| body.contains(&format!("\"name\":\"{n}\""))))
-    })
+    admin_ports.iter().all(|port| http(*port, "GET", "/topics").is_some_and(|(_, body)| names.iter().all(|n| body.contains(&format!("\"name\":\"{n}\"")))))
 }
 
 fn wait_visible(admin_ports: &[u16], names: &[String], budget: Duration) -> Option<Duration> {

@@ -253,18 +253,8 @@ pub struct FileConfig {
 
 /// The keys of a `--config` file that are `keel start`'s own (the others
 /// are `keel_node::NodeConfig`'s), in `FileConfig`'s order.
-pub const BINARY_KEYS: &[&str] = &[
-    "node_id",
-    "peers",
-    "data_dir",
-    "cluster_id",
-    "admin_addr",
-    "kafka_addr",
-    "advertised_host",
-    "advertised_port",
-    "rack",
-    "log_format",
-];
+pub const BINARY_KEYS: &[&str] =
+    &["node_id", "peers", "data_dir", "cluster_id", "admin_addr", "kafka_addr", "advertised_host", "advertised_port", "rack", "log_format"];
 
 /// Every key a `--config` file may set: `keel start`'s own, then the node's.
 pub fn file_keys() -> Vec<String> {
@@ -306,7 +296,8 @@ pub fn parse_config_file(shown: &str, text: &str) -> Result<ParsedFile, String> 
 /// Reads a `--config` file from the host, before the node and its Disk
 /// exist (read-only: a config file the broker may not write is fine).
 pub fn read_config_file(path: &str) -> Result<String, String> {
-    let cannot = |error: std::io::Error| format!("cannot read --config {path}: {error} (give the path of a readable TOML file; example: broker/keel.example.toml)");
+    let cannot =
+        |error: std::io::Error| format!("cannot read --config {path}: {error} (give the path of a readable TOML file; example: broker/keel.example.toml)");
     let len = std::fs::metadata(path).map_err(cannot)?.len();
     if len > CONFIG_FILE_BYTES_MAX as u64 {
         return Err(format!("--config {path} is {len} bytes; a config file is at most {CONFIG_FILE_BYTES_MAX}"));
@@ -360,9 +351,8 @@ pub fn effective_toml(args: &StartArgs, node: &NodeConfig) -> String {
 pub fn parse_peers(text: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut peers = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let (id, addr) = item
-            .split_once('=')
-            .ok_or_else(|| format!("peer `{item}` is not ID=HOST:PORT (example: --peers 1=127.0.0.1:19091,2=127.0.0.1:19092)"))?;
+        let (id, addr) =
+            item.split_once('=').ok_or_else(|| format!("peer `{item}` is not ID=HOST:PORT (example: --peers 1=127.0.0.1:19091,2=127.0.0.1:19092)"))?;
         let id: u64 = id.trim().parse().map_err(|_| format!("peer id `{id}` is not a number (example: 1=127.0.0.1:19091)"))?;
         let addr = addr.trim();
         if parse_listen_addr(addr).is_err() {
@@ -464,9 +454,13 @@ mod tests {
 
     #[test]
     fn unknown_kebab_case_and_mistyped_keys_are_refused_with_the_fix() {
-        let unknown = parse_config_file("k.toml", "node_id = 2
+        let unknown = parse_config_file(
+            "k.toml",
+            "node_id = 2
 retention = 5
-").expect_err("unknown key");
+",
+        )
+        .expect_err("unknown key");
         assert!(unknown.contains("unknown key `retention`") && unknown.contains("valid keys: node_id, peers"), "{unknown}");
         let kebab = parse_config_file("k.toml", "data-dir = \"x\"\n").expect_err("kebab");
         assert!(kebab.contains("write `data_dir`"), "{kebab}");

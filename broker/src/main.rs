@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start a node: metadata Raft, replication, the Kafka listener and the admin endpoint (single node with no arguments).
-    Start(StartArgs),
+    Start(Box<StartArgs>),
     /// Run a local N-node cluster (N `keel start` child processes) until Ctrl-C.
     Dev(dev::DevArgs),
     /// Print what this build contains and what is still to come.
@@ -97,9 +97,7 @@ async fn start(args: StartArgs, node_config: NodeConfig) -> Result<(), StartErro
     node_config.validate().map_err(|e| StartError::BadInput(format!("{e} (flag --{}, or `{}` in --config)", e.key.replace('_', "-"), e.key)))?;
     let listeners = listeners::bind_all(&args.kafka_addr, &args.admin_addr, &listen_addr, args.broker_listener_fd).await.map_err(StartError::BadInput)?;
     let bound = listeners.addrs().map_err(|e| StartError::BadInput(e.to_string()))?;
-    let disk = RealDisk::open_root(&args.data_dir)
-        .await
-        .map_err(|e| StartError::BadInput(format!("cannot use --data-dir {}: {e}", args.data_dir)))?;
+    let disk = RealDisk::open_root(&args.data_dir).await.map_err(|e| StartError::BadInput(format!("cannot use --data-dir {}: {e}", args.data_dir)))?;
     let identity = NodeIdentity {
         node_id: args.node_id,
         cluster_id: args.cluster_id.clone(),
@@ -145,11 +143,9 @@ impl Signals {
     }
 
     /// Resolves at the first signal, logging which.
-    fn first(&mut self) -> impl std::future::Future<Output = ()> + '_ {
-        async move {
-            let name = self.next().await;
-            tracing::info!(signal = name, "stop requested");
-        }
+    async fn first(&mut self) {
+        let name = self.next().await;
+        tracing::info!(signal = name, "stop requested");
     }
 }
 
@@ -205,7 +201,7 @@ fn main() -> ExitCode {
                 }
             };
             let start_matches = matches.subcommand_matches("start").expect("the start subcommand was parsed");
-            let (args, node_config) = match effective_settings(args, start_matches) {
+            let (args, node_config) = match effective_settings(*args, start_matches) {
                 Ok(settings) => settings,
                 Err(message) => {
                     eprintln!("keel start: {message}");

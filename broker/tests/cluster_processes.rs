@@ -63,9 +63,7 @@ fn a_create_sent_while_the_node_starts_waits_for_it_instead_of_failing() {
 #[test]
 fn bad_configuration_is_refused_with_status_2() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_keel")).arg("start").args(args).output().expect("run keel")
-    };
+    let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_keel")).arg("start").args(args).output().expect("run keel");
     let not_a_peer = run(&["--node-id", "4", "--peers", "1=127.0.0.1:1,2=127.0.0.1:2"]);
     assert_eq!(not_a_peer.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&not_a_peer.stderr).contains("--node-id 4 is not in --peers"));
@@ -84,11 +82,23 @@ fn bad_configuration_is_refused_with_status_2() {
         .expect("spawn");
     let pid = first.id();
     wait_for("first start created its data dir", || {
-        bound_addr(&data, pid, "admin").is_some_and(|admin| http(admin.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port"), "GET", "/status").is_some())
+        bound_addr(&data, pid, "admin")
+            .is_some_and(|admin| http(admin.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port"), "GET", "/status").is_some())
     });
     first.kill().expect("kill");
     first.wait().expect("reap");
-    let other = run(&["--cluster-id", "b", "--peers", "1=127.0.0.1:0", "--data-dir", data.to_str().expect("utf8"), "--admin-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0"]);
+    let other = run(&[
+        "--cluster-id",
+        "b",
+        "--peers",
+        "1=127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf8"),
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--kafka-addr",
+        "127.0.0.1:0",
+    ]);
     assert_eq!(other.status.code(), Some(2), "first start's log:\n{}", log_tail(&log, 40));
     assert!(String::from_utf8_lossy(&other.stderr).contains("belongs to cluster `a`, not `b`"), "{}", String::from_utf8_lossy(&other.stderr));
 }
@@ -135,7 +145,8 @@ fn a_second_start_on_a_data_dir_in_use_exits_2_naming_the_holders_pid_and_the_ho
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let log = dir.path().join("holder.log");
-    let mut holder = Reaped(Command::new(env!("CARGO_BIN_EXE_keel")).args(start_args(&data)).stderr(std::fs::File::create(&log).expect("log")).spawn().expect("spawn"));
+    let mut holder =
+        Reaped(Command::new(env!("CARGO_BIN_EXE_keel")).args(start_args(&data)).stderr(std::fs::File::create(&log).expect("log")).spawn().expect("spawn"));
     let pid = holder.0.id();
     let mut admin_port = None;
     wait_for("the holder is ready", || {
@@ -146,7 +157,9 @@ fn a_second_start_on_a_data_dir_in_use_exits_2_naming_the_holders_pid_and_the_ho
     let before = tree(&data);
 
     let second_log = dir.path().join("second.log");
-    let mut second = Reaped(Command::new(env!("CARGO_BIN_EXE_keel")).args(start_args(&data)).stderr(std::fs::File::create(&second_log).expect("log")).spawn().expect("spawn"));
+    let mut second = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_keel")).args(start_args(&data)).stderr(std::fs::File::create(&second_log).expect("log")).spawn().expect("spawn"),
+    );
     let mut status = None;
     wait_for("the second start exits", || {
         status = second.0.try_wait().expect("try_wait");
@@ -191,7 +204,17 @@ fn a_start_whose_port_is_taken_exits_2_and_writes_nothing_into_a_fresh_data_dir(
     let data = dir.path().join("empty");
     std::fs::create_dir(&data).expect("mkdir");
     let output = Command::new(env!("CARGO_BIN_EXE_keel"))
-        .args(["start", "--peers", &format!("1={taken}"), "--data-dir", data.to_str().expect("utf8"), "--admin-addr", "127.0.0.1:0", "--kafka-addr", "127.0.0.1:0"])
+        .args([
+            "start",
+            "--peers",
+            &format!("1={taken}"),
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--kafka-addr",
+            "127.0.0.1:0",
+        ])
         .output()
         .expect("run keel");
     assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));

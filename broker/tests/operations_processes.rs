@@ -112,7 +112,8 @@ fn healthz_readyz_and_metrics_report_raft_partitions_and_kafka_requests() {
         let Some((code, text)) = http(ports.admin, "GET", "/metrics") else { return false };
         assert_eq!(code, 200, "{text}");
         let parsed = parse_prometheus(&text);
-        let counted = parsed.value("keel_kafka_request_errors_total", &[("api", "Fetch"), ("error_code", UNSUPPORTED_VERSION.to_string().as_str())]) == Some(1.0);
+        let counted =
+            parsed.value("keel_kafka_request_errors_total", &[("api", "Fetch"), ("error_code", UNSUPPORTED_VERSION.to_string().as_str())]) == Some(1.0);
         page = Some(parsed);
         counted
     });
@@ -186,7 +187,11 @@ fn produce_refusals_are_counted_per_partition_on_metrics_and_logged_once_and_a_t
     assert_eq!(warned, 1, "one warning for the one create: {stderr}");
     let logged: Vec<&str> = stderr.lines().filter(|l| l.contains("produce refused: ISR below min.insync.replicas")).collect();
     assert_eq!(logged.len(), 1, "{refusals} refusals in one state, logged once: {stderr}");
-    assert!(logged[0].contains(" INFO ") && logged[0].contains("topic=short") && logged[0].contains(&format!("error_code={NOT_ENOUGH_REPLICAS}")), "{}", logged[0]);
+    assert!(
+        logged[0].contains(" INFO ") && logged[0].contains("topic=short") && logged[0].contains(&format!("error_code={NOT_ENOUGH_REPLICAS}")),
+        "{}",
+        logged[0]
+    );
 }
 
 #[test]
@@ -270,7 +275,14 @@ fn config_file_values_lose_to_keel_env_which_loses_to_flags() {
         String::from_utf8(output.stdout).expect("utf8")
     };
     let file_only = print(&[], &[]);
-    for line in ["node_id = 7", "cluster_id = \"from-file\"", "data_dir = \"file-data\"", "num_partitions = 4", "log_format = \"json\"", "kafka_addr = \"127.0.0.1:9092\""] {
+    for line in [
+        "node_id = 7",
+        "cluster_id = \"from-file\"",
+        "data_dir = \"file-data\"",
+        "num_partitions = 4",
+        "log_format = \"json\"",
+        "kafka_addr = \"127.0.0.1:9092\"",
+    ] {
         assert!(file_only.contains(line), "`{line}` in:\n{file_only}");
     }
     let env_over_file = print(&[("KEEL_CLUSTER_ID", "from-env"), ("KEEL_NUM_PARTITIONS", "5")], &[]);
@@ -283,10 +295,7 @@ fn config_file_values_lose_to_keel_env_which_loses_to_flags() {
     let data = dir.path().join("from-file-data");
     std::fs::write(
         &file,
-        format!(
-            "node_id = 3\npeers = \"3=127.0.0.1:0\"\nadmin_addr = \"127.0.0.1:0\"\nkafka_addr = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
-            data.display()
-        ),
+        format!("node_id = 3\npeers = \"3=127.0.0.1:0\"\nadmin_addr = \"127.0.0.1:0\"\nkafka_addr = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n", data.display()),
     )
     .expect("write");
     let mut keel = Keel::spawn(dir.path(), &["start", "--config", file.to_str().expect("utf8")], &[], &dir.path().join("stderr.log"));
@@ -416,5 +425,19 @@ fn log_format_json_writes_one_json_object_per_line_at_info_by_default() {
     for line in lines {
         assert!(line.starts_with('{') && line.ends_with('}') && line.contains("\"timestamp\":"), "not a JSON log line: {line}");
         assert!(!line.contains("\"level\":\"DEBUG\"") && !line.contains("\"level\":\"TRACE\""), "debug output at the default level: {line}");
+    }
+}
+
+#[test]
+fn keel_prints_the_node_defaults_every_simulated_node_starts_from() {
+    // keel-sim's `config` prints NodeConfig's defaults with a scenario's
+    // [node] table over them (sim/tests/cli.rs checks that it differs in
+    // nothing else); keel prints the same defaults under the same keys.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keel")).args(["start", "--print-config"]).output().expect("run keel");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: toml::Table = String::from_utf8(output.stdout).expect("utf8").parse().expect("keel prints TOML");
+    let defaults: toml::Table = keel_node::NodeConfig::default().to_toml().parse().expect("the defaults print as TOML");
+    for (key, value) in &defaults {
+        assert_eq!(printed.get(key), Some(value), "keel's `{key}`");
     }
 }

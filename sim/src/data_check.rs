@@ -167,11 +167,7 @@ impl DataHistory {
             Some((known, _)) if known.as_slice() == value => Ok(()),
             Some((known, first)) => violation(
                 checker::INCONSISTENT_OFFSETS,
-                format!(
-                    "partition {partition} offset {offset}: {first:?} saw `{}`, {witness:?} saw `{}`",
-                    shown(known),
-                    shown(value)
-                ),
+                format!("partition {partition} offset {offset}: {first:?} saw `{}`, {witness:?} saw `{}`", shown(known), shown(value)),
             ),
         }
     }
@@ -192,7 +188,10 @@ impl DataHistory {
             if record.offset != expected {
                 return violation(
                     checker::NON_MONOTONIC_READ,
-                    format!("consumer {consumer} at partition {partition} position {position}: record {index} has offset {}, expected {expected}", record.offset),
+                    format!(
+                        "consumer {consumer} at partition {partition} position {position}: record {index} has offset {}, expected {expected}",
+                        record.offset
+                    ),
                 );
             }
             if record.offset >= high_watermark {
@@ -255,10 +254,9 @@ impl DataHistory {
                 Ok(())
             }
             Some(other) if *other == node_id => Ok(()),
-            Some(other) => violation(
-                checker::ONE_LEADER_PER_EPOCH,
-                format!("brokers {other} and {node_id} both led {topic}-{partition} in leader epoch {leader_epoch}"),
-            ),
+            Some(other) => {
+                violation(checker::ONE_LEADER_PER_EPOCH, format!("brokers {other} and {node_id} both led {topic}-{partition} in leader epoch {leader_epoch}"))
+            }
         }
     }
 
@@ -301,7 +299,12 @@ impl DataHistory {
                         format!("partition {partition} offset {offset}: {witness:?} saw `{}`, the converged log has `{}`", shown(value), shown(&record.value)),
                     )
                 }
-                None => return violation(checker, format!("partition {partition} offset {offset}: {witness:?} saw `{}`, the converged log ends before it", shown(value))),
+                None => {
+                    return violation(
+                        checker,
+                        format!("partition {partition} offset {offset}: {witness:?} saw `{}`, the converged log ends before it", shown(value)),
+                    )
+                }
             }
         }
         Ok(())
@@ -327,7 +330,10 @@ impl DataHistory {
                 if let Some(offset) = found.get(record.value.as_slice()) {
                     return violation(
                         checker::NO_DUPLICATES,
-                        format!("`{value}` (producer {} sequence {}) is in the converged log of partition {partition} twice: offsets {offset} and {}", sent.producer_id, sent.sequence, record.offset),
+                        format!(
+                            "`{value}` (producer {} sequence {}) is in the converged log of partition {partition} twice: offsets {offset} and {}",
+                            sent.producer_id, sent.sequence, record.offset
+                        ),
                     );
                 }
                 found.insert(&record.value, record.offset);

@@ -137,7 +137,8 @@ impl DataClients {
                 if let Ok(read) = handle.read(DATA_TOPIC, partition, position, READ_BYTES_MAX, ReadLimit::HighWatermark).await {
                     let mut history = lock(&self.history);
                     if !read.records.is_empty() {
-                        let line = format_args!("c{consumer} reads {} from n{broker} at {position} (high watermark {})", read.records.len(), read.high_watermark);
+                        let line =
+                            format_args!("c{consumer} reads {} from n{broker} at {position} (high watermark {})", read.records.len(), read.high_watermark);
                         history.note(self.clock.now_us(), line);
                     }
                     let verdict = history.data.consumer_read(consumer, partition, position, &read.records, read.high_watermark);

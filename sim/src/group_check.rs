@@ -87,7 +87,9 @@ impl GroupHistory {
     /// An OffsetFetch sent when `acked_max_at_send` was acknowledged answered `committed`.
     pub fn committed_fetched(&self, member: &str, partition: u32, committed: i64, acked_max_at_send: i64) -> Result<(), DataViolation> {
         if committed < acked_max_at_send {
-            let message = format!("{member}: OffsetFetch of partition {partition} answered {committed}, but {acked_max_at_send} was acknowledged as committed before it was sent");
+            let message = format!(
+                "{member}: OffsetFetch of partition {partition} answered {committed}, but {acked_max_at_send} was acknowledged as committed before it was sent"
+            );
             return violation(checker::GROUP_COMMITS_DURABLE, message);
         }
         Ok(())

@@ -22,8 +22,8 @@ use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartiti
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest,
-    RequestKind, ResponseKind, SyncGroupRequest, TopicName,
+    ApiKey, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind,
+    ResponseKind, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use keel_io::NodeRng;
@@ -263,7 +263,9 @@ impl Member {
             let members: Vec<String> = joined.members.iter().map(|m| m.member_id.as_str().to_string()).collect();
             range_assignment(&members, self.session.clients.spec.partitions)
                 .into_iter()
-                .map(|(member, partitions)| SyncGroupRequestAssignment::default().with_member_id(str_bytes(&member)).with_assignment(encode_assignment(&partitions)))
+                .map(|(member, partitions)| {
+                    SyncGroupRequestAssignment::default().with_member_id(str_bytes(&member)).with_assignment(encode_assignment(&partitions))
+                })
                 .collect()
         } else {
             Vec::new()
@@ -285,7 +287,11 @@ impl Member {
             Ok(partitions) => partitions,
             Err(reason) => {
                 let now_us = self.session.clients.clock.now_us();
-                lock(&self.session.clients.history).violate(now_us, crate::group_check::checker::GROUP_SINGLE_OWNER, format!("{}: {reason}", self.session.name));
+                lock(&self.session.clients.history).violate(
+                    now_us,
+                    crate::group_check::checker::GROUP_SINGLE_OWNER,
+                    format!("{}: {reason}", self.session.name),
+                );
                 return;
             }
         };
@@ -294,7 +300,10 @@ impl Member {
         history.group.stats.generations_synced += 1;
         let verdict = history.group.assigned(&self.member_id, &self.leader_id, self.generation_id, &partitions);
         history.data_verdict(now_us, verdict);
-        history.note(now_us, format_args!("{} ({}) generation {} led by {}: partitions {partitions:?}", self.session.name, self.member_id, self.generation_id, self.leader_id));
+        history.note(
+            now_us,
+            format_args!("{} ({}) generation {} led by {}: partitions {partitions:?}", self.session.name, self.member_id, self.generation_id, self.leader_id),
+        );
         drop(history);
         self.assignment = partitions;
         let now_ms = self.session.now_ms();
@@ -312,7 +321,8 @@ impl Member {
             .with_name(TopicName(str_bytes(DATA_TOPIC)))
             .with_partition_indexes(self.assignment.iter().map(|p| i32::try_from(*p).expect("small")).collect());
         let request = OffsetFetchRequest::default().with_group_id(group_id()).with_topics(Some(vec![topic]));
-        let Ok(ResponseKind::OffsetFetch(fetched)) = self.ask_coordinator(ApiKey::OffsetFetch, version::OFFSET_FETCH, RequestKind::OffsetFetch(request)).await else {
+        let Ok(ResponseKind::OffsetFetch(fetched)) = self.ask_coordinator(ApiKey::OffsetFetch, version::OFFSET_FETCH, RequestKind::OffsetFetch(request)).await
+        else {
             return;
         };
         if !self.on_group_error("OffsetFetch", fetched.error_code) {
@@ -364,7 +374,9 @@ impl Member {
             .with_generation_id_or_member_epoch(self.generation_id)
             .with_member_id(str_bytes(&self.member_id))
             .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(str_bytes(DATA_TOPIC))).with_partitions(partitions)]);
-        let Ok(ResponseKind::OffsetCommit(answer)) = self.ask_coordinator(ApiKey::OffsetCommit, version::OFFSET_COMMIT, RequestKind::OffsetCommit(request)).await else {
+        let Ok(ResponseKind::OffsetCommit(answer)) =
+            self.ask_coordinator(ApiKey::OffsetCommit, version::OFFSET_COMMIT, RequestKind::OffsetCommit(request)).await
+        else {
             return;
         };
         for partition in answer.topics.iter().flat_map(|t| t.partitions.iter()) {
@@ -421,7 +433,8 @@ impl Member {
             return;
         }
         self.commit(false).await;
-        let request = LeaveGroupRequest::default().with_group_id(group_id()).with_members(vec![MemberIdentity::default().with_member_id(str_bytes(&self.member_id))]);
+        let request =
+            LeaveGroupRequest::default().with_group_id(group_id()).with_members(vec![MemberIdentity::default().with_member_id(str_bytes(&self.member_id))]);
         let _ = self.ask_coordinator(ApiKey::LeaveGroup, version::LEAVE_GROUP, RequestKind::LeaveGroup(request)).await;
         lock(&self.session.clients.history).group.stats.leaves += 1;
         self.session.note(format_args!("left the group as {}", self.member_id));
@@ -519,7 +532,6 @@ pub async fn final_committed(clients: KafkaClients, spec: GroupSpec, deadline_ms
     }
     None
 }
-
 
 #[cfg(test)]
 mod tests {

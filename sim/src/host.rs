@@ -42,7 +42,10 @@ pub async fn readyz(ip: &str) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = format!("{ip}:{ADMIN_PORT}");
     let exchange = async {
-        let mut stream = tokio::time::timeout(std::time::Duration::from_millis(500), tokio::net::TcpStream::connect(&addr)).await.map_err(|_| format!("connect {addr}: timed out"))?.map_err(|error| format!("connect {addr}: {error}"))?;
+        let mut stream = tokio::time::timeout(std::time::Duration::from_millis(500), tokio::net::TcpStream::connect(&addr))
+            .await
+            .map_err(|_| format!("connect {addr}: timed out"))?
+            .map_err(|error| format!("connect {addr}: {error}"))?;
         stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n").await.map_err(|error| format!("send to {addr}: {error}"))?;
         // The simulated stream buffers writes until flushed.
         stream.flush().await.map_err(|error| format!("send to {addr}: {error}"))?;
@@ -69,7 +72,8 @@ pub async fn readyz(ip: &str) -> Result<(u16, String), String> {
     let response = tokio::time::timeout(std::time::Duration::from_millis(READYZ_TIMEOUT_MS), exchange)
         .await
         .map_err(|_| format!("no answer from {addr} within {READYZ_TIMEOUT_MS} ms"))??;
-    let status = response.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok()).ok_or_else(|| format!("{addr} answered no HTTP status: {response:?}"))?;
+    let status =
+        response.split_whitespace().nth(1).and_then(|code| code.parse::<u16>().ok()).ok_or_else(|| format!("{addr} answered no HTTP status: {response:?}"))?;
     let body = response.split_once("\r\n\r\n").map_or(String::new(), |(_, body)| body.to_string());
     Ok((status, body))
 }

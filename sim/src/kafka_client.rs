@@ -23,8 +23,8 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchRequest, InitProducerIdRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind, ResponseHeader,
-    ResponseKind, TopicName,
+    ApiKey, ApiVersionsRequest, FetchRequest, InitProducerIdRequest, MetadataRequest, ProduceRequest, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -176,9 +176,10 @@ impl KafkaConnection {
             let mut size = [0u8; 4];
             self.stream.read_exact(&mut size).await?;
             let size = i32::from_be_bytes(size);
-            let size = usize::try_from(size).ok().filter(|size| *size <= RESPONSE_BYTES_MAX).ok_or_else(|| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("response frame size {size}"))
-            })?;
+            let size = usize::try_from(size)
+                .ok()
+                .filter(|size| *size <= RESPONSE_BYTES_MAX)
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("response frame size {size}")))?;
             let mut body = vec![0u8; size];
             self.stream.read_exact(&mut body).await?;
             Ok::<Bytes, std::io::Error>(Bytes::from(body))
@@ -190,9 +191,8 @@ impl KafkaConnection {
         };
         let raw = body.clone();
         let malformed = |reason: String| ClientError::Malformed { addr: addr.clone(), reason };
-        let decoded = ResponseHeader::decode(&mut body, api_key.response_header_version(version))
-            .map_err(|error| format!("header: {error}"))
-            .and_then(|header| {
+        let decoded =
+            ResponseHeader::decode(&mut body, api_key.response_header_version(version)).map_err(|error| format!("header: {error}")).and_then(|header| {
                 let response = ResponseKind::decode(api_key, &mut body, version).map_err(|error| format!("{api_key:?} v{version}: {error}"))?;
                 Ok((header.correlation_id, response))
             });
@@ -218,9 +218,7 @@ impl KafkaConnection {
             .with_request_api_version(version)
             .with_correlation_id(correlation_id)
             .with_client_id(Some(self.client_id.clone()));
-        let encoded = header
-            .encode(&mut buf, api_key.request_header_version(version))
-            .and_then(|()| request.encode(&mut buf, version));
+        let encoded = header.encode(&mut buf, api_key.request_header_version(version)).and_then(|()| request.encode(&mut buf, version));
         // A request the client cannot encode is the workload's bug.
         encoded.unwrap_or_else(|error| panic!("{api_key:?} v{version} request does not encode: {error}"));
         let size = i32::try_from(buf.len() - 4).expect("requests are small");

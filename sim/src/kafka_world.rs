@@ -294,8 +294,10 @@ impl Session {
                     history.note(now_us, format_args!("{} {what} refused by n{leader} with error {error_code}: {message}", self.name));
                     // Allowed only from a deposed leader that does not know
                     // it yet: the current one has the producer's batches.
-                    let refused_by_deposed_leader = if let (Some(p), code::OUT_OF_ORDER_SEQUENCE_NUMBER | code::INVALID_PRODUCER_EPOCH) = (producer, error_code) {
-                        let verdict = history.data.sequence_refused(&self.name, DATA_TOPIC, partition, leader, p.producer_id, p.base_sequence, error_code, &message);
+                    let refused_by_deposed_leader = if let (Some(p), code::OUT_OF_ORDER_SEQUENCE_NUMBER | code::INVALID_PRODUCER_EPOCH) = (producer, error_code)
+                    {
+                        let verdict =
+                            history.data.sequence_refused(&self.name, DATA_TOPIC, partition, leader, p.producer_id, p.base_sequence, error_code, &message);
                         if !history.data_verdict(now_us, verdict) {
                             break Sent::RefusedForGood;
                         }
@@ -434,7 +436,12 @@ impl KafkaClients {
                             .map(|r| ReadRecord {
                                 offset: u64::try_from(r.offset).expect("fetched offsets are not negative"),
                                 leader_epoch: u32::try_from(r.partition_leader_epoch).unwrap_or(0),
-                                stamp: RecordStamp { producer_id: r.producer_id, producer_epoch: r.producer_epoch, sequence: r.sequence, last_sequence: r.sequence },
+                                stamp: RecordStamp {
+                                    producer_id: r.producer_id,
+                                    producer_epoch: r.producer_epoch,
+                                    sequence: r.sequence,
+                                    last_sequence: r.sequence,
+                                },
                                 value: r.value.as_ref().map(|v| v.to_vec()).unwrap_or_default(),
                             })
                             .collect();
@@ -474,10 +481,7 @@ impl KafkaClients {
     pub async fn probe(&self, deadline_ms: u64, rng: NodeRng) -> bool {
         let mut session = Session::new(self.clone(), "probe".to_string(), rng);
         let stamp = if self.spec.idempotent {
-            match session.init_producer_id(deadline_ms).await {
-                Some((producer_id, producer_epoch)) => Some(BatchProducer { producer_id, producer_epoch, base_sequence: 0 }),
-                None => None,
-            }
+            session.init_producer_id(deadline_ms).await.map(|(producer_id, producer_epoch)| BatchProducer { producer_id, producer_epoch, base_sequence: 0 })
         } else {
             None
         };

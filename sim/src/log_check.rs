@@ -161,22 +161,15 @@ impl Checker {
             }
         }
         if start < self.model.start_offset || start > self.model.start_offset_max {
-            return Err(self.fail(format!(
-                "recovered start offset {start}, expected {}..={}",
-                self.model.start_offset, self.model.start_offset_max
-            )));
+            return Err(self.fail(format!("recovered start offset {start}, expected {}..={}", self.model.start_offset, self.model.start_offset_max)));
         }
         if end < self.model.durable_end {
-            return Err(self.fail(format!(
-                "lost durable records: recovered end {end} but offsets below {} were durable",
-                self.model.durable_end
-            )));
+            return Err(self.fail(format!("lost durable records: recovered end {end} but offsets below {} were durable", self.model.durable_end)));
         }
         if end > self.model.end() {
-            return Err(self.fail(format!(
-                "recovered end {end} beyond anything written (model end {}): truncated or foreign records reappeared",
-                self.model.end()
-            )));
+            return Err(
+                self.fail(format!("recovered end {end} beyond anything written (model end {}): truncated or foreign records reappeared", self.model.end()))
+            );
         }
         let records = self.read_all(log, start, end).await?;
         for record in &records {
@@ -396,10 +389,7 @@ pub(crate) fn random_log_config(rng: &mut NodeRng) -> LogConfig {
     let flush_policy = match rng.gen_range(0..3) {
         0 => FlushPolicy::Manual,
         1 => FlushPolicy::EveryAppend,
-        _ => FlushPolicy::Threshold {
-            unflushed_bytes_max: rng.gen_range(1..64 * 1024),
-            unflushed_records_max: rng.gen_range(1..50),
-        },
+        _ => FlushPolicy::Threshold { unflushed_bytes_max: rng.gen_range(1..64 * 1024), unflushed_records_max: rng.gen_range(1..50) },
     };
     LogConfig {
         segment_bytes_max: rng.gen_range(256..32 * 1024),
@@ -435,13 +425,7 @@ pub async fn check_log(config: LogCheckConfig) -> Result<(LogCheckReport, Trace)
         log_config,
         trace: Trace::new(),
         step: 0,
-        model: Model {
-            start_offset: initial_offset,
-            payloads: Vec::new(),
-            durable_end: initial_offset,
-            start_offset_max: initial_offset,
-            reset_to: None,
-        },
+        model: Model { start_offset: initial_offset, payloads: Vec::new(), durable_end: initial_offset, start_offset_max: initial_offset, reset_to: None },
         serial: 0,
         report: LogCheckReport { seed: config.seed, ..LogCheckReport::default() },
         armed_mid_operation_crash: false,

@@ -2,14 +2,14 @@
 
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use keel_sim::meta_check::checker;
 use keel_sim::log_check::{check_log, LogCheckConfig};
+use keel_sim::meta_check::checker;
 use keel_sim::raft_store_check::check_raft_store;
 use keel_sim::runner::{replay_command, run_seed, sweep, SeedOutcome};
 use keel_sim::scenario::Scenario;
@@ -183,14 +183,9 @@ fn run_scenario_seed(_scenario: Arc<Scenario>, _seed: u64) -> Verdict {
 }
 
 fn parse_seed_range(text: &str) -> Result<RangeInclusive<u64>, String> {
-    let (a, b) = text
-        .split_once("..")
-        .ok_or_else(|| format!("`{text}` is not a seed range; write FIRST..LAST, e.g. 1..500"))?;
+    let (a, b) = text.split_once("..").ok_or_else(|| format!("`{text}` is not a seed range; write FIRST..LAST, e.g. 1..500"))?;
     let first: u64 = a.parse().map_err(|_| format!("`{a}` is not a seed number (expected FIRST..LAST, e.g. 1..500)"))?;
-    let last: u64 = b
-        .trim_start_matches('=')
-        .parse()
-        .map_err(|_| format!("`{b}` is not a seed number (expected FIRST..LAST, e.g. 1..500)"))?;
+    let last: u64 = b.trim_start_matches('=').parse().map_err(|_| format!("`{b}` is not a seed number (expected FIRST..LAST, e.g. 1..500)"))?;
     if first > last {
         return Err(format!("seed range {first}..{last} is empty; the first seed must not exceed the last"));
     }
@@ -268,10 +263,7 @@ fn read_scenario(path: &Path) -> Result<Scenario, ExitCode> {
 fn load_scenario(path: &Path) -> Result<CheckKind, ExitCode> {
     let scenario = read_scenario(path)?;
     if !cfg!(madsim) {
-        eprintln!(
-            "keel-sim: {} is valid, but scenarios run only in the simulation build (--cfg madsim); run it with ci/sim.sh",
-            path.display()
-        );
+        eprintln!("keel-sim: {} is valid, but scenarios run only in the simulation build (--cfg madsim); run it with ci/sim.sh", path.display());
         return Err(ExitCode::from(2));
     }
     Ok(CheckKind::Scenario(Arc::new(scenario)))

@@ -233,9 +233,8 @@ impl History {
                 self.state_hashes.insert(applied_index, (hash, node_id));
             }
             Some((first_hash, first_node)) if *first_hash != hash => {
-                let message = format!(
-                    "states at applied index {applied_index} differ: node {first_node} has {first_hash:016x}, node {node_id} has {hash:016x}"
-                );
+                let message =
+                    format!("states at applied index {applied_index} differ: node {first_node} has {first_hash:016x}, node {node_id} has {hash:016x}");
                 self.violate(at_us, checker::IDENTICAL_APPLIED_LOGS, message);
             }
             Some(_) => {}

@@ -85,7 +85,8 @@ async fn finish_group(
         if lock(history).group.caught_up(&committed) {
             let (kafka, group, deadline_ms) = (kafka.clone(), group.clone(), clock.now_ms() + 2_000);
             let probe_rng = rng.fork(clock.now_ms());
-            let offsets = host.spawn(async move { crate::group_world::final_committed(kafka, group, deadline_ms, probe_rng).await }).await.expect("offsets task");
+            let offsets =
+                host.spawn(async move { crate::group_world::final_committed(kafka, group, deadline_ms, probe_rng).await }).await.expect("offsets task");
             if offsets.is_some_and(|offsets| crate::group_check::commits_cover(&committed, &offsets)) {
                 caught_up = true;
                 break;
@@ -272,6 +273,9 @@ struct Broker {
     stop: Arc<Mutex<StopSignal>>,
 }
 
+/// (at_ms, broker) of halted brokers waiting for their restart.
+type RestartsDue = Vec<(u64, u64)>;
+
 /// What the timeline does next.
 #[derive(Clone, Debug)]
 enum Action {
@@ -424,7 +428,7 @@ impl World {
                 self.restarts_due.push((now_ms + HALT_RESTART_MS, id));
             }
         }
-        let (due, later): (Vec<(u64, u64)>, Vec<(u64, u64)>) = self.restarts_due.drain(..).partition(|(at_ms, _)| *at_ms <= now_ms);
+        let (due, later): (RestartsDue, RestartsDue) = self.restarts_due.drain(..).partition(|(at_ms, _)| *at_ms <= now_ms);
         self.restarts_due = later;
         for (_, id) in due {
             if let (true, Some(host)) = (self.brokers[&id].up, self.host_of(id)) {
@@ -532,7 +536,11 @@ impl World {
                         }
                         _ => {}
                     }
-                    format!("{:?} n{id}{}", fault.kind, if undo_brokers.is_empty() && fault.kind != FaultKind::Restart { " (no effect in its current state)" } else { "" })
+                    format!(
+                        "{:?} n{id}{}",
+                        fault.kind,
+                        if undo_brokers.is_empty() && fault.kind != FaultKind::Restart { " (no effect in its current state)" } else { "" }
+                    )
                 }
             },
             FaultAction::Partition(groups) => {
@@ -829,13 +837,7 @@ async fn create_topic(handles: MetaHandles, history: SharedHistory, clock: World
     outcome
 }
 
-async fn create_topic_attempts(
-    handles: &MetaHandles,
-    history: &SharedHistory,
-    clock: &WorldClock,
-    mut rng: NodeRng,
-    request: &CreateRequest,
-) -> CreateOutcome {
+async fn create_topic_attempts(handles: &MetaHandles, history: &SharedHistory, clock: &WorldClock, mut rng: NodeRng, request: &CreateRequest) -> CreateOutcome {
     let CreateRequest { topic, partitions, replication_factor, configs, to, client_timeout_ms } = request;
     let (partitions, replication_factor, to) = (*partitions, *replication_factor, *to);
     let deadline_ms = clock.now_ms() + *client_timeout_ms;
@@ -860,7 +862,7 @@ async fn create_topic_attempts(
         if !candidates.is_empty() {
             let (node_id, handle) = candidates[rng.gen_range(0..candidates.len())].clone();
             if !announced {
-                lock(&history).create_attempted(clock.now_us(), topic, node_id);
+                lock(history).create_attempted(clock.now_us(), topic, node_id);
                 announced = true;
             }
             let attempt = async {
@@ -878,7 +880,7 @@ async fn create_topic_attempts(
             match attempt.await {
                 Ok(CreateOutcome::FoundAfterRetry) if !maybe_committed => {
                     let message = format!("topic `{topic}` existed before any attempt to create it could have committed");
-                    lock(&history).violate(clock.now_us(), checker::NO_PHANTOM_TOPICS, message);
+                    lock(history).violate(clock.now_us(), checker::NO_PHANTOM_TOPICS, message);
                     return CreateOutcome::Refused("already existed".into());
                 }
                 Ok(outcome) => return outcome,
@@ -887,7 +889,7 @@ async fn create_topic_attempts(
                 }
                 Err(ProposalError::Refused(MetadataError::TopicAlreadyExists(_))) => {
                     let message = format!("creating `{topic}` was refused as existing, but no earlier attempt could have committed");
-                    lock(&history).violate(clock.now_us(), checker::NO_PHANTOM_TOPICS, message);
+                    lock(history).violate(clock.now_us(), checker::NO_PHANTOM_TOPICS, message);
                     return CreateOutcome::Refused("already existed".into());
                 }
                 Err(ProposalError::Refused(error @ (MetadataError::InvalidTopicName { .. } | MetadataError::InvalidPartitionCount(_)))) => {
@@ -1148,7 +1150,9 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
                 let consumers: Vec<_> = (0..spec.consumers).map(|k| tokio::spawn(kafka.clone().consume(k, Arc::clone(&stop), rng.fork(10_000 + k)))).collect();
                 let members: Vec<_> = match &group {
                     Some(group) => (0..group.members)
-                        .map(|k| tokio::spawn(crate::group_world::member(kafka.clone(), group.clone(), k, heal_at_ms, Arc::clone(&group_stop), rng.fork(20_000 + k))))
+                        .map(|k| {
+                            tokio::spawn(crate::group_world::member(kafka.clone(), group.clone(), k, heal_at_ms, Arc::clone(&group_stop), rng.fork(20_000 + k)))
+                        })
                         .collect(),
                     None => Vec::new(),
                 };
@@ -1234,7 +1238,8 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
             consumer.await.expect("consumer task");
         }
         if let (Some(group), Some(kafka), Some(host)) = (&scenario.group, &kafka_clients, &world.client_host) {
-            report.group = Some(finish_group(&world.clock, &history, group, kafka, host, &group_stop, members, scenario.duration_ms, bound_ms, rng.fork(6)).await);
+            report.group =
+                Some(finish_group(&world.clock, &history, group, kafka, host, &group_stop, members, scenario.duration_ms, bound_ms, rng.fork(6)).await);
         }
         if lock(&history).violation().is_none() {
             let logs = clients.final_logs().await;

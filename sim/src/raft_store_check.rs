@@ -83,8 +83,8 @@ impl Candidate {
 
     fn admits(&self, recovered: &StoreModel) -> bool {
         let m = &self.model;
-        let same_snapshot = (m.snapshot_index, m.snapshot_term, &m.snapshot_data)
-            == (recovered.snapshot_index, recovered.snapshot_term, &recovered.snapshot_data);
+        let same_snapshot =
+            (m.snapshot_index, m.snapshot_term, &m.snapshot_data) == (recovered.snapshot_index, recovered.snapshot_term, &recovered.snapshot_data);
         let same_hard_state = (m.term, m.vote, m.commit.max(m.snapshot_index)) == (recovered.term, recovered.vote, recovered.commit);
         let n = recovered.entries.len();
         same_snapshot && same_hard_state && n >= self.entries_min && n <= m.entries.len() && m.entries[..n] == recovered.entries[..]

@@ -18,7 +18,9 @@ pub enum SeedOutcome<T> {
     Finished(T),
     Panicked(String),
     /// No result within the wall-clock budget; the thread is abandoned.
-    Hung { wall_clock_budget: Duration },
+    Hung {
+        wall_clock_budget: Duration,
+    },
 }
 
 /// Runs `make()` for `seed` on a fresh OS thread, inside madsim under
@@ -82,11 +84,7 @@ where
 {
     // Paused time advances only when every task waits, so timers are exact
     // and the run depends on nothing but its inputs.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .expect("build paused tokio runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("build paused tokio runtime");
     runtime.block_on(make())
 }
 
@@ -114,8 +112,7 @@ where
     let interactive = std::io::stderr().is_terminal();
     let workers: Vec<_> = (0..jobs.clamp(1, total))
         .map(|_| {
-            let (next_seed, done, failures, run_one) =
-                (Arc::clone(&next_seed), Arc::clone(&done), Arc::clone(&failures), Arc::clone(&run_one));
+            let (next_seed, done, failures, run_one) = (Arc::clone(&next_seed), Arc::clone(&done), Arc::clone(&failures), Arc::clone(&run_one));
             std::thread::spawn(move || loop {
                 let seed = next_seed.fetch_add(1, Ordering::SeqCst);
                 if seed > last {

@@ -479,7 +479,8 @@ impl Validator<'_> {
             })
             .collect();
         let message = if lines.is_empty() {
-            "[raft] is gone: Raft settings are [node] keys now (raft_tick_ms, raft_heartbeat_ticks, raft_election_ticks, ...); remove the empty table".to_string()
+            "[raft] is gone: Raft settings are [node] keys now (raft_tick_ms, raft_heartbeat_ticks, raft_election_ticks, ...); remove the empty table"
+                .to_string()
         } else {
             format!("[raft] is gone: its settings are node settings now; write {} in the [node] table instead", lines.join(", "))
         };
@@ -500,10 +501,9 @@ impl Validator<'_> {
         }
         if let Some(start_ms) = &cluster.start_ms {
             if start_ms.len() as u64 != brokers {
-                return Err(self.error(
-                    cluster_span,
-                    format!("[cluster] start_ms has {} entries: expected one start time per broker ({brokers})", start_ms.len()),
-                ));
+                return Err(
+                    self.error(cluster_span, format!("[cluster] start_ms has {} entries: expected one start time per broker ({brokers})", start_ms.len()))
+                );
             }
         }
         if let Some([latency_min, latency_max]) = cluster.disk_latency_us {
@@ -552,10 +552,7 @@ impl Validator<'_> {
             return Err(self.error(span, "[workload] gap_ms, partitions and replication_factor are [min, max] with min <= max"));
         }
         if partitions_min == 0 || partitions_max > keel_meta::controller::PARTITION_COUNT_MAX {
-            return Err(self.error(
-                span,
-                format!("[workload] partitions: expected 1 to {} partitions", keel_meta::controller::PARTITION_COUNT_MAX),
-            ));
+            return Err(self.error(span, format!("[workload] partitions: expected 1 to {} partitions", keel_meta::controller::PARTITION_COUNT_MAX)));
         }
         if rf_min == 0 || u64::from(rf_max) > brokers {
             return Err(self.error(span, format!("[workload] replication_factor: expected 1 to {brokers} (the number of brokers)")));
@@ -907,10 +904,7 @@ mod tests {
         );
         let scenario = parse(&text).expect("valid");
         let times: Vec<(u64, FaultKind)> = scenario.faults.iter().map(|f| (f.at_ms, f.kind)).collect();
-        assert_eq!(
-            times,
-            vec![(100, FaultKind::Kill), (300, FaultKind::Kill), (500, FaultKind::Pause), (500, FaultKind::Kill)]
-        );
+        assert_eq!(times, vec![(100, FaultKind::Kill), (300, FaultKind::Kill), (500, FaultKind::Pause), (500, FaultKind::Kill)]);
         assert_eq!(scenario.faults[0].action, FaultAction::OnBroker(Target::Leader));
         assert_eq!(scenario.faults[0].line, 11);
     }
@@ -964,7 +958,8 @@ mod tests {
         assert!(message.contains("two non-empty groups"), "{message}");
     }
 
-    const DATA: &str = "[data]\nacks = [\"all\"]\nproducers = 1\nbatches_per_producer = 1\nrecords_per_batch = [1, 1]\ngap_ms = [1, 1]\nclient_timeout_ms = 100\n";
+    const DATA: &str =
+        "[data]\nacks = [\"all\"]\nproducers = 1\nbatches_per_producer = 1\nrecords_per_batch = [1, 1]\ngap_ms = [1, 1]\nclient_timeout_ms = 100\n";
 
     #[test]
     fn kafka_clients_and_idempotence_are_data_settings() {

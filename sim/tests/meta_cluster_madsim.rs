@@ -130,10 +130,8 @@ async fn metadata_group_elects_registers_fences_a_dead_leader_and_converges_afte
     let isolated = (1..=3).find(|id| *id != leader && *id != follower).expect("a third node");
     let on_isolated = handle_of(&handles, isolated).expect("isolated handle");
     NetSim::current().clog_node(hosts[&isolated].id());
-    let acknowledged = propose_until_applied(&via_follower, |s| s.topic("while-isolated").is_some(), |s| {
-        plan_create_topic(s, "while-isolated", 1, 2, &[], 0)
-    })
-    .await;
+    let acknowledged =
+        propose_until_applied(&via_follower, |s| s.topic("while-isolated").is_some(), |s| plan_create_topic(s, "while-isolated", 1, 2, &[], 0)).await;
     assert!(acknowledged, "create while a node is isolated was not acknowledged (seed {seed})");
     let stale = on_isolated.read_state().await.expect("running");
     assert!(stale.topic("while-isolated").is_none(), "the isolated node applied a write it cannot have received (seed {seed})");
@@ -191,8 +189,7 @@ async fn metadata_group_elects_registers_fences_a_dead_leader_and_converges_afte
     let mut acknowledged_after_kill = false;
     for attempt in 0..3 {
         let name = format!("after-kill-{attempt}");
-        acknowledged_after_kill |=
-            propose_until_applied(&survivor, |s| s.topic(&name).is_some(), |s| plan_create_topic(s, &name, 1, 2, &[], 1)).await;
+        acknowledged_after_kill |= propose_until_applied(&survivor, |s| s.topic(&name).is_some(), |s| plan_create_topic(s, &name, 1, 2, &[], 1)).await;
     }
     assert!(acknowledged_after_kill, "no create was acknowledged after the leader was killed (seed {seed})");
 

@@ -152,7 +152,8 @@ impl Drop for Node {
 /// ready and has applied everyone's registration.
 pub fn start_settled(dir: &Path, count: u64, extra_args: &[&str]) -> Vec<Node> {
     let (listeners, peers) = broker_listeners(count);
-    let mut nodes: Vec<Node> = listeners.into_iter().enumerate().map(|(index, listener)| Node::new(index as u64 + 1, dir, &peers, listener, extra_args)).collect();
+    let mut nodes: Vec<Node> =
+        listeners.into_iter().enumerate().map(|(index, listener)| Node::new(index as u64 + 1, dir, &peers, listener, extra_args)).collect();
     nodes.iter_mut().for_each(Node::start);
     wait_for("every node registered, ready, and aware of all the others", || cluster_settled(&nodes.iter().map(Node::status).collect::<Vec<_>>()));
     nodes

@@ -128,11 +128,8 @@ pub struct Page {
 impl Page {
     /// The value of the one sample named `name` whose labels include `labels`.
     pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        let matching: Vec<&Sample> = self
-            .samples
-            .iter()
-            .filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
-            .collect();
+        let matching: Vec<&Sample> =
+            self.samples.iter().filter(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))).collect();
         assert!(matching.len() <= 1, "{name} {labels:?} matches {} samples", matching.len());
         matching.first().map(|s| s.value)
     }

@@ -4,38 +4,26 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use keel_error_codes as error_code;
 use crate::group::Group;
 use crate::types::{
-    Config, ConfigError, GroupDescription, GroupOverview, GroupState, HeartbeatRequest,
-    HeartbeatResponse, JoinRequest, JoinResponse, LeaveMemberResponse, LeaveRequest, LeaveResponse,
-    LoadError, Output, Response, StoredGroup, SyncRequest, SyncResponse,
+    Config, ConfigError, GroupDescription, GroupOverview, GroupState, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, LeaveMemberResponse,
+    LeaveRequest, LeaveResponse, LoadError, Output, Response, StoredGroup, SyncRequest, SyncResponse,
 };
+use keel_error_codes as error_code;
 
 /// Kafka's generation id for "no generation" (simple consumers, admin clients).
 const NO_GENERATION: i32 = -1;
 
 fn reply(out: &mut Vec<Output>, request_id: u64, response: Response) {
-    out.push(Output::Reply {
-        request_id,
-        response,
-    });
+    out.push(Output::Reply { request_id, response });
 }
 
 fn join_error(out: &mut Vec<Output>, request_id: u64, member_id: &str, error_code: i16) {
-    reply(
-        out,
-        request_id,
-        Response::Join(JoinResponse::error(member_id, error_code)),
-    );
+    reply(out, request_id, Response::Join(JoinResponse::error(member_id, error_code)));
 }
 
 fn sync_error(out: &mut Vec<Output>, request_id: u64, error_code: i16) {
-    reply(
-        out,
-        request_id,
-        Response::Sync(SyncResponse::error(error_code)),
-    );
+    reply(out, request_id, Response::Sync(SyncResponse::error(error_code)));
 }
 
 /// The group coordinator of one node, for the groups it currently owns.
@@ -58,14 +46,7 @@ pub struct Coordinator {
 impl Coordinator {
     pub fn new(config: Config) -> Result<Coordinator, ConfigError> {
         config.validate()?;
-        Ok(Coordinator {
-            config,
-            groups: BTreeMap::new(),
-            next_member_seq: 0,
-            waiting_request_ids: BTreeSet::new(),
-            last_now_ms: 0,
-            next_store_id: 0,
-        })
+        Ok(Coordinator { config, groups: BTreeMap::new(), next_member_seq: 0, waiting_request_ids: BTreeSet::new(), last_now_ms: 0, next_store_id: 0 })
     }
 
     /// Takes over the groups a previous coordinator made durable (the last
@@ -81,10 +62,7 @@ impl Coordinator {
             let group_id = stored_group.group_id.clone();
             let group = Group::load(now_ms, stored_group)?;
             if loaded.insert(group_id.clone(), group).is_some() {
-                return Err(LoadError {
-                    group_id,
-                    reason: "stored twice".to_owned(),
-                });
+                return Err(LoadError { group_id, reason: "stored twice".to_owned() });
             }
         }
         self.groups = loaded;
@@ -126,10 +104,7 @@ impl Coordinator {
     }
 
     fn group_awaiting_store(&self, store_id: u64) -> Option<String> {
-        self.groups
-            .values()
-            .find(|g| g.awaiting_store_id == Some(store_id))
-            .map(|g| g.group_id.clone())
+        self.groups.values().find(|g| g.awaiting_store_id == Some(store_id)).map(|g| g.group_id.clone())
     }
 
     pub fn config(&self) -> &Config {
@@ -158,20 +133,11 @@ impl Coordinator {
     }
 
     /// Heartbeat; always answered now.
-    pub fn heartbeat(
-        &mut self,
-        now_ms: u64,
-        request_id: u64,
-        request: HeartbeatRequest,
-    ) -> Vec<Output> {
+    pub fn heartbeat(&mut self, now_ms: u64, request_id: u64, request: HeartbeatRequest) -> Vec<Output> {
         self.begin(now_ms, Some(request_id));
         let mut out = Vec::new();
         let error_code = self.heartbeat_inner(now_ms, request);
-        reply(
-            &mut out,
-            request_id,
-            Response::Heartbeat(HeartbeatResponse { error_code }),
-        );
+        reply(&mut out, request_id, Response::Heartbeat(HeartbeatResponse { error_code }));
         self.finish(Some(request_id), &mut out, None);
         out
     }
@@ -198,24 +164,13 @@ impl Coordinator {
         // phase on; a join phase that ends without removing anyone leaves
         // no due deadline behind. So the loop is bounded by a few events per
         // member, pending member and group.
-        let entities: usize = self
-            .groups
-            .values()
-            .map(|g| 1 + g.members.len() + g.pending_members.len())
-            .sum();
+        let entities: usize = self.groups.values().map(|g| 1 + g.members.len() + g.pending_members.len()).sum();
         let events_max = 4 * entities + 4;
         let mut events = 0usize;
         let mut touched = BTreeSet::new();
         loop {
-            let due = self
-                .groups
-                .iter()
-                .filter_map(|(group_id, group)| {
-                    group
-                        .next_event()
-                        .map(|(deadline_ms, event)| (deadline_ms, group_id.clone(), event))
-                })
-                .min();
+            let due =
+                self.groups.iter().filter_map(|(group_id, group)| group.next_event().map(|(deadline_ms, event)| (deadline_ms, group_id.clone(), event))).min();
             let Some((deadline_ms, group_id, event)) = due else {
                 break;
             };
@@ -225,9 +180,7 @@ impl Coordinator {
             events += 1;
             assert!(events <= events_max);
             let config = &self.config;
-            let Some(group) = self.groups.get_mut(&group_id) else {
-                unreachable!()
-            };
+            let Some(group) = self.groups.get_mut(&group_id) else { unreachable!() };
             group.handle_event(now_ms, config, event, &mut out);
             touched.insert(group_id);
         }
@@ -243,10 +196,7 @@ impl Coordinator {
 
     /// When `tick` has work next; None while no timer runs.
     pub fn next_deadline_ms(&self) -> Option<u64> {
-        self.groups
-            .values()
-            .filter_map(|g| g.next_event().map(|(deadline_ms, _)| deadline_ms))
-            .min()
+        self.groups.values().filter_map(|g| g.next_event().map(|(deadline_ms, _)| deadline_ms)).min()
     }
 
     /// Kafka's OffsetCommit membership check. `generation_id` -1 with an
@@ -254,22 +204,9 @@ impl Coordinator {
     /// while the group is Empty (an unknown group is then created Empty, as
     /// Kafka does). A member's valid commit counts as liveness (its session
     /// restarts), as in Kafka.
-    pub fn validate_commit(
-        &mut self,
-        now_ms: u64,
-        group_id: &str,
-        member_id: &str,
-        group_instance_id: Option<&str>,
-        generation_id: i32,
-    ) -> Result<(), i16> {
+    pub fn validate_commit(&mut self, now_ms: u64, group_id: &str, member_id: &str, group_instance_id: Option<&str>, generation_id: i32) -> Result<(), i16> {
         self.begin(now_ms, None);
-        let result = self.validate_commit_inner(
-            now_ms,
-            group_id,
-            member_id,
-            group_instance_id,
-            generation_id,
-        );
+        let result = self.validate_commit_inner(now_ms, group_id, member_id, group_instance_id, generation_id);
         // A commit never changes what is stored.
         self.finish(None, &mut Vec::new(), None);
         result
@@ -324,11 +261,7 @@ impl Coordinator {
     pub fn list(&self) -> Vec<GroupOverview> {
         self.groups
             .values()
-            .map(|g| GroupOverview {
-                group_id: g.group_id.clone(),
-                protocol_type: g.protocol_type.clone().unwrap_or_default(),
-                state: g.state,
-            })
+            .map(|g| GroupOverview { group_id: g.group_id.clone(), protocol_type: g.protocol_type.clone().unwrap_or_default(), state: g.state })
             .collect()
     }
 
@@ -380,10 +313,7 @@ impl Coordinator {
         if group.awaiting_store_id.is_none() && stored.leader_id.is_some() {
             group.awaiting_store_id = Some(store_id);
         }
-        out.push(Output::Store {
-            store_id,
-            group: stored,
-        });
+        out.push(Output::Store { store_id, group: stored });
     }
 
     /// Books the call's replies: each answers the current request (at most
@@ -396,11 +326,7 @@ impl Coordinator {
         }
         let mut current_answers = 0usize;
         for output in out.iter() {
-            let Output::Reply {
-                request_id: answered,
-                ..
-            } = output
-            else {
+            let Output::Reply { request_id: answered, .. } = output else {
                 continue;
             };
             if Some(*answered) == request_id {
@@ -421,50 +347,22 @@ impl Coordinator {
         }
     }
 
-    fn join_inner(
-        &mut self,
-        now_ms: u64,
-        request_id: u64,
-        request: JoinRequest,
-        out: &mut Vec<Output>,
-    ) {
+    fn join_inner(&mut self, now_ms: u64, request_id: u64, request: JoinRequest, out: &mut Vec<Output>) {
         if request.group_instance_id.is_some() {
-            return join_error(
-                out,
-                request_id,
-                &request.member_id,
-                error_code::UNSUPPORTED_VERSION,
-            );
+            return join_error(out, request_id, &request.member_id, error_code::UNSUPPORTED_VERSION);
         }
         if request.group_id.is_empty() {
-            return join_error(
-                out,
-                request_id,
-                &request.member_id,
-                error_code::INVALID_GROUP_ID,
-            );
+            return join_error(out, request_id, &request.member_id, error_code::INVALID_GROUP_ID);
         }
-        if request.session_timeout_ms < self.config.group_min_session_timeout_ms
-            || request.session_timeout_ms > self.config.group_max_session_timeout_ms
-        {
-            return join_error(
-                out,
-                request_id,
-                &request.member_id,
-                error_code::INVALID_SESSION_TIMEOUT,
-            );
+        if request.session_timeout_ms < self.config.group_min_session_timeout_ms || request.session_timeout_ms > self.config.group_max_session_timeout_ms {
+            return join_error(out, request_id, &request.member_id, error_code::INVALID_SESSION_TIMEOUT);
         }
         let is_new_member = request.member_id.is_empty();
         if !self.groups.contains_key(&request.group_id) {
             if !is_new_member {
                 // An id from an earlier incarnation of the group, or another
                 // coordinator: the client must start over.
-                return join_error(
-                    out,
-                    request_id,
-                    &request.member_id,
-                    error_code::UNKNOWN_MEMBER_ID,
-                );
+                return join_error(out, request_id, &request.member_id, error_code::UNKNOWN_MEMBER_ID);
             }
             let group = Group::new(request.group_id.clone());
             // Refuse before creating, so a refused join leaves nothing behind.
@@ -474,9 +372,7 @@ impl Coordinator {
             self.groups.insert(request.group_id.clone(), group);
         }
         let config = &self.config;
-        let Some(group) = self.groups.get_mut(&request.group_id) else {
-            unreachable!()
-        };
+        let Some(group) = self.groups.get_mut(&request.group_id) else { unreachable!() };
 
         if is_new_member {
             if !group.supports_protocols("", &request.protocol_type, &request.protocols) {
@@ -484,36 +380,23 @@ impl Coordinator {
             }
             // The suffix after the last '-' is a coordinator-wide counter, so
             // ids are unique whatever the client ids look like.
-            let member_id = format!(
-                "{}-{}-{}",
-                request.client_id, config.member_id_epoch, self.next_member_seq
-            );
+            let member_id = format!("{}-{}-{}", request.client_id, config.member_id_epoch, self.next_member_seq);
             self.next_member_seq += 1;
             if request.require_known_member_id {
                 // The client must come back with this id; until then it holds
                 // the join phase open, up to its session timeout.
-                group.add_pending_member(
-                    member_id.clone(),
-                    now_ms.saturating_add(request.session_timeout_ms),
-                );
+                group.add_pending_member(member_id.clone(), now_ms.saturating_add(request.session_timeout_ms));
                 return join_error(out, request_id, &member_id, error_code::MEMBER_ID_REQUIRED);
             }
-            return group
-                .add_member_and_rebalance(now_ms, config, member_id, request_id, request, out);
+            return group.add_member_and_rebalance(now_ms, config, member_id, request_id, request, out);
         }
 
         let member_id = request.member_id.clone();
         if !group.supports_protocols(&member_id, &request.protocol_type, &request.protocols) {
-            return join_error(
-                out,
-                request_id,
-                &member_id,
-                error_code::INCONSISTENT_GROUP_PROTOCOL,
-            );
+            return join_error(out, request_id, &member_id, error_code::INCONSISTENT_GROUP_PROTOCOL);
         }
         if group.pending_members.contains_key(&member_id) {
-            return group
-                .add_member_and_rebalance(now_ms, config, member_id, request_id, request, out);
+            return group.add_member_and_rebalance(now_ms, config, member_id, request_id, request, out);
         }
         if !group.members.contains_key(&member_id) {
             return join_error(out, request_id, &member_id, error_code::UNKNOWN_MEMBER_ID);
@@ -521,13 +404,7 @@ impl Coordinator {
         group.join_existing_member(now_ms, config, &member_id, request_id, request, out);
     }
 
-    fn sync_inner(
-        &mut self,
-        now_ms: u64,
-        request_id: u64,
-        request: SyncRequest,
-        out: &mut Vec<Output>,
-    ) {
+    fn sync_inner(&mut self, now_ms: u64, request_id: u64, request: SyncRequest, out: &mut Vec<Output>) {
         if request.group_instance_id.is_some() {
             return sync_error(out, request_id, error_code::UNSUPPORTED_VERSION);
         }
@@ -549,13 +426,7 @@ impl Coordinator {
         if request.protocol_name.is_some() && request.protocol_name != group.protocol_name {
             return sync_error(out, request_id, error_code::INCONSISTENT_GROUP_PROTOCOL);
         }
-        group.sync_member(
-            now_ms,
-            &request.member_id,
-            request_id,
-            request.assignments,
-            out,
-        );
+        group.sync_member(now_ms, &request.member_id, request_id, request.assignments, out);
     }
 
     fn heartbeat_inner(&mut self, now_ms: u64, request: HeartbeatRequest) -> i16 {
@@ -588,17 +459,9 @@ impl Coordinator {
         }
     }
 
-    fn leave_inner(
-        &mut self,
-        now_ms: u64,
-        request: LeaveRequest,
-        out: &mut Vec<Output>,
-    ) -> LeaveResponse {
+    fn leave_inner(&mut self, now_ms: u64, request: LeaveRequest, out: &mut Vec<Output>) -> LeaveResponse {
         if request.group_id.is_empty() {
-            return LeaveResponse {
-                error_code: error_code::INVALID_GROUP_ID,
-                members: Vec::new(),
-            };
+            return LeaveResponse { error_code: error_code::INVALID_GROUP_ID, members: Vec::new() };
         }
         let config = &self.config;
         let mut group = self.groups.get_mut(&request.group_id);
@@ -617,26 +480,12 @@ impl Coordinator {
                 }
                 Some(_) => error_code::UNKNOWN_MEMBER_ID,
             };
-            members.push(LeaveMemberResponse {
-                member_id: leaving.member_id,
-                group_instance_id: leaving.group_instance_id,
-                error_code,
-            });
+            members.push(LeaveMemberResponse { member_id: leaving.member_id, group_instance_id: leaving.group_instance_id, error_code });
         }
-        LeaveResponse {
-            error_code: error_code::NONE,
-            members,
-        }
+        LeaveResponse { error_code: error_code::NONE, members }
     }
 
-    fn validate_commit_inner(
-        &mut self,
-        now_ms: u64,
-        group_id: &str,
-        member_id: &str,
-        group_instance_id: Option<&str>,
-        generation_id: i32,
-    ) -> Result<(), i16> {
+    fn validate_commit_inner(&mut self, now_ms: u64, group_id: &str, member_id: &str, group_instance_id: Option<&str>, generation_id: i32) -> Result<(), i16> {
         if group_instance_id.is_some() {
             return Err(error_code::UNSUPPORTED_VERSION);
         }
@@ -644,8 +493,7 @@ impl Coordinator {
             if generation_id < 0 {
                 // A group used for offsets only ("simple consumer"): Kafka
                 // creates it Empty, so it lists and describes.
-                self.groups
-                    .insert(group_id.to_owned(), Group::new(group_id.to_owned()));
+                self.groups.insert(group_id.to_owned(), Group::new(group_id.to_owned()));
                 return Ok(());
             }
             // A generation of a group this coordinator does not know.

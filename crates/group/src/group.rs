@@ -12,12 +12,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
-use keel_error_codes as error_code;
 use crate::types::{
-    Config, GroupDescription, GroupState, JoinRequest, JoinResponse, JoinResponseMember, LoadError,
-    MemberAssignment, MemberDescription, Output, Protocol, Response, StoredGroup, StoredMember,
-    SyncResponse,
+    Config, GroupDescription, GroupState, JoinRequest, JoinResponse, JoinResponseMember, LoadError, MemberAssignment, MemberDescription, Output, Protocol,
+    Response, StoredGroup, StoredMember, SyncResponse,
 };
+use keel_error_codes as error_code;
 
 pub(crate) struct Member {
     pub(crate) client_id: String,
@@ -112,10 +111,7 @@ pub(crate) struct Group {
 }
 
 fn reply(out: &mut Vec<Output>, request_id: u64, response: Response) {
-    out.push(Output::Reply {
-        request_id,
-        response,
-    });
+    out.push(Output::Reply { request_id, response });
 }
 
 impl Group {
@@ -143,21 +139,14 @@ impl Group {
     /// A group a previous coordinator made durable. Its session timers start
     /// now: every member gets a full session timeout on this coordinator.
     pub(crate) fn load(now_ms: u64, stored: StoredGroup) -> Result<Group, LoadError> {
-        let refuse = |reason: &str| LoadError {
-            group_id: stored.group_id.clone(),
-            reason: reason.to_owned(),
-        };
+        let refuse = |reason: &str| LoadError { group_id: stored.group_id.clone(), reason: reason.to_owned() };
         if stored.group_id.is_empty() {
             return Err(refuse("empty group id"));
         }
         if stored.generation_id < 0 {
             return Err(refuse("negative generation"));
         }
-        let member_ids: BTreeSet<&str> = stored
-            .members
-            .iter()
-            .map(|m| m.member_id.as_str())
-            .collect();
+        let member_ids: BTreeSet<&str> = stored.members.iter().map(|m| m.member_id.as_str()).collect();
         if member_ids.len() != stored.members.len() {
             return Err(refuse("a member is listed twice"));
         }
@@ -181,11 +170,7 @@ impl Group {
             let Some(name) = stored.protocol_name.as_deref() else {
                 return Err(refuse("members without a protocol"));
             };
-            if !stored
-                .members
-                .iter()
-                .all(|m| m.protocols.iter().any(|p| p.name == name))
-            {
+            if !stored.members.iter().all(|m| m.protocols.iter().any(|p| p.name == name)) {
                 return Err(refuse("a member does not support the group's protocol"));
             }
         }
@@ -194,11 +179,7 @@ impl Group {
         group.protocol_type = stored.protocol_type;
         group.protocol_name = stored.protocol_name;
         group.leader_id = stored.leader_id;
-        group.state = if stored.members.is_empty() {
-            GroupState::Empty
-        } else {
-            GroupState::Stable
-        };
+        group.state = if stored.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
         for stored_member in stored.members {
             let member = Member {
                 client_id: stored_member.client_id,
@@ -259,22 +240,13 @@ impl Group {
 
     /// The longest rebalance timeout of any member (0 with no members).
     fn rebalance_timeout_ms(&self) -> u64 {
-        self.members
-            .values()
-            .map(|m| m.rebalance_timeout_ms)
-            .max()
-            .unwrap_or(0)
+        self.members.values().map(|m| m.rebalance_timeout_ms).max().unwrap_or(0)
     }
 
     /// Kafka's `supportsProtocols`, checked against the members other than
     /// `member_id` (see the crate docs): the joiner must share at least one
     /// protocol with every other member, so a common one always exists.
-    pub(crate) fn supports_protocols(
-        &self,
-        member_id: &str,
-        protocol_type: &str,
-        protocols: &[Protocol],
-    ) -> bool {
+    pub(crate) fn supports_protocols(&self, member_id: &str, protocol_type: &str, protocols: &[Protocol]) -> bool {
         if protocol_type.is_empty() || protocols.is_empty() {
             return false;
         }
@@ -285,10 +257,7 @@ impl Group {
             return false;
         }
         protocols.iter().any(|protocol| {
-            self.members
-                .iter()
-                .filter(|(id, _)| id.as_str() != member_id)
-                .all(|(_, other)| other.protocols.iter().any(|p| p.name == protocol.name))
+            self.members.iter().filter(|(id, _)| id.as_str() != member_id).all(|(_, other)| other.protocols.iter().any(|p| p.name == protocol.name))
         })
     }
 
@@ -300,11 +269,7 @@ impl Group {
         leader
             .protocols
             .iter()
-            .filter(|protocol| {
-                self.members
-                    .values()
-                    .all(|member| member.protocols.iter().any(|p| p.name == protocol.name))
-            })
+            .filter(|protocol| self.members.values().all(|member| member.protocols.iter().any(|p| p.name == protocol.name)))
             .map(|p| p.name.clone())
             .collect()
     }
@@ -316,10 +281,7 @@ impl Group {
         assert!(!candidates.is_empty());
         let mut votes = vec![0usize; candidates.len()];
         for member in self.members.values() {
-            let vote = member
-                .protocols
-                .iter()
-                .find_map(|p| candidates.iter().position(|c| *c == p.name));
+            let vote = member.protocols.iter().find_map(|p| candidates.iter().position(|c| *c == p.name));
             // Every candidate is supported by every member, so each member votes.
             assert!(vote.is_some());
             if let Some(index) = vote {
@@ -337,10 +299,7 @@ impl Group {
     }
 
     fn can_rebalance(&self) -> bool {
-        matches!(
-            self.state,
-            GroupState::Empty | GroupState::CompletingRebalance | GroupState::Stable
-        )
+        matches!(self.state, GroupState::Empty | GroupState::CompletingRebalance | GroupState::Stable)
     }
 
     fn all_members_joined(&self) -> bool {
@@ -349,21 +308,12 @@ impl Group {
 
     /// The JoinGroup answer for `member_id` in the current generation.
     fn join_response(&self, member_id: &str) -> JoinResponse {
-        assert!(matches!(
-            self.state,
-            GroupState::CompletingRebalance | GroupState::Stable
-        ));
+        assert!(matches!(self.state, GroupState::CompletingRebalance | GroupState::Stable));
         let protocol_name = self.protocol_name.clone();
         assert!(protocol_name.is_some());
         let members = if self.is_leader(member_id) {
             let name = protocol_name.as_deref().unwrap_or_default();
-            self.members
-                .iter()
-                .map(|(id, m)| JoinResponseMember {
-                    member_id: id.clone(),
-                    metadata: m.metadata(name),
-                })
-                .collect()
+            self.members.iter().map(|(id, m)| JoinResponseMember { member_id: id.clone(), metadata: m.metadata(name) }).collect()
         } else {
             Vec::new()
         };
@@ -432,56 +382,30 @@ impl Group {
 
     /// A known member's JoinGroup (Kafka's `doCurrentMemberJoinGroup` for a
     /// member that passed validation).
-    pub(crate) fn join_existing_member(
-        &mut self,
-        now_ms: u64,
-        config: &Config,
-        member_id: &str,
-        request_id: u64,
-        request: JoinRequest,
-        out: &mut Vec<Output>,
-    ) {
+    pub(crate) fn join_existing_member(&mut self, now_ms: u64, config: &Config, member_id: &str, request_id: u64, request: JoinRequest, out: &mut Vec<Output>) {
         let member = self.members.get(member_id);
         assert!(member.is_some());
         let Some(member) = member else { return };
         let matches = member.matches(&request.protocols);
         match self.state {
-            GroupState::PreparingRebalance => self
-                .update_member_and_rebalance(now_ms, config, member_id, request_id, request, out),
+            GroupState::PreparingRebalance => self.update_member_and_rebalance(now_ms, config, member_id, request_id, request, out),
             GroupState::CompletingRebalance if matches => {
                 // It lost its JoinGroup answer: send it again.
-                reply(
-                    out,
-                    request_id,
-                    Response::Join(self.join_response(member_id)),
-                );
+                reply(out, request_id, Response::Join(self.join_response(member_id)));
             }
             GroupState::Stable if matches && !self.is_leader(member_id) => {
-                reply(
-                    out,
-                    request_id,
-                    Response::Join(self.join_response(member_id)),
-                );
+                reply(out, request_id, Response::Join(self.join_response(member_id)));
             }
             // Changed metadata, or the leader asking for a new assignment
             // (e.g. because topic metadata changed).
-            GroupState::CompletingRebalance | GroupState::Stable => self
-                .update_member_and_rebalance(now_ms, config, member_id, request_id, request, out),
+            GroupState::CompletingRebalance | GroupState::Stable => self.update_member_and_rebalance(now_ms, config, member_id, request_id, request, out),
             GroupState::Empty | GroupState::Dead => {
                 unreachable!("a group with members is neither Empty nor Dead")
             }
         }
     }
 
-    fn update_member_and_rebalance(
-        &mut self,
-        now_ms: u64,
-        config: &Config,
-        member_id: &str,
-        request_id: u64,
-        request: JoinRequest,
-        out: &mut Vec<Output>,
-    ) {
+    fn update_member_and_rebalance(&mut self, now_ms: u64, config: &Config, member_id: &str, request_id: u64, request: JoinRequest, out: &mut Vec<Output>) {
         let Some(member) = self.members.get_mut(member_id) else {
             unreachable!("update of a member that is not in the group");
         };
@@ -513,11 +437,7 @@ impl Group {
             for member in self.members.values_mut() {
                 member.assignment = None;
                 if let Some(request_id) = member.awaiting_sync.take() {
-                    reply(
-                        out,
-                        request_id,
-                        Response::Sync(SyncResponse::error(error_code::REBALANCE_IN_PROGRESS)),
-                    );
+                    reply(out, request_id, Response::Sync(SyncResponse::error(error_code::REBALANCE_IN_PROGRESS)));
                     member.session_deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
                 }
             }
@@ -530,11 +450,7 @@ impl Group {
         let rebalance_timeout_ms = self.rebalance_timeout_ms();
         if self.state == GroupState::Empty {
             let delay_ms = config.group_initial_rebalance_delay_ms;
-            self.initial_delay = Some(InitialDelay {
-                delay_ms,
-                remaining_ms: rebalance_timeout_ms.saturating_sub(delay_ms),
-                new_member_added: false,
-            });
+            self.initial_delay = Some(InitialDelay { delay_ms, remaining_ms: rebalance_timeout_ms.saturating_sub(delay_ms), new_member_added: false });
             self.join_deadline_ms = Some(now_ms.saturating_add(delay_ms));
         } else {
             self.initial_delay = None;
@@ -548,10 +464,7 @@ impl Group {
     /// initial delay never completes early: waiting for more members is its
     /// point.
     pub(crate) fn try_complete_join(&mut self, now_ms: u64, out: &mut Vec<Output>) {
-        if self.state == GroupState::PreparingRebalance
-            && self.initial_delay.is_none()
-            && self.all_members_joined()
-        {
+        if self.state == GroupState::PreparingRebalance && self.initial_delay.is_none() && self.all_members_joined() {
             self.complete_join(now_ms, out);
         }
     }
@@ -560,12 +473,7 @@ impl Group {
     /// generation, answer every JoinGroup.
     fn complete_join(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         assert!(self.state == GroupState::PreparingRebalance);
-        let not_rejoined: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.awaiting_join.is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
+        let not_rejoined: Vec<String> = self.members.iter().filter(|(_, m)| m.awaiting_join.is_none()).map(|(id, _)| id.clone()).collect();
         for member_id in not_rejoined {
             self.remove_member(&member_id, error_code::UNKNOWN_MEMBER_ID, out);
         }
@@ -581,18 +489,13 @@ impl Group {
         }
         // Everyone left has rejoined, the leader included (removal re-elects
         // among the remaining).
-        assert!(self
-            .leader_id
-            .as_ref()
-            .is_some_and(|id| self.members.contains_key(id)));
+        assert!(self.leader_id.as_ref().is_some_and(|id| self.members.contains_key(id)));
         self.protocol_name = Some(self.select_protocol());
         self.state = GroupState::CompletingRebalance;
         let member_ids: Vec<String> = self.members.keys().cloned().collect();
         for member_id in &member_ids {
             let response = self.join_response(member_id);
-            let Some(member) = self.members.get_mut(member_id) else {
-                unreachable!()
-            };
+            let Some(member) = self.members.get_mut(member_id) else { unreachable!() };
             let request_id = member.awaiting_join.take();
             assert!(request_id.is_some());
             if let Some(request_id) = request_id {
@@ -614,26 +517,14 @@ impl Group {
         let Some(member) = member else { return };
         if let Some(request_id) = member.awaiting_join {
             // Empty member id: Kafka's answer tells the client to start over.
-            reply(
-                out,
-                request_id,
-                Response::Join(JoinResponse::error("", error_code)),
-            );
+            reply(out, request_id, Response::Join(JoinResponse::error("", error_code)));
         }
         if let Some(request_id) = member.awaiting_sync {
-            reply(
-                out,
-                request_id,
-                Response::Sync(SyncResponse::error(error_code)),
-            );
+            reply(out, request_id, Response::Sync(SyncResponse::error(error_code)));
         }
         self.remove_pending_sync(member_id);
         if self.is_leader(member_id) {
-            self.leader_id = self
-                .members
-                .iter()
-                .min_by_key(|(_, m)| m.join_seq)
-                .map(|(id, _)| id.clone());
+            self.leader_id = self.members.iter().min_by_key(|(_, m)| m.join_seq).map(|(id, _)| id.clone());
         }
     }
 
@@ -646,29 +537,16 @@ impl Group {
     }
 
     /// Kafka's `removeMemberAndUpdateGroup` (LeaveGroup, session expiry).
-    pub(crate) fn remove_member_and_update(
-        &mut self,
-        now_ms: u64,
-        config: &Config,
-        member_id: &str,
-        out: &mut Vec<Output>,
-    ) {
+    pub(crate) fn remove_member_and_update(&mut self, now_ms: u64, config: &Config, member_id: &str, out: &mut Vec<Output>) {
         self.remove_member(member_id, error_code::UNKNOWN_MEMBER_ID, out);
         match self.state {
             GroupState::Empty | GroupState::Dead => {}
-            GroupState::Stable | GroupState::CompletingRebalance => {
-                self.prepare_rebalance(now_ms, config, out)
-            }
+            GroupState::Stable | GroupState::CompletingRebalance => self.prepare_rebalance(now_ms, config, out),
             GroupState::PreparingRebalance => self.try_complete_join(now_ms, out),
         }
     }
 
-    pub(crate) fn remove_pending_member(
-        &mut self,
-        now_ms: u64,
-        member_id: &str,
-        out: &mut Vec<Output>,
-    ) {
+    pub(crate) fn remove_pending_member(&mut self, now_ms: u64, member_id: &str, out: &mut Vec<Output>) {
         let removed = self.pending_members.remove(member_id);
         assert!(removed.is_some());
         // A pending member holds the join phase open; it may be the last.
@@ -677,33 +555,16 @@ impl Group {
 
     /// A valid SyncGroup of the current generation (Kafka's `doSyncGroup`
     /// after validation).
-    pub(crate) fn sync_member(
-        &mut self,
-        now_ms: u64,
-        member_id: &str,
-        request_id: u64,
-        assignments: Vec<MemberAssignment>,
-        out: &mut Vec<Output>,
-    ) {
+    pub(crate) fn sync_member(&mut self, now_ms: u64, member_id: &str, request_id: u64, assignments: Vec<MemberAssignment>, out: &mut Vec<Output>) {
         assert!(self.members.contains_key(member_id));
         match self.state {
             GroupState::PreparingRebalance => {
-                reply(
-                    out,
-                    request_id,
-                    Response::Sync(SyncResponse::error(error_code::REBALANCE_IN_PROGRESS)),
-                );
+                reply(out, request_id, Response::Sync(SyncResponse::error(error_code::REBALANCE_IN_PROGRESS)));
             }
             GroupState::CompletingRebalance => {
-                let Some(member) = self.members.get_mut(member_id) else {
-                    unreachable!()
-                };
+                let Some(member) = self.members.get_mut(member_id) else { unreachable!() };
                 if let Some(superseded) = member.awaiting_sync.replace(request_id) {
-                    reply(
-                        out,
-                        superseded,
-                        Response::Sync(SyncResponse::error(error_code::REBALANCE_IN_PROGRESS)),
-                    );
+                    reply(out, superseded, Response::Sync(SyncResponse::error(error_code::REBALANCE_IN_PROGRESS)));
                 }
                 self.remove_pending_sync(member_id);
                 if self.is_leader(member_id) {
@@ -714,18 +575,11 @@ impl Group {
                 self.remove_pending_sync(member_id);
                 let protocol_type = self.protocol_type.clone();
                 let protocol_name = self.protocol_name.clone();
-                let Some(member) = self.members.get_mut(member_id) else {
-                    unreachable!()
-                };
+                let Some(member) = self.members.get_mut(member_id) else { unreachable!() };
                 let assignment = member.assignment.clone();
                 // Stable means the leader's assignment covered everyone.
                 assert!(assignment.is_some());
-                let response = SyncResponse {
-                    error_code: error_code::NONE,
-                    protocol_type,
-                    protocol_name,
-                    assignment: assignment.unwrap_or_default(),
-                };
+                let response = SyncResponse { error_code: error_code::NONE, protocol_type, protocol_name, assignment: assignment.unwrap_or_default() };
                 reply(out, request_id, Response::Sync(response));
                 member.session_deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
             }
@@ -787,12 +641,8 @@ impl Group {
             let assignment = assignment.unwrap_or_default();
             member.assignment = Some(assignment.clone());
             if let Some(request_id) = member.awaiting_sync.take() {
-                let response = SyncResponse {
-                    error_code: error_code::NONE,
-                    protocol_type: protocol_type.clone(),
-                    protocol_name: protocol_name.clone(),
-                    assignment,
-                };
+                let response =
+                    SyncResponse { error_code: error_code::NONE, protocol_type: protocol_type.clone(), protocol_name: protocol_name.clone(), assignment };
                 reply(out, request_id, Response::Sync(response));
                 // Its session did not run while it waited.
                 member.session_deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
@@ -805,25 +655,14 @@ impl Group {
     /// assignment back, the generation cannot be handed out: members
     /// waiting for it get `error_code` and the group rebalances (Kafka's
     /// `resetAndPropagateAssignmentError`).
-    pub(crate) fn store_failed(
-        &mut self,
-        now_ms: u64,
-        config: &Config,
-        store_id: u64,
-        error_code: i16,
-        out: &mut Vec<Output>,
-    ) {
+    pub(crate) fn store_failed(&mut self, now_ms: u64, config: &Config, store_id: u64, error_code: i16, out: &mut Vec<Output>) {
         if self.awaiting_store_id != Some(store_id) {
             return;
         }
         assert!(self.state == GroupState::CompletingRebalance);
         for member in self.members.values_mut() {
             if let Some(request_id) = member.awaiting_sync.take() {
-                reply(
-                    out,
-                    request_id,
-                    Response::Sync(SyncResponse::error(error_code)),
-                );
+                reply(out, request_id, Response::Sync(SyncResponse::error(error_code)));
                 member.session_deadline_ms = now_ms.saturating_add(member.session_timeout_ms);
             }
         }
@@ -832,41 +671,19 @@ impl Group {
 
     /// The earliest timer of this group, ranked by (deadline, event).
     pub(crate) fn next_event(&self) -> Option<(u64, Event)> {
-        let pending = self
-            .pending_members
-            .iter()
-            .map(|(id, expiry_ms)| (*expiry_ms, Event::PendingMemberExpired(id.clone())));
-        let sessions = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.session_can_expire())
-            .map(|(id, m)| (m.session_deadline_ms, Event::SessionExpired(id.clone())));
-        let join = self
-            .join_deadline_ms
-            .map(|deadline_ms| (deadline_ms, Event::JoinDeadline));
-        let sync = self
-            .sync_deadline_ms
-            .map(|deadline_ms| (deadline_ms, Event::SyncDeadline));
+        let pending = self.pending_members.iter().map(|(id, expiry_ms)| (*expiry_ms, Event::PendingMemberExpired(id.clone())));
+        let sessions = self.members.iter().filter(|(_, m)| m.session_can_expire()).map(|(id, m)| (m.session_deadline_ms, Event::SessionExpired(id.clone())));
+        let join = self.join_deadline_ms.map(|deadline_ms| (deadline_ms, Event::JoinDeadline));
+        let sync = self.sync_deadline_ms.map(|deadline_ms| (deadline_ms, Event::SyncDeadline));
         pending.chain(sessions).chain(join).chain(sync).min()
     }
 
     /// Fires a timer `next_event` named.
-    pub(crate) fn handle_event(
-        &mut self,
-        now_ms: u64,
-        config: &Config,
-        event: Event,
-        out: &mut Vec<Output>,
-    ) {
+    pub(crate) fn handle_event(&mut self, now_ms: u64, config: &Config, event: Event, out: &mut Vec<Output>) {
         match event {
-            Event::PendingMemberExpired(member_id) => {
-                self.remove_pending_member(now_ms, &member_id, out)
-            }
+            Event::PendingMemberExpired(member_id) => self.remove_pending_member(now_ms, &member_id, out),
             Event::SessionExpired(member_id) => {
-                assert!(self
-                    .members
-                    .get(&member_id)
-                    .is_some_and(Member::session_can_expire));
+                assert!(self.members.get(&member_id).is_some_and(Member::session_can_expire));
                 self.remove_member_and_update(now_ms, config, &member_id, out);
             }
             Event::JoinDeadline => self.on_join_deadline(now_ms, config, out),
@@ -878,15 +695,11 @@ impl Group {
         assert!(self.state == GroupState::PreparingRebalance);
         if let Some(initial_delay) = self.initial_delay {
             if initial_delay.new_member_added && initial_delay.remaining_ms != 0 {
-                let delay_ms = config
-                    .group_initial_rebalance_delay_ms
-                    .min(initial_delay.remaining_ms);
+                let delay_ms = config.group_initial_rebalance_delay_ms.min(initial_delay.remaining_ms);
                 self.initial_delay = Some(InitialDelay {
                     delay_ms,
                     // Kafka subtracts the delay that just ended.
-                    remaining_ms: initial_delay
-                        .remaining_ms
-                        .saturating_sub(initial_delay.delay_ms),
+                    remaining_ms: initial_delay.remaining_ms.saturating_sub(initial_delay.delay_ms),
                     new_member_added: false,
                 });
                 self.join_deadline_ms = Some(now_ms.saturating_add(delay_ms));
@@ -899,10 +712,7 @@ impl Group {
     /// Kafka's `onExpirePendingSync`: members that never sent SyncGroup are
     /// dropped and the group rebalances without them.
     fn on_sync_deadline(&mut self, now_ms: u64, config: &Config, out: &mut Vec<Output>) {
-        assert!(matches!(
-            self.state,
-            GroupState::CompletingRebalance | GroupState::Stable
-        ));
+        assert!(matches!(self.state, GroupState::CompletingRebalance | GroupState::Stable));
         assert!(!self.pending_sync_members.is_empty());
         let laggards: Vec<String> = self.pending_sync_members.iter().cloned().collect();
         for member_id in laggards {
@@ -916,35 +726,21 @@ impl Group {
     pub(crate) fn fail_all_waiting(&mut self, error_code: i16, out: &mut Vec<Output>) {
         for (member_id, member) in self.members.iter_mut() {
             if let Some(request_id) = member.awaiting_join.take() {
-                reply(
-                    out,
-                    request_id,
-                    Response::Join(JoinResponse::error(member_id, error_code)),
-                );
+                reply(out, request_id, Response::Join(JoinResponse::error(member_id, error_code)));
             }
             if let Some(request_id) = member.awaiting_sync.take() {
-                reply(
-                    out,
-                    request_id,
-                    Response::Sync(SyncResponse::error(error_code)),
-                );
+                reply(out, request_id, Response::Sync(SyncResponse::error(error_code)));
             }
         }
     }
 
     /// The request ids of every waiting request of this group.
     pub(crate) fn waiting_request_ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.members
-            .values()
-            .flat_map(|m| m.awaiting_join.into_iter().chain(m.awaiting_sync))
+        self.members.values().flat_map(|m| m.awaiting_join.into_iter().chain(m.awaiting_sync))
     }
 
     pub(crate) fn describe(&self) -> GroupDescription {
-        let stable_protocol = if self.state == GroupState::Stable {
-            self.protocol_name.clone()
-        } else {
-            None
-        };
+        let stable_protocol = if self.state == GroupState::Stable { self.protocol_name.clone() } else { None };
         let members = self
             .members
             .iter()
@@ -952,15 +748,8 @@ impl Group {
                 member_id: id.clone(),
                 client_id: m.client_id.clone(),
                 client_host: m.client_host.clone(),
-                metadata: stable_protocol
-                    .as_deref()
-                    .map(|name| m.metadata(name))
-                    .unwrap_or_default(),
-                assignment: if stable_protocol.is_some() {
-                    m.assignment.clone().unwrap_or_default()
-                } else {
-                    Bytes::new()
-                },
+                metadata: stable_protocol.as_deref().map(|name| m.metadata(name)).unwrap_or_default(),
+                assignment: if stable_protocol.is_some() { m.assignment.clone().unwrap_or_default() } else { Bytes::new() },
             })
             .collect();
         GroupDescription {
@@ -979,8 +768,7 @@ impl Group {
         let state = self.state;
         let rebalancing = state == GroupState::PreparingRebalance;
         let assigning = state == GroupState::CompletingRebalance;
-        let generation_running =
-            matches!(state, GroupState::CompletingRebalance | GroupState::Stable);
+        let generation_running = matches!(state, GroupState::CompletingRebalance | GroupState::Stable);
 
         assert!(state != GroupState::Dead);
         assert!(self.generation_id >= 0);

@@ -81,9 +81,7 @@ mod types;
 
 pub use coordinator::Coordinator;
 pub use types::{
-    Config, ConfigError, GroupDescription, GroupOverview, GroupState, HeartbeatRequest,
-    HeartbeatResponse, JoinRequest, JoinResponse, JoinResponseMember, LeaveMember,
-    LeaveMemberResponse, LeaveRequest, LeaveResponse, LoadError, MemberAssignment,
-    MemberDescription, Output, Protocol, Response, StoredGroup, StoredMember, SyncRequest,
-    SyncResponse,
+    Config, ConfigError, GroupDescription, GroupOverview, GroupState, HeartbeatRequest, HeartbeatResponse, JoinRequest, JoinResponse, JoinResponseMember,
+    LeaveMember, LeaveMemberResponse, LeaveRequest, LeaveResponse, LoadError, MemberAssignment, MemberDescription, Output, Protocol, Response, StoredGroup,
+    StoredMember, SyncRequest, SyncResponse,
 };

@@ -51,10 +51,7 @@ pub enum ConfigError {
 impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.group_min_session_timeout_ms > self.group_max_session_timeout_ms {
-            return Err(ConfigError::SessionTimeoutBounds {
-                min_ms: self.group_min_session_timeout_ms,
-                max_ms: self.group_max_session_timeout_ms,
-            });
+            return Err(ConfigError::SessionTimeoutBounds { min_ms: self.group_min_session_timeout_ms, max_ms: self.group_max_session_timeout_ms });
         }
         Ok(())
     }
@@ -185,12 +182,7 @@ pub struct SyncResponse {
 impl SyncResponse {
     pub fn error(error_code: i16) -> SyncResponse {
         assert!(error_code != error_code::NONE);
-        SyncResponse {
-            error_code,
-            protocol_type: None,
-            protocol_name: None,
-            assignment: Bytes::new(),
-        }
+        SyncResponse { error_code, protocol_type: None, protocol_name: None, assignment: Bytes::new() }
     }
 }
 

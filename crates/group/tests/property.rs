@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use keel_error_codes::*;
 use keel_group::{
-    Config, Coordinator, GroupState, HeartbeatRequest, JoinRequest, LeaveMember, LeaveRequest,
-    MemberAssignment, Output, Protocol, Response, StoredGroup, SyncRequest,
+    Config, Coordinator, GroupState, HeartbeatRequest, JoinRequest, LeaveMember, LeaveRequest, MemberAssignment, Output, Protocol, Response, StoredGroup,
+    SyncRequest,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -171,8 +171,7 @@ impl Run {
         let stamp = (self.incarnation, store_id);
         let newer = self.durable.get(&stored.group_id).is_none_or(|(existing, _)| *existing <= stamp);
         if newer {
-            self.durable
-                .insert(stored.group_id.clone(), (stamp, stored));
+            self.durable.insert(stored.group_id.clone(), (stamp, stored));
         }
     }
 
@@ -193,9 +192,7 @@ impl Run {
                 self.make_durable(store_id, stored);
             }
             self.coverage.stores_failed += 1;
-            let out = self
-                .coordinator
-                .store_failed(self.now_ms, store_id, COORDINATOR_NOT_AVAILABLE);
+            let out = self.coordinator.store_failed(self.now_ms, store_id, COORDINATOR_NOT_AVAILABLE);
             self.observe(out);
         }
     }
@@ -213,22 +210,15 @@ impl Run {
         }
         self.incarnation += 1;
         self.coverage.failovers += 1;
-        let config = Config {
-            member_id_epoch: self.coordinator.config().member_id_epoch + 1_000_000,
-            ..self.coordinator.config().clone()
-        };
+        let config = Config { member_id_epoch: self.coordinator.config().member_id_epoch + 1_000_000, ..self.coordinator.config().clone() };
         self.coordinator = Coordinator::new(config).expect("valid config");
         let stored: Vec<StoredGroup> = self.durable.values().map(|(_, g)| g.clone()).collect();
-        self.coordinator
-            .load(self.now_ms, stored)
-            .expect("stored groups load");
+        self.coordinator.load(self.now_ms, stored).expect("stored groups load");
         // Generations above the stored ones were never handed out: a new
         // coordinator may number its own generations the same.
         for (group_id, (_, stored)) in &self.durable {
-            self.generations
-                .insert(group_id.clone(), stored.generation_id);
-            self.leaders
-                .retain(|(g, generation), _| g != group_id || *generation <= stored.generation_id);
+            self.generations.insert(group_id.clone(), stored.generation_id);
+            self.leaders.retain(|(g, generation), _| g != group_id || *generation <= stored.generation_id);
         }
         // A member whose assignment is in the stored generation carries on.
         for client in 0..CLIENTS {
@@ -239,17 +229,10 @@ impl Run {
             let Some((_, stored)) = self.durable.get(group) else {
                 continue;
             };
-            if stored.generation_id != generation_id
-                || !stored.members.iter().any(|m| m.member_id == member_id)
-            {
+            if stored.generation_id != generation_id || !stored.members.iter().any(|m| m.member_id == member_id) {
                 continue;
             }
-            let request = HeartbeatRequest {
-                group_id: group.to_owned(),
-                generation_id,
-                member_id,
-                group_instance_id: None,
-            };
+            let request = HeartbeatRequest { group_id: group.to_owned(), generation_id, member_id, group_instance_id: None };
             let request_id = self.send(Sent::Heartbeat { client });
             let out = self.coordinator.heartbeat(self.now_ms, request_id, request);
             assert!(
@@ -267,9 +250,7 @@ impl Run {
         match self.rng.gen_range(0..20) {
             0 => String::new(),
             1 => "bogus-member".to_owned(),
-            2 if borrow => self.clients[self.rng.gen_range(0..CLIENTS)]
-                .member_id
-                .clone(),
+            2 if borrow => self.clients[self.rng.gen_range(0..CLIENTS)].member_id.clone(),
             _ => self.clients[client].member_id.clone(),
         }
     }
@@ -295,26 +276,10 @@ impl Run {
             group_instance_id: None,
             client_id: c.client_id.clone(),
             client_host: "/127.0.0.1".to_owned(),
-            session_timeout_ms: if self.rng.gen_ratio(1, 30) {
-                1_000
-            } else {
-                self.rng.gen_range(6_000..20_000)
-            },
+            session_timeout_ms: if self.rng.gen_ratio(1, 30) { 1_000 } else { self.rng.gen_range(6_000..20_000) },
             rebalance_timeout_ms: self.rng.gen_range(6_000..40_000),
-            protocol_type: if self.rng.gen_ratio(1, 30) {
-                "other"
-            } else {
-                "consumer"
-            }
-            .to_owned(),
-            protocols: c
-                .protocols
-                .iter()
-                .map(|name| Protocol {
-                    name: name.clone(),
-                    metadata: Bytes::from(format!("{}:{name}", c.client_id)),
-                })
-                .collect(),
+            protocol_type: if self.rng.gen_ratio(1, 30) { "other" } else { "consumer" }.to_owned(),
+            protocols: c.protocols.iter().map(|name| Protocol { name: name.clone(), metadata: Bytes::from(format!("{}:{name}", c.client_id)) }).collect(),
             require_known_member_id: self.rng.gen_bool(0.5),
         };
         let request_id = self.send(Sent::Join { client });
@@ -332,17 +297,11 @@ impl Run {
         let mut assignments: Vec<MemberAssignment> = c
             .led_members
             .iter()
-            .map(|m| MemberAssignment {
-                member_id: m.clone(),
-                assignment: Bytes::from(format!("{generation_id}:{member_id}:{m}")),
-            })
+            .map(|m| MemberAssignment { member_id: m.clone(), assignment: Bytes::from(format!("{generation_id}:{member_id}:{m}")) })
             .collect();
         if !assignments.is_empty() && self.rng.gen_ratio(1, 10) {
             // Assignments for members that do not exist are ignored.
-            assignments.push(MemberAssignment {
-                member_id: "stranger".to_owned(),
-                assignment: Bytes::from("x"),
-            });
+            assignments.push(MemberAssignment { member_id: "stranger".to_owned(), assignment: Bytes::from("x") });
         }
         let request = SyncRequest {
             group_id: c.group.to_owned(),
@@ -353,12 +312,7 @@ impl Run {
             protocol_name: None,
             assignments,
         };
-        let sent = Sent::Sync {
-            client,
-            group: c.group.to_owned(),
-            member_id,
-            generation_id,
-        };
+        let sent = Sent::Sync { client, group: c.group.to_owned(), member_id, generation_id };
         let request_id = self.send(sent);
         let out = self.coordinator.sync(self.now_ms, request_id, request);
         self.observe(out);
@@ -378,21 +332,12 @@ impl Run {
     }
 
     fn leave(&mut self, client: usize) {
-        let mut members = vec![LeaveMember {
-            member_id: self.some_member_id(client, true),
-            group_instance_id: None,
-        }];
+        let mut members = vec![LeaveMember { member_id: self.some_member_id(client, true), group_instance_id: None }];
         if self.rng.gen_ratio(1, 4) {
             let other = self.rng.gen_range(0..CLIENTS);
-            members.push(LeaveMember {
-                member_id: self.some_member_id(other, true),
-                group_instance_id: None,
-            });
+            members.push(LeaveMember { member_id: self.some_member_id(other, true), group_instance_id: None });
         }
-        let request = LeaveRequest {
-            group_id: self.clients[client].group.to_owned(),
-            members,
-        };
+        let request = LeaveRequest { group_id: self.clients[client].group.to_owned(), members };
         let request_id = self.send(Sent::Leave);
         let out = self.coordinator.leave(self.now_ms, request_id, request);
         self.observe(out);
@@ -400,15 +345,9 @@ impl Run {
 
     fn commit(&mut self, client: usize) {
         let member_id = self.some_member_id(client, true);
-        let generation_id = if self.rng.gen_ratio(1, 5) {
-            -1
-        } else {
-            self.some_generation(client)
-        };
+        let generation_id = if self.rng.gen_ratio(1, 5) { -1 } else { self.some_generation(client) };
         let group = self.clients[client].group;
-        let result =
-            self.coordinator
-                .validate_commit(self.now_ms, group, &member_id, None, generation_id);
+        let result = self.coordinator.validate_commit(self.now_ms, group, &member_id, None, generation_id);
         if result.is_ok() && generation_id >= 0 {
             // Only a member of that very generation may commit with it.
             let described = self.coordinator.describe(group);
@@ -444,20 +383,14 @@ impl Run {
     fn observe(&mut self, out: Vec<Output>) {
         for output in out {
             let (request_id, response) = match output {
-                Output::Reply {
-                    request_id,
-                    response,
-                } => (request_id, response),
+                Output::Reply { request_id, response } => (request_id, response),
                 Output::Store { store_id, group } => {
                     self.stores_in_flight.push((store_id, group));
                     continue;
                 }
             };
             let sent = self.sent.get(&request_id).cloned();
-            assert!(
-                sent.is_some(),
-                "reply to request {request_id} that was never sent"
-            );
+            assert!(sent.is_some(), "reply to request {request_id} that was never sent");
             let first = self.answered.insert(request_id);
             assert!(first, "request {request_id} answered twice");
             match response.error_code() {
@@ -473,18 +406,12 @@ impl Run {
                     let c = &mut self.clients[client];
                     match reply.error_code {
                         NONE => {
-                            let leader = self
-                                .leaders
-                                .entry((group, reply.generation_id))
-                                .or_insert_with(|| reply.leader_id.clone());
+                            let leader = self.leaders.entry((group, reply.generation_id)).or_insert_with(|| reply.leader_id.clone());
                             // One leader per generation.
                             assert!(*leader == reply.leader_id, "{leader} and {reply:?}");
                             let is_leader = reply.leader_id == reply.member_id;
                             if is_leader {
-                                assert!(reply
-                                    .members
-                                    .iter()
-                                    .any(|m| m.member_id == reply.member_id));
+                                assert!(reply.members.iter().any(|m| m.member_id == reply.member_id));
                             } else {
                                 assert!(reply.members.is_empty());
                             }
@@ -493,8 +420,7 @@ impl Run {
                             }
                             c.member_id = reply.member_id;
                             c.generation_id = reply.generation_id;
-                            c.led_members =
-                                reply.members.into_iter().map(|m| m.member_id).collect();
+                            c.led_members = reply.members.into_iter().map(|m| m.member_id).collect();
                         }
                         MEMBER_ID_REQUIRED => {
                             assert!(!reply.member_id.is_empty());
@@ -508,15 +434,7 @@ impl Run {
                         _ => {}
                     }
                 }
-                (
-                    Some(Sent::Sync {
-                        client,
-                        group,
-                        member_id,
-                        generation_id,
-                    }),
-                    Response::Sync(reply),
-                ) => {
+                (Some(Sent::Sync { client, group, member_id, generation_id }), Response::Sync(reply)) => {
                     if reply.error_code == NONE {
                         // Every leader assigns every member of its generation.
                         let text = String::from_utf8_lossy(&reply.assignment).into_owned();
@@ -525,10 +443,7 @@ impl Run {
                         assert!(parts[0] == generation_id.to_string(), "{group}: {reply:?}");
                         assert!(parts[2] == member_id, "{group}: {reply:?}");
                         // One leader's assignment per generation, across failovers.
-                        let leader = self
-                            .assigned_by
-                            .entry((group.clone(), generation_id))
-                            .or_insert_with(|| parts[1].to_owned());
+                        let leader = self.assigned_by.entry((group.clone(), generation_id)).or_insert_with(|| parts[1].to_owned());
                         assert!(*leader == parts[1], "{group} generation {generation_id}: assigned by {leader} and {}", parts[1]);
                         if self.clients[client].member_id == member_id {
                             self.clients[client].synced = Some((member_id, generation_id));
@@ -556,10 +471,8 @@ impl Run {
         let listed = self.coordinator.list();
         let present: BTreeSet<String> = listed.iter().map(|g| g.group_id.clone()).collect();
         // A removed group starts over at generation 0.
-        self.generations
-            .retain(|group_id, _| present.contains(group_id));
-        self.leaders
-            .retain(|(group_id, _), _| present.contains(group_id));
+        self.generations.retain(|group_id, _| present.contains(group_id));
+        self.leaders.retain(|(group_id, _), _| present.contains(group_id));
         for overview in listed {
             let described = self.coordinator.describe(&overview.group_id);
             assert!(described.state == overview.state);
@@ -570,9 +483,7 @@ impl Run {
                     assert!(described.members.iter().any(|m| m.member_id == *leader));
                 }
             }
-            let previous = self
-                .generations
-                .insert(described.group_id.clone(), described.generation_id);
+            let previous = self.generations.insert(described.group_id.clone(), described.generation_id);
             if let Some(previous) = previous {
                 assert!(described.generation_id >= previous);
             }
@@ -594,11 +505,7 @@ impl Run {
         self.observe(out);
         self.check();
         let sent: BTreeSet<u64> = self.sent.keys().copied().collect();
-        assert!(
-            sent == self.answered,
-            "unanswered: {:?}",
-            sent.difference(&self.answered).collect::<Vec<_>>()
-        );
+        assert!(sent == self.answered, "unanswered: {:?}", sent.difference(&self.answered).collect::<Vec<_>>());
     }
 }
 

@@ -36,29 +36,16 @@ fn two_members_join_elect_one_leader_and_both_get_assignments() {
     assert_eq!(leader.leader_id, a);
     assert_eq!(follower.leader_id, a);
     assert_eq!(leader.protocol_name.as_deref(), Some("range"));
-    let listed: Vec<&str> = leader
-        .members
-        .iter()
-        .map(|m| m.member_id.as_str())
-        .collect();
+    let listed: Vec<&str> = leader.members.iter().map(|m| m.member_id.as_str()).collect();
     let mut expected = vec![a.as_str(), b.as_str()];
     expected.sort();
     assert_eq!(listed, expected);
-    assert!(leader
-        .members
-        .iter()
-        .all(|m| m.metadata == "meta-range"));
+    assert!(leader.members.iter().all(|m| m.metadata == "meta-range"));
     assert!(follower.members.is_empty());
 
     let sync_b = h.sync(sync_request(GROUP, &b, 2));
-    assert!(
-        !h.is_answered(sync_b),
-        "a follower's SyncGroup waits for the leader's"
-    );
-    assert_eq!(
-        h.coordinator.describe(GROUP).state,
-        GroupState::CompletingRebalance
-    );
+    assert!(!h.is_answered(sync_b), "a follower's SyncGroup waits for the leader's");
+    assert_eq!(h.coordinator.describe(GROUP).state, GroupState::CompletingRebalance);
     let mut leader_sync = sync_request(GROUP, &a, 2);
     leader_sync.assignments = assignments(&[(&a, "partitions-a"), (&b, "partitions-b")]);
     let sync_a = h.sync(leader_sync);
@@ -77,10 +64,7 @@ fn third_member_joining_stable_group_makes_everyone_rejoin_into_generation_2() {
     let (a, b) = h.stable_pair(GROUP);
     let join_c = h.join(join_request(GROUP, "", "client-c"));
     assert!(!h.is_answered(join_c));
-    assert_eq!(
-        h.coordinator.describe(GROUP).state,
-        GroupState::PreparingRebalance
-    );
+    assert_eq!(h.coordinator.describe(GROUP).state, GroupState::PreparingRebalance);
     assert_eq!(h.heartbeat(GROUP, &a, 1), REBALANCE_IN_PROGRESS);
     assert_eq!(h.heartbeat(GROUP, &b, 1), REBALANCE_IN_PROGRESS);
     // Commits of the old generation are still allowed while preparing.
@@ -95,10 +79,7 @@ fn third_member_joining_stable_group_makes_everyone_rejoin_into_generation_2() {
         assert_eq!(reply.leader_id, a);
     }
     assert_eq!(h.join_reply(rejoin_a).members.len(), 3);
-    assert_eq!(
-        h.coordinator.describe(GROUP).state,
-        GroupState::CompletingRebalance
-    );
+    assert_eq!(h.coordinator.describe(GROUP).state, GroupState::CompletingRebalance);
     assert_eq!(h.heartbeat(GROUP, &b, 2), NONE);
     assert_eq!(h.heartbeat(GROUP, &b, 1), ILLEGAL_GENERATION);
 }
@@ -187,11 +168,7 @@ fn rebalance_timeout_removes_members_that_do_not_rejoin() {
     h.advance_to(started_ms + REBALANCE_TIMEOUT_MS);
     let reply_a = h.join_reply(rejoin_a);
     assert_eq!(reply_a.generation_id, 2);
-    let members: Vec<String> = reply_a
-        .members
-        .iter()
-        .map(|m| m.member_id.clone())
-        .collect();
+    let members: Vec<String> = reply_a.members.iter().map(|m| m.member_id.clone()).collect();
     assert!(!members.contains(&b));
     assert_eq!(members.len(), 2);
     assert_eq!(h.join_reply(join_c).generation_id, 2);
@@ -239,15 +216,8 @@ fn inconsistent_protocols_are_refused() {
     let mut no_type = join_request(GROUP, "", "client-x");
     no_type.protocol_type = String::new();
     let refused = h.join(no_type);
-    assert_eq!(
-        h.join_reply(refused).error_code,
-        INCONSISTENT_GROUP_PROTOCOL
-    );
-    assert_eq!(
-        h.coordinator.describe(GROUP).state,
-        GroupState::Dead,
-        "a refused join creates no group"
-    );
+    assert_eq!(h.join_reply(refused).error_code, INCONSISTENT_GROUP_PROTOCOL);
+    assert_eq!(h.coordinator.describe(GROUP).state, GroupState::Dead, "a refused join creates no group");
 
     let mut a_request = join_request(GROUP, "", "client-a");
     a_request.protocols = vec![protocol("range"), protocol("roundrobin")];
@@ -257,10 +227,7 @@ fn inconsistent_protocols_are_refused() {
 
     let mut other_type = join_request(GROUP, "", "client-b");
     other_type.protocol_type = "connect".to_owned();
-    assert_eq!(
-        h.join_now(other_type).error_code,
-        INCONSISTENT_GROUP_PROTOCOL
-    );
+    assert_eq!(h.join_now(other_type).error_code, INCONSISTENT_GROUP_PROTOCOL);
     let mut disjoint = join_request(GROUP, "", "client-b");
     disjoint.protocols = vec![protocol("sticky")];
     assert_eq!(h.join_now(disjoint).error_code, INCONSISTENT_GROUP_PROTOCOL);
@@ -275,10 +242,7 @@ fn inconsistent_protocols_are_refused() {
 
     let mut leader_sync = sync_request(GROUP, &a, 1);
     leader_sync.protocol_name = Some("roundrobin".to_owned());
-    assert_eq!(
-        h.sync_now(leader_sync).error_code,
-        INCONSISTENT_GROUP_PROTOCOL
-    );
+    assert_eq!(h.sync_now(leader_sync).error_code, INCONSISTENT_GROUP_PROTOCOL);
 }
 
 #[test]
@@ -295,10 +259,7 @@ fn protocol_is_chosen_by_member_votes_and_ties_go_to_the_leader() {
     assert_eq!(h.join_reply(join_a).protocol_name.as_deref(), Some("range"));
     assert_eq!(h.join_reply(join_b).protocol_name.as_deref(), Some("range"));
     let leader_reply = h.join_reply(join_a);
-    assert!(leader_reply
-        .members
-        .iter()
-        .all(|m| m.metadata == "meta-range"));
+    assert!(leader_reply.members.iter().all(|m| m.metadata == "meta-range"));
 
     // C votes roundrobin too: two to one.
     let mut c = join_request(GROUP, "", "client-c");
@@ -309,20 +270,13 @@ fn protocol_is_chosen_by_member_votes_and_ties_go_to_the_leader() {
     let rejoin_a = h.join(a);
     let rejoin_b = h.join(b);
     for request_id in [rejoin_a, rejoin_b, join_c] {
-        assert_eq!(
-            h.join_reply(request_id).protocol_name.as_deref(),
-            Some("roundrobin")
-        );
+        assert_eq!(h.join_reply(request_id).protocol_name.as_deref(), Some("roundrobin"));
     }
 }
 
 #[test]
 fn session_timeout_outside_the_configured_bounds_is_refused() {
-    let config = Config {
-        group_min_session_timeout_ms: 6_000,
-        group_max_session_timeout_ms: 60_000,
-        ..Config::default()
-    };
+    let config = Config { group_min_session_timeout_ms: 6_000, group_max_session_timeout_ms: 60_000, ..Config::default() };
     let mut h = Harness::new(config);
     for session_timeout_ms in [0, 5_999, 60_001] {
         let mut request = join_request(GROUP, "", "client-a");
@@ -336,11 +290,7 @@ fn session_timeout_outside_the_configured_bounds_is_refused() {
         let request_id = h.join(request);
         assert!(!h.is_answered(request_id));
     }
-    let bad = Config {
-        group_min_session_timeout_ms: 2,
-        group_max_session_timeout_ms: 1,
-        ..Config::default()
-    };
+    let bad = Config { group_min_session_timeout_ms: 2, group_max_session_timeout_ms: 1, ..Config::default() };
     assert!(Coordinator::new(bad).is_err());
 }
 
@@ -353,24 +303,11 @@ fn stale_generations_and_unknown_members_are_refused_on_heartbeat_sync_and_commi
     assert_eq!(h.heartbeat(GROUP, "ghost", 1), UNKNOWN_MEMBER_ID);
     assert_eq!(h.heartbeat("no-such-group", &a, 1), UNKNOWN_MEMBER_ID);
     assert_eq!(h.heartbeat("", &a, 1), INVALID_GROUP_ID);
-    assert_eq!(
-        h.sync_now(sync_request(GROUP, &a, 0)).error_code,
-        ILLEGAL_GENERATION
-    );
-    assert_eq!(
-        h.sync_now(sync_request(GROUP, "ghost", 1)).error_code,
-        UNKNOWN_MEMBER_ID
-    );
-    assert_eq!(
-        h.sync_now(sync_request("no-such-group", &a, 1)).error_code,
-        UNKNOWN_MEMBER_ID
-    );
+    assert_eq!(h.sync_now(sync_request(GROUP, &a, 0)).error_code, ILLEGAL_GENERATION);
+    assert_eq!(h.sync_now(sync_request(GROUP, "ghost", 1)).error_code, UNKNOWN_MEMBER_ID);
+    assert_eq!(h.sync_now(sync_request("no-such-group", &a, 1)).error_code, UNKNOWN_MEMBER_ID);
     let late_sync = h.sync(sync_request(GROUP, &a, 1));
-    assert_eq!(
-        h.sync_reply(late_sync).assignment,
-        Bytes::from("a"),
-        "Stable answers with the stored assignment"
-    );
+    assert_eq!(h.sync_reply(late_sync).assignment, Bytes::from("a"), "Stable answers with the stored assignment");
 
     assert_eq!(h.commit(GROUP, &a, 1), Ok(()));
     assert_eq!(h.commit(GROUP, &a, 0), Err(ILLEGAL_GENERATION));
@@ -388,20 +325,9 @@ fn stale_generations_and_unknown_members_are_refused_on_heartbeat_sync_and_commi
     let rejoin_a = h.join(join_request(GROUP, &a, "client-a"));
     let _ = rejoin_a;
     assert_eq!(h.commit(GROUP, &a, 1), Ok(()));
-    let b = h
-        .coordinator
-        .describe(GROUP)
-        .members
-        .iter()
-        .find(|m| m.member_id != a)
-        .unwrap()
-        .member_id
-        .clone();
+    let b = h.coordinator.describe(GROUP).members.iter().find(|m| m.member_id != a).unwrap().member_id.clone();
     let _rejoin_b = h.join(join_request(GROUP, &b, "client-b"));
-    assert_eq!(
-        h.coordinator.describe(GROUP).state,
-        GroupState::CompletingRebalance
-    );
+    assert_eq!(h.coordinator.describe(GROUP).state, GroupState::CompletingRebalance);
     assert_eq!(h.commit(GROUP, &a, 2), Err(REBALANCE_IN_PROGRESS));
     assert_eq!(h.commit(GROUP, &a, 1), Err(ILLEGAL_GENERATION));
 }
@@ -470,11 +396,7 @@ fn failover_clear_answers_every_waiting_request_not_coordinator() {
     let out = h.coordinator.clear();
     assert_eq!(out.len(), 3);
     for output in out {
-        let keel_group::Output::Reply {
-            request_id,
-            response,
-        } = output
-        else {
+        let keel_group::Output::Reply { request_id, response } = output else {
             panic!("clear stores nothing: {output:?}");
         };
         assert_eq!(response.error_code(), NOT_COORDINATOR);
@@ -599,20 +521,13 @@ fn static_membership_is_refused_with_unsupported_version() {
     let mut leave = leave_request(GROUP, &[&a]);
     leave.members[0].group_instance_id = Some("instance-1".to_owned());
     assert_eq!(h.leave(leave).members[0].error_code, UNSUPPORTED_VERSION);
-    assert_eq!(
-        h.coordinator
-            .validate_commit(h.now_ms, GROUP, &a, Some("instance-1"), 1),
-        Err(UNSUPPORTED_VERSION)
-    );
+    assert_eq!(h.coordinator.validate_commit(h.now_ms, GROUP, &a, Some("instance-1"), 1), Err(UNSUPPORTED_VERSION));
     assert_eq!(h.coordinator.describe(GROUP).state, GroupState::Stable);
 }
 
 #[test]
 fn new_member_whose_join_waits_too_long_is_dropped() {
-    let config = Config {
-        new_member_join_timeout_ms: 20_000,
-        ..Config::default()
-    };
+    let config = Config { new_member_join_timeout_ms: 20_000, ..Config::default() };
     let mut h = Harness::new(config);
     let (a, b) = h.stable_pair(GROUP);
     let mut slow = join_request(GROUP, "", "client-c");
@@ -642,14 +557,7 @@ fn describe_and_list_report_kafka_views() {
     let described = h.coordinator.describe(GROUP);
     assert_eq!(described.protocol_type, "consumer");
     assert_eq!(described.protocol_name, "range");
-    let by_id = |id: &str| {
-        described
-            .members
-            .iter()
-            .find(|m| m.member_id == id)
-            .cloned()
-            .unwrap()
-    };
+    let by_id = |id: &str| described.members.iter().find(|m| m.member_id == id).cloned().unwrap();
     assert_eq!(by_id(&a).assignment, Bytes::from("a"));
     assert_eq!(by_id(&b).assignment, Bytes::from("b"));
     assert_eq!(by_id(&a).metadata, Bytes::from("meta-range"));
@@ -662,24 +570,16 @@ fn describe_and_list_report_kafka_views() {
     h.join(join_request(GROUP, &a, "client-a"));
     let described = h.coordinator.describe(GROUP);
     assert_eq!(described.protocol_name, "");
-    assert!(described
-        .members
-        .iter()
-        .all(|m| m.assignment.is_empty() && m.metadata.is_empty()));
+    assert!(described.members.iter().all(|m| m.assignment.is_empty() && m.metadata.is_empty()));
 }
 
 /// A coordinator that takes over `h`'s groups from their last stores.
 fn take_over(h: &Harness, group_ids: &[&str]) -> Harness {
-    let config = Config {
-        member_id_epoch: h.coordinator.config().member_id_epoch + 1,
-        ..h.coordinator.config().clone()
-    };
+    let config = Config { member_id_epoch: h.coordinator.config().member_id_epoch + 1, ..h.coordinator.config().clone() };
     let mut next = Harness::new(config);
     next.now_ms = h.now_ms;
     let stored = group_ids.iter().filter_map(|g| h.last_store(g)).collect();
-    next.coordinator
-        .load(next.now_ms, stored)
-        .expect("stored groups load");
+    next.coordinator.load(next.now_ms, stored).expect("stored groups load");
     next.coordinator.check_invariants();
     next
 }
@@ -701,11 +601,7 @@ fn a_stable_group_carries_on_under_a_new_coordinator_without_a_rebalance() {
     assert_eq!(described.state, GroupState::Stable);
     assert_eq!(described.generation_id, 1);
     assert_eq!(described.leader_id.as_deref(), Some(a.as_str()));
-    let assigned: Vec<(&str, &[u8])> = described
-        .members
-        .iter()
-        .map(|m| (m.member_id.as_str(), m.assignment.as_ref()))
-        .collect();
+    let assigned: Vec<(&str, &[u8])> = described.members.iter().map(|m| (m.member_id.as_str(), m.assignment.as_ref())).collect();
     assert_eq!(assigned, vec![(a.as_str(), &b"a"[..]), (b.as_str(), &b"b"[..])]);
 
     // Each member gets a full session on the new coordinator.

@@ -69,20 +69,13 @@ impl Clock {
     /// Starts a clock at the runtime's current time (simulated under madsim).
     pub fn new() -> Self {
         // Under madsim, `SystemTime::now` is the simulated wall clock.
-        let wall_origin = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("wall clock before 1970");
+        let wall_origin = SystemTime::now().duration_since(UNIX_EPOCH).expect("wall clock before 1970");
         let wall_origin_ms = u64::try_from(wall_origin.as_millis()).expect("wall clock beyond u64 ms");
         Clock {
             inner: Arc::new(ClockInner {
                 origin: tokio::time::Instant::now(),
                 wall_origin_ms,
-                adjustment: Mutex::new(Adjustment {
-                    wall_skew_ms: 0,
-                    drift_ppm: 0,
-                    anchor_runtime: Duration::ZERO,
-                    anchor_local: Duration::ZERO,
-                }),
+                adjustment: Mutex::new(Adjustment { wall_skew_ms: 0, drift_ppm: 0, anchor_runtime: Duration::ZERO, anchor_local: Duration::ZERO }),
             }),
         }
     }
@@ -166,11 +159,7 @@ mod tests {
     use super::*;
 
     fn paused_runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .expect("runtime")
+        tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime")
     }
 
     #[test]

@@ -9,8 +9,8 @@ use kafka_protocol::messages::{
     CreatePartitionsRequest, CreatePartitionsResponse, DeleteTopicsRequest, DeleteTopicsResponse, InitProducerIdRequest, InitProducerIdResponse, ProducerId,
 };
 
-use keel_error_codes as code;
 use crate::front::{create_error_code, str_bytes, KafkaFront};
+use keel_error_codes as code;
 
 /// How many producer ids a broker takes from the metadata at a time (Kafka's
 /// block size, KIP-730): one Raft write per thousand producers.
@@ -69,7 +69,11 @@ impl KafkaFront {
                 Err((code::INVALID_REPLICA_ASSIGNMENT, "manual replica assignment is not supported; give a count".to_string()))
             } else {
                 match u32::try_from(topic.count) {
-                    Ok(count) => self.meta.create_partitions(&name, count, request.validate_only, budget_ms).await.map_err(|error| (create_error_code(&error), error.to_string())),
+                    Ok(count) => self
+                        .meta
+                        .create_partitions(&name, count, request.validate_only, budget_ms)
+                        .await
+                        .map_err(|error| (create_error_code(&error), error.to_string())),
                     Err(_) => Err((code::INVALID_PARTITIONS, format!("{} partitions: a topic needs at least 1", topic.count))),
                 }
             };

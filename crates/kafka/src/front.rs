@@ -20,10 +20,9 @@ use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, Metada
 use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DescribeClusterRequest,
-    DescribeClusterResponse, DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest,
-    ProduceResponse, RequestKind, ResponseKind, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, CreateTopicsRequest, CreateTopicsResponse, DescribeClusterRequest, DescribeClusterResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
+    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use keel_meta::admin_ops::{MetaOpError, TopicCreate};
@@ -34,12 +33,12 @@ use keel_repl::driver::{Acks, ProduceRequest as ReplProduce, ReadLimit, ReplHand
 use keel_repl::ProducerStamp;
 
 use crate::apis::{is_supported, SUPPORTED_APIS};
-use crate::group_driver::GroupHandle;
-use keel_io::Clock;
 use crate::codec::{encode_bare_error, encode_response, peek_header, Inbound};
-use keel_error_codes as code;
+use crate::group_driver::GroupHandle;
 use crate::metrics::{KafkaMetrics, ProduceRefusalNotice};
 use crate::records::{decode_produced, decode_stored_record, encode_fetched, LogRecord};
+use keel_error_codes as code;
+use keel_io::Clock;
 
 /// What the front serves with; every figure has Kafka's name in the docs.
 #[derive(Clone, Debug)]
@@ -433,7 +432,10 @@ impl KafkaFront {
                     }
                     let records = partition.records.unwrap_or_default();
                     if records.len() > self.config.message_bytes_max {
-                        return Err((code::MESSAGE_TOO_LARGE, format!("record set of {} bytes exceeds message.max.bytes {}", records.len(), self.config.message_bytes_max)));
+                        return Err((
+                            code::MESSAGE_TOO_LARGE,
+                            format!("record set of {} bytes exceeds message.max.bytes {}", records.len(), self.config.message_bytes_max),
+                        ));
                     }
                     let produced = decode_produced(&records, self.config.produce_records_max).map_err(|error| (error.kafka_code(), error.to_string()))?;
                     let index = u32::try_from(index).expect("located partitions are >= 0");
@@ -472,7 +474,9 @@ impl KafkaFront {
                         let message = refusal.map_or("", |(_, message)| message);
                         tracing::info!(topic = %name, partition = index, error_code, %message, "{}", notice.message());
                     }
-                    Some(notice @ ProduceRefusalNotice::AcceptedAgain { refused }) => tracing::info!(topic = %name, partition = index, refused, "{}", notice.message()),
+                    Some(notice @ ProduceRefusalNotice::AcceptedAgain { refused }) => {
+                        tracing::info!(topic = %name, partition = index, refused, "{}", notice.message())
+                    }
                     None => {}
                 }
                 let mut entry = PartitionProduceResponse::default().with_index(index);
@@ -687,8 +691,7 @@ impl KafkaFront {
     async fn create_topics(&self, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
         let budget_ms = u64::try_from(request.timeout_ms.max(0)).unwrap_or(0).clamp(1, self.config.create_budget_ms);
         let mut seen = BTreeSet::new();
-        let duplicated: BTreeSet<String> =
-            request.topics.iter().map(|t| t.name.0.as_str().to_string()).filter(|name| !seen.insert(name.clone())).collect();
+        let duplicated: BTreeSet<String> = request.topics.iter().map(|t| t.name.0.as_str().to_string()).filter(|name| !seen.insert(name.clone())).collect();
         let mut response = CreateTopicsResponse::default();
         for topic in request.topics {
             let name = topic.name.0.as_str().to_string();
@@ -830,9 +833,7 @@ impl KafkaFront {
 
     fn describe_cluster(&self, _version: i16, _request: DescribeClusterRequest) -> DescribeClusterResponse {
         let state = self.metadata_state();
-        let mut response = DescribeClusterResponse::default()
-            .with_cluster_id(str_bytes(&self.config.cluster_id))
-            .with_controller_id(self.controller_id());
+        let mut response = DescribeClusterResponse::default().with_cluster_id(str_bytes(&self.config.cluster_id)).with_controller_id(self.controller_id());
         response.brokers = self
             .live_brokers(&state)
             .map(|broker| {
@@ -849,22 +850,15 @@ impl KafkaFront {
 
 fn api_versions_body() -> ApiVersionsResponse {
     let mut body = ApiVersionsResponse::default();
-    body.api_keys = SUPPORTED_APIS
-        .iter()
-        .map(|(key, min, max)| ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max))
-        .collect();
+    body.api_keys =
+        SUPPORTED_APIS.iter().map(|(key, min, max)| ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max)).collect();
     body
 }
 
 /// The min.insync.replicas a topic created by `create` gets: its own, or
 /// the broker's default.
 pub fn min_insync_replicas_of(create: &TopicCreate, min_insync_replicas_default: usize) -> usize {
-    create
-        .configs
-        .iter()
-        .find(|(key, _)| key == MIN_INSYNC_REPLICAS_CONFIG)
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(min_insync_replicas_default)
+    create.configs.iter().find(|(key, _)| key == MIN_INSYNC_REPLICAS_CONFIG).and_then(|(_, value)| value.parse().ok()).unwrap_or(min_insync_replicas_default)
 }
 
 /// Warns when a created topic has fewer replicas than its min.insync.replicas:

@@ -25,8 +25,8 @@ use crate::group_driver::GroupCall;
 use keel_meta::proto::CommittedOffsetRecord;
 use keel_meta::MetadataState;
 
-use keel_error_codes as code;
 use crate::front::{str_bytes, Client, KafkaFront};
+use keel_error_codes as code;
 
 /// Kafka's `offset.metadata.max.bytes`.
 pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
@@ -149,7 +149,11 @@ impl KafkaFront {
             group_instance_id: optional_string(&request.group_instance_id),
             protocol_type: optional_string(&request.protocol_type),
             protocol_name: optional_string(&request.protocol_name),
-            assignments: request.assignments.iter().map(|a| MemberAssignment { member_id: a.member_id.as_str().to_string(), assignment: a.assignment.clone() }).collect(),
+            assignments: request
+                .assignments
+                .iter()
+                .map(|a| MemberAssignment { member_id: a.member_id.as_str().to_string(), assignment: a.assignment.clone() })
+                .collect(),
         };
         let mut response = SyncGroupResponse::default();
         match self.groups.request(GroupCall::Sync(sync)).await {
@@ -183,7 +187,11 @@ impl KafkaFront {
 
     pub(crate) async fn leave_group(&self, version: i16, request: LeaveGroupRequest) -> LeaveGroupResponse {
         let members: Vec<LeaveMember> = if version >= 3 {
-            request.members.iter().map(|m| LeaveMember { member_id: m.member_id.as_str().to_string(), group_instance_id: optional_string(&m.group_instance_id) }).collect()
+            request
+                .members
+                .iter()
+                .map(|m| LeaveMember { member_id: m.member_id.as_str().to_string(), group_instance_id: optional_string(&m.group_instance_id) })
+                .collect()
         } else {
             vec![LeaveMember { member_id: request.member_id.as_str().to_string(), group_instance_id: None }]
         };
@@ -196,11 +204,17 @@ impl KafkaFront {
                     response.members = left
                         .members
                         .iter()
-                        .map(|m| MemberResponse::default().with_member_id(str_bytes(&m.member_id)).with_group_instance_id(m.group_instance_id.as_deref().map(str_bytes)).with_error_code(m.error_code))
+                        .map(|m| {
+                            MemberResponse::default()
+                                .with_member_id(str_bytes(&m.member_id))
+                                .with_group_instance_id(m.group_instance_id.as_deref().map(str_bytes))
+                                .with_error_code(m.error_code)
+                        })
                         .collect();
                 } else {
                     // One member: its error is the request's error.
-                    response.error_code = if left.error_code != code::NONE { left.error_code } else { left.members.first().map_or(code::NONE, |m| m.error_code) };
+                    response.error_code =
+                        if left.error_code != code::NONE { left.error_code } else { left.members.first().map_or(code::NONE, |m| m.error_code) };
                 }
             }
             Ok(other) => unreachable!("a leave is answered with a leave response, not {other:?}"),
@@ -234,7 +248,9 @@ impl KafkaFront {
                 let metadata = partition.committed_metadata.as_ref().map_or("", |m| m.as_str());
                 let error_code = match &membership {
                     Err(error_code) => *error_code,
-                    Ok(_) if u32::try_from(partition.partition_index).ok().and_then(|p| state.partition(&name, p)).is_none() => code::UNKNOWN_TOPIC_OR_PARTITION,
+                    Ok(_) if u32::try_from(partition.partition_index).ok().and_then(|p| state.partition(&name, p)).is_none() => {
+                        code::UNKNOWN_TOPIC_OR_PARTITION
+                    }
                     Ok(_) if metadata.len() > OFFSET_METADATA_BYTES_MAX => code::OFFSET_METADATA_TOO_LARGE,
                     Ok(_) => {
                         to_commit.push(CommittedOffsetRecord {
@@ -313,7 +329,10 @@ impl KafkaFront {
             let mut topic = OffsetFetchResponseTopic::default().with_name(crate::front::topic_name(&name));
             for partition_index in partitions {
                 let found = u32::try_from(partition_index).ok().and_then(|p| committed.and_then(|offsets| offsets.get(&(name.clone(), p))));
-                let mut entry = OffsetFetchResponsePartition::default().with_partition_index(partition_index).with_committed_offset(-1).with_metadata(Some(StrBytes::default()));
+                let mut entry = OffsetFetchResponsePartition::default()
+                    .with_partition_index(partition_index)
+                    .with_committed_offset(-1)
+                    .with_metadata(Some(StrBytes::default()));
                 if version >= 5 {
                     entry.committed_leader_epoch = -1;
                 }
@@ -344,8 +363,7 @@ impl KafkaFront {
             }
         };
         let state = self.meta.feed().current();
-        let mut listed: BTreeMap<String, (String, String)> =
-            live.into_iter().map(|g| (g.group_id, (g.protocol_type, g.state.as_str().to_string()))).collect();
+        let mut listed: BTreeMap<String, (String, String)> = live.into_iter().map(|g| (g.group_id, (g.protocol_type, g.state.as_str().to_string()))).collect();
         // Groups that only have committed offsets exist too (Kafka lists them Empty).
         for group in state.groups_with_offsets() {
             listed.entry(group.to_string()).or_insert_with(|| ("consumer".to_string(), keel_group::GroupState::Empty.as_str().to_string()));
@@ -355,7 +373,12 @@ impl KafkaFront {
             if !states_filter.is_empty() && !states_filter.contains(&group_state.to_lowercase()) {
                 continue;
             }
-            response.groups.push(ListedGroup::default().with_group_id(group_name(&group_id)).with_protocol_type(str_bytes(&protocol_type)).with_group_state(str_bytes(&group_state)));
+            response.groups.push(
+                ListedGroup::default()
+                    .with_group_id(group_name(&group_id))
+                    .with_protocol_type(str_bytes(&protocol_type))
+                    .with_group_state(str_bytes(&group_state)),
+            );
         }
         response
     }

@@ -44,10 +44,24 @@ pub enum GroupCall {
 }
 
 enum Call {
-    Request { call: GroupCall, reply: oneshot::Sender<Response> },
-    ValidateCommit { group_id: String, member_id: String, group_instance_id: Option<String>, generation_id: i32, reply: oneshot::Sender<Result<CommitStamp, i16>> },
-    Describe { group_ids: Vec<String>, reply: oneshot::Sender<Result<Vec<GroupDescription>, i16>> },
-    List { reply: oneshot::Sender<Result<Vec<GroupOverview>, i16>> },
+    Request {
+        call: GroupCall,
+        reply: oneshot::Sender<Response>,
+    },
+    ValidateCommit {
+        group_id: String,
+        member_id: String,
+        group_instance_id: Option<String>,
+        generation_id: i32,
+        reply: oneshot::Sender<Result<CommitStamp, i16>>,
+    },
+    Describe {
+        group_ids: Vec<String>,
+        reply: oneshot::Sender<Result<Vec<GroupDescription>, i16>>,
+    },
+    List {
+        reply: oneshot::Sender<Result<Vec<GroupOverview>, i16>>,
+    },
 }
 
 /// The front's way to the coordinator task.

@@ -38,12 +38,7 @@ const ADD_PARTITIONS_TO_TXN_REQUEST__ADD_PARTITIONS_TO_TXN_REQUEST: StructSchema
 const ADD_PARTITIONS_TO_TXN_REQUEST__ADD_PARTITIONS_TO_TXN_TOPIC: StructSchema = StructSchema {
     name: "AddPartitionsToTxnTopic",
     flexible_from: 3,
-    fields: &[
-        f("name", 3, 5, CompactStr),
-        f("name", 0, 2, Str),
-        f("partitions", 3, 5, CompactArray(&Int32)),
-        f("partitions", 0, 2, Array(&Int32)),
-    ],
+    fields: &[f("name", 3, 5, CompactStr), f("name", 0, 2, Str), f("partitions", 3, 5, CompactArray(&Int32)), f("partitions", 0, 2, Array(&Int32))],
     tags: &[],
 };
 const ADD_PARTITIONS_TO_TXN_REQUEST__ADD_PARTITIONS_TO_TXN_TRANSACTION: StructSchema = StructSchema {
@@ -70,25 +65,10 @@ const ADD_RAFT_VOTER_REQUEST__ADD_RAFT_VOTER_REQUEST: StructSchema = StructSchem
     ],
     tags: &[],
 };
-const ADD_RAFT_VOTER_REQUEST__LISTENER: StructSchema = StructSchema {
-    name: "Listener",
-    flexible_from: 0,
-    fields: &[
-        f("name", 0, 0, CompactStr),
-        f("host", 0, 0, CompactStr),
-        f("port", 0, 0, Int16),
-    ],
-    tags: &[],
-};
-const ALLOCATE_PRODUCER_IDS_REQUEST__ALLOCATE_PRODUCER_IDS_REQUEST: StructSchema = StructSchema {
-    name: "AllocateProducerIdsRequest",
-    flexible_from: 0,
-    fields: &[
-        f("broker_id", 0, 0, Int32),
-        f("broker_epoch", 0, 0, Int64),
-    ],
-    tags: &[],
-};
+const ADD_RAFT_VOTER_REQUEST__LISTENER: StructSchema =
+    StructSchema { name: "Listener", flexible_from: 0, fields: &[f("name", 0, 0, CompactStr), f("host", 0, 0, CompactStr), f("port", 0, 0, Int16)], tags: &[] };
+const ALLOCATE_PRODUCER_IDS_REQUEST__ALLOCATE_PRODUCER_IDS_REQUEST: StructSchema =
+    StructSchema { name: "AllocateProducerIdsRequest", flexible_from: 0, fields: &[f("broker_id", 0, 0, Int32), f("broker_epoch", 0, 0, Int64)], tags: &[] };
 const ALTER_CLIENT_QUOTAS_REQUEST__ALTER_CLIENT_QUOTAS_REQUEST: StructSchema = StructSchema {
     name: "AlterClientQuotasRequest",
     flexible_from: 1,
@@ -102,12 +82,7 @@ const ALTER_CLIENT_QUOTAS_REQUEST__ALTER_CLIENT_QUOTAS_REQUEST: StructSchema = S
 const ALTER_CLIENT_QUOTAS_REQUEST__ENTITY_DATA: StructSchema = StructSchema {
     name: "EntityData",
     flexible_from: 1,
-    fields: &[
-        f("entity_type", 1, 1, CompactStr),
-        f("entity_type", 0, 0, Str),
-        f("entity_name", 1, 1, CompactStr),
-        f("entity_name", 0, 0, Str),
-    ],
+    fields: &[f("entity_type", 1, 1, CompactStr), f("entity_type", 0, 0, Str), f("entity_name", 1, 1, CompactStr), f("entity_name", 0, 0, Str)],
     tags: &[],
 };
 const ALTER_CLIENT_QUOTAS_REQUEST__ENTRY_DATA: StructSchema = StructSchema {
@@ -124,12 +99,7 @@ const ALTER_CLIENT_QUOTAS_REQUEST__ENTRY_DATA: StructSchema = StructSchema {
 const ALTER_CLIENT_QUOTAS_REQUEST__OP_DATA: StructSchema = StructSchema {
     name: "OpData",
     flexible_from: 1,
-    fields: &[
-        f("key", 1, 1, CompactStr),
-        f("key", 0, 0, Str),
-        f("value", 0, 1, Int64),
-        f("remove", 0, 1, Int8),
-    ],
+    fields: &[f("key", 1, 1, CompactStr), f("key", 0, 0, Str), f("value", 0, 1, Int64), f("remove", 0, 1, Int8)],
     tags: &[],
 };
 const ALTER_CONFIGS_REQUEST__ALTER_CONFIGS_REQUEST: StructSchema = StructSchema {
@@ -157,12 +127,7 @@ const ALTER_CONFIGS_REQUEST__ALTER_CONFIGS_RESOURCE: StructSchema = StructSchema
 const ALTER_CONFIGS_REQUEST__ALTERABLE_CONFIG: StructSchema = StructSchema {
     name: "AlterableConfig",
     flexible_from: 2,
-    fields: &[
-        f("name", 2, 2, CompactStr),
-        f("name", 0, 1, Str),
-        f("value", 2, 2, CompactStr),
-        f("value", 0, 1, Str),
-    ],
+    fields: &[f("name", 2, 2, CompactStr), f("name", 0, 1, Str), f("value", 2, 2, CompactStr), f("value", 0, 1, Str)],
     tags: &[],
 };
 const ALTER_PARTITION_REASSIGNMENTS_REQUEST__ALTER_PARTITION_REASSIGNMENTS_REQUEST: StructSchema = StructSchema {
@@ -178,40 +143,23 @@ const ALTER_PARTITION_REASSIGNMENTS_REQUEST__ALTER_PARTITION_REASSIGNMENTS_REQUE
 const ALTER_PARTITION_REASSIGNMENTS_REQUEST__REASSIGNABLE_PARTITION: StructSchema = StructSchema {
     name: "ReassignablePartition",
     flexible_from: 0,
-    fields: &[
-        f("partition_index", 0, 1, Int32),
-        f("replicas", 0, 1, CompactArray(&Int32)),
-    ],
+    fields: &[f("partition_index", 0, 1, Int32), f("replicas", 0, 1, CompactArray(&Int32))],
     tags: &[],
 };
 const ALTER_PARTITION_REASSIGNMENTS_REQUEST__REASSIGNABLE_TOPIC: StructSchema = StructSchema {
     name: "ReassignableTopic",
     flexible_from: 0,
-    fields: &[
-        f("name", 0, 1, CompactStr),
-        f("partitions", 0, 1, CompactArray(&Struct(&ALTER_PARTITION_REASSIGNMENTS_REQUEST__REASSIGNABLE_PARTITION))),
-    ],
+    fields: &[f("name", 0, 1, CompactStr), f("partitions", 0, 1, CompactArray(&Struct(&ALTER_PARTITION_REASSIGNMENTS_REQUEST__REASSIGNABLE_PARTITION)))],
     tags: &[],
 };
 const ALTER_PARTITION_REQUEST__ALTER_PARTITION_REQUEST: StructSchema = StructSchema {
     name: "AlterPartitionRequest",
     flexible_from: 0,
-    fields: &[
-        f("broker_id", 2, 3, Int32),
-        f("broker_epoch", 2, 3, Int64),
-        f("topics", 2, 3, CompactArray(&Struct(&ALTER_PARTITION_REQUEST__TOPIC_DATA))),
-    ],
+    fields: &[f("broker_id", 2, 3, Int32), f("broker_epoch", 2, 3, Int64), f("topics", 2, 3, CompactArray(&Struct(&ALTER_PARTITION_REQUEST__TOPIC_DATA)))],
     tags: &[],
 };
-const ALTER_PARTITION_REQUEST__BROKER_STATE: StructSchema = StructSchema {
-    name: "BrokerState",
-    flexible_from: 0,
-    fields: &[
-        f("broker_id", 3, 3, Int32),
-        f("broker_epoch", 3, 3, Int64),
-    ],
-    tags: &[],
-};
+const ALTER_PARTITION_REQUEST__BROKER_STATE: StructSchema =
+    StructSchema { name: "BrokerState", flexible_from: 0, fields: &[f("broker_id", 3, 3, Int32), f("broker_epoch", 3, 3, Int64)], tags: &[] };
 const ALTER_PARTITION_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
     name: "PartitionData",
     flexible_from: 0,
@@ -228,10 +176,7 @@ const ALTER_PARTITION_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
 const ALTER_PARTITION_REQUEST__TOPIC_DATA: StructSchema = StructSchema {
     name: "TopicData",
     flexible_from: 0,
-    fields: &[
-        f("topic_id", 2, 3, Uuid),
-        f("partitions", 2, 3, CompactArray(&Struct(&ALTER_PARTITION_REQUEST__PARTITION_DATA))),
-    ],
+    fields: &[f("topic_id", 2, 3, Uuid), f("partitions", 2, 3, CompactArray(&Struct(&ALTER_PARTITION_REQUEST__PARTITION_DATA)))],
     tags: &[],
 };
 const ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIR: StructSchema = StructSchema {
@@ -248,12 +193,7 @@ const ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIR: StructSchema = Stru
 const ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIR_TOPIC: StructSchema = StructSchema {
     name: "AlterReplicaLogDirTopic",
     flexible_from: 2,
-    fields: &[
-        f("name", 2, 2, CompactStr),
-        f("name", 1, 1, Str),
-        f("partitions", 2, 2, CompactArray(&Int32)),
-        f("partitions", 1, 1, Array(&Int32)),
-    ],
+    fields: &[f("name", 2, 2, CompactStr), f("name", 1, 1, Str), f("partitions", 2, 2, CompactArray(&Int32)), f("partitions", 1, 1, Array(&Int32))],
     tags: &[],
 };
 const ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIRS_REQUEST: StructSchema = StructSchema {
@@ -277,10 +217,7 @@ const ALTER_SHARE_GROUP_OFFSETS_REQUEST__ALTER_SHARE_GROUP_OFFSETS_REQUEST: Stru
 const ALTER_SHARE_GROUP_OFFSETS_REQUEST__ALTER_SHARE_GROUP_OFFSETS_REQUEST_PARTITION: StructSchema = StructSchema {
     name: "AlterShareGroupOffsetsRequestPartition",
     flexible_from: 0,
-    fields: &[
-        f("partition_index", 0, 0, Int32),
-        f("start_offset", 0, 0, Int64),
-    ],
+    fields: &[f("partition_index", 0, 0, Int32), f("start_offset", 0, 0, Int64)],
     tags: &[],
 };
 const ALTER_SHARE_GROUP_OFFSETS_REQUEST__ALTER_SHARE_GROUP_OFFSETS_REQUEST_TOPIC: StructSchema = StructSchema {
@@ -301,15 +238,8 @@ const ALTER_USER_SCRAM_CREDENTIALS_REQUEST__ALTER_USER_SCRAM_CREDENTIALS_REQUEST
     ],
     tags: &[],
 };
-const ALTER_USER_SCRAM_CREDENTIALS_REQUEST__SCRAM_CREDENTIAL_DELETION: StructSchema = StructSchema {
-    name: "ScramCredentialDeletion",
-    flexible_from: 0,
-    fields: &[
-        f("name", 0, 0, CompactStr),
-        f("mechanism", 0, 0, Int8),
-    ],
-    tags: &[],
-};
+const ALTER_USER_SCRAM_CREDENTIALS_REQUEST__SCRAM_CREDENTIAL_DELETION: StructSchema =
+    StructSchema { name: "ScramCredentialDeletion", flexible_from: 0, fields: &[f("name", 0, 0, CompactStr), f("mechanism", 0, 0, Int8)], tags: &[] };
 const ALTER_USER_SCRAM_CREDENTIALS_REQUEST__SCRAM_CREDENTIAL_UPSERTION: StructSchema = StructSchema {
     name: "ScramCredentialUpsertion",
     flexible_from: 0,
@@ -325,10 +255,7 @@ const ALTER_USER_SCRAM_CREDENTIALS_REQUEST__SCRAM_CREDENTIAL_UPSERTION: StructSc
 const API_VERSIONS_REQUEST__API_VERSIONS_REQUEST: StructSchema = StructSchema {
     name: "ApiVersionsRequest",
     flexible_from: 3,
-    fields: &[
-        f("client_software_name", 3, 4, CompactStr),
-        f("client_software_version", 3, 4, CompactStr),
-    ],
+    fields: &[f("client_software_name", 3, 4, CompactStr), f("client_software_version", 3, 4, CompactStr)],
     tags: &[],
 };
 const ASSIGN_REPLICAS_TO_DIRS_REQUEST__ASSIGN_REPLICAS_TO_DIRS_REQUEST: StructSchema = StructSchema {
@@ -344,27 +271,15 @@ const ASSIGN_REPLICAS_TO_DIRS_REQUEST__ASSIGN_REPLICAS_TO_DIRS_REQUEST: StructSc
 const ASSIGN_REPLICAS_TO_DIRS_REQUEST__DIRECTORY_DATA: StructSchema = StructSchema {
     name: "DirectoryData",
     flexible_from: 0,
-    fields: &[
-        f("id", 0, 0, Uuid),
-        f("topics", 0, 0, CompactArray(&Struct(&ASSIGN_REPLICAS_TO_DIRS_REQUEST__TOPIC_DATA))),
-    ],
+    fields: &[f("id", 0, 0, Uuid), f("topics", 0, 0, CompactArray(&Struct(&ASSIGN_REPLICAS_TO_DIRS_REQUEST__TOPIC_DATA)))],
     tags: &[],
 };
-const ASSIGN_REPLICAS_TO_DIRS_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
-    name: "PartitionData",
-    flexible_from: 0,
-    fields: &[
-        f("partition_index", 0, 0, Int32),
-    ],
-    tags: &[],
-};
+const ASSIGN_REPLICAS_TO_DIRS_REQUEST__PARTITION_DATA: StructSchema =
+    StructSchema { name: "PartitionData", flexible_from: 0, fields: &[f("partition_index", 0, 0, Int32)], tags: &[] };
 const ASSIGN_REPLICAS_TO_DIRS_REQUEST__TOPIC_DATA: StructSchema = StructSchema {
     name: "TopicData",
     flexible_from: 0,
-    fields: &[
-        f("topic_id", 0, 0, Uuid),
-        f("partitions", 0, 0, CompactArray(&Struct(&ASSIGN_REPLICAS_TO_DIRS_REQUEST__PARTITION_DATA))),
-    ],
+    fields: &[f("topic_id", 0, 0, Uuid), f("partitions", 0, 0, CompactArray(&Struct(&ASSIGN_REPLICAS_TO_DIRS_REQUEST__PARTITION_DATA)))],
     tags: &[],
 };
 const BEGIN_QUORUM_EPOCH_REQUEST__BEGIN_QUORUM_EPOCH_REQUEST: StructSchema = StructSchema {
@@ -383,22 +298,13 @@ const BEGIN_QUORUM_EPOCH_REQUEST__BEGIN_QUORUM_EPOCH_REQUEST: StructSchema = Str
 const BEGIN_QUORUM_EPOCH_REQUEST__LEADER_ENDPOINT: StructSchema = StructSchema {
     name: "LeaderEndpoint",
     flexible_from: 1,
-    fields: &[
-        f("name", 1, 1, CompactStr),
-        f("host", 1, 1, CompactStr),
-        f("port", 1, 1, Int16),
-    ],
+    fields: &[f("name", 1, 1, CompactStr), f("host", 1, 1, CompactStr), f("port", 1, 1, Int16)],
     tags: &[],
 };
 const BEGIN_QUORUM_EPOCH_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
     name: "PartitionData",
     flexible_from: 1,
-    fields: &[
-        f("partition_index", 0, 1, Int32),
-        f("voter_directory_id", 1, 1, Uuid),
-        f("leader_id", 0, 1, Int32),
-        f("leader_epoch", 0, 1, Int32),
-    ],
+    fields: &[f("partition_index", 0, 1, Int32), f("voter_directory_id", 1, 1, Uuid), f("leader_id", 0, 1, Int32), f("leader_epoch", 0, 1, Int32)],
     tags: &[],
 };
 const BEGIN_QUORUM_EPOCH_REQUEST__TOPIC_DATA: StructSchema = StructSchema {
@@ -422,9 +328,7 @@ const BROKER_HEARTBEAT_REQUEST__BROKER_HEARTBEAT_REQUEST: StructSchema = StructS
         f("want_fence", 0, 1, Int8),
         f("want_shut_down", 0, 1, Int8),
     ],
-    tags: &[
-        t(0, 1, 32767, CompactArray(&Uuid)),
-    ],
+    tags: &[t(0, 1, 32767, CompactArray(&Uuid))],
 };
 const BROKER_REGISTRATION_REQUEST__BROKER_REGISTRATION_REQUEST: StructSchema = StructSchema {
     name: "BrokerRegistrationRequest",
@@ -445,31 +349,19 @@ const BROKER_REGISTRATION_REQUEST__BROKER_REGISTRATION_REQUEST: StructSchema = S
 const BROKER_REGISTRATION_REQUEST__FEATURE: StructSchema = StructSchema {
     name: "Feature",
     flexible_from: 0,
-    fields: &[
-        f("name", 0, 4, CompactStr),
-        f("min_supported_version", 0, 4, Int16),
-        f("max_supported_version", 0, 4, Int16),
-    ],
+    fields: &[f("name", 0, 4, CompactStr), f("min_supported_version", 0, 4, Int16), f("max_supported_version", 0, 4, Int16)],
     tags: &[],
 };
 const BROKER_REGISTRATION_REQUEST__LISTENER: StructSchema = StructSchema {
     name: "Listener",
     flexible_from: 0,
-    fields: &[
-        f("name", 0, 4, CompactStr),
-        f("host", 0, 4, CompactStr),
-        f("port", 0, 4, Int16),
-        f("security_protocol", 0, 4, Int16),
-    ],
+    fields: &[f("name", 0, 4, CompactStr), f("host", 0, 4, CompactStr), f("port", 0, 4, Int16), f("security_protocol", 0, 4, Int16)],
     tags: &[],
 };
 const CONSUMER_GROUP_DESCRIBE_REQUEST__CONSUMER_GROUP_DESCRIBE_REQUEST: StructSchema = StructSchema {
     name: "ConsumerGroupDescribeRequest",
     flexible_from: 0,
-    fields: &[
-        f("group_ids", 0, 1, CompactArray(&CompactStr)),
-        f("include_authorized_operations", 0, 1, Int8),
-    ],
+    fields: &[f("group_ids", 0, 1, CompactArray(&CompactStr)), f("include_authorized_operations", 0, 1, Int8)],
     tags: &[],
 };
 const CONSUMER_GROUP_HEARTBEAT_REQUEST__CONSUMER_GROUP_HEARTBEAT_REQUEST: StructSchema = StructSchema {
@@ -489,15 +381,8 @@ const CONSUMER_GROUP_HEARTBEAT_REQUEST__CONSUMER_GROUP_HEARTBEAT_REQUEST: Struct
     ],
     tags: &[],
 };
-const CONSUMER_GROUP_HEARTBEAT_REQUEST__TOPIC_PARTITIONS: StructSchema = StructSchema {
-    name: "TopicPartitions",
-    flexible_from: 0,
-    fields: &[
-        f("topic_id", 0, 1, Uuid),
-        f("partitions", 0, 1, CompactArray(&Int32)),
-    ],
-    tags: &[],
-};
+const CONSUMER_GROUP_HEARTBEAT_REQUEST__TOPIC_PARTITIONS: StructSchema =
+    StructSchema { name: "TopicPartitions", flexible_from: 0, fields: &[f("topic_id", 0, 1, Uuid), f("partitions", 0, 1, CompactArray(&Int32))], tags: &[] };
 const CONTROLLER_REGISTRATION_REQUEST__CONTROLLER_REGISTRATION_REQUEST: StructSchema = StructSchema {
     name: "ControllerRegistrationRequest",
     flexible_from: 0,
@@ -513,22 +398,13 @@ const CONTROLLER_REGISTRATION_REQUEST__CONTROLLER_REGISTRATION_REQUEST: StructSc
 const CONTROLLER_REGISTRATION_REQUEST__FEATURE: StructSchema = StructSchema {
     name: "Feature",
     flexible_from: 0,
-    fields: &[
-        f("name", 0, 0, CompactStr),
-        f("min_supported_version", 0, 0, Int16),
-        f("max_supported_version", 0, 0, Int16),
-    ],
+    fields: &[f("name", 0, 0, CompactStr), f("min_supported_version", 0, 0, Int16), f("max_supported_version", 0, 0, Int16)],
     tags: &[],
 };
 const CONTROLLER_REGISTRATION_REQUEST__LISTENER: StructSchema = StructSchema {
     name: "Listener",
     flexible_from: 0,
-    fields: &[
-        f("name", 0, 0, CompactStr),
-        f("host", 0, 0, CompactStr),
-        f("port", 0, 0, Int16),
-        f("security_protocol", 0, 0, Int16),
-    ],
+    fields: &[f("name", 0, 0, CompactStr), f("host", 0, 0, CompactStr), f("port", 0, 0, Int16), f("security_protocol", 0, 0, Int16)],
     tags: &[],
 };
 const CREATE_ACLS_REQUEST__ACL_CREATION: StructSchema = StructSchema {
@@ -560,12 +436,7 @@ const CREATE_ACLS_REQUEST__CREATE_ACLS_REQUEST: StructSchema = StructSchema {
 const CREATE_DELEGATION_TOKEN_REQUEST__CREATABLE_RENEWERS: StructSchema = StructSchema {
     name: "CreatableRenewers",
     flexible_from: 2,
-    fields: &[
-        f("principal_type", 2, 3, CompactStr),
-        f("principal_type", 1, 1, Str),
-        f("principal_name", 2, 3, CompactStr),
-        f("principal_name", 1, 1, Str),
-    ],
+    fields: &[f("principal_type", 2, 3, CompactStr), f("principal_type", 1, 1, Str), f("principal_name", 2, 3, CompactStr), f("principal_name", 1, 1, Str)],
     tags: &[],
 };
 const CREATE_DELEGATION_TOKEN_REQUEST__CREATE_DELEGATION_TOKEN_REQUEST: StructSchema = StructSchema {
@@ -583,10 +454,7 @@ const CREATE_DELEGATION_TOKEN_REQUEST__CREATE_DELEGATION_TOKEN_REQUEST: StructSc
 const CREATE_PARTITIONS_REQUEST__CREATE_PARTITIONS_ASSIGNMENT: StructSchema = StructSchema {
     name: "CreatePartitionsAssignment",
     flexible_from: 2,
-    fields: &[
-        f("broker_ids", 2, 3, CompactArray(&Int32)),
-        f("broker_ids", 0, 1, Array(&Int32)),
-    ],
+    fields: &[f("broker_ids", 2, 3, CompactArray(&Int32)), f("broker_ids", 0, 1, Array(&Int32))],
     tags: &[],
 };
 const CREATE_PARTITIONS_REQUEST__CREATE_PARTITIONS_REQUEST: StructSchema = StructSchema {
@@ -615,11 +483,7 @@ const CREATE_PARTITIONS_REQUEST__CREATE_PARTITIONS_TOPIC: StructSchema = StructS
 const CREATE_TOPICS_REQUEST__CREATABLE_REPLICA_ASSIGNMENT: StructSchema = StructSchema {
     name: "CreatableReplicaAssignment",
     flexible_from: 5,
-    fields: &[
-        f("partition_index", 2, 7, Int32),
-        f("broker_ids", 5, 7, CompactArray(&Int32)),
-        f("broker_ids", 2, 4, Array(&Int32)),
-    ],
+    fields: &[f("partition_index", 2, 7, Int32), f("broker_ids", 5, 7, CompactArray(&Int32)), f("broker_ids", 2, 4, Array(&Int32))],
     tags: &[],
 };
 const CREATE_TOPICS_REQUEST__CREATABLE_TOPIC: StructSchema = StructSchema {
@@ -640,12 +504,7 @@ const CREATE_TOPICS_REQUEST__CREATABLE_TOPIC: StructSchema = StructSchema {
 const CREATE_TOPICS_REQUEST__CREATABLE_TOPIC_CONFIG: StructSchema = StructSchema {
     name: "CreatableTopicConfig",
     flexible_from: 5,
-    fields: &[
-        f("name", 5, 7, CompactStr),
-        f("name", 2, 4, Str),
-        f("value", 5, 7, CompactStr),
-        f("value", 2, 4, Str),
-    ],
+    fields: &[f("name", 5, 7, CompactStr), f("name", 2, 4, Str), f("value", 5, 7, CompactStr), f("value", 2, 4, Str)],
     tags: &[],
 };
 const CREATE_TOPICS_REQUEST__CREATE_TOPICS_REQUEST: StructSchema = StructSchema {
@@ -688,21 +547,11 @@ const DELETE_ACLS_REQUEST__DELETE_ACLS_REQUEST: StructSchema = StructSchema {
 const DELETE_GROUPS_REQUEST__DELETE_GROUPS_REQUEST: StructSchema = StructSchema {
     name: "DeleteGroupsRequest",
     flexible_from: 2,
-    fields: &[
-        f("groups_names", 2, 2, CompactArray(&CompactStr)),
-        f("groups_names", 0, 1, Array(&Str)),
-    ],
+    fields: &[f("groups_names", 2, 2, CompactArray(&CompactStr)), f("groups_names", 0, 1, Array(&Str))],
     tags: &[],
 };
-const DELETE_RECORDS_REQUEST__DELETE_RECORDS_PARTITION: StructSchema = StructSchema {
-    name: "DeleteRecordsPartition",
-    flexible_from: 2,
-    fields: &[
-        f("partition_index", 0, 2, Int32),
-        f("offset", 0, 2, Int64),
-    ],
-    tags: &[],
-};
+const DELETE_RECORDS_REQUEST__DELETE_RECORDS_PARTITION: StructSchema =
+    StructSchema { name: "DeleteRecordsPartition", flexible_from: 2, fields: &[f("partition_index", 0, 2, Int32), f("offset", 0, 2, Int64)], tags: &[] };
 const DELETE_RECORDS_REQUEST__DELETE_RECORDS_REQUEST: StructSchema = StructSchema {
     name: "DeleteRecordsRequest",
     flexible_from: 2,
@@ -733,49 +582,24 @@ const DELETE_SHARE_GROUP_OFFSETS_REQUEST__DELETE_SHARE_GROUP_OFFSETS_REQUEST: St
     ],
     tags: &[],
 };
-const DELETE_SHARE_GROUP_OFFSETS_REQUEST__DELETE_SHARE_GROUP_OFFSETS_REQUEST_TOPIC: StructSchema = StructSchema {
-    name: "DeleteShareGroupOffsetsRequestTopic",
-    flexible_from: 0,
-    fields: &[
-        f("topic_name", 0, 0, CompactStr),
-    ],
-    tags: &[],
-};
+const DELETE_SHARE_GROUP_OFFSETS_REQUEST__DELETE_SHARE_GROUP_OFFSETS_REQUEST_TOPIC: StructSchema =
+    StructSchema { name: "DeleteShareGroupOffsetsRequestTopic", flexible_from: 0, fields: &[f("topic_name", 0, 0, CompactStr)], tags: &[] };
 const DELETE_SHARE_GROUP_STATE_REQUEST__DELETE_SHARE_GROUP_STATE_REQUEST: StructSchema = StructSchema {
     name: "DeleteShareGroupStateRequest",
     flexible_from: 0,
-    fields: &[
-        f("group_id", 0, 0, CompactStr),
-        f("topics", 0, 0, CompactArray(&Struct(&DELETE_SHARE_GROUP_STATE_REQUEST__DELETE_STATE_DATA))),
-    ],
+    fields: &[f("group_id", 0, 0, CompactStr), f("topics", 0, 0, CompactArray(&Struct(&DELETE_SHARE_GROUP_STATE_REQUEST__DELETE_STATE_DATA)))],
     tags: &[],
 };
 const DELETE_SHARE_GROUP_STATE_REQUEST__DELETE_STATE_DATA: StructSchema = StructSchema {
     name: "DeleteStateData",
     flexible_from: 0,
-    fields: &[
-        f("topic_id", 0, 0, Uuid),
-        f("partitions", 0, 0, CompactArray(&Struct(&DELETE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA))),
-    ],
+    fields: &[f("topic_id", 0, 0, Uuid), f("partitions", 0, 0, CompactArray(&Struct(&DELETE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA)))],
     tags: &[],
 };
-const DELETE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
-    name: "PartitionData",
-    flexible_from: 0,
-    fields: &[
-        f("partition", 0, 0, Int32),
-    ],
-    tags: &[],
-};
-const DELETE_TOPICS_REQUEST__DELETE_TOPIC_STATE: StructSchema = StructSchema {
-    name: "DeleteTopicState",
-    flexible_from: 4,
-    fields: &[
-        f("name", 6, 6, CompactStr),
-        f("topic_id", 6, 6, Uuid),
-    ],
-    tags: &[],
-};
+const DELETE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA: StructSchema =
+    StructSchema { name: "PartitionData", flexible_from: 0, fields: &[f("partition", 0, 0, Int32)], tags: &[] };
+const DELETE_TOPICS_REQUEST__DELETE_TOPIC_STATE: StructSchema =
+    StructSchema { name: "DeleteTopicState", flexible_from: 4, fields: &[f("name", 6, 6, CompactStr), f("topic_id", 6, 6, Uuid)], tags: &[] };
 const DELETE_TOPICS_REQUEST__DELETE_TOPICS_REQUEST: StructSchema = StructSchema {
     name: "DeleteTopicsRequest",
     flexible_from: 4,
@@ -829,11 +653,7 @@ const DESCRIBE_CLIENT_QUOTAS_REQUEST__DESCRIBE_CLIENT_QUOTAS_REQUEST: StructSche
 const DESCRIBE_CLUSTER_REQUEST__DESCRIBE_CLUSTER_REQUEST: StructSchema = StructSchema {
     name: "DescribeClusterRequest",
     flexible_from: 0,
-    fields: &[
-        f("include_cluster_authorized_operations", 0, 2, Int8),
-        f("endpoint_type", 1, 2, Int8),
-        f("include_fenced_brokers", 2, 2, Int8),
-    ],
+    fields: &[f("include_cluster_authorized_operations", 0, 2, Int8), f("endpoint_type", 1, 2, Int8), f("include_fenced_brokers", 2, 2, Int8)],
     tags: &[],
 };
 const DESCRIBE_CONFIGS_REQUEST__DESCRIBE_CONFIGS_REQUEST: StructSchema = StructSchema {
@@ -862,12 +682,7 @@ const DESCRIBE_CONFIGS_REQUEST__DESCRIBE_CONFIGS_RESOURCE: StructSchema = Struct
 const DESCRIBE_DELEGATION_TOKEN_REQUEST__DESCRIBE_DELEGATION_TOKEN_OWNER: StructSchema = StructSchema {
     name: "DescribeDelegationTokenOwner",
     flexible_from: 2,
-    fields: &[
-        f("principal_type", 2, 3, CompactStr),
-        f("principal_type", 1, 1, Str),
-        f("principal_name", 2, 3, CompactStr),
-        f("principal_name", 1, 1, Str),
-    ],
+    fields: &[f("principal_type", 2, 3, CompactStr), f("principal_type", 1, 1, Str), f("principal_name", 2, 3, CompactStr), f("principal_name", 1, 1, Str)],
     tags: &[],
 };
 const DESCRIBE_DELEGATION_TOKEN_REQUEST__DESCRIBE_DELEGATION_TOKEN_REQUEST: StructSchema = StructSchema {
@@ -882,22 +697,13 @@ const DESCRIBE_DELEGATION_TOKEN_REQUEST__DESCRIBE_DELEGATION_TOKEN_REQUEST: Stru
 const DESCRIBE_GROUPS_REQUEST__DESCRIBE_GROUPS_REQUEST: StructSchema = StructSchema {
     name: "DescribeGroupsRequest",
     flexible_from: 5,
-    fields: &[
-        f("groups", 5, 6, CompactArray(&CompactStr)),
-        f("groups", 0, 4, Array(&Str)),
-        f("include_authorized_operations", 3, 6, Int8),
-    ],
+    fields: &[f("groups", 5, 6, CompactArray(&CompactStr)), f("groups", 0, 4, Array(&Str)), f("include_authorized_operations", 3, 6, Int8)],
     tags: &[],
 };
 const DESCRIBE_LOG_DIRS_REQUEST__DESCRIBABLE_LOG_DIR_TOPIC: StructSchema = StructSchema {
     name: "DescribableLogDirTopic",
     flexible_from: 2,
-    fields: &[
-        f("topic", 2, 4, CompactStr),
-        f("topic", 1, 1, Str),
-        f("partitions", 2, 4, CompactArray(&Int32)),
-        f("partitions", 1, 1, Array(&Int32)),
-    ],
+    fields: &[f("topic", 2, 4, CompactStr), f("topic", 1, 1, Str), f("partitions", 2, 4, CompactArray(&Int32)), f("partitions", 1, 1, Array(&Int32))],
     tags: &[],
 };
 const DESCRIBE_LOG_DIRS_REQUEST__DESCRIBE_LOG_DIRS_REQUEST: StructSchema = StructSchema {
@@ -912,51 +718,33 @@ const DESCRIBE_LOG_DIRS_REQUEST__DESCRIBE_LOG_DIRS_REQUEST: StructSchema = Struc
 const DESCRIBE_PRODUCERS_REQUEST__DESCRIBE_PRODUCERS_REQUEST: StructSchema = StructSchema {
     name: "DescribeProducersRequest",
     flexible_from: 0,
-    fields: &[
-        f("topics", 0, 0, CompactArray(&Struct(&DESCRIBE_PRODUCERS_REQUEST__TOPIC_REQUEST))),
-    ],
+    fields: &[f("topics", 0, 0, CompactArray(&Struct(&DESCRIBE_PRODUCERS_REQUEST__TOPIC_REQUEST)))],
     tags: &[],
 };
 const DESCRIBE_PRODUCERS_REQUEST__TOPIC_REQUEST: StructSchema = StructSchema {
     name: "TopicRequest",
     flexible_from: 0,
-    fields: &[
-        f("name", 0, 0, CompactStr),
-        f("partition_indexes", 0, 0, CompactArray(&Int32)),
-    ],
+    fields: &[f("name", 0, 0, CompactStr), f("partition_indexes", 0, 0, CompactArray(&Int32))],
     tags: &[],
 };
 const DESCRIBE_QUORUM_REQUEST__DESCRIBE_QUORUM_REQUEST: StructSchema = StructSchema {
     name: "DescribeQuorumRequest",
     flexible_from: 0,
-    fields: &[
-        f("topics", 0, 2, CompactArray(&Struct(&DESCRIBE_QUORUM_REQUEST__TOPIC_DATA))),
-    ],
+    fields: &[f("topics", 0, 2, CompactArray(&Struct(&DESCRIBE_QUORUM_REQUEST__TOPIC_DATA)))],
     tags: &[],
 };
-const DESCRIBE_QUORUM_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
-    name: "PartitionData",
-    flexible_from: 0,
-    fields: &[
-        f("partition_index", 0, 2, Int32),
-    ],
-    tags: &[],
-};
+const DESCRIBE_QUORUM_REQUEST__PARTITION_DATA: StructSchema =
+    StructSchema { name: "PartitionData", flexible_from: 0, fields: &[f("partition_index", 0, 2, Int32)], tags: &[] };
 const DESCRIBE_QUORUM_REQUEST__TOPIC_DATA: StructSchema = StructSchema {
     name: "TopicData",
     flexible_from: 0,
-    fields: &[
-        f("topic_name", 0, 2, CompactStr),
-        f("partitions", 0, 2, CompactArray(&Struct(&DESCRIBE_QUORUM_REQUEST__PARTITION_DATA))),
-    ],
+    fields: &[f("topic_name", 0, 2, CompactStr), f("partitions", 0, 2, CompactArray(&Struct(&DESCRIBE_QUORUM_REQUEST__PARTITION_DATA)))],
     tags: &[],
 };
 const DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST__DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST: StructSchema = StructSchema {
     name: "DescribeShareGroupOffsetsRequest",
     flexible_from: 0,
-    fields: &[
-        f("groups", 0, 0, CompactArray(&Struct(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST__DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_GROUP))),
-    ],
+    fields: &[f("groups", 0, 0, CompactArray(&Struct(&DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST__DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_GROUP)))],
     tags: &[],
 };
 const DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST__DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_GROUP: StructSchema = StructSchema {
@@ -971,21 +759,11 @@ const DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST__DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST
 const DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST__DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST_TOPIC: StructSchema = StructSchema {
     name: "DescribeShareGroupOffsetsRequestTopic",
     flexible_from: 0,
-    fields: &[
-        f("topic_name", 0, 0, CompactStr),
-        f("partitions", 0, 0, CompactArray(&Int32)),
-    ],
+    fields: &[f("topic_name", 0, 0, CompactStr), f("partitions", 0, 0, CompactArray(&Int32))],
     tags: &[],
 };
-const DESCRIBE_TOPIC_PARTITIONS_REQUEST__CURSOR: StructSchema = StructSchema {
-    name: "Cursor",
-    flexible_from: 0,
-    fields: &[
-        f("topic_name", 0, 0, CompactStr),
-        f("partition_index", 0, 0, Int32),
-    ],
-    tags: &[],
-};
+const DESCRIBE_TOPIC_PARTITIONS_REQUEST__CURSOR: StructSchema =
+    StructSchema { name: "Cursor", flexible_from: 0, fields: &[f("topic_name", 0, 0, CompactStr), f("partition_index", 0, 0, Int32)], tags: &[] };
 const DESCRIBE_TOPIC_PARTITIONS_REQUEST__DESCRIBE_TOPIC_PARTITIONS_REQUEST: StructSchema = StructSchema {
     name: "DescribeTopicPartitionsRequest",
     flexible_from: 0,
@@ -996,38 +774,18 @@ const DESCRIBE_TOPIC_PARTITIONS_REQUEST__DESCRIBE_TOPIC_PARTITIONS_REQUEST: Stru
     ],
     tags: &[],
 };
-const DESCRIBE_TOPIC_PARTITIONS_REQUEST__TOPIC_REQUEST: StructSchema = StructSchema {
-    name: "TopicRequest",
-    flexible_from: 0,
-    fields: &[
-        f("name", 0, 0, CompactStr),
-    ],
-    tags: &[],
-};
-const DESCRIBE_TRANSACTIONS_REQUEST__DESCRIBE_TRANSACTIONS_REQUEST: StructSchema = StructSchema {
-    name: "DescribeTransactionsRequest",
-    flexible_from: 0,
-    fields: &[
-        f("transactional_ids", 0, 0, CompactArray(&CompactStr)),
-    ],
-    tags: &[],
-};
+const DESCRIBE_TOPIC_PARTITIONS_REQUEST__TOPIC_REQUEST: StructSchema =
+    StructSchema { name: "TopicRequest", flexible_from: 0, fields: &[f("name", 0, 0, CompactStr)], tags: &[] };
+const DESCRIBE_TRANSACTIONS_REQUEST__DESCRIBE_TRANSACTIONS_REQUEST: StructSchema =
+    StructSchema { name: "DescribeTransactionsRequest", flexible_from: 0, fields: &[f("transactional_ids", 0, 0, CompactArray(&CompactStr))], tags: &[] };
 const DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST__DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST: StructSchema = StructSchema {
     name: "DescribeUserScramCredentialsRequest",
     flexible_from: 0,
-    fields: &[
-        f("users", 0, 0, CompactArray(&Struct(&DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST__USER_NAME))),
-    ],
+    fields: &[f("users", 0, 0, CompactArray(&Struct(&DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST__USER_NAME)))],
     tags: &[],
 };
-const DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST__USER_NAME: StructSchema = StructSchema {
-    name: "UserName",
-    flexible_from: 0,
-    fields: &[
-        f("name", 0, 0, CompactStr),
-    ],
-    tags: &[],
-};
+const DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST__USER_NAME: StructSchema =
+    StructSchema { name: "UserName", flexible_from: 0, fields: &[f("name", 0, 0, CompactStr)], tags: &[] };
 const ELECT_LEADERS_REQUEST__ELECT_LEADERS_REQUEST: StructSchema = StructSchema {
     name: "ElectLeadersRequest",
     flexible_from: 2,
@@ -1042,12 +800,7 @@ const ELECT_LEADERS_REQUEST__ELECT_LEADERS_REQUEST: StructSchema = StructSchema 
 const ELECT_LEADERS_REQUEST__TOPIC_PARTITIONS: StructSchema = StructSchema {
     name: "TopicPartitions",
     flexible_from: 2,
-    fields: &[
-        f("topic", 2, 2, CompactStr),
-        f("topic", 0, 1, Str),
-        f("partitions", 2, 2, CompactArray(&Int32)),
-        f("partitions", 0, 1, Array(&Int32)),
-    ],
+    fields: &[f("topic", 2, 2, CompactStr), f("topic", 0, 1, Str), f("partitions", 2, 2, CompactArray(&Int32)), f("partitions", 0, 1, Array(&Int32))],
     tags: &[],
 };
 const END_QUORUM_EPOCH_REQUEST__END_QUORUM_EPOCH_REQUEST: StructSchema = StructSchema {
@@ -1065,11 +818,7 @@ const END_QUORUM_EPOCH_REQUEST__END_QUORUM_EPOCH_REQUEST: StructSchema = StructS
 const END_QUORUM_EPOCH_REQUEST__LEADER_ENDPOINT: StructSchema = StructSchema {
     name: "LeaderEndpoint",
     flexible_from: 1,
-    fields: &[
-        f("name", 1, 1, CompactStr),
-        f("host", 1, 1, CompactStr),
-        f("port", 1, 1, Int16),
-    ],
+    fields: &[f("name", 1, 1, CompactStr), f("host", 1, 1, CompactStr), f("port", 1, 1, Int16)],
     tags: &[],
 };
 const END_QUORUM_EPOCH_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
@@ -1084,15 +833,8 @@ const END_QUORUM_EPOCH_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
     ],
     tags: &[],
 };
-const END_QUORUM_EPOCH_REQUEST__REPLICA_INFO: StructSchema = StructSchema {
-    name: "ReplicaInfo",
-    flexible_from: 1,
-    fields: &[
-        f("candidate_id", 1, 1, Int32),
-        f("candidate_directory_id", 1, 1, Uuid),
-    ],
-    tags: &[],
-};
+const END_QUORUM_EPOCH_REQUEST__REPLICA_INFO: StructSchema =
+    StructSchema { name: "ReplicaInfo", flexible_from: 1, fields: &[f("candidate_id", 1, 1, Int32), f("candidate_directory_id", 1, 1, Uuid)], tags: &[] };
 const END_QUORUM_EPOCH_REQUEST__TOPIC_DATA: StructSchema = StructSchema {
     name: "TopicData",
     flexible_from: 1,
@@ -1119,21 +861,13 @@ const END_TXN_REQUEST__END_TXN_REQUEST: StructSchema = StructSchema {
 const ENVELOPE_REQUEST__ENVELOPE_REQUEST: StructSchema = StructSchema {
     name: "EnvelopeRequest",
     flexible_from: 0,
-    fields: &[
-        f("request_data", 0, 0, CompactBytes),
-        f("request_principal", 0, 0, CompactBytes),
-        f("client_host_address", 0, 0, CompactBytes),
-    ],
+    fields: &[f("request_data", 0, 0, CompactBytes), f("request_principal", 0, 0, CompactBytes), f("client_host_address", 0, 0, CompactBytes)],
     tags: &[],
 };
 const EXPIRE_DELEGATION_TOKEN_REQUEST__EXPIRE_DELEGATION_TOKEN_REQUEST: StructSchema = StructSchema {
     name: "ExpireDelegationTokenRequest",
     flexible_from: 2,
-    fields: &[
-        f("hmac", 2, 2, CompactBytes),
-        f("hmac", 1, 1, Bytes),
-        f("expiry_time_period_ms", 1, 2, Int64),
-    ],
+    fields: &[f("hmac", 2, 2, CompactBytes), f("hmac", 1, 1, Bytes), f("expiry_time_period_ms", 1, 2, Int64)],
     tags: &[],
 };
 const FETCH_REQUEST__FETCH_PARTITION: StructSchema = StructSchema {
@@ -1147,10 +881,7 @@ const FETCH_REQUEST__FETCH_PARTITION: StructSchema = StructSchema {
         f("log_start_offset", 5, 18, Int64),
         f("partition_max_bytes", 4, 18, Int32),
     ],
-    tags: &[
-        t(0, 17, 32767, Uuid),
-        t(1, 18, 32767, Int64),
-    ],
+    tags: &[t(0, 17, 32767, Uuid), t(1, 18, 32767, Int64)],
 };
 const FETCH_REQUEST__FETCH_REQUEST: StructSchema = StructSchema {
     name: "FetchRequest",
@@ -1170,10 +901,7 @@ const FETCH_REQUEST__FETCH_REQUEST: StructSchema = StructSchema {
         f("rack_id", 12, 18, CompactStr),
         f("rack_id", 11, 11, Str),
     ],
-    tags: &[
-        t(0, 0, 32767, CompactStr),
-        t(1, 15, 32767, Struct(&FETCH_REQUEST__REPLICA_STATE)),
-    ],
+    tags: &[t(0, 0, 32767, CompactStr), t(1, 15, 32767, Struct(&FETCH_REQUEST__REPLICA_STATE))],
 };
 const FETCH_REQUEST__FETCH_TOPIC: StructSchema = StructSchema {
     name: "FetchTopic",
@@ -1199,26 +927,13 @@ const FETCH_REQUEST__FORGOTTEN_TOPIC: StructSchema = StructSchema {
     ],
     tags: &[],
 };
-const FETCH_REQUEST__REPLICA_STATE: StructSchema = StructSchema {
-    name: "ReplicaState",
-    flexible_from: 12,
-    fields: &[
-        f("replica_id", 15, 18, Int32),
-        f("replica_epoch", 15, 18, Int64),
-    ],
-    tags: &[],
-};
+const FETCH_REQUEST__REPLICA_STATE: StructSchema =
+    StructSchema { name: "ReplicaState", flexible_from: 12, fields: &[f("replica_id", 15, 18, Int32), f("replica_epoch", 15, 18, Int64)], tags: &[] };
 const FETCH_SNAPSHOT_REQUEST__FETCH_SNAPSHOT_REQUEST: StructSchema = StructSchema {
     name: "FetchSnapshotRequest",
     flexible_from: 0,
-    fields: &[
-        f("replica_id", 0, 1, Int32),
-        f("max_bytes", 0, 1, Int32),
-        f("topics", 0, 1, CompactArray(&Struct(&FETCH_SNAPSHOT_REQUEST__TOPIC_SNAPSHOT))),
-    ],
-    tags: &[
-        t(0, 0, 32767, CompactStr),
-    ],
+    fields: &[f("replica_id", 0, 1, Int32), f("max_bytes", 0, 1, Int32), f("topics", 0, 1, CompactArray(&Struct(&FETCH_SNAPSHOT_REQUEST__TOPIC_SNAPSHOT)))],
+    tags: &[t(0, 0, 32767, CompactStr)],
 };
 const FETCH_SNAPSHOT_REQUEST__PARTITION_SNAPSHOT: StructSchema = StructSchema {
     name: "PartitionSnapshot",
@@ -1229,47 +944,24 @@ const FETCH_SNAPSHOT_REQUEST__PARTITION_SNAPSHOT: StructSchema = StructSchema {
         f("snapshot_id", 0, 1, Struct(&FETCH_SNAPSHOT_REQUEST__SNAPSHOT_ID)),
         f("position", 0, 1, Int64),
     ],
-    tags: &[
-        t(0, 1, 32767, Uuid),
-    ],
+    tags: &[t(0, 1, 32767, Uuid)],
 };
-const FETCH_SNAPSHOT_REQUEST__SNAPSHOT_ID: StructSchema = StructSchema {
-    name: "SnapshotId",
-    flexible_from: 0,
-    fields: &[
-        f("end_offset", 0, 1, Int64),
-        f("epoch", 0, 1, Int32),
-    ],
-    tags: &[],
-};
+const FETCH_SNAPSHOT_REQUEST__SNAPSHOT_ID: StructSchema =
+    StructSchema { name: "SnapshotId", flexible_from: 0, fields: &[f("end_offset", 0, 1, Int64), f("epoch", 0, 1, Int32)], tags: &[] };
 const FETCH_SNAPSHOT_REQUEST__TOPIC_SNAPSHOT: StructSchema = StructSchema {
     name: "TopicSnapshot",
     flexible_from: 0,
-    fields: &[
-        f("name", 0, 1, CompactStr),
-        f("partitions", 0, 1, CompactArray(&Struct(&FETCH_SNAPSHOT_REQUEST__PARTITION_SNAPSHOT))),
-    ],
+    fields: &[f("name", 0, 1, CompactStr), f("partitions", 0, 1, CompactArray(&Struct(&FETCH_SNAPSHOT_REQUEST__PARTITION_SNAPSHOT)))],
     tags: &[],
 };
 const FIND_COORDINATOR_REQUEST__FIND_COORDINATOR_REQUEST: StructSchema = StructSchema {
     name: "FindCoordinatorRequest",
     flexible_from: 3,
-    fields: &[
-        f("key", 3, 3, CompactStr),
-        f("key", 0, 2, Str),
-        f("key_type", 1, 6, Int8),
-        f("coordinator_keys", 4, 6, CompactArray(&CompactStr)),
-    ],
+    fields: &[f("key", 3, 3, CompactStr), f("key", 0, 2, Str), f("key_type", 1, 6, Int8), f("coordinator_keys", 4, 6, CompactArray(&CompactStr))],
     tags: &[],
 };
-const GET_TELEMETRY_SUBSCRIPTIONS_REQUEST__GET_TELEMETRY_SUBSCRIPTIONS_REQUEST: StructSchema = StructSchema {
-    name: "GetTelemetrySubscriptionsRequest",
-    flexible_from: 0,
-    fields: &[
-        f("client_instance_id", 0, 0, Uuid),
-    ],
-    tags: &[],
-};
+const GET_TELEMETRY_SUBSCRIPTIONS_REQUEST__GET_TELEMETRY_SUBSCRIPTIONS_REQUEST: StructSchema =
+    StructSchema { name: "GetTelemetrySubscriptionsRequest", flexible_from: 0, fields: &[f("client_instance_id", 0, 0, Uuid)], tags: &[] };
 const HEARTBEAT_REQUEST__HEARTBEAT_REQUEST: StructSchema = StructSchema {
     name: "HeartbeatRequest",
     flexible_from: 4,
@@ -1299,13 +991,7 @@ const INCREMENTAL_ALTER_CONFIGS_REQUEST__ALTER_CONFIGS_RESOURCE: StructSchema = 
 const INCREMENTAL_ALTER_CONFIGS_REQUEST__ALTERABLE_CONFIG: StructSchema = StructSchema {
     name: "AlterableConfig",
     flexible_from: 1,
-    fields: &[
-        f("name", 1, 1, CompactStr),
-        f("name", 0, 0, Str),
-        f("config_operation", 0, 1, Int8),
-        f("value", 1, 1, CompactStr),
-        f("value", 0, 0, Str),
-    ],
+    fields: &[f("name", 1, 1, CompactStr), f("name", 0, 0, Str), f("config_operation", 0, 1, Int8), f("value", 1, 1, CompactStr), f("value", 0, 0, Str)],
     tags: &[],
 };
 const INCREMENTAL_ALTER_CONFIGS_REQUEST__INCREMENTAL_ALTER_CONFIGS_REQUEST: StructSchema = StructSchema {
@@ -1333,29 +1019,19 @@ const INIT_PRODUCER_ID_REQUEST__INIT_PRODUCER_ID_REQUEST: StructSchema = StructS
 const INITIALIZE_SHARE_GROUP_STATE_REQUEST__INITIALIZE_SHARE_GROUP_STATE_REQUEST: StructSchema = StructSchema {
     name: "InitializeShareGroupStateRequest",
     flexible_from: 0,
-    fields: &[
-        f("group_id", 0, 0, CompactStr),
-        f("topics", 0, 0, CompactArray(&Struct(&INITIALIZE_SHARE_GROUP_STATE_REQUEST__INITIALIZE_STATE_DATA))),
-    ],
+    fields: &[f("group_id", 0, 0, CompactStr), f("topics", 0, 0, CompactArray(&Struct(&INITIALIZE_SHARE_GROUP_STATE_REQUEST__INITIALIZE_STATE_DATA)))],
     tags: &[],
 };
 const INITIALIZE_SHARE_GROUP_STATE_REQUEST__INITIALIZE_STATE_DATA: StructSchema = StructSchema {
     name: "InitializeStateData",
     flexible_from: 0,
-    fields: &[
-        f("topic_id", 0, 0, Uuid),
-        f("partitions", 0, 0, CompactArray(&Struct(&INITIALIZE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA))),
-    ],
+    fields: &[f("topic_id", 0, 0, Uuid), f("partitions", 0, 0, CompactArray(&Struct(&INITIALIZE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA)))],
     tags: &[],
 };
 const INITIALIZE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
     name: "PartitionData",
     flexible_from: 0,
-    fields: &[
-        f("partition", 0, 0, Int32),
-        f("state_epoch", 0, 0, Int32),
-        f("start_offset", 0, 0, Int64),
-    ],
+    fields: &[f("partition", 0, 0, Int32), f("state_epoch", 0, 0, Int32), f("start_offset", 0, 0, Int64)],
     tags: &[],
 };
 const JOIN_GROUP_REQUEST__JOIN_GROUP_REQUEST: StructSchema = StructSchema {
@@ -1381,12 +1057,7 @@ const JOIN_GROUP_REQUEST__JOIN_GROUP_REQUEST: StructSchema = StructSchema {
 const JOIN_GROUP_REQUEST__JOIN_GROUP_REQUEST_PROTOCOL: StructSchema = StructSchema {
     name: "JoinGroupRequestProtocol",
     flexible_from: 6,
-    fields: &[
-        f("name", 6, 9, CompactStr),
-        f("name", 0, 5, Str),
-        f("metadata", 6, 9, CompactBytes),
-        f("metadata", 0, 5, Bytes),
-    ],
+    fields: &[f("name", 6, 9, CompactStr), f("name", 0, 5, Str), f("metadata", 6, 9, CompactBytes), f("metadata", 0, 5, Bytes)],
     tags: &[],
 };
 const LEAVE_GROUP_REQUEST__LEAVE_GROUP_REQUEST: StructSchema = StructSchema {
@@ -1413,31 +1084,18 @@ const LEAVE_GROUP_REQUEST__MEMBER_IDENTITY: StructSchema = StructSchema {
     ],
     tags: &[],
 };
-const LIST_CONFIG_RESOURCES_REQUEST__LIST_CONFIG_RESOURCES_REQUEST: StructSchema = StructSchema {
-    name: "ListConfigResourcesRequest",
-    flexible_from: 0,
-    fields: &[
-        f("resource_types", 1, 1, CompactArray(&Int8)),
-    ],
-    tags: &[],
-};
+const LIST_CONFIG_RESOURCES_REQUEST__LIST_CONFIG_RESOURCES_REQUEST: StructSchema =
+    StructSchema { name: "ListConfigResourcesRequest", flexible_from: 0, fields: &[f("resource_types", 1, 1, CompactArray(&Int8))], tags: &[] };
 const LIST_GROUPS_REQUEST__LIST_GROUPS_REQUEST: StructSchema = StructSchema {
     name: "ListGroupsRequest",
     flexible_from: 3,
-    fields: &[
-        f("states_filter", 4, 5, CompactArray(&CompactStr)),
-        f("types_filter", 5, 5, CompactArray(&CompactStr)),
-    ],
+    fields: &[f("states_filter", 4, 5, CompactArray(&CompactStr)), f("types_filter", 5, 5, CompactArray(&CompactStr))],
     tags: &[],
 };
 const LIST_OFFSETS_REQUEST__LIST_OFFSETS_PARTITION: StructSchema = StructSchema {
     name: "ListOffsetsPartition",
     flexible_from: 6,
-    fields: &[
-        f("partition_index", 1, 10, Int32),
-        f("current_leader_epoch", 4, 10, Int32),
-        f("timestamp", 1, 10, Int64),
-    ],
+    fields: &[f("partition_index", 1, 10, Int32), f("current_leader_epoch", 4, 10, Int32), f("timestamp", 1, 10, Int64)],
     tags: &[],
 };
 const LIST_OFFSETS_REQUEST__LIST_OFFSETS_REQUEST: StructSchema = StructSchema {
@@ -1475,10 +1133,7 @@ const LIST_PARTITION_REASSIGNMENTS_REQUEST__LIST_PARTITION_REASSIGNMENTS_REQUEST
 const LIST_PARTITION_REASSIGNMENTS_REQUEST__LIST_PARTITION_REASSIGNMENTS_TOPICS: StructSchema = StructSchema {
     name: "ListPartitionReassignmentsTopics",
     flexible_from: 0,
-    fields: &[
-        f("name", 0, 0, CompactStr),
-        f("partition_indexes", 0, 0, CompactArray(&Int32)),
-    ],
+    fields: &[f("name", 0, 0, CompactStr), f("partition_indexes", 0, 0, CompactArray(&Int32))],
     tags: &[],
 };
 const LIST_TRANSACTIONS_REQUEST__LIST_TRANSACTIONS_REQUEST: StructSchema = StructSchema {
@@ -1507,11 +1162,7 @@ const METADATA_REQUEST__METADATA_REQUEST: StructSchema = StructSchema {
 const METADATA_REQUEST__METADATA_REQUEST_TOPIC: StructSchema = StructSchema {
     name: "MetadataRequestTopic",
     flexible_from: 9,
-    fields: &[
-        f("topic_id", 10, 13, Uuid),
-        f("name", 9, 13, CompactStr),
-        f("name", 0, 8, Str),
-    ],
+    fields: &[f("topic_id", 10, 13, Uuid), f("name", 9, 13, CompactStr), f("name", 0, 8, Str)],
     tags: &[],
 };
 const OFFSET_COMMIT_REQUEST__OFFSET_COMMIT_REQUEST: StructSchema = StructSchema {
@@ -1557,27 +1208,15 @@ const OFFSET_COMMIT_REQUEST__OFFSET_COMMIT_REQUEST_TOPIC: StructSchema = StructS
 const OFFSET_DELETE_REQUEST__OFFSET_DELETE_REQUEST: StructSchema = StructSchema {
     name: "OffsetDeleteRequest",
     flexible_from: NEVER,
-    fields: &[
-        f("group_id", 0, 0, Str),
-        f("topics", 0, 0, Array(&Struct(&OFFSET_DELETE_REQUEST__OFFSET_DELETE_REQUEST_TOPIC))),
-    ],
+    fields: &[f("group_id", 0, 0, Str), f("topics", 0, 0, Array(&Struct(&OFFSET_DELETE_REQUEST__OFFSET_DELETE_REQUEST_TOPIC)))],
     tags: &[],
 };
-const OFFSET_DELETE_REQUEST__OFFSET_DELETE_REQUEST_PARTITION: StructSchema = StructSchema {
-    name: "OffsetDeleteRequestPartition",
-    flexible_from: NEVER,
-    fields: &[
-        f("partition_index", 0, 0, Int32),
-    ],
-    tags: &[],
-};
+const OFFSET_DELETE_REQUEST__OFFSET_DELETE_REQUEST_PARTITION: StructSchema =
+    StructSchema { name: "OffsetDeleteRequestPartition", flexible_from: NEVER, fields: &[f("partition_index", 0, 0, Int32)], tags: &[] };
 const OFFSET_DELETE_REQUEST__OFFSET_DELETE_REQUEST_TOPIC: StructSchema = StructSchema {
     name: "OffsetDeleteRequestTopic",
     flexible_from: NEVER,
-    fields: &[
-        f("name", 0, 0, Str),
-        f("partitions", 0, 0, Array(&Struct(&OFFSET_DELETE_REQUEST__OFFSET_DELETE_REQUEST_PARTITION))),
-    ],
+    fields: &[f("name", 0, 0, Str), f("partitions", 0, 0, Array(&Struct(&OFFSET_DELETE_REQUEST__OFFSET_DELETE_REQUEST_PARTITION)))],
     tags: &[],
 };
 const OFFSET_FETCH_REQUEST__OFFSET_FETCH_REQUEST: StructSchema = StructSchema {
@@ -1618,10 +1257,7 @@ const OFFSET_FETCH_REQUEST__OFFSET_FETCH_REQUEST_TOPIC: StructSchema = StructSch
 const OFFSET_FETCH_REQUEST__OFFSET_FETCH_REQUEST_TOPICS: StructSchema = StructSchema {
     name: "OffsetFetchRequestTopics",
     flexible_from: 6,
-    fields: &[
-        f("name", 8, 9, CompactStr),
-        f("partition_indexes", 8, 9, CompactArray(&Int32)),
-    ],
+    fields: &[f("name", 8, 9, CompactStr), f("partition_indexes", 8, 9, CompactArray(&Int32))],
     tags: &[],
 };
 const OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_EPOCH_REQUEST: StructSchema = StructSchema {
@@ -1637,11 +1273,7 @@ const OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_EPOCH_REQUEST: StructSc
 const OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_PARTITION: StructSchema = StructSchema {
     name: "OffsetForLeaderPartition",
     flexible_from: 4,
-    fields: &[
-        f("partition", 2, 4, Int32),
-        f("current_leader_epoch", 2, 4, Int32),
-        f("leader_epoch", 2, 4, Int32),
-    ],
+    fields: &[f("partition", 2, 4, Int32), f("current_leader_epoch", 2, 4, Int32), f("leader_epoch", 2, 4, Int32)],
     tags: &[],
 };
 const OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_TOPIC: StructSchema = StructSchema {
@@ -1658,11 +1290,7 @@ const OFFSET_FOR_LEADER_EPOCH_REQUEST__OFFSET_FOR_LEADER_TOPIC: StructSchema = S
 const PRODUCE_REQUEST__PARTITION_PRODUCE_DATA: StructSchema = StructSchema {
     name: "PartitionProduceData",
     flexible_from: 9,
-    fields: &[
-        f("index", 3, 13, Int32),
-        f("records", 9, 13, CompactBytes),
-        f("records", 3, 8, Bytes),
-    ],
+    fields: &[f("index", 3, 13, Int32), f("records", 9, 13, CompactBytes), f("records", 3, 8, Bytes)],
     tags: &[],
 };
 const PRODUCE_REQUEST__PRODUCE_REQUEST: StructSchema = StructSchema {
@@ -1702,123 +1330,66 @@ const PUSH_TELEMETRY_REQUEST__PUSH_TELEMETRY_REQUEST: StructSchema = StructSchem
     ],
     tags: &[],
 };
-const READ_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
-    name: "PartitionData",
-    flexible_from: 0,
-    fields: &[
-        f("partition", 0, 0, Int32),
-        f("leader_epoch", 0, 0, Int32),
-    ],
-    tags: &[],
-};
+const READ_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA: StructSchema =
+    StructSchema { name: "PartitionData", flexible_from: 0, fields: &[f("partition", 0, 0, Int32), f("leader_epoch", 0, 0, Int32)], tags: &[] };
 const READ_SHARE_GROUP_STATE_REQUEST__READ_SHARE_GROUP_STATE_REQUEST: StructSchema = StructSchema {
     name: "ReadShareGroupStateRequest",
     flexible_from: 0,
-    fields: &[
-        f("group_id", 0, 0, CompactStr),
-        f("topics", 0, 0, CompactArray(&Struct(&READ_SHARE_GROUP_STATE_REQUEST__READ_STATE_DATA))),
-    ],
+    fields: &[f("group_id", 0, 0, CompactStr), f("topics", 0, 0, CompactArray(&Struct(&READ_SHARE_GROUP_STATE_REQUEST__READ_STATE_DATA)))],
     tags: &[],
 };
 const READ_SHARE_GROUP_STATE_REQUEST__READ_STATE_DATA: StructSchema = StructSchema {
     name: "ReadStateData",
     flexible_from: 0,
-    fields: &[
-        f("topic_id", 0, 0, Uuid),
-        f("partitions", 0, 0, CompactArray(&Struct(&READ_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA))),
-    ],
+    fields: &[f("topic_id", 0, 0, Uuid), f("partitions", 0, 0, CompactArray(&Struct(&READ_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA)))],
     tags: &[],
 };
-const READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
-    name: "PartitionData",
-    flexible_from: 0,
-    fields: &[
-        f("partition", 0, 0, Int32),
-        f("leader_epoch", 0, 0, Int32),
-    ],
-    tags: &[],
-};
+const READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__PARTITION_DATA: StructSchema =
+    StructSchema { name: "PartitionData", flexible_from: 0, fields: &[f("partition", 0, 0, Int32), f("leader_epoch", 0, 0, Int32)], tags: &[] };
 const READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__READ_SHARE_GROUP_STATE_SUMMARY_REQUEST: StructSchema = StructSchema {
     name: "ReadShareGroupStateSummaryRequest",
     flexible_from: 0,
-    fields: &[
-        f("group_id", 0, 0, CompactStr),
-        f("topics", 0, 0, CompactArray(&Struct(&READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__READ_STATE_SUMMARY_DATA))),
-    ],
+    fields: &[f("group_id", 0, 0, CompactStr), f("topics", 0, 0, CompactArray(&Struct(&READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__READ_STATE_SUMMARY_DATA)))],
     tags: &[],
 };
 const READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__READ_STATE_SUMMARY_DATA: StructSchema = StructSchema {
     name: "ReadStateSummaryData",
     flexible_from: 0,
-    fields: &[
-        f("topic_id", 0, 0, Uuid),
-        f("partitions", 0, 0, CompactArray(&Struct(&READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__PARTITION_DATA))),
-    ],
+    fields: &[f("topic_id", 0, 0, Uuid), f("partitions", 0, 0, CompactArray(&Struct(&READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__PARTITION_DATA)))],
     tags: &[],
 };
 const REMOVE_RAFT_VOTER_REQUEST__REMOVE_RAFT_VOTER_REQUEST: StructSchema = StructSchema {
     name: "RemoveRaftVoterRequest",
     flexible_from: 0,
-    fields: &[
-        f("cluster_id", 0, 0, CompactStr),
-        f("voter_id", 0, 0, Int32),
-        f("voter_directory_id", 0, 0, Uuid),
-    ],
+    fields: &[f("cluster_id", 0, 0, CompactStr), f("voter_id", 0, 0, Int32), f("voter_directory_id", 0, 0, Uuid)],
     tags: &[],
 };
 const RENEW_DELEGATION_TOKEN_REQUEST__RENEW_DELEGATION_TOKEN_REQUEST: StructSchema = StructSchema {
     name: "RenewDelegationTokenRequest",
     flexible_from: 2,
-    fields: &[
-        f("hmac", 2, 2, CompactBytes),
-        f("hmac", 1, 1, Bytes),
-        f("renew_period_ms", 1, 2, Int64),
-    ],
+    fields: &[f("hmac", 2, 2, CompactBytes), f("hmac", 1, 1, Bytes), f("renew_period_ms", 1, 2, Int64)],
     tags: &[],
 };
-const SASL_AUTHENTICATE_REQUEST__SASL_AUTHENTICATE_REQUEST: StructSchema = StructSchema {
-    name: "SaslAuthenticateRequest",
-    flexible_from: 2,
-    fields: &[
-        f("auth_bytes", 2, 2, CompactBytes),
-        f("auth_bytes", 0, 1, Bytes),
-    ],
-    tags: &[],
-};
-const SASL_HANDSHAKE_REQUEST__SASL_HANDSHAKE_REQUEST: StructSchema = StructSchema {
-    name: "SaslHandshakeRequest",
-    flexible_from: NEVER,
-    fields: &[
-        f("mechanism", 0, 1, Str),
-    ],
-    tags: &[],
-};
+const SASL_AUTHENTICATE_REQUEST__SASL_AUTHENTICATE_REQUEST: StructSchema =
+    StructSchema { name: "SaslAuthenticateRequest", flexible_from: 2, fields: &[f("auth_bytes", 2, 2, CompactBytes), f("auth_bytes", 0, 1, Bytes)], tags: &[] };
+const SASL_HANDSHAKE_REQUEST__SASL_HANDSHAKE_REQUEST: StructSchema =
+    StructSchema { name: "SaslHandshakeRequest", flexible_from: NEVER, fields: &[f("mechanism", 0, 1, Str)], tags: &[] };
 const SHARE_ACKNOWLEDGE_REQUEST__ACKNOWLEDGE_PARTITION: StructSchema = StructSchema {
     name: "AcknowledgePartition",
     flexible_from: 0,
-    fields: &[
-        f("partition_index", 1, 1, Int32),
-        f("acknowledgement_batches", 1, 1, CompactArray(&Struct(&SHARE_ACKNOWLEDGE_REQUEST__ACKNOWLEDGEMENT_BATCH))),
-    ],
+    fields: &[f("partition_index", 1, 1, Int32), f("acknowledgement_batches", 1, 1, CompactArray(&Struct(&SHARE_ACKNOWLEDGE_REQUEST__ACKNOWLEDGEMENT_BATCH)))],
     tags: &[],
 };
 const SHARE_ACKNOWLEDGE_REQUEST__ACKNOWLEDGE_TOPIC: StructSchema = StructSchema {
     name: "AcknowledgeTopic",
     flexible_from: 0,
-    fields: &[
-        f("topic_id", 1, 1, Uuid),
-        f("partitions", 1, 1, CompactArray(&Struct(&SHARE_ACKNOWLEDGE_REQUEST__ACKNOWLEDGE_PARTITION))),
-    ],
+    fields: &[f("topic_id", 1, 1, Uuid), f("partitions", 1, 1, CompactArray(&Struct(&SHARE_ACKNOWLEDGE_REQUEST__ACKNOWLEDGE_PARTITION)))],
     tags: &[],
 };
 const SHARE_ACKNOWLEDGE_REQUEST__ACKNOWLEDGEMENT_BATCH: StructSchema = StructSchema {
     name: "AcknowledgementBatch",
     flexible_from: 0,
-    fields: &[
-        f("first_offset", 1, 1, Int64),
-        f("last_offset", 1, 1, Int64),
-        f("acknowledge_types", 1, 1, CompactArray(&Int8)),
-    ],
+    fields: &[f("first_offset", 1, 1, Int64), f("last_offset", 1, 1, Int64), f("acknowledge_types", 1, 1, CompactArray(&Int8))],
     tags: &[],
 };
 const SHARE_ACKNOWLEDGE_REQUEST__SHARE_ACKNOWLEDGE_REQUEST: StructSchema = StructSchema {
@@ -1835,40 +1406,23 @@ const SHARE_ACKNOWLEDGE_REQUEST__SHARE_ACKNOWLEDGE_REQUEST: StructSchema = Struc
 const SHARE_FETCH_REQUEST__ACKNOWLEDGEMENT_BATCH: StructSchema = StructSchema {
     name: "AcknowledgementBatch",
     flexible_from: 0,
-    fields: &[
-        f("first_offset", 1, 1, Int64),
-        f("last_offset", 1, 1, Int64),
-        f("acknowledge_types", 1, 1, CompactArray(&Int8)),
-    ],
+    fields: &[f("first_offset", 1, 1, Int64), f("last_offset", 1, 1, Int64), f("acknowledge_types", 1, 1, CompactArray(&Int8))],
     tags: &[],
 };
 const SHARE_FETCH_REQUEST__FETCH_PARTITION: StructSchema = StructSchema {
     name: "FetchPartition",
     flexible_from: 0,
-    fields: &[
-        f("partition_index", 1, 1, Int32),
-        f("acknowledgement_batches", 1, 1, CompactArray(&Struct(&SHARE_FETCH_REQUEST__ACKNOWLEDGEMENT_BATCH))),
-    ],
+    fields: &[f("partition_index", 1, 1, Int32), f("acknowledgement_batches", 1, 1, CompactArray(&Struct(&SHARE_FETCH_REQUEST__ACKNOWLEDGEMENT_BATCH)))],
     tags: &[],
 };
 const SHARE_FETCH_REQUEST__FETCH_TOPIC: StructSchema = StructSchema {
     name: "FetchTopic",
     flexible_from: 0,
-    fields: &[
-        f("topic_id", 1, 1, Uuid),
-        f("partitions", 1, 1, CompactArray(&Struct(&SHARE_FETCH_REQUEST__FETCH_PARTITION))),
-    ],
+    fields: &[f("topic_id", 1, 1, Uuid), f("partitions", 1, 1, CompactArray(&Struct(&SHARE_FETCH_REQUEST__FETCH_PARTITION)))],
     tags: &[],
 };
-const SHARE_FETCH_REQUEST__FORGOTTEN_TOPIC: StructSchema = StructSchema {
-    name: "ForgottenTopic",
-    flexible_from: 0,
-    fields: &[
-        f("topic_id", 1, 1, Uuid),
-        f("partitions", 1, 1, CompactArray(&Int32)),
-    ],
-    tags: &[],
-};
+const SHARE_FETCH_REQUEST__FORGOTTEN_TOPIC: StructSchema =
+    StructSchema { name: "ForgottenTopic", flexible_from: 0, fields: &[f("topic_id", 1, 1, Uuid), f("partitions", 1, 1, CompactArray(&Int32))], tags: &[] };
 const SHARE_FETCH_REQUEST__SHARE_FETCH_REQUEST: StructSchema = StructSchema {
     name: "ShareFetchRequest",
     flexible_from: 0,
@@ -1889,10 +1443,7 @@ const SHARE_FETCH_REQUEST__SHARE_FETCH_REQUEST: StructSchema = StructSchema {
 const SHARE_GROUP_DESCRIBE_REQUEST__SHARE_GROUP_DESCRIBE_REQUEST: StructSchema = StructSchema {
     name: "ShareGroupDescribeRequest",
     flexible_from: 0,
-    fields: &[
-        f("group_ids", 1, 1, CompactArray(&CompactStr)),
-        f("include_authorized_operations", 1, 1, Int8),
-    ],
+    fields: &[f("group_ids", 1, 1, CompactArray(&CompactStr)), f("include_authorized_operations", 1, 1, Int8)],
     tags: &[],
 };
 const SHARE_GROUP_HEARTBEAT_REQUEST__SHARE_GROUP_HEARTBEAT_REQUEST: StructSchema = StructSchema {
@@ -1928,12 +1479,7 @@ const SYNC_GROUP_REQUEST__SYNC_GROUP_REQUEST: StructSchema = StructSchema {
 const SYNC_GROUP_REQUEST__SYNC_GROUP_REQUEST_ASSIGNMENT: StructSchema = StructSchema {
     name: "SyncGroupRequestAssignment",
     flexible_from: 4,
-    fields: &[
-        f("member_id", 4, 5, CompactStr),
-        f("member_id", 0, 3, Str),
-        f("assignment", 4, 5, CompactBytes),
-        f("assignment", 0, 3, Bytes),
-    ],
+    fields: &[f("member_id", 4, 5, CompactStr), f("member_id", 0, 3, Str), f("assignment", 4, 5, CompactBytes), f("assignment", 0, 3, Bytes)],
     tags: &[],
 };
 const TXN_OFFSET_COMMIT_REQUEST__TXN_OFFSET_COMMIT_REQUEST: StructSchema = StructSchema {
@@ -1977,23 +1523,12 @@ const TXN_OFFSET_COMMIT_REQUEST__TXN_OFFSET_COMMIT_REQUEST_TOPIC: StructSchema =
     ],
     tags: &[],
 };
-const UNREGISTER_BROKER_REQUEST__UNREGISTER_BROKER_REQUEST: StructSchema = StructSchema {
-    name: "UnregisterBrokerRequest",
-    flexible_from: 0,
-    fields: &[
-        f("broker_id", 0, 0, Int32),
-    ],
-    tags: &[],
-};
+const UNREGISTER_BROKER_REQUEST__UNREGISTER_BROKER_REQUEST: StructSchema =
+    StructSchema { name: "UnregisterBrokerRequest", flexible_from: 0, fields: &[f("broker_id", 0, 0, Int32)], tags: &[] };
 const UPDATE_FEATURES_REQUEST__FEATURE_UPDATE_KEY: StructSchema = StructSchema {
     name: "FeatureUpdateKey",
     flexible_from: 0,
-    fields: &[
-        f("feature", 0, 2, CompactStr),
-        f("max_version_level", 0, 2, Int16),
-        f("allow_downgrade", 0, 0, Int8),
-        f("upgrade_type", 1, 2, Int8),
-    ],
+    fields: &[f("feature", 0, 2, CompactStr), f("max_version_level", 0, 2, Int16), f("allow_downgrade", 0, 0, Int8), f("upgrade_type", 1, 2, Int8)],
     tags: &[],
 };
 const UPDATE_FEATURES_REQUEST__UPDATE_FEATURES_REQUEST: StructSchema = StructSchema {
@@ -2009,22 +1544,11 @@ const UPDATE_FEATURES_REQUEST__UPDATE_FEATURES_REQUEST: StructSchema = StructSch
 const UPDATE_RAFT_VOTER_REQUEST__K_RAFT_VERSION_FEATURE: StructSchema = StructSchema {
     name: "KRaftVersionFeature",
     flexible_from: 0,
-    fields: &[
-        f("min_supported_version", 0, 0, Int16),
-        f("max_supported_version", 0, 0, Int16),
-    ],
+    fields: &[f("min_supported_version", 0, 0, Int16), f("max_supported_version", 0, 0, Int16)],
     tags: &[],
 };
-const UPDATE_RAFT_VOTER_REQUEST__LISTENER: StructSchema = StructSchema {
-    name: "Listener",
-    flexible_from: 0,
-    fields: &[
-        f("name", 0, 0, CompactStr),
-        f("host", 0, 0, CompactStr),
-        f("port", 0, 0, Int16),
-    ],
-    tags: &[],
-};
+const UPDATE_RAFT_VOTER_REQUEST__LISTENER: StructSchema =
+    StructSchema { name: "Listener", flexible_from: 0, fields: &[f("name", 0, 0, CompactStr), f("host", 0, 0, CompactStr), f("port", 0, 0, Int16)], tags: &[] };
 const UPDATE_RAFT_VOTER_REQUEST__UPDATE_RAFT_VOTER_REQUEST: StructSchema = StructSchema {
     name: "UpdateRaftVoterRequest",
     flexible_from: 0,
@@ -2056,20 +1580,13 @@ const VOTE_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
 const VOTE_REQUEST__TOPIC_DATA: StructSchema = StructSchema {
     name: "TopicData",
     flexible_from: 0,
-    fields: &[
-        f("topic_name", 0, 2, CompactStr),
-        f("partitions", 0, 2, CompactArray(&Struct(&VOTE_REQUEST__PARTITION_DATA))),
-    ],
+    fields: &[f("topic_name", 0, 2, CompactStr), f("partitions", 0, 2, CompactArray(&Struct(&VOTE_REQUEST__PARTITION_DATA)))],
     tags: &[],
 };
 const VOTE_REQUEST__VOTE_REQUEST: StructSchema = StructSchema {
     name: "VoteRequest",
     flexible_from: 0,
-    fields: &[
-        f("cluster_id", 0, 2, CompactStr),
-        f("voter_id", 1, 2, Int32),
-        f("topics", 0, 2, CompactArray(&Struct(&VOTE_REQUEST__TOPIC_DATA))),
-    ],
+    fields: &[f("cluster_id", 0, 2, CompactStr), f("voter_id", 1, 2, Int32), f("topics", 0, 2, CompactArray(&Struct(&VOTE_REQUEST__TOPIC_DATA)))],
     tags: &[],
 };
 const WRITE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA: StructSchema = StructSchema {
@@ -2087,30 +1604,19 @@ const WRITE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA: StructSchema = StructSche
 const WRITE_SHARE_GROUP_STATE_REQUEST__STATE_BATCH: StructSchema = StructSchema {
     name: "StateBatch",
     flexible_from: 0,
-    fields: &[
-        f("first_offset", 0, 0, Int64),
-        f("last_offset", 0, 0, Int64),
-        f("delivery_state", 0, 0, Int8),
-        f("delivery_count", 0, 0, Int16),
-    ],
+    fields: &[f("first_offset", 0, 0, Int64), f("last_offset", 0, 0, Int64), f("delivery_state", 0, 0, Int8), f("delivery_count", 0, 0, Int16)],
     tags: &[],
 };
 const WRITE_SHARE_GROUP_STATE_REQUEST__WRITE_SHARE_GROUP_STATE_REQUEST: StructSchema = StructSchema {
     name: "WriteShareGroupStateRequest",
     flexible_from: 0,
-    fields: &[
-        f("group_id", 0, 0, CompactStr),
-        f("topics", 0, 0, CompactArray(&Struct(&WRITE_SHARE_GROUP_STATE_REQUEST__WRITE_STATE_DATA))),
-    ],
+    fields: &[f("group_id", 0, 0, CompactStr), f("topics", 0, 0, CompactArray(&Struct(&WRITE_SHARE_GROUP_STATE_REQUEST__WRITE_STATE_DATA)))],
     tags: &[],
 };
 const WRITE_SHARE_GROUP_STATE_REQUEST__WRITE_STATE_DATA: StructSchema = StructSchema {
     name: "WriteStateData",
     flexible_from: 0,
-    fields: &[
-        f("topic_id", 0, 0, Uuid),
-        f("partitions", 0, 0, CompactArray(&Struct(&WRITE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA))),
-    ],
+    fields: &[f("topic_id", 0, 0, Uuid), f("partitions", 0, 0, CompactArray(&Struct(&WRITE_SHARE_GROUP_STATE_REQUEST__PARTITION_DATA)))],
     tags: &[],
 };
 const WRITE_TXN_MARKERS_REQUEST__WRITABLE_TXN_MARKER: StructSchema = StructSchema {
@@ -2128,18 +1634,13 @@ const WRITE_TXN_MARKERS_REQUEST__WRITABLE_TXN_MARKER: StructSchema = StructSchem
 const WRITE_TXN_MARKERS_REQUEST__WRITABLE_TXN_MARKER_TOPIC: StructSchema = StructSchema {
     name: "WritableTxnMarkerTopic",
     flexible_from: 0,
-    fields: &[
-        f("name", 1, 1, CompactStr),
-        f("partition_indexes", 1, 1, CompactArray(&Int32)),
-    ],
+    fields: &[f("name", 1, 1, CompactStr), f("partition_indexes", 1, 1, CompactArray(&Int32))],
     tags: &[],
 };
 const WRITE_TXN_MARKERS_REQUEST__WRITE_TXN_MARKERS_REQUEST: StructSchema = StructSchema {
     name: "WriteTxnMarkersRequest",
     flexible_from: 0,
-    fields: &[
-        f("markers", 1, 1, CompactArray(&Struct(&WRITE_TXN_MARKERS_REQUEST__WRITABLE_TXN_MARKER))),
-    ],
+    fields: &[f("markers", 1, 1, CompactArray(&Struct(&WRITE_TXN_MARKERS_REQUEST__WRITABLE_TXN_MARKER)))],
     tags: &[],
 };
 
@@ -2151,11 +1652,21 @@ pub(super) const MESSAGES: &[MessageSchema] = &[
     MessageSchema { api_key: ApiKey::AllocateProducerIds, min: 0, max: 0, body: &ALLOCATE_PRODUCER_IDS_REQUEST__ALLOCATE_PRODUCER_IDS_REQUEST },
     MessageSchema { api_key: ApiKey::AlterClientQuotas, min: 0, max: 1, body: &ALTER_CLIENT_QUOTAS_REQUEST__ALTER_CLIENT_QUOTAS_REQUEST },
     MessageSchema { api_key: ApiKey::AlterConfigs, min: 0, max: 2, body: &ALTER_CONFIGS_REQUEST__ALTER_CONFIGS_REQUEST },
-    MessageSchema { api_key: ApiKey::AlterPartitionReassignments, min: 0, max: 1, body: &ALTER_PARTITION_REASSIGNMENTS_REQUEST__ALTER_PARTITION_REASSIGNMENTS_REQUEST },
+    MessageSchema {
+        api_key: ApiKey::AlterPartitionReassignments,
+        min: 0,
+        max: 1,
+        body: &ALTER_PARTITION_REASSIGNMENTS_REQUEST__ALTER_PARTITION_REASSIGNMENTS_REQUEST,
+    },
     MessageSchema { api_key: ApiKey::AlterPartition, min: 2, max: 3, body: &ALTER_PARTITION_REQUEST__ALTER_PARTITION_REQUEST },
     MessageSchema { api_key: ApiKey::AlterReplicaLogDirs, min: 1, max: 2, body: &ALTER_REPLICA_LOG_DIRS_REQUEST__ALTER_REPLICA_LOG_DIRS_REQUEST },
     MessageSchema { api_key: ApiKey::AlterShareGroupOffsets, min: 0, max: 0, body: &ALTER_SHARE_GROUP_OFFSETS_REQUEST__ALTER_SHARE_GROUP_OFFSETS_REQUEST },
-    MessageSchema { api_key: ApiKey::AlterUserScramCredentials, min: 0, max: 0, body: &ALTER_USER_SCRAM_CREDENTIALS_REQUEST__ALTER_USER_SCRAM_CREDENTIALS_REQUEST },
+    MessageSchema {
+        api_key: ApiKey::AlterUserScramCredentials,
+        min: 0,
+        max: 0,
+        body: &ALTER_USER_SCRAM_CREDENTIALS_REQUEST__ALTER_USER_SCRAM_CREDENTIALS_REQUEST,
+    },
     MessageSchema { api_key: ApiKey::ApiVersions, min: 0, max: 4, body: &API_VERSIONS_REQUEST__API_VERSIONS_REQUEST },
     MessageSchema { api_key: ApiKey::AssignReplicasToDirs, min: 0, max: 0, body: &ASSIGN_REPLICAS_TO_DIRS_REQUEST__ASSIGN_REPLICAS_TO_DIRS_REQUEST },
     MessageSchema { api_key: ApiKey::BeginQuorumEpoch, min: 0, max: 1, body: &BEGIN_QUORUM_EPOCH_REQUEST__BEGIN_QUORUM_EPOCH_REQUEST },
@@ -2183,10 +1694,20 @@ pub(super) const MESSAGES: &[MessageSchema] = &[
     MessageSchema { api_key: ApiKey::DescribeLogDirs, min: 1, max: 4, body: &DESCRIBE_LOG_DIRS_REQUEST__DESCRIBE_LOG_DIRS_REQUEST },
     MessageSchema { api_key: ApiKey::DescribeProducers, min: 0, max: 0, body: &DESCRIBE_PRODUCERS_REQUEST__DESCRIBE_PRODUCERS_REQUEST },
     MessageSchema { api_key: ApiKey::DescribeQuorum, min: 0, max: 2, body: &DESCRIBE_QUORUM_REQUEST__DESCRIBE_QUORUM_REQUEST },
-    MessageSchema { api_key: ApiKey::DescribeShareGroupOffsets, min: 0, max: 0, body: &DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST__DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST },
+    MessageSchema {
+        api_key: ApiKey::DescribeShareGroupOffsets,
+        min: 0,
+        max: 0,
+        body: &DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST__DESCRIBE_SHARE_GROUP_OFFSETS_REQUEST,
+    },
     MessageSchema { api_key: ApiKey::DescribeTopicPartitions, min: 0, max: 0, body: &DESCRIBE_TOPIC_PARTITIONS_REQUEST__DESCRIBE_TOPIC_PARTITIONS_REQUEST },
     MessageSchema { api_key: ApiKey::DescribeTransactions, min: 0, max: 0, body: &DESCRIBE_TRANSACTIONS_REQUEST__DESCRIBE_TRANSACTIONS_REQUEST },
-    MessageSchema { api_key: ApiKey::DescribeUserScramCredentials, min: 0, max: 0, body: &DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST__DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST },
+    MessageSchema {
+        api_key: ApiKey::DescribeUserScramCredentials,
+        min: 0,
+        max: 0,
+        body: &DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST__DESCRIBE_USER_SCRAM_CREDENTIALS_REQUEST,
+    },
     MessageSchema { api_key: ApiKey::ElectLeaders, min: 0, max: 2, body: &ELECT_LEADERS_REQUEST__ELECT_LEADERS_REQUEST },
     MessageSchema { api_key: ApiKey::EndQuorumEpoch, min: 0, max: 1, body: &END_QUORUM_EPOCH_REQUEST__END_QUORUM_EPOCH_REQUEST },
     MessageSchema { api_key: ApiKey::EndTxn, min: 0, max: 5, body: &END_TXN_REQUEST__END_TXN_REQUEST },
@@ -2195,17 +1716,32 @@ pub(super) const MESSAGES: &[MessageSchema] = &[
     MessageSchema { api_key: ApiKey::Fetch, min: 4, max: 18, body: &FETCH_REQUEST__FETCH_REQUEST },
     MessageSchema { api_key: ApiKey::FetchSnapshot, min: 0, max: 1, body: &FETCH_SNAPSHOT_REQUEST__FETCH_SNAPSHOT_REQUEST },
     MessageSchema { api_key: ApiKey::FindCoordinator, min: 0, max: 6, body: &FIND_COORDINATOR_REQUEST__FIND_COORDINATOR_REQUEST },
-    MessageSchema { api_key: ApiKey::GetTelemetrySubscriptions, min: 0, max: 0, body: &GET_TELEMETRY_SUBSCRIPTIONS_REQUEST__GET_TELEMETRY_SUBSCRIPTIONS_REQUEST },
+    MessageSchema {
+        api_key: ApiKey::GetTelemetrySubscriptions,
+        min: 0,
+        max: 0,
+        body: &GET_TELEMETRY_SUBSCRIPTIONS_REQUEST__GET_TELEMETRY_SUBSCRIPTIONS_REQUEST,
+    },
     MessageSchema { api_key: ApiKey::Heartbeat, min: 0, max: 4, body: &HEARTBEAT_REQUEST__HEARTBEAT_REQUEST },
     MessageSchema { api_key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1, body: &INCREMENTAL_ALTER_CONFIGS_REQUEST__INCREMENTAL_ALTER_CONFIGS_REQUEST },
     MessageSchema { api_key: ApiKey::InitProducerId, min: 0, max: 5, body: &INIT_PRODUCER_ID_REQUEST__INIT_PRODUCER_ID_REQUEST },
-    MessageSchema { api_key: ApiKey::InitializeShareGroupState, min: 0, max: 0, body: &INITIALIZE_SHARE_GROUP_STATE_REQUEST__INITIALIZE_SHARE_GROUP_STATE_REQUEST },
+    MessageSchema {
+        api_key: ApiKey::InitializeShareGroupState,
+        min: 0,
+        max: 0,
+        body: &INITIALIZE_SHARE_GROUP_STATE_REQUEST__INITIALIZE_SHARE_GROUP_STATE_REQUEST,
+    },
     MessageSchema { api_key: ApiKey::JoinGroup, min: 0, max: 9, body: &JOIN_GROUP_REQUEST__JOIN_GROUP_REQUEST },
     MessageSchema { api_key: ApiKey::LeaveGroup, min: 0, max: 5, body: &LEAVE_GROUP_REQUEST__LEAVE_GROUP_REQUEST },
     MessageSchema { api_key: ApiKey::ListConfigResources, min: 0, max: 1, body: &LIST_CONFIG_RESOURCES_REQUEST__LIST_CONFIG_RESOURCES_REQUEST },
     MessageSchema { api_key: ApiKey::ListGroups, min: 0, max: 5, body: &LIST_GROUPS_REQUEST__LIST_GROUPS_REQUEST },
     MessageSchema { api_key: ApiKey::ListOffsets, min: 1, max: 10, body: &LIST_OFFSETS_REQUEST__LIST_OFFSETS_REQUEST },
-    MessageSchema { api_key: ApiKey::ListPartitionReassignments, min: 0, max: 0, body: &LIST_PARTITION_REASSIGNMENTS_REQUEST__LIST_PARTITION_REASSIGNMENTS_REQUEST },
+    MessageSchema {
+        api_key: ApiKey::ListPartitionReassignments,
+        min: 0,
+        max: 0,
+        body: &LIST_PARTITION_REASSIGNMENTS_REQUEST__LIST_PARTITION_REASSIGNMENTS_REQUEST,
+    },
     MessageSchema { api_key: ApiKey::ListTransactions, min: 0, max: 2, body: &LIST_TRANSACTIONS_REQUEST__LIST_TRANSACTIONS_REQUEST },
     MessageSchema { api_key: ApiKey::Metadata, min: 0, max: 13, body: &METADATA_REQUEST__METADATA_REQUEST },
     MessageSchema { api_key: ApiKey::OffsetCommit, min: 2, max: 9, body: &OFFSET_COMMIT_REQUEST__OFFSET_COMMIT_REQUEST },
@@ -2215,7 +1751,12 @@ pub(super) const MESSAGES: &[MessageSchema] = &[
     MessageSchema { api_key: ApiKey::Produce, min: 3, max: 13, body: &PRODUCE_REQUEST__PRODUCE_REQUEST },
     MessageSchema { api_key: ApiKey::PushTelemetry, min: 0, max: 0, body: &PUSH_TELEMETRY_REQUEST__PUSH_TELEMETRY_REQUEST },
     MessageSchema { api_key: ApiKey::ReadShareGroupState, min: 0, max: 0, body: &READ_SHARE_GROUP_STATE_REQUEST__READ_SHARE_GROUP_STATE_REQUEST },
-    MessageSchema { api_key: ApiKey::ReadShareGroupStateSummary, min: 0, max: 0, body: &READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__READ_SHARE_GROUP_STATE_SUMMARY_REQUEST },
+    MessageSchema {
+        api_key: ApiKey::ReadShareGroupStateSummary,
+        min: 0,
+        max: 0,
+        body: &READ_SHARE_GROUP_STATE_SUMMARY_REQUEST__READ_SHARE_GROUP_STATE_SUMMARY_REQUEST,
+    },
     MessageSchema { api_key: ApiKey::RemoveRaftVoter, min: 0, max: 0, body: &REMOVE_RAFT_VOTER_REQUEST__REMOVE_RAFT_VOTER_REQUEST },
     MessageSchema { api_key: ApiKey::RenewDelegationToken, min: 1, max: 2, body: &RENEW_DELEGATION_TOKEN_REQUEST__RENEW_DELEGATION_TOKEN_REQUEST },
     MessageSchema { api_key: ApiKey::SaslAuthenticate, min: 0, max: 2, body: &SASL_AUTHENTICATE_REQUEST__SASL_AUTHENTICATE_REQUEST },

@@ -149,7 +149,10 @@ pub fn decode_produced(record_set: &Bytes, records_max: usize) -> Result<Produce
     if let Some(producer) = producer {
         let in_order = records.iter().enumerate().all(|(index, r)| i64::from(r.sequence) == i64::from(producer.base_sequence) + index as i64);
         if producer.producer_id < 0 || producer.producer_epoch < 0 {
-            return Err(BatchError::Invalid(format!("producer id {} epoch {}: ids and epochs are not negative", producer.producer_id, producer.producer_epoch)));
+            return Err(BatchError::Invalid(format!(
+                "producer id {} epoch {}: ids and epochs are not negative",
+                producer.producer_id, producer.producer_epoch
+            )));
         }
         if producer.base_sequence < 0 || !in_order {
             return Err(BatchError::Invalid("idempotent records must carry consecutive sequences from a base >= 0".into()));
@@ -299,7 +302,8 @@ fn read_uvarint(input: &mut &[u8], bytes_max: u32) -> Option<u64> {
 /// A zigzag varint (kafka-protocol's `VarInt`/`VarLong`).
 fn read_varint(input: &mut &[u8], bytes_max: u32) -> Option<i64> {
     let zigzag = read_uvarint(input, bytes_max)?;
-    let value = if bytes_max == 5 { i64::from(((zigzag as u32 >> 1) as i32) ^ -((zigzag & 1) as i32)) } else { ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64) };
+    let value =
+        if bytes_max == 5 { i64::from(((zigzag as u32 >> 1) as i32) ^ -((zigzag & 1) as i32)) } else { ((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64) };
     Some(value)
 }
 
@@ -511,7 +515,8 @@ fn encode_batch(out: &mut BytesMut, records: &[(&LogRecord<'_>, StoredRecord)]) 
         out.extend_from_slice(&size);
         out.extend_from_slice(&body);
     }
-    let batch_length = i32::try_from(out.len() - batch_start - BATCH_LENGTH_OFFSET - 4).map_err(|_| FetchEncodeError::Encode("a batch larger than 2 GiB".into()))?;
+    let batch_length =
+        i32::try_from(out.len() - batch_start - BATCH_LENGTH_OFFSET - 4).map_err(|_| FetchEncodeError::Encode("a batch larger than 2 GiB".into()))?;
     out[batch_start + BATCH_LENGTH_OFFSET..batch_start + BATCH_LENGTH_OFFSET + 4].copy_from_slice(&batch_length.to_be_bytes());
     let crc = crc32c::crc32c(&out[batch_start + ATTRIBUTES_OFFSET..]);
     out[batch_start + CRC_OFFSET..batch_start + CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
@@ -669,7 +674,12 @@ mod tests {
         let produced = decode_produced(&client_batch(&plain), 100).expect("valid");
         stamps.extend(std::iter::repeat_n(RecordStamp::NONE, produced.stored.len()));
         stored.extend(produced.stored);
-        let log: Vec<LogRecord<'_>> = stored.iter().zip(&stamps).enumerate().map(|(i, (s, stamp))| LogRecord { offset: 100 + i as u64, leader_epoch: 2, stamp: *stamp, stored: s }).collect();
+        let log: Vec<LogRecord<'_>> = stored
+            .iter()
+            .zip(&stamps)
+            .enumerate()
+            .map(|(i, (s, stamp))| LogRecord { offset: 100 + i as u64, leader_epoch: 2, stamp: *stamp, stored: s })
+            .collect();
         let mut bytes = encode_fetched(&log).expect("encode");
         let sets = RecordBatchDecoder::decode_all(&mut bytes).expect("kafka-protocol decodes our batches");
         assert_eq!(sets.iter().map(|set| set.records.len()).collect::<Vec<_>>(), vec![2, 3, 2]);

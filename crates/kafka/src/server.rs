@@ -25,9 +25,9 @@ use tokio::task::JoinHandle;
 
 use crate::apis::is_supported;
 use crate::codec::{peek_header, read_frame, FrameError, Inbound};
-use keel_error_codes as error_code;
 use crate::front::{KafkaFront, Reply};
 use crate::metrics::{KafkaMetrics, UNKNOWN_API_KEY};
+use keel_error_codes as error_code;
 
 /// A response frame of exactly this many bytes is a v0 response header
 /// (correlation id) and a 2-byte body, and a 2-byte response body is always

@@ -66,10 +66,7 @@ fn main() {
         Case { record_bytes: 1024, group_commit_bytes: 4 * 1024 * 1024 },
         Case { record_bytes: 64 * 1024, group_commit_bytes: 4 * 1024 * 1024 },
     ];
-    println!(
-        "{:<10} {:>14} {:>10} {:>12} {:>10} {:>12} {:>12}",
-        "record", "group_commit", "records", "appends/s", "MB/s", "p50_us", "p99.9_us"
-    );
+    println!("{:<10} {:>14} {:>10} {:>12} {:>10} {:>12} {:>12}", "record", "group_commit", "records", "appends/s", "MB/s", "p50_us", "p99.9_us");
     for case in &cases {
         let result = runtime.block_on(run_case(&root, case, total_bytes));
         let megabytes_per_second = result.megabytes_per_second;

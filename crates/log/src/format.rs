@@ -79,10 +79,7 @@ pub enum HeaderProblem {
 pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, HeaderProblem> {
     if bytes.len() < SEGMENT_HEADER_BYTES as usize {
         if SEGMENT_MAGIC.starts_with(&bytes[..bytes.len().min(8)]) {
-            return Err(HeaderProblem::Corrupt(format!(
-                "segment header is {} bytes, expected {SEGMENT_HEADER_BYTES}",
-                bytes.len()
-            )));
+            return Err(HeaderProblem::Corrupt(format!("segment header is {} bytes, expected {SEGMENT_HEADER_BYTES}", bytes.len())));
         }
         return Err(HeaderProblem::Foreign);
     }
@@ -92,15 +89,11 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<u64, HeaderProblem> {
     let crc_stored = u32_at(bytes, 24);
     let crc_actual = crc32c::crc32c(&bytes[0..24]);
     if crc_stored != crc_actual {
-        return Err(HeaderProblem::Corrupt(format!(
-            "segment header checksum {crc_stored:#010x} does not match {crc_actual:#010x}"
-        )));
+        return Err(HeaderProblem::Corrupt(format!("segment header checksum {crc_stored:#010x} does not match {crc_actual:#010x}")));
     }
     let version = u32_at(bytes, 8);
     if version != FORMAT_VERSION {
-        return Err(HeaderProblem::Corrupt(format!(
-            "segment format version {version}, this build reads {FORMAT_VERSION}"
-        )));
+        return Err(HeaderProblem::Corrupt(format!("segment format version {version}, this build reads {FORMAT_VERSION}")));
     }
     Ok(u64_at(bytes, 16))
 }
@@ -124,9 +117,13 @@ pub fn frame_bytes(payload_len: usize) -> u64 {
 #[derive(Debug, PartialEq, Eq)]
 pub enum FrameCheck {
     /// A whole valid frame of `frame_bytes` bytes holding the expected offset.
-    Valid { payload_len: usize },
+    Valid {
+        payload_len: usize,
+    },
     /// `bytes` ends before the frame does; `needed` is the frame's full size if known.
-    Incomplete { needed: Option<usize> },
+    Incomplete {
+        needed: Option<usize>,
+    },
     Invalid(String),
 }
 

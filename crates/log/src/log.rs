@@ -4,9 +4,8 @@ use keel_io::disk::join;
 use keel_io::{Disk, DiskError, DiskErrorKind, DiskFile};
 
 use crate::format::{
-    check_frame, decode_index, decode_segment_header, encode_frame, encode_index, encode_segment_header, frame_bytes,
-    index_file_name, parse_file_name, segment_file_name, FileKind, FrameCheck, HeaderProblem, IndexEntry, SealedIndex,
-    FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
+    check_frame, decode_index, decode_segment_header, encode_frame, encode_index, encode_segment_header, frame_bytes, index_file_name, parse_file_name,
+    segment_file_name, FileKind, FrameCheck, HeaderProblem, IndexEntry, SealedIndex, FRAME_HEADER_BYTES, SEGMENT_HEADER_BYTES,
 };
 
 /// When appends are made durable without an explicit `flush`.
@@ -330,9 +329,7 @@ impl Log {
                     reason: format!("header names base offset {header_base} but the file name says {base}"),
                 })
             }
-            Err(HeaderProblem::Foreign) => {
-                return Err(LogError::Foreign { file: path, reason: "no KEELSEG1 magic at byte 0".into() })
-            }
+            Err(HeaderProblem::Foreign) => return Err(LogError::Foreign { file: path, reason: "no KEELSEG1 magic at byte 0".into() }),
             Err(HeaderProblem::Corrupt(reason)) => return Err(LogError::Corrupt { file: path, position: 0, reason }),
         }
         let mut segment = Segment {
@@ -399,11 +396,8 @@ impl Log {
 
     async fn write_index_file(&self, segment: &mut Segment) -> Result<(), LogError> {
         let index_path = segment.index_path(&self.dir);
-        let bytes = encode_index(&SealedIndex {
-            segment_end_offset: segment.end_offset,
-            segment_size_bytes: segment.size_bytes,
-            entries: segment.index.clone(),
-        });
+        let bytes =
+            encode_index(&SealedIndex { segment_end_offset: segment.end_offset, segment_size_bytes: segment.size_bytes, entries: segment.index.clone() });
         if segment.has_index_file {
             self.disk.remove(&index_path).await?;
         }
@@ -651,10 +645,7 @@ impl Log {
                     let available = span_end - position;
                     let wanted = needed.map(|n| n as u64).unwrap_or(FRAME_HEADER_BYTES as u64);
                     if at >= chunk.len() || wanted <= available {
-                        let len = (read_ahead_bytes as u64 + FRAME_HEADER_BYTES as u64)
-                            .min(self.config.read_chunk_bytes as u64)
-                            .max(wanted)
-                            .min(available);
+                        let len = (read_ahead_bytes as u64 + FRAME_HEADER_BYTES as u64).min(self.config.read_chunk_bytes as u64).max(wanted).min(available);
                         chunk = span.read(position, len).await?;
                         chunk_start = position;
                         continue;
@@ -852,9 +843,7 @@ fn validate_config(config: &LogConfig) -> Result<(), LogError> {
     if config.read_chunk_bytes < FRAME_HEADER_BYTES {
         return Err(LogError::Config(format!("read_chunk_bytes must be at least {FRAME_HEADER_BYTES}")));
     }
-    if let FlushPolicy::Threshold { unflushed_bytes_max: 0, .. } | FlushPolicy::Threshold { unflushed_records_max: 0, .. } =
-        config.flush_policy
-    {
+    if let FlushPolicy::Threshold { unflushed_bytes_max: 0, .. } | FlushPolicy::Threshold { unflushed_records_max: 0, .. } = config.flush_policy {
         return Err(LogError::Config("flush thresholds must be positive; use FlushPolicy::EveryAppend".into()));
     }
     Ok(())

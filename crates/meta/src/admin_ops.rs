@@ -81,8 +81,12 @@ impl MetaHandle {
         };
         // After a retry the earlier attempt may have committed: the topic then
         // already has the count asked for, which the plan refuses.
-        self.propose_with_retry(budget_ms, plan, |error| matches!(error, MetadataError::InvalidPartitionGrowth { current, requested, .. } if current == requested))
-            .await
+        self.propose_with_retry(
+            budget_ms,
+            plan,
+            |error| matches!(error, MetadataError::InvalidPartitionGrowth { current, requested, .. } if current == requested),
+        )
+        .await
     }
 
     /// A block of `count` producer ids for `broker_id` to hand out.

@@ -53,9 +53,8 @@ pub fn assign_replicas(
     if replication_factor == 0 || replication_factor as usize > order.len() {
         return Err(MetadataError::InvalidReplicationFactor { requested: replication_factor, live_brokers: order.len() });
     }
-    let assignment: Vec<Vec<BrokerId>> = (0..partition_count as usize)
-        .map(|p| (0..replication_factor as usize).map(|k| order[(start_index + p + k) % order.len()]).collect())
-        .collect();
+    let assignment: Vec<Vec<BrokerId>> =
+        (0..partition_count as usize).map(|p| (0..replication_factor as usize).map(|k| order[(start_index + p + k) % order.len()]).collect()).collect();
     Ok(assignment)
 }
 
@@ -72,8 +71,7 @@ pub fn plan_create_topic(
     if state.topic(name).is_some() {
         return Err(MetadataError::TopicAlreadyExists(name.to_string()));
     }
-    let live: Vec<(BrokerId, Option<String>)> =
-        state.brokers().filter(|b| !b.fenced).map(|b| (b.broker_id, b.rack.clone())).collect();
+    let live: Vec<(BrokerId, Option<String>)> = state.brokers().filter(|b| !b.fenced).map(|b| (b.broker_id, b.rack.clone())).collect();
     let replicas = assign_replicas(&live, partition_count, replication_factor, start_index)?;
     let partitions = replicas.into_iter().map(|replicas| PartitionAssignment { leader: replicas[0], replicas }).collect();
     let configs = configs.iter().map(|(key, value)| TopicConfig { key: key.clone(), value: value.clone() }).collect();
@@ -90,8 +88,7 @@ pub fn plan_create_partitions(state: &MetadataState, topic: &str, partition_coun
         return Err(MetadataError::InvalidPartitionGrowth { topic: topic.to_string(), current, requested: partition_count });
     }
     let replication_factor = u32::try_from(existing.partitions[0].replicas.len()).expect("replica counts are small");
-    let live: Vec<(BrokerId, Option<String>)> =
-        state.brokers().filter(|b| !b.fenced).map(|b| (b.broker_id, b.rack.clone())).collect();
+    let live: Vec<(BrokerId, Option<String>)> = state.brokers().filter(|b| !b.fenced).map(|b| (b.broker_id, b.rack.clone())).collect();
     let replicas = assign_replicas(&live, partition_count, replication_factor, start_index)?;
     let partitions = replicas.into_iter().skip(current as usize).map(|replicas| PartitionAssignment { leader: replicas[0], replicas }).collect();
     let create = CreatePartitions { topic: topic.to_string(), partitions };
@@ -103,11 +100,7 @@ pub fn plan_create_partitions(state: &MetadataState, topic: &str, partition_coun
 /// `None` when no ISR member qualifies: the partition goes offline rather than
 /// electing an out-of-sync replica.
 pub fn elect_leader(state: &MetadataState, partition: &Partition, unavailable: Option<BrokerId>) -> Option<BrokerId> {
-    partition
-        .replicas
-        .iter()
-        .copied()
-        .find(|id| Some(*id) != unavailable && partition.isr.contains(id) && state.is_live(*id))
+    partition.replicas.iter().copied().find(|id| Some(*id) != unavailable && partition.isr.contains(id) && state.is_live(*id))
 }
 
 /// Fencing a broker (its registration lease expired), atomically with every
@@ -124,11 +117,8 @@ pub fn plan_fence_broker(state: &MetadataState, broker_id: BrokerId) -> Result<M
             if !partition.isr.contains(&broker_id) {
                 continue;
             }
-            let isr: Vec<BrokerId> = if partition.isr.len() > 1 {
-                partition.isr.iter().copied().filter(|id| *id != broker_id).collect()
-            } else {
-                partition.isr.clone()
-            };
+            let isr: Vec<BrokerId> =
+                if partition.isr.len() > 1 { partition.isr.iter().copied().filter(|id| *id != broker_id).collect() } else { partition.isr.clone() };
             let leader = if partition.leader == Some(broker_id) {
                 elect_leader(state, &Partition { isr: isr.clone(), ..partition.clone() }, Some(broker_id))
             } else {

@@ -281,17 +281,8 @@ pub async fn start(
     }
     let mut rng = rng;
     let voters: Vec<u64> = config.voters.keys().copied().collect();
-    let mut node = MetaNode::open(
-        disk,
-        &config.data_dir,
-        &config.cluster_id,
-        config.node_id,
-        &voters,
-        config.timing,
-        rng.fork(1),
-        config.log_config.clone(),
-    )
-    .await?;
+    let mut node =
+        MetaNode::open(disk, &config.data_dir, &config.cluster_id, config.node_id, &voters, config.timing, rng.fork(1), config.log_config.clone()).await?;
     node.set_compact_after_entries(config.compact_after_entries);
     if let Some(observer) = &config.observer {
         observer.notify(MetaEvent::Opened { node_id: config.node_id, applied_index: node.applied_index(), state: node.state() });
@@ -299,7 +290,8 @@ pub async fn start(
     let (requests, request_rx) = mpsc::channel(1024);
     let (status_tx, status) = watch::channel(status_of(&node, config.incarnation_id));
     let feed = Arc::new(MetadataFeed::new(node.state()));
-    let running = run(node, endpoint, raft_frames, request_rx, status_tx, Arc::clone(&feed), clock, config);
+    let published = Published { status: status_tx, feed: Arc::clone(&feed) };
+    let running = run(node, endpoint, raft_frames, request_rx, published, clock, config);
     let task = tokio::spawn(async move {
         let result = running.await;
         drop(disk_lock);
@@ -309,10 +301,7 @@ pub async fn start(
 }
 
 fn status_of(node: &MetaNode, incarnation_id: u64) -> MetaStatus {
-    let registered = node
-        .state()
-        .broker(node.node_id())
-        .is_some_and(|b| !b.fenced && b.incarnation_id == incarnation_id);
+    let registered = node.state().broker(node.node_id()).is_some_and(|b| !b.fenced && b.incarnation_id == incarnation_id);
     MetaStatus {
         registered,
         node_id: node.node_id(),
@@ -326,16 +315,22 @@ fn status_of(node: &MetaNode, incarnation_id: u64) -> MetaStatus {
     }
 }
 
+/// What the loop publishes for its handles: the status and the applied state.
+struct Published {
+    status: watch::Sender<MetaStatus>,
+    feed: Arc<MetadataFeed>,
+}
+
 async fn run(
     mut node: MetaNode,
     endpoint: Arc<Endpoint>,
     mut raft_frames: mpsc::Receiver<Inbound>,
     mut requests: mpsc::Receiver<Request>,
-    status: watch::Sender<MetaStatus>,
-    feed: Arc<MetadataFeed>,
+    published: Published,
     clock: Clock,
     config: MetaDriverConfig,
 ) -> Result<(), MetaDriverError> {
+    let Published { status, feed } = published;
     let tick = Duration::from_millis(config.timing.tick_ms);
     let mut next_tick = clock.now().checked_add(tick).expect("clock overflow");
     let mut proposals: PendingReplies<u64> = PendingReplies::new();
@@ -501,9 +496,10 @@ impl Duties {
             return;
         }
         self.controller_in_flight = None;
-        let silent = node.state().brokers().find(|b| {
-            !b.fenced && self.last_seen_ms.get(&b.broker_id).is_some_and(|seen| now_ms.saturating_sub(*seen) > config.registration_lease_ms)
-        });
+        let silent = node
+            .state()
+            .brokers()
+            .find(|b| !b.fenced && self.last_seen_ms.get(&b.broker_id).is_some_and(|seen| now_ms.saturating_sub(*seen) > config.registration_lease_ms));
         let decision = match silent {
             Some(broker) => {
                 tracing::info!(node_id = config.node_id, broker = broker.broker_id, "registration lease expired; fencing broker");

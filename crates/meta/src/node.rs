@@ -304,8 +304,7 @@ impl MetaNode {
                 output.applied.push(AppliedEntry { index: entry.index, term: entry.term, data: entry.data, result });
                 continue;
             }
-            let batch = MetadataBatch::decode_from(&entry.data)
-                .map_err(|e| MetaNodeError::BadEntry { index: entry.index, reason: e.to_string() })?;
+            let batch = MetadataBatch::decode_from(&entry.data).map_err(|e| MetaNodeError::BadEntry { index: entry.index, reason: e.to_string() })?;
             let result = self.state.apply_batch(&batch);
             if let Err(error) = &result {
                 tracing::debug!(node_id = self.node_id, index = entry.index, %error, "metadata batch refused on apply");

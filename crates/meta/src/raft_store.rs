@@ -312,10 +312,8 @@ impl RaftStore {
         let mut next = first.max(log.start_offset());
         while next < log.next_offset() {
             for record in log.read_from(next, 1024 * 1024).await? {
-                let entry = Entry::decode(record.payload.as_slice()).map_err(|e| RaftStoreError::Corrupt {
-                    file: log_dir.clone(),
-                    reason: format!("record {} is not a raft entry: {e}", record.offset),
-                })?;
+                let entry = Entry::decode(record.payload.as_slice())
+                    .map_err(|e| RaftStoreError::Corrupt { file: log_dir.clone(), reason: format!("record {} is not a raft entry: {e}", record.offset) })?;
                 if entry.index != record.offset {
                     return Err(RaftStoreError::Corrupt {
                         file: log_dir.clone(),
@@ -464,10 +462,7 @@ impl RaftStore {
             // a safety bug elsewhere, never something to install.
             return Err(RaftStoreError::Refused {
                 what: "apply_snapshot",
-                reason: format!(
-                    "snapshot {}@term {} contradicts committed entries (commit {})",
-                    metadata.index, metadata.term, current.hard_state.commit
-                ),
+                reason: format!("snapshot {}@term {} contradicts committed entries (commit {})", metadata.index, metadata.term, current.hard_state.commit),
             });
         }
         let result = self.install(metadata, snapshot.data.clone(), keeps_log).await;
@@ -490,11 +485,7 @@ impl RaftStore {
         let current = self.durable_state();
         let mut hard_state = current.hard_state.clone();
         hard_state.commit = hard_state.commit.max(metadata.index);
-        let entries = if keeps_log {
-            current.entries.iter().filter(|e| e.index > metadata.index).cloned().collect()
-        } else {
-            Vec::new()
-        };
+        let entries = if keeps_log { current.entries.iter().filter(|e| e.index > metadata.index).cloned().collect() } else { Vec::new() };
         {
             let mut state = self.state.write().expect("raft state lock");
             state.snapshot_metadata = metadata;
@@ -511,10 +502,7 @@ impl RaftStore {
 }
 
 async fn read_entry(log: &Log, log_dir: &str, index: u64) -> Result<Entry, RaftStoreError> {
-    let record = log.read(index).await?.ok_or_else(|| RaftStoreError::Corrupt {
-        file: log_dir.into(),
-        reason: format!("entry {index} missing"),
-    })?;
+    let record = log.read(index).await?.ok_or_else(|| RaftStoreError::Corrupt { file: log_dir.into(), reason: format!("entry {index} missing") })?;
     Entry::decode(record.payload.as_slice())
         .map_err(|e| RaftStoreError::Corrupt { file: log_dir.into(), reason: format!("entry {index} does not decode: {e}") })
 }

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::proto::{
     AllocateProducerIds, BrokerRecord, ChangePartition, ClaimGroupCoordinator, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, CreatePartitions,
-    CreateTopic, GroupOffsetsRecord, GroupRecord, MetadataBatch, MetadataSnapshot, PartitionAssignment, PartitionRecord, RegisterBroker, TopicConfig, TopicRecord,
+    CreateTopic, GroupOffsetsRecord, GroupRecord, MetadataBatch, MetadataSnapshot, PartitionAssignment, PartitionRecord, RegisterBroker, TopicConfig,
+    TopicRecord,
 };
 use crate::BrokerId;
 
@@ -458,9 +459,7 @@ impl MetadataState {
     }
 
     fn register_broker(&mut self, register: &RegisterBroker) -> Result<(), MetadataError> {
-        let conflict = self.brokers.values().find(|b| {
-            b.broker_id != register.broker_id && b.host == register.host && b.port == register.port
-        });
+        let conflict = self.brokers.values().find(|b| b.broker_id != register.broker_id && b.host == register.host && b.port == register.port);
         if let Some(other) = conflict {
             return Err(MetadataError::InvalidRegistration {
                 broker_id: register.broker_id,
@@ -468,10 +467,7 @@ impl MetadataState {
             });
         }
         if register.port == 0 || register.port > u32::from(u16::MAX) {
-            return Err(MetadataError::InvalidRegistration {
-                broker_id: register.broker_id,
-                reason: format!("port {} is not a TCP port", register.port),
-            });
+            return Err(MetadataError::InvalidRegistration { broker_id: register.broker_id, reason: format!("port {} is not a TCP port", register.port) });
         }
         // A new incarnation (a restart) never continues a leader epoch the
         // broker held before: it may have lost unflushed records that
@@ -540,11 +536,8 @@ impl MetadataState {
                 actual: partition.partition_epoch,
             });
         }
-        let invalid = |reason: &str| MetadataError::InvalidPartitionChange {
-            topic: change.topic.clone(),
-            partition: change.partition,
-            reason: reason.to_string(),
-        };
+        let invalid =
+            |reason: &str| MetadataError::InvalidPartitionChange { topic: change.topic.clone(), partition: change.partition, reason: reason.to_string() };
         if change.isr.is_empty() {
             return Err(invalid("the ISR must keep at least one member"));
         }
@@ -663,14 +656,8 @@ impl MetadataState {
             ..MetadataState::default()
         };
         for b in &snapshot.brokers {
-            let broker = Broker {
-                broker_id: b.broker_id,
-                host: b.host.clone(),
-                port: b.port,
-                rack: b.rack.clone(),
-                incarnation_id: b.incarnation_id,
-                fenced: b.fenced,
-            };
+            let broker =
+                Broker { broker_id: b.broker_id, host: b.host.clone(), port: b.port, rack: b.rack.clone(), incarnation_id: b.incarnation_id, fenced: b.fenced };
             if state.brokers.insert(b.broker_id, broker).is_some() {
                 return Err(MetadataError::InvalidSnapshot(format!("broker {} appears twice", b.broker_id)));
             }
@@ -712,7 +699,8 @@ impl MetadataState {
                 if state.partition(&o.topic, o.partition).is_none() {
                     return Err(MetadataError::InvalidSnapshot(format!("group {} has an offset for unknown {}-{}", group.group, o.topic, o.partition)));
                 }
-                let committed = CommittedOffset { offset: o.offset, leader_epoch: o.leader_epoch, metadata: o.metadata.clone(), stamp: o.stamp.unwrap_or_default() };
+                let committed =
+                    CommittedOffset { offset: o.offset, leader_epoch: o.leader_epoch, metadata: o.metadata.clone(), stamp: o.stamp.unwrap_or_default() };
                 offsets.insert((o.topic.clone(), o.partition), committed);
             }
             if state.group_offsets.insert(group.group.clone(), offsets).is_some() {

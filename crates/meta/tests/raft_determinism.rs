@@ -41,13 +41,7 @@ impl Cluster {
             let jitter = ElectionJitter::new(NodeRng::new(seed, id, 0), &config);
             nodes.insert(id, Node { raw, jitter, applied: Vec::new() });
         }
-        Cluster {
-            nodes,
-            in_flight: Vec::new(),
-            network: NodeRng::new(seed, 0, 99),
-            trace: Vec::new(),
-            leaders_by_term: BTreeMap::new(),
-        }
+        Cluster { nodes, in_flight: Vec::new(), network: NodeRng::new(seed, 0, 99), trace: Vec::new(), leaders_by_term: BTreeMap::new() }
     }
 
     fn process_ready(&mut self, id: u64) {

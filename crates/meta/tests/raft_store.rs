@@ -27,9 +27,7 @@ async fn data_dir_of_another_cluster_is_refused() {
 async fn raft_reads_back_what_was_made_durable() {
     let disk = disk();
     let mut store = RaftStore::open(disk.clone(), "raft", "c", &[1, 2, 3], LogConfig::default()).await.expect("create");
-    let entries: Vec<Entry> = (1..=5)
-        .map(|index| Entry { index, term: 1, data: format!("e{index}").into_bytes(), ..Entry::default() })
-        .collect();
+    let entries: Vec<Entry> = (1..=5).map(|index| Entry { index, term: 1, data: format!("e{index}").into_bytes(), ..Entry::default() }).collect();
     store.append(&entries).await.expect("append");
     let hard_state = HardState { term: 1, vote: 2, commit: 3 };
     store.set_hard_state(&hard_state).await.expect("hard state");

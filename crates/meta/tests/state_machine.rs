@@ -96,10 +96,7 @@ fn bad_requests_are_errors() {
     assert!(matches!(plan_create_topic(&state, "a/b", 1, 1, &[], 0), Err(MetadataError::InvalidTopicName { .. })));
     assert!(matches!(plan_create_topic(&state, "..", 1, 1, &[], 0), Err(MetadataError::InvalidTopicName { .. })));
     assert!(matches!(plan_create_topic(&state, &"x".repeat(250), 1, 1, &[], 0), Err(MetadataError::InvalidTopicName { .. })));
-    assert_eq!(
-        plan_create_topic(&state, "t", 1, 3, &[], 0),
-        Err(MetadataError::InvalidReplicationFactor { requested: 3, live_brokers: 2 })
-    );
+    assert_eq!(plan_create_topic(&state, "t", 1, 3, &[], 0), Err(MetadataError::InvalidReplicationFactor { requested: 3, live_brokers: 2 }));
     assert_eq!(plan_create_topic(&state, "t", 0, 1, &[], 0), Err(MetadataError::InvalidPartitionCount(0)));
     assert_eq!(plan_create_topic(&state, "t", 10_001, 1, &[], 0), Err(MetadataError::InvalidPartitionCount(10_001)));
     let mut duplicate_endpoint = state.clone();
@@ -204,10 +201,7 @@ fn seeded_random_histories_apply_identically_on_two_replicas() {
                 6..=7 => plan_fence_broker(&primary, broker),
                 8 => Ok(MetadataBatch { commands: vec![Command::UnfenceBroker(UnfenceBroker { broker_id: broker }).into()] }),
                 _ => Ok(MetadataBatch {
-                    commands: vec![Command::DeleteTopic(keel_meta::proto::DeleteTopic {
-                        name: format!("topic-{}", rng.gen_range(0..20)),
-                    })
-                    .into()],
+                    commands: vec![Command::DeleteTopic(keel_meta::proto::DeleteTopic { name: format!("topic-{}", rng.gen_range(0..20)) }).into()],
                 }),
             };
             let Ok(batch) = batch else { continue };
@@ -222,8 +216,7 @@ fn seeded_random_histories_apply_identically_on_two_replicas() {
             assert_eq!(a, b, "seed {seed} step {step}: replicas disagree on the outcome");
             let snapshot = primary.snapshot().encode_to_bytes();
             assert_eq!(snapshot, replica.snapshot().encode_to_bytes(), "seed {seed} step {step}: replicas diverged");
-            let restored = MetadataState::from_snapshot(&MetadataSnapshot::decode_from(&snapshot).expect("decode"))
-                .expect("own snapshot is valid");
+            let restored = MetadataState::from_snapshot(&MetadataSnapshot::decode_from(&snapshot).expect("decode")).expect("own snapshot is valid");
             assert_eq!(restored, primary, "seed {seed} step {step}: snapshot round trip");
             if let (Ok(_), Some(fenced)) = (&a, fenced_broker) {
                 for topic in primary.topics() {
@@ -284,7 +277,9 @@ fn round_trip(state: &MetadataState) -> MetadataState {
 #[test]
 fn producer_id_blocks_never_overlap_and_a_stale_block_is_refused() {
     let mut state = cluster(&[None, None]);
-    let block = |broker_id, expected_next_producer_id| one_command(Command::AllocateProducerIds(AllocateProducerIds { broker_id, expected_next_producer_id, count: 1000 }));
+    let block = |broker_id, expected_next_producer_id| {
+        one_command(Command::AllocateProducerIds(AllocateProducerIds { broker_id, expected_next_producer_id, count: 1000 }))
+    };
     state.apply_batch(&block(1, 0)).expect("first block");
     assert_eq!(state.next_producer_id(), 1000);
     assert_eq!(state.apply_batch(&block(2, 0)), Err(MetadataError::StaleProducerIdBlock { expected: 0, actual: 1000 }));
@@ -401,7 +396,14 @@ fn stored_groups_survive_a_snapshot_and_only_the_claiming_coordinator_stores() {
 
     // A group that emptied is stored without members; deleting the group's
     // topic leaves the membership alone (assignments are opaque to Keel).
-    let emptied = GroupRecord { protocol_name: None, leader_id: None, members: Vec::new(), generation_id: 4, stamp: Some(CommitStamp { coordinator_term: 5, sequence: 1 }), ..stored_group(4, 5, 1) };
+    let emptied = GroupRecord {
+        protocol_name: None,
+        leader_id: None,
+        members: Vec::new(),
+        generation_id: 4,
+        stamp: Some(CommitStamp { coordinator_term: 5, sequence: 1 }),
+        ..stored_group(4, 5, 1)
+    };
     state.apply_batch(&store(emptied.clone())).expect("store the emptied group");
     assert_eq!(round_trip(&state).groups().next(), Some(&emptied));
 }

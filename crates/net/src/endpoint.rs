@@ -200,7 +200,13 @@ impl Demux {
                 bump(&stats.frames_dropped_queue_full);
                 if stats.drop_log_due(self.clock.now().as_millis()) {
                     let dropped = stats.frames_dropped_queue_full.load(Ordering::Relaxed);
-                    tracing::debug!(node_id = self.node_id, from, kind, dropped, "inbound queue full: frames dropped until its reader catches up (senders retransmit)");
+                    tracing::debug!(
+                        node_id = self.node_id,
+                        from,
+                        kind,
+                        dropped,
+                        "inbound queue full: frames dropped until its reader catches up (senders retransmit)"
+                    );
                 }
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -310,15 +316,8 @@ impl Endpoint {
         self.allowed_peers.write().expect("peers lock").insert(peer_id);
         let (sender, queue) = mpsc::channel(self.config.peer_queue_len);
         self.senders.insert(peer_id, sender);
-        let task = tokio::spawn(peer_loop(
-            peer_id,
-            addr.to_string(),
-            queue,
-            self.config.clone(),
-            self.clock.clone(),
-            self.rng.fork(peer_id),
-            Arc::clone(&self.stats),
-        ));
+        let task =
+            tokio::spawn(peer_loop(peer_id, addr.to_string(), queue, self.config.clone(), self.clock.clone(), self.rng.fork(peer_id), Arc::clone(&self.stats)));
         self.tasks.push(task);
     }
 
@@ -343,13 +342,7 @@ impl Drop for Endpoint {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    config: NetConfig,
-    allowed_peers: Arc<RwLock<BTreeSet<u64>>>,
-    demux: Arc<Demux>,
-    stats: Arc<NetStats>,
-) {
+async fn accept_loop(listener: TcpListener, config: NetConfig, allowed_peers: Arc<RwLock<BTreeSet<u64>>>, demux: Arc<Demux>, stats: Arc<NetStats>) {
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {

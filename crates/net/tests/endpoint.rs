@@ -26,8 +26,8 @@ async fn receive(inbox: &mut mpsc::Receiver<Inbound>) -> Inbound {
 async fn peers_exchange_frames_both_ways() {
     let (mut a, mut a_inbox) = endpoint("c", 1, "127.0.0.1:0").await;
     let (mut b, mut b_inbox) = endpoint("c", 2, "127.0.0.1:0").await;
-    a.add_peer(2, &b.local_addr().to_string());
-    b.add_peer(1, &a.local_addr().to_string());
+    a.add_peer(2, b.local_addr());
+    b.add_peer(1, a.local_addr());
     for n in 0..100u8 {
         a.send(2, 5, vec![n; n as usize]).expect("send");
     }
@@ -53,7 +53,7 @@ async fn strangers_and_garbage_are_refused_while_peers_are_served() {
     raw.write_all(&[0xff; 64]).await.expect("write garbage");
     // A real peer, configured on both sides.
     let (mut b, _b_inbox) = endpoint("prod", 3, "127.0.0.1:0").await;
-    a.add_peer(3, &b.local_addr().to_string());
+    a.add_peer(3, b.local_addr());
     b.add_peer(1, &a_addr);
     b.send(1, 5, b"hello from 3".to_vec()).expect("send");
     assert_eq!(receive(&mut a_inbox).await, Inbound { from: 3, kind: 5, payload: b"hello from 3".to_vec() });

@@ -24,14 +24,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_meta::admin_ops::{MetaOpError, TopicCreate};
-use keel_meta::driver::MetaHandle;
-use keel_meta::MetadataError;
-use keel_repl::driver::{Acks, ProduceRequest, ReadLimit, ReplHandle, ReplicaRole, MIN_INSYNC_REPLICAS_CONFIG};
 use keel_kafka::front::warn_if_min_insync_above_replication_factor;
 use keel_kafka::metrics::KafkaMetrics;
 use keel_kafka::server::StopSignal;
+use keel_meta::admin_ops::{MetaOpError, TopicCreate};
+use keel_meta::driver::MetaHandle;
 use keel_meta::driver::MetaStatus;
+use keel_meta::MetadataError;
+use keel_repl::driver::{Acks, ProduceRequest, ReadLimit, ReplHandle, ReplicaRole, MIN_INSYNC_REPLICAS_CONFIG};
 use keel_repl::ReplError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -140,10 +140,7 @@ async fn respond_as(stream: &mut TcpStream, code: u16, content_type: &str, body:
         503 => "Service Unavailable",
         _ => "Error",
     };
-    let response = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    let response = format!("HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     // Flushed before the close: a buffered stream (the simulated one) would
     // otherwise never send it.
     let _ = stream.write_all(response.as_bytes()).await;
@@ -300,9 +297,7 @@ async fn produce(path: &str, query: &str, body: &[u8], repl: &ReplHandle) -> (u1
     };
     let count = request.records.len();
     match repl.produce(request).await {
-        Ok(produced) => {
-            (200, format!("{{\"base_offset\":{},\"records\":{count},\"leader_epoch\":{}}}", produced.base_offset, produced.leader_epoch))
-        }
+        Ok(produced) => (200, format!("{{\"base_offset\":{},\"records\":{count},\"leader_epoch\":{}}}", produced.base_offset, produced.leader_epoch)),
         Err(error) => repl_error(&error),
     }
 }
@@ -328,12 +323,11 @@ async fn read_records(path: &str, query: &str, repl: &ReplHandle) -> (u16, Strin
             let records: Vec<String> = read
                 .records
                 .iter()
-                .map(|r| format!("{{\"offset\":{},\"leader_epoch\":{},\"value\":{}}}", r.offset, r.leader_epoch, json_string(&String::from_utf8_lossy(&r.value))))
+                .map(|r| {
+                    format!("{{\"offset\":{},\"leader_epoch\":{},\"value\":{}}}", r.offset, r.leader_epoch, json_string(&String::from_utf8_lossy(&r.value)))
+                })
                 .collect();
-            (
-                200,
-                format!("{{\"high_watermark\":{},\"log_end_offset\":{},\"records\":[{}]}}", read.high_watermark, read.log_end_offset, records.join(",")),
-            )
+            (200, format!("{{\"high_watermark\":{},\"log_end_offset\":{},\"records\":[{}]}}", read.high_watermark, read.log_end_offset, records.join(",")))
         }
         Err(error) => repl_error(&error),
     }

@@ -16,8 +16,8 @@ pub mod config;
 mod metrics;
 mod prometheus;
 
-use std::future::Future;
 use core::net::SocketAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,9 +101,8 @@ impl Listeners {
     }
 
     pub fn addrs(&self) -> Result<BoundAddrs, BindError> {
-        let addr = |what: &'static str, listener: &TcpListener| {
-            listener.local_addr().map_err(|error| BindError { what, addr: "?".into(), error: error.to_string() })
-        };
+        let addr =
+            |what: &'static str, listener: &TcpListener| listener.local_addr().map_err(|error| BindError { what, addr: "?".into(), error: error.to_string() });
         Ok(BoundAddrs { kafka: addr("Kafka", &self.kafka)?, admin: addr("admin", &self.admin)?, broker: addr("broker-to-broker", &self.broker)? })
     }
 }
@@ -215,7 +214,9 @@ impl Node {
         let started = keel_meta::driver::start(disk.clone(), clock.clone(), rng.fork(1), meta_config, Arc::clone(&endpoint), raft_frames).await;
         let (meta, meta_task) = started.map_err(|error| match error {
             MetaDriverError::Locked(error) => NodeError::DataDirInUse(error),
-            MetaDriverError::Node(MetaNodeError::Store(error @ (RaftStoreError::WrongCluster { .. } | RaftStoreError::WrongVoters { .. }))) => NodeError::ForeignStore(error),
+            MetaDriverError::Node(MetaNodeError::Store(error @ (RaftStoreError::WrongCluster { .. } | RaftStoreError::WrongVoters { .. }))) => {
+                NodeError::ForeignStore(error)
+            }
             MetaDriverError::Config(message) => NodeError::Identity(message),
             error => NodeError::MetaStart(error),
         })?;

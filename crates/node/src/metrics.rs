@@ -168,9 +168,19 @@ mod tests {
         assert!(page.contains("keel_partition_high_watermark{topic=\"or\\\"ders\",partition=\"0\"} 11\n"), "{page}");
         assert!(page.contains("keel_partition_isr_size{topic=\"or\\\"ders\",partition=\"0\"} 2\n"), "{page}");
         assert!(page.contains("keel_raft_leader_id 1\n"));
-        assert!(page.contains(&format!("keel_kafka_request_errors_total{{api=\"Fetch\",api_key=\"1\",error_code=\"{UNSUPPORTED_VERSION}\",error=\"UnsupportedVersion\"}} 1\n")), "{page}");
+        assert!(
+            page.contains(&format!(
+                "keel_kafka_request_errors_total{{api=\"Fetch\",api_key=\"1\",error_code=\"{UNSUPPORTED_VERSION}\",error=\"UnsupportedVersion\"}} 1\n"
+            )),
+            "{page}"
+        );
         assert!(page.contains("keel_kafka_request_duration_seconds_bucket{api=\"Produce\",api_key=\"0\",le=\"0.005\"} 1\n"), "{page}");
-        assert!(page.contains(&format!("keel_kafka_produce_refusals_total{{topic=\"orders\",partition=\"2\",error_code=\"{NOT_ENOUGH_REPLICAS}\",error=\"NotEnoughReplicas\"}} 1\n")), "{page}");
+        assert!(
+            page.contains(&format!(
+                "keel_kafka_produce_refusals_total{{topic=\"orders\",partition=\"2\",error_code=\"{NOT_ENOUGH_REPLICAS}\",error=\"NotEnoughReplicas\"}} 1\n"
+            )),
+            "{page}"
+        );
         let mut declared = std::collections::BTreeSet::new();
         for line in page.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {

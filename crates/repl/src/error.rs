@@ -71,7 +71,9 @@ impl ReplError {
     pub fn is_retriable(&self) -> bool {
         !matches!(
             self,
-            ReplError::OffsetOutOfRange { .. } | ReplError::CorruptMessage { .. } | ReplError::MessageTooLarge { .. }
+            ReplError::OffsetOutOfRange { .. }
+                | ReplError::CorruptMessage { .. }
+                | ReplError::MessageTooLarge { .. }
                 | ReplError::InvalidRequest { .. }
                 | ReplError::OutOfOrderSequence { .. }
                 | ReplError::InvalidProducerEpoch { .. }

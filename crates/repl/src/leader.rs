@@ -109,7 +109,15 @@ pub struct LogState {
 impl Leader {
     /// Becomes leader of `leader_epoch` (the epoch the metadata assigned).
     /// Every follower gets a full lag allowance before it can be judged.
-    pub fn new(now_ms: u64, broker_id: BrokerId, leader_epoch: u32, replicas: Vec<BrokerId>, isr: Vec<BrokerId>, config: LeaderConfig, log: LogState) -> Leader {
+    pub fn new(
+        now_ms: u64,
+        broker_id: BrokerId,
+        leader_epoch: u32,
+        replicas: Vec<BrokerId>,
+        isr: Vec<BrokerId>,
+        config: LeaderConfig,
+        log: LogState,
+    ) -> Leader {
         assert!(replicas.contains(&broker_id), "a leader is one of the replicas");
         assert!(isr.contains(&broker_id), "a leader is in the ISR (no unclean election)");
         assert!(isr.iter().all(|id| replicas.contains(id)), "the ISR is a subset of the replicas");
@@ -124,12 +132,8 @@ impl Leader {
             .iter()
             .filter(|id| **id != broker_id)
             .map(|id| {
-                let progress = FollowerProgress {
-                    durable_end_offset: 0,
-                    last_caught_up_ms: now_ms,
-                    last_fetch_ms: now_ms,
-                    leader_end_at_last_fetch: log.log_end_offset,
-                };
+                let progress =
+                    FollowerProgress { durable_end_offset: 0, last_caught_up_ms: now_ms, last_fetch_ms: now_ms, leader_end_at_last_fetch: log.log_end_offset };
                 (*id, progress)
             })
             .collect();
@@ -320,7 +324,6 @@ impl Leader {
         (outputs, log)
     }
 
-
     /// High watermark = the smallest durable end over the maximal ISR (the
     /// applied ISR plus pending additions; the leader's own flushed end
     /// included). It never moves back.
@@ -436,7 +439,8 @@ mod tests {
         leader.flushed(2);
         leader.fetch(10, fetch(2, 2, Some(5))).expect("valid");
         let outputs = leader.isr_changed(20, vec![1]);
-        let expected = LeaderOutput::ProduceDone { produce_id: 9, result: Err(ReplError::NotEnoughReplicasAfterAppend { isr_size: 1, min_insync_replicas: 2 }) };
+        let expected =
+            LeaderOutput::ProduceDone { produce_id: 9, result: Err(ReplError::NotEnoughReplicasAfterAppend { isr_size: 1, min_insync_replicas: 2 }) };
         assert!(outputs.contains(&expected), "{outputs:?}");
     }
 

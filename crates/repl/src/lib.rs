@@ -27,8 +27,8 @@ pub mod wire;
 pub use epoch_cache::{EpochCache, EpochEntry};
 pub use error::ReplError;
 pub use follower::{Follower, FollowerStep};
-pub use producers::{Admission, ProducerStamp, ProducerStates, RecordStamp};
 pub use leader::{FetchPlan, FetchRequest, Leader, LeaderConfig, LeaderOutput, LogState};
+pub use producers::{Admission, ProducerStamp, ProducerStates, RecordStamp};
 
 /// A broker id, as in the metadata.
 pub type BrokerId = u64;

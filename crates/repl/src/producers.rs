@@ -120,7 +120,10 @@ struct ProducerEntry {
 pub enum Admission {
     Append,
     /// Already in the log at `[base_offset, end_offset)`: answer with these.
-    Duplicate { base_offset: u64, end_offset: u64 },
+    Duplicate {
+        base_offset: u64,
+        end_offset: u64,
+    },
 }
 
 /// The first records of a batch whose last record was not observed yet.
@@ -215,7 +218,12 @@ impl ProducerStates {
         }
         if stamp.sequence == stamp.last_sequence {
             let whole = self.partial.take().expect("set above");
-            let batch = ProducerStamp { producer_id: whole.producer_id, producer_epoch: whole.producer_epoch, base_sequence: whole.base_sequence, last_sequence: whole.last_sequence };
+            let batch = ProducerStamp {
+                producer_id: whole.producer_id,
+                producer_epoch: whole.producer_epoch,
+                base_sequence: whole.base_sequence,
+                last_sequence: whole.last_sequence,
+            };
             assert_eq!(whole.end_offset - whole.base_offset, batch.record_count(), "a whole batch has one record per sequence");
             self.open_batch(&batch, whole.base_offset, whole.end_offset);
         }

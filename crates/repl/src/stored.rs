@@ -142,7 +142,10 @@ mod tests {
     #[test]
     fn a_batch_position_outside_its_batch_or_disagreeing_with_the_sequence_is_refused() {
         let none = RecordStamp::NONE;
-        assert_eq!(decode_stored(&encode_stored(1, &none, BatchPosition { index: 2, records: 2 }, b"x")).unwrap_err().kafka_code(), keel_error_codes::CORRUPT_MESSAGE);
+        assert_eq!(
+            decode_stored(&encode_stored(1, &none, BatchPosition { index: 2, records: 2 }, b"x")).unwrap_err().kafka_code(),
+            keel_error_codes::CORRUPT_MESSAGE
+        );
         let middle = crate::producers::ProducerStamp::batch(3, 1, 40, 3).record(1);
         assert_eq!(decode_stored(&encode_stored(1, &middle, BatchPosition::new(2, 3), b"x")).unwrap_err().kafka_code(), keel_error_codes::CORRUPT_MESSAGE);
         assert!(decode_stored(&encode_stored(1, &middle, BatchPosition::new(1, 3), b"x")).is_ok());

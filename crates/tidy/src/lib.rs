@@ -181,8 +181,7 @@ pub fn check_source(relative_path: &str, source: &str) -> Vec<Violation> {
     let mut violations = Vec::new();
     let unbiased = unbiased_selects(code);
     for (line_index, line) in code.lines().enumerate() {
-        let mut needles: Vec<&'static str> =
-            RULES.iter().filter(|rule| line.contains(rule.needle)).map(|rule| rule.needle).collect();
+        let mut needles: Vec<&'static str> = RULES.iter().filter(|rule| line.contains(rule.needle)).map(|rule| rule.needle).collect();
         needles.extend(grouped_std_imports(line));
         if unbiased.contains(&(line_index + 1)) {
             needles.push("select! without biased");
@@ -227,13 +226,8 @@ pub fn checked_files(root: &Path) -> std::io::Result<Vec<String>> {
                 }
                 continue;
             }
-            let relative = path
-                .strip_prefix(root)
-                .expect("below root")
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/");
+            let relative =
+                path.strip_prefix(root).expect("below root").components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/");
             if is_checked(&relative) {
                 files.push(relative);
             }
@@ -301,7 +295,8 @@ pub fn rust_files(root: &Path) -> std::io::Result<Vec<String>> {
                 continue;
             }
             if name.ends_with(".rs") {
-                let relative = path.strip_prefix(root).expect("below root").components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>();
+                let relative =
+                    path.strip_prefix(root).expect("below root").components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>();
                 files.push(relative.join("/"));
             }
         }

@@ -7,19 +7,15 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use keel_group::{
-    Config, Coordinator, HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveRequest,
-    LeaveResponse, MemberAssignment, Output, Protocol, Response, StoredGroup, SyncRequest,
-    SyncResponse,
+    Config, Coordinator, HeartbeatRequest, JoinRequest, JoinResponse, LeaveMember, LeaveRequest, LeaveResponse, MemberAssignment, Output, Protocol, Response,
+    StoredGroup, SyncRequest, SyncResponse,
 };
 
 pub const SESSION_TIMEOUT_MS: u64 = 10_000;
 pub const REBALANCE_TIMEOUT_MS: u64 = 30_000;
 
 pub fn protocol(name: &str) -> Protocol {
-    Protocol {
-        name: name.to_owned(),
-        metadata: Bytes::from(format!("meta-{name}")),
-    }
+    Protocol { name: name.to_owned(), metadata: Bytes::from(format!("meta-{name}")) }
 }
 
 pub fn join_request(group_id: &str, member_id: &str, client_id: &str) -> JoinRequest {
@@ -52,40 +48,23 @@ pub fn sync_request(group_id: &str, member_id: &str, generation_id: i32) -> Sync
 pub fn assignments(pairs: &[(&str, &str)]) -> Vec<MemberAssignment> {
     pairs
         .iter()
-        .map(|(member_id, assignment)| MemberAssignment {
-            member_id: (*member_id).to_owned(),
-            assignment: Bytes::from((*assignment).to_owned()),
-        })
+        .map(|(member_id, assignment)| MemberAssignment { member_id: (*member_id).to_owned(), assignment: Bytes::from((*assignment).to_owned()) })
         .collect()
 }
 
 pub fn heartbeat_request(group_id: &str, member_id: &str, generation_id: i32) -> HeartbeatRequest {
-    HeartbeatRequest {
-        group_id: group_id.to_owned(),
-        generation_id,
-        member_id: member_id.to_owned(),
-        group_instance_id: None,
-    }
+    HeartbeatRequest { group_id: group_id.to_owned(), generation_id, member_id: member_id.to_owned(), group_instance_id: None }
 }
 
 pub fn leave_request(group_id: &str, member_ids: &[&str]) -> LeaveRequest {
     LeaveRequest {
         group_id: group_id.to_owned(),
-        members: member_ids
-            .iter()
-            .map(|id| LeaveMember {
-                member_id: (*id).to_owned(),
-                group_instance_id: None,
-            })
-            .collect(),
+        members: member_ids.iter().map(|id| LeaveMember { member_id: (*id).to_owned(), group_instance_id: None }).collect(),
     }
 }
 
 pub fn config_without_delay() -> Config {
-    Config {
-        group_initial_rebalance_delay_ms: 0,
-        ..Config::default()
-    }
+    Config { group_initial_rebalance_delay_ms: 0, ..Config::default() }
 }
 
 pub struct Harness {
@@ -122,10 +101,7 @@ impl Harness {
         let mut done = Vec::new();
         for output in out {
             match output {
-                Output::Reply {
-                    request_id,
-                    response,
-                } => {
+                Output::Reply { request_id, response } => {
                     let previous = self.replies.insert(request_id, response);
                     assert!(previous.is_none(), "request {request_id} answered twice");
                 }
@@ -158,9 +134,7 @@ impl Harness {
     /// Reports the oldest held store failed with `error_code`.
     pub fn fail_store(&mut self, error_code: i16) -> u64 {
         let store_id = self.held_stores.remove(0);
-        let out = self
-            .coordinator
-            .store_failed(self.now_ms, store_id, error_code);
+        let out = self.coordinator.store_failed(self.now_ms, store_id, error_code);
         self.record(out);
         store_id
     }
@@ -168,11 +142,7 @@ impl Harness {
     /// The latest store of `group_id`, as a coordinator taking over would
     /// load it.
     pub fn last_store(&self, group_id: &str) -> Option<StoredGroup> {
-        self.stores
-            .values()
-            .rev()
-            .find(|g| g.group_id == group_id)
-            .cloned()
+        self.stores.values().rev().find(|g| g.group_id == group_id).cloned()
     }
 
     fn request_id(&mut self) -> u64 {
@@ -220,11 +190,7 @@ impl Harness {
 
     pub fn heartbeat(&mut self, group_id: &str, member_id: &str, generation_id: i32) -> i16 {
         let request_id = self.request_id();
-        let out = self.coordinator.heartbeat(
-            self.now_ms,
-            request_id,
-            heartbeat_request(group_id, member_id, generation_id),
-        );
+        let out = self.coordinator.heartbeat(self.now_ms, request_id, heartbeat_request(group_id, member_id, generation_id));
         assert!(out.len() == 1);
         self.record(out);
         match self.replies.get(&request_id) {
@@ -243,15 +209,8 @@ impl Harness {
         }
     }
 
-    pub fn commit(
-        &mut self,
-        group_id: &str,
-        member_id: &str,
-        generation_id: i32,
-    ) -> Result<(), i16> {
-        let result =
-            self.coordinator
-                .validate_commit(self.now_ms, group_id, member_id, None, generation_id);
+    pub fn commit(&mut self, group_id: &str, member_id: &str, generation_id: i32) -> Result<(), i16> {
+        let result = self.coordinator.validate_commit(self.now_ms, group_id, member_id, None, generation_id);
         self.coordinator.check_invariants();
         result
     }
@@ -289,20 +248,10 @@ impl Harness {
     /// A member id for `client_id`: a first JoinGroup without one, read
     /// back from the group (works while the group is rebalancing).
     pub fn join_new(&mut self, group_id: &str, client_id: &str) -> (u64, String) {
-        let before: Vec<String> = self
-            .coordinator
-            .describe(group_id)
-            .members
-            .into_iter()
-            .map(|m| m.member_id)
-            .collect();
+        let before: Vec<String> = self.coordinator.describe(group_id).members.into_iter().map(|m| m.member_id).collect();
         let request_id = self.join(join_request(group_id, "", client_id));
         let after = self.coordinator.describe(group_id).members;
-        let added: Vec<String> = after
-            .into_iter()
-            .map(|m| m.member_id)
-            .filter(|id| !before.contains(id))
-            .collect();
+        let added: Vec<String> = after.into_iter().map(|m| m.member_id).filter(|id| !before.contains(id)).collect();
         assert!(added.len() == 1, "join of {client_id} added {added:?}");
         (request_id, added[0].clone())
     }

@@ -15,8 +15,8 @@ mod real;
 mod sim;
 
 pub use real::RealDisk;
-pub use sim::{SimDisk, SimDiskFaults, SimDiskStats, SimFile, SimLock, SECTOR_BYTES};
 pub use real::{RealFile, RealLock};
+pub use sim::{SimDisk, SimDiskFaults, SimDiskStats, SimFile, SimLock, SECTOR_BYTES};
 
 /// The file in a disk's root that `Disk::lock_exclusive` locks (and in
 /// which a real holder writes its pid and node id, for the refusal message).
@@ -77,7 +77,9 @@ pub enum DiskErrorKind {
     StaleHandle,
     /// Another live process holds the disk's exclusive lock; `holder` says
     /// which (`pid 1234, node 1`), as far as it is known.
-    Locked { holder: String },
+    Locked {
+        holder: String,
+    },
 }
 
 impl fmt::Display for DiskErrorKind {
@@ -112,9 +114,7 @@ pub type DiskResult<T> = Result<T, DiskError>;
 
 /// Rejects absolute paths and `..`, so nothing escapes the disk root.
 pub(crate) fn check_relative_path(op: DiskOp, path: &str) -> DiskResult<()> {
-    let invalid = path.is_empty()
-        || path.starts_with('/')
-        || path.split('/').any(|part| part.is_empty() || part == "." || part == "..");
+    let invalid = path.is_empty() || path.starts_with('/') || path.split('/').any(|part| part.is_empty() || part == "." || part == "..");
     if invalid {
         return Err(DiskError::new(op, path, DiskErrorKind::InvalidPath));
     }

@@ -99,10 +99,7 @@ impl RealDisk {
 
     pub async fn create(&self, path: &str) -> DiskResult<RealFile> {
         let full = self.resolve(DiskOp::Create, path)?;
-        let file = blocking(DiskOp::Create, path, move || {
-            OpenOptions::new().read(true).write(true).create_new(true).open(full)
-        })
-        .await?;
+        let file = blocking(DiskOp::Create, path, move || OpenOptions::new().read(true).write(true).create_new(true).open(full)).await?;
         Ok(RealFile { path: Arc::new(path.to_string()), file: Arc::new(file) })
     }
 

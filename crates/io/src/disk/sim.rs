@@ -109,12 +109,9 @@ pub struct SimDisk {
 impl std::fmt::Debug for SimDisk {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.state.try_lock() {
-            Ok(state) => f
-                .debug_struct("SimDisk")
-                .field("files", &state.live.len())
-                .field("incarnation", &state.incarnation)
-                .field("frozen", &state.frozen)
-                .finish(),
+            Ok(state) => {
+                f.debug_struct("SimDisk").field("files", &state.live.len()).field("incarnation", &state.incarnation).field("frozen", &state.frozen).finish()
+            }
             Err(_) => f.write_str("SimDisk { <locked> }"),
         }
     }
@@ -192,8 +189,7 @@ impl SimDisk {
                 if let PendingOp::Write { offset, data } = &inode.pending[kept] {
                     let write_end = offset + data.len() as u64;
                     let first_boundary = (offset / SECTOR_BYTES + 1) * SECTOR_BYTES;
-                    let boundaries: Vec<u64> =
-                        (0..).map(|i| first_boundary + i * SECTOR_BYTES).take_while(|b| *b < write_end).collect();
+                    let boundaries: Vec<u64> = (0..).map(|i| first_boundary + i * SECTOR_BYTES).take_while(|b| *b < write_end).collect();
                     if !boundaries.is_empty() {
                         let cut = boundaries[state.rng.gen_range(0..boundaries.len())];
                         let kept_bytes = usize::try_from(cut - offset).expect("tear fits memory");
@@ -316,9 +312,7 @@ impl SimDisk {
         self.enter(DiskOp::Open, path).await?;
         let state = self.lock();
         match state.live.get(path) {
-            Some(inode) => {
-                Ok(SimFile { disk: self.clone(), path: Arc::new(path.to_string()), inode: *inode, incarnation: state.incarnation })
-            }
+            Some(inode) => Ok(SimFile { disk: self.clone(), path: Arc::new(path.to_string()), inode: *inode, incarnation: state.incarnation }),
             None => Err(DiskError::new(DiskOp::Open, path, DiskErrorKind::NotFound)),
         }
     }
@@ -330,15 +324,9 @@ impl SimDisk {
         self.enter(DiskOp::List, dir).await?;
         let state = self.lock();
         Self::check_dir(&state, DiskOp::List, dir)?;
-        let mut names: Vec<String> = state
-            .live
-            .keys()
-            .filter(|path| parent_dir(path) == dir)
-            .map(|path| path.rsplit('/').next().expect("non-empty path").to_string())
-            .collect();
-        names.extend(state.dirs.iter().filter(|d| !d.is_empty() && parent_dir(d) == dir).map(|d| {
-            d.rsplit('/').next().expect("non-empty dir").to_string()
-        }));
+        let mut names: Vec<String> =
+            state.live.keys().filter(|path| parent_dir(path) == dir).map(|path| path.rsplit('/').next().expect("non-empty path").to_string()).collect();
+        names.extend(state.dirs.iter().filter(|d| !d.is_empty() && parent_dir(d) == dir).map(|d| d.rsplit('/').next().expect("non-empty dir").to_string()));
         names.sort();
         Ok(names)
     }
@@ -349,10 +337,7 @@ impl SimDisk {
         self.enter(DiskOp::Rename, from).await?;
         let mut state = self.lock();
         Self::check_dir(&state, DiskOp::Rename, parent_dir(to))?;
-        let inode = state
-            .live
-            .remove(from)
-            .ok_or_else(|| DiskError::new(DiskOp::Rename, from, DiskErrorKind::NotFound))?;
+        let inode = state.live.remove(from).ok_or_else(|| DiskError::new(DiskOp::Rename, from, DiskErrorKind::NotFound))?;
         state.live.insert(to.to_string(), inode);
         Ok(())
     }
@@ -439,11 +424,7 @@ impl SimFile {
     }
 
     /// Runs `f` on this file's inode, failing if the handle predates a crash.
-    fn with_inode<T>(
-        &self,
-        op: DiskOp,
-        f: impl FnOnce(&mut Inode, &mut NodeRng, &SimDiskFaults, &mut SimDiskStats) -> DiskResult<T>,
-    ) -> DiskResult<T> {
+    fn with_inode<T>(&self, op: DiskOp, f: impl FnOnce(&mut Inode, &mut NodeRng, &SimDiskFaults, &mut SimDiskStats) -> DiskResult<T>) -> DiskResult<T> {
         let mut state = self.disk.lock();
         let state = &mut *state;
         if state.incarnation != self.incarnation {

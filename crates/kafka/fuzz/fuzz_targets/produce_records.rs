@@ -25,7 +25,8 @@ fn fix_crcs(record_set: &mut [u8]) {
     while record_set.len() - at >= CRC_START {
         let rest = &mut record_set[at..];
         let length = i32::from_be_bytes(rest[BATCH_LENGTH_OFFSET..BATCH_LENGTH_OFFSET + 4].try_into().expect("4 bytes"));
-        let Some(end) = usize::try_from(length).ok().map(|length| length + BATCH_LENGTH_OFFSET + 4).filter(|end| *end >= CRC_START && *end <= rest.len()) else {
+        let Some(end) = usize::try_from(length).ok().map(|length| length + BATCH_LENGTH_OFFSET + 4).filter(|end| *end >= CRC_START && *end <= rest.len())
+        else {
             return;
         };
         let crc = crc32c::crc32c(&rest[CRC_START..end]);

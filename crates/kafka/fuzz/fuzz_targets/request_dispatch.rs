@@ -64,7 +64,13 @@ async fn start_broker(root: String) -> Node {
     };
     // Short waits keep the fuzzer fast: long polls, creates and a new
     // group's first rebalance are otherwise held for seconds.
-    let config = NodeConfig { registration_lease_ms: 60_000, fetch_wait_max_ms: 10, create_topic_timeout_ms: 1_000, group_initial_rebalance_delay_ms: 0, ..NodeConfig::default() };
+    let config = NodeConfig {
+        registration_lease_ms: 60_000,
+        fetch_wait_max_ms: 10,
+        create_topic_timeout_ms: 1_000,
+        group_initial_rebalance_delay_ms: 0,
+        ..NodeConfig::default()
+    };
     let listeners = Listeners::bind("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0").await.expect("bind");
     let node = Node::start(identity, &config, Seams::new(disk, Clock::new(), NodeRng::from_entropy()), listeners, None).await.expect("start the node");
     let (meta, repl) = (node.meta(), node.repl());

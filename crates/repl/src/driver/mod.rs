@@ -53,6 +53,9 @@ use replica::{Parked, Replica, Role};
 /// Topic config key for the ISR size acks=all needs (Kafka's name).
 pub const MIN_INSYNC_REPLICAS_CONFIG: &str = "min.insync.replicas";
 
+/// Where a produce's answer goes.
+type ProduceReply = oneshot::Sender<Result<Produced, ReplError>>;
+
 #[derive(Clone, Debug)]
 pub struct ReplConfig {
     pub node_id: BrokerId,
@@ -245,11 +248,29 @@ pub enum ReplDriverError {
 }
 
 enum Request {
-    Produce { request: ProduceRequest, reply: oneshot::Sender<Result<Produced, ReplError>> },
-    Read { topic: String, partition: u32, offset: u64, bytes_max: usize, limit: ReadLimit, reply: oneshot::Sender<Result<ReadResult, ReplError>> },
+    Produce {
+        request: ProduceRequest,
+        reply: oneshot::Sender<Result<Produced, ReplError>>,
+    },
+    Read {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        bytes_max: usize,
+        limit: ReadLimit,
+        reply: oneshot::Sender<Result<ReadResult, ReplError>>,
+    },
     /// Every replica, or only the one named.
-    Status { only: Option<(String, u32)>, reply: oneshot::Sender<Vec<ReplicaStatus>> },
-    EpochEnd { topic: String, partition: u32, leader_epoch: u32, reply: oneshot::Sender<Result<Option<(u32, u64)>, ReplError>> },
+    Status {
+        only: Option<(String, u32)>,
+        reply: oneshot::Sender<Vec<ReplicaStatus>>,
+    },
+    EpochEnd {
+        topic: String,
+        partition: u32,
+        leader_epoch: u32,
+        reply: oneshot::Sender<Result<Option<(u32, u64)>, ReplError>>,
+    },
 }
 
 /// A cheap, cloneable handle on a broker's replication loop.
@@ -384,7 +405,7 @@ struct Driver {
     /// arrival order: served once it is. Refusing them instead made a
     /// producer with several batches in flight retry the first after later
     /// ones were appended (records out of order in a new topic's log).
-    produces_awaiting_open: BTreeMap<(String, u32), Vec<(ProduceRequest, oneshot::Sender<Result<Produced, ReplError>>)>>,
+    produces_awaiting_open: BTreeMap<(String, u32), Vec<(ProduceRequest, ProduceReply)>>,
     /// Logs of topics deleted while this broker was down were removed.
     orphans_swept: bool,
 }
@@ -456,8 +477,12 @@ impl Driver {
         let registered = self.metadata.broker(me).is_some_and(|b| !b.fenced && b.incarnation_id == self.config.incarnation_id);
         // A replica of a deleted topic (or of an earlier topic of the same
         // name) is removed with its log before anything opens the new one.
-        let deleted: Vec<(String, u32)> =
-            self.replicas.iter().filter(|(key, replica)| self.metadata.topic(&key.0).is_none_or(|t| t.topic_id != replica.topic_id)).map(|(key, _)| key.clone()).collect();
+        let deleted: Vec<(String, u32)> = self
+            .replicas
+            .iter()
+            .filter(|(key, replica)| self.metadata.topic(&key.0).is_none_or(|t| t.topic_id != replica.topic_id))
+            .map(|(key, _)| key.clone())
+            .collect();
         for key in deleted {
             let replica = self.replicas.remove(&key).expect("listed above");
             let change = replica.destroy().await.map_err(|error| log_error(&key, error))?;
@@ -489,15 +514,13 @@ impl Driver {
             let metadata = Arc::clone(&self.metadata);
             let topic = metadata.topic(&key.0).expect("assigned from this metadata");
             let partition = &topic.partitions[key.1 as usize];
-            let min_insync_replicas = topic
-                .configs
-                .get(MIN_INSYNC_REPLICAS_CONFIG)
-                .and_then(|value| value.parse().ok())
-                .unwrap_or(self.config.min_insync_replicas_default);
+            let min_insync_replicas =
+                topic.configs.get(MIN_INSYNC_REPLICAS_CONFIG).and_then(|value| value.parse().ok()).unwrap_or(self.config.min_insync_replicas_default);
             let desired = if registered { replica::Desired::from_partition(me, partition) } else { replica::Desired::Idle };
             let now_ms = self.now_ms();
             let replica = self.replicas.get_mut(&key).expect("opened above");
-            let change = replica.follow_metadata(now_ms, &self.config, desired, partition, min_insync_replicas).await.map_err(|error| log_error(&key, error))?;
+            let change =
+                replica.follow_metadata(now_ms, &self.config, desired, partition, min_insync_replicas).await.map_err(|error| log_error(&key, error))?;
             self.after_role_change(&key, change);
         }
         let orphans: Vec<(String, u32)> =
@@ -629,7 +652,8 @@ impl Driver {
                     let Some(replica) = self.replicas.get_mut(key) else { continue };
                     let Some(leader) = replica.leader() else { continue };
                     let leader_epoch = leader.leader_epoch();
-                    replica.isr_proposal = Some(replica::IsrProposal { leader_epoch, expected_partition_epoch: replica.partition_epoch, isr, retry_at_ms: None });
+                    replica.isr_proposal =
+                        Some(replica::IsrProposal { leader_epoch, expected_partition_epoch: replica.partition_epoch, isr, retry_at_ms: None });
                     self.propose_isr(key);
                 }
                 LeaderOutput::HighWatermark(_) => {}
@@ -652,7 +676,8 @@ impl Driver {
         let (topic, partition) = key.clone();
         tokio::spawn(async move {
             let result = meta.propose(batch).await;
-            let outcome = IsrResult { topic, partition, leader_epoch: proposal.leader_epoch, expected_partition_epoch: proposal.expected_partition_epoch, result };
+            let outcome =
+                IsrResult { topic, partition, leader_epoch: proposal.leader_epoch, expected_partition_epoch: proposal.expected_partition_epoch, result };
             let _ = results.send(outcome).await;
         });
     }
@@ -785,11 +810,7 @@ impl Driver {
             leader_epoch: message.leader_epoch,
             ..FetchResponseMessage::default()
         };
-        let refuse = |error: ReplError| FetchResponseMessage {
-            error_code: i32::from(error.kafka_code()),
-            error_message: error.to_string(),
-            ..answer.clone()
-        };
+        let refuse = |error: ReplError| FetchResponseMessage { error_code: i32::from(error.kafka_code()), error_message: error.to_string(), ..answer.clone() };
         let Some(replica) = self.replicas.get_mut(&key) else {
             self.respond(from, refuse(ReplError::UnknownTopicOrPartition { topic: message.topic.clone(), partition: message.partition }));
             return Ok(());
@@ -819,7 +840,15 @@ impl Driver {
             }
             FetchPlan::Read { from: fetch_offset, .. } => {
                 let bytes_max = message.bytes_max.min(self.config.fetch_bytes_max);
-                let parked = Parked { follower: from, request_id: message.request_id, leader_epoch: message.leader_epoch, fetch_offset, bytes_max, high_watermark, deadline_ms: now_ms + self.config.fetch_wait_ms_max };
+                let parked = Parked {
+                    follower: from,
+                    request_id: message.request_id,
+                    leader_epoch: message.leader_epoch,
+                    fetch_offset,
+                    bytes_max,
+                    high_watermark,
+                    deadline_ms: now_ms + self.config.fetch_wait_ms_max,
+                };
                 replica.parked.push(parked);
             }
         }
@@ -873,7 +902,8 @@ impl Driver {
         let me = self.config.node_id;
         let Some(replica) = self.replicas.get_mut(&key) else { return Ok(()) };
         let Role::Follower(follower, fetch) = &mut replica.role else { return Ok(()) };
-        let current = follower.leader_id() == from && follower.leader_epoch() == message.leader_epoch && fetch.in_flight.is_some_and(|(id, _)| id == message.request_id);
+        let current =
+            follower.leader_id() == from && follower.leader_epoch() == message.leader_epoch && fetch.in_flight.is_some_and(|(id, _)| id == message.request_id);
         if !current {
             return Ok(());
         }
@@ -979,7 +1009,7 @@ impl Driver {
         }
     }
 
-    async fn on_produce(&mut self, request: ProduceRequest, reply: oneshot::Sender<Result<Produced, ReplError>>) -> DriverResult {
+    async fn on_produce(&mut self, request: ProduceRequest, reply: ProduceReply) -> DriverResult {
         let now_ms = self.now_ms();
         let key = (request.topic.clone(), request.partition);
         if let Err(error) = self.check_produce(&key, &request) {
@@ -999,13 +1029,24 @@ impl Driver {
             Ok(Admission::Duplicate { base_offset, end_offset }) => {
                 // The retry of a batch already in the log: answered like the
                 // original (acks=all still waits for it to be committed).
-                tracing::debug!(node_id = self.config.node_id, topic = key.0, partition = key.1, producer_id = stamp.producer_id, base_offset, "duplicate batch answered with its offsets");
+                tracing::debug!(
+                    node_id = self.config.node_id,
+                    topic = key.0,
+                    partition = key.1,
+                    producer_id = stamp.producer_id,
+                    base_offset,
+                    "duplicate batch answered with its offsets"
+                );
                 base_offset..end_offset
             }
             Ok(Admission::Append) => {
                 let count = request.records.len();
-                let payloads: Vec<Vec<u8>> =
-                    request.records.iter().enumerate().map(|(index, value)| encode_stored(leader_epoch, &stamp.record(index), BatchPosition::new(index, count), value)).collect();
+                let payloads: Vec<Vec<u8>> = request
+                    .records
+                    .iter()
+                    .enumerate()
+                    .map(|(index, value)| encode_stored(leader_epoch, &stamp.record(index), BatchPosition::new(index, count), value))
+                    .collect();
                 let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
                 let range = replica.log.append_batch(&refs).await.map_err(|error| log_error(&key, error))?;
                 replica.dirty = true;
@@ -1116,9 +1157,12 @@ fn log_error(key: &(String, u32), error: LogError) -> ReplDriverError {
 /// boundary.
 async fn read_whole_batches(log: &keel_log::Log, key: &(String, u32), from: u64, bytes_max: usize) -> Result<Vec<keel_log::Record>, ReplDriverError> {
     let position = |record: &keel_log::Record| {
-        decode_stored(&record.payload)
-            .map(|stored| stored.batch)
-            .map_err(|error| ReplDriverError::Corrupt { topic: key.0.clone(), partition: key.1, offset: record.offset, error })
+        decode_stored(&record.payload).map(|stored| stored.batch).map_err(|error| ReplDriverError::Corrupt {
+            topic: key.0.clone(),
+            partition: key.1,
+            offset: record.offset,
+            error,
+        })
     };
     let mut records = log.read_from(from, bytes_max).await.map_err(|error| log_error(key, error))?;
     let Some(last) = records.last() else { return Ok(records) };
@@ -1142,13 +1186,16 @@ async fn read_whole_batches(log: &keel_log::Log, key: &(String, u32), from: u64,
     Ok(records)
 }
 
+/// (leader epoch, end offset) of each run of records written in one epoch.
+type EpochRuns = Vec<(u32, u64)>;
+
 /// Checks fetched records before anything is written: each stored record's
 /// checksum, that they continue this log, that they are whole batches
 /// (the first starts a batch, each continues the one before or starts the
 /// next, the last ends its batch), and that their epochs never go back and
 /// never exceed the leader's. Returns the (epoch, end offset) runs and each
 /// record's producer stamp.
-fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMessage) -> Result<(Vec<(u32, u64)>, Vec<RecordStamp>), ReplError> {
+fn check_fetched(follower: &crate::follower::Follower, message: &FetchResponseMessage) -> Result<(EpochRuns, Vec<RecordStamp>), ReplError> {
     if message.base_offset != follower.log_end_offset() {
         return Err(ReplError::InvalidRequest { reason: format!("records start at {}, the log ends at {}", message.base_offset, follower.log_end_offset()) });
     }

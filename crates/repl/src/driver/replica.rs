@@ -119,7 +119,11 @@ async fn scan(log: &Log, config: &ReplConfig, topic: &str, partition: u32) -> Re
     let mut batch_start = log.start_offset();
     let mut next = log.start_offset();
     while next < log.next_offset() {
-        let records = log.read_from(next, config.log_config.read_chunk_bytes).await.map_err(|error| ReplDriverError::Log { topic: topic.to_string(), partition, error })?;
+        let records = log.read_from(next, config.log_config.read_chunk_bytes).await.map_err(|error| ReplDriverError::Log {
+            topic: topic.to_string(),
+            partition,
+            error,
+        })?;
         for record in &records {
             let stored = decode_stored(&record.payload).map_err(|error| corrupt(record.offset, error))?;
             let continues = match &previous {
