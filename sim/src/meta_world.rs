@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use keel_io::{Clock, Disk, NodeRng, SimDisk, SimDiskFaults};
 use keel_kafka::server::StopSignal;
-use keel_meta::controller::plan_create_topic;
+use keel_meta::admin_ops::{MetaOpError, TopicCreate};
 use keel_meta::driver::{MetaHandle, MetaObserver, ProposalError};
 use keel_meta::{MetadataError, MetadataState};
 use keel_node::{NodeConfig, NodeIdentity, Seams};
@@ -41,6 +41,8 @@ use crate::trace::Trace;
 const CLUSTER_ID: &str = "sim-cluster";
 /// Broker `id` is at `{BROKERS_SUBNET}.{id}`.
 const BROKERS_SUBNET: &str = "10.0.1";
+/// One create attempt through one broker keeps retrying for at most this long.
+const CREATE_ATTEMPT_BUDGET_MS: u64 = 3_000;
 /// How often convergence is polled, in simulated time.
 const POLL_MS: u64 = 20;
 /// While a `lag` fault holds a broker's traffic back, it lets it through for this long between holds.
@@ -865,41 +867,31 @@ async fn create_topic_attempts(handles: &MetaHandles, history: &SharedHistory, c
                 lock(history).create_attempted(clock.now_us(), topic, node_id);
                 announced = true;
             }
-            let attempt = async {
-                let state = handle.read_state().await?;
-                if state.topic(topic).is_some() {
-                    return Ok(CreateOutcome::FoundAfterRetry);
-                }
-                let batch = match plan_create_topic(&state, topic, partitions, replication_factor, configs, rng.gen_range(0..16)) {
-                    Ok(batch) => batch,
-                    // Not enough brokers registered yet, as seen from this node: retry.
-                    Err(error) => return Err(ProposalError::Refused(error)),
-                };
-                handle.propose(batch).await.map(|version| CreateOutcome::Acknowledged { node_id, metadata_version: version })
-            };
-            match attempt.await {
-                Ok(CreateOutcome::FoundAfterRetry) if !maybe_committed => {
-                    let message = format!("topic `{topic}` existed before any attempt to create it could have committed");
-                    lock(history).violate(clock.now_us(), checker::NO_PHANTOM_TOPICS, message);
-                    return CreateOutcome::Refused("already existed".into());
-                }
-                Ok(outcome) => return outcome,
-                Err(ProposalError::Refused(MetadataError::TopicAlreadyExists(_))) if maybe_committed => {
-                    return CreateOutcome::FoundAfterRetry;
-                }
-                Err(ProposalError::Refused(MetadataError::TopicAlreadyExists(_))) => {
+            // The path every client's create takes (the admin endpoint's POST
+            // /topics, Kafka's CreateTopics and auto-create): keel-meta's
+            // admin_ops, with its own retries of retriable errors.
+            let create = TopicCreate { name: topic.clone(), partitions, replication_factor, configs: configs.clone(), validate_only: false };
+            let attempt_budget_ms = deadline_ms.saturating_sub(clock.now_ms()).clamp(1, CREATE_ATTEMPT_BUDGET_MS);
+            match handle.create_topic(&create, attempt_budget_ms).await {
+                Ok(metadata_version) => return CreateOutcome::Acknowledged { node_id, metadata_version },
+                Err(MetaOpError::Refused(MetadataError::TopicAlreadyExists(_))) if maybe_committed => return CreateOutcome::FoundAfterRetry,
+                Err(MetaOpError::Refused(MetadataError::TopicAlreadyExists(_))) => {
                     let message = format!("creating `{topic}` was refused as existing, but no earlier attempt could have committed");
                     lock(history).violate(clock.now_us(), checker::NO_PHANTOM_TOPICS, message);
                     return CreateOutcome::Refused("already existed".into());
                 }
-                Err(ProposalError::Refused(error @ (MetadataError::InvalidTopicName { .. } | MetadataError::InvalidPartitionCount(_)))) => {
+                Err(MetaOpError::Refused(error @ (MetadataError::InvalidTopicName { .. } | MetadataError::InvalidPartitionCount(_)))) => {
                     return CreateOutcome::Refused(error.to_string());
                 }
                 Err(error) => {
-                    // A timeout or a stopped node may still commit the attempt.
-                    if matches!(error, ProposalError::Timeout { .. } | ProposalError::Stopped | ProposalError::Dropped(_)) {
-                        maybe_committed = true;
-                    }
+                    // An attempt that proposed and then timed out, or whose
+                    // node stopped, may still commit.
+                    let proposed = match &error {
+                        MetaOpError::TimedOut { .. } => true,
+                        MetaOpError::Stopped(error) => matches!(error, ProposalError::Timeout { .. } | ProposalError::Stopped | ProposalError::Dropped(_)),
+                        MetaOpError::NotReady { .. } | MetaOpError::Refused(_) => false,
+                    };
+                    maybe_committed |= proposed;
                     last_error = error.to_string();
                 }
             }
