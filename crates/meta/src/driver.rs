@@ -3,9 +3,10 @@
 //! partition replication), proposals from `MetaHandle`s; after each event,
 //! `MetaNode::process_ready` persists and the loop sends what it may.
 //!
-//! The loop starts serving at once and never waits for a leader (incident
-//! 003: a constructor waited for a leader before the Raft loop ran). Readiness
-//! is published in `MetaStatus::ready` instead.
+//! The loop starts serving at once and never waits for a leader: a start
+//! that waited for a leader before running the Raft loop would wait forever
+//! (no loop, no election). Readiness is published in `MetaStatus::ready`
+//! instead.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -461,8 +462,9 @@ impl Duties {
             *next_proposal_id += 1;
             node.propose(proposal_id, batch).ok().map(|()| (proposal_id, deadline_ms))
         };
-        // Self-registration, retried until committed (incident 002: a
-        // proposal given up after one try). Re-registering unfences.
+        // Self-registration, retried until committed: a registration given
+        // up after one lost proposal leaves the broker unregistered for
+        // good. Re-registering unfences.
         if node.is_ready() && expired(&self.registration_in_flight) {
             let current = node.state().broker(config.node_id);
             let needed = current.is_none_or(|b| b.fenced || b.incarnation_id != config.incarnation_id);

@@ -15,8 +15,9 @@
 //!                                                  read this node's replica (below its high watermark by default)
 //!   GET  /replicas                                 this node's partition replicas: role, epoch, offsets, ISR
 //!
-//! The produce path is the internal replication API until the Kafka listener
-//! exists (issue 5): errors carry Kafka's error code. One request per
+//! The produce and read paths are the internal replication API (operators'
+//! and tests' probes beside the Kafka listener): errors carry Kafka's error
+//! code. One request per
 //! connection; requests are bounded in size; bad requests get a 4xx with a
 //! JSON error, and the server keeps serving. On stop it stops accepting and
 //! hands back its open connections for the caller to drain.

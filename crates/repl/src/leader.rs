@@ -52,8 +52,6 @@ pub enum LeaderOutput {
     ProduceDone { produce_id: u64, result: Result<(), ReplError> },
     /// Propose this ISR through the metadata group (one proposal at a time).
     ProposeIsr { isr: Vec<BrokerId> },
-    /// The high watermark advanced to this offset.
-    HighWatermark(u64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -340,7 +338,6 @@ impl Leader {
         if candidate > self.high_watermark {
             assert!(candidate <= self.log_end_offset, "high watermark beyond the leader's log end");
             self.high_watermark = candidate;
-            outputs.push(LeaderOutput::HighWatermark(candidate));
         }
         outputs.extend(self.complete_waits());
         outputs

@@ -135,7 +135,6 @@ impl Model {
                     };
                     self.proposals.push((proposer, epoch, isr));
                 }
-                LeaderOutput::HighWatermark(_) => {}
             }
         }
     }

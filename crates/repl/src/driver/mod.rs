@@ -656,7 +656,6 @@ impl Driver {
                         Some(replica::IsrProposal { leader_epoch, expected_partition_epoch: replica.partition_epoch, isr, retry_at_ms: None });
                     self.propose_isr(key);
                 }
-                LeaderOutput::HighWatermark(_) => {}
             }
         }
     }
