@@ -33,6 +33,22 @@ pub struct NodeIdentity {
     pub rack: Option<String>,
 }
 
+impl NodeIdentity {
+    /// The only voter of its own cluster, advertising `host` (a
+    /// single-node broker, as the tests and the fuzz harness run it); its
+    /// broker listener is bound wherever the caller's `Listeners` are.
+    pub fn alone(cluster_id: &str, host: &str) -> NodeIdentity {
+        NodeIdentity {
+            node_id: 1,
+            cluster_id: cluster_id.to_string(),
+            voters: [(1, format!("{host}:0"))].into_iter().collect(),
+            advertised_host: host.to_string(),
+            advertised_port: 9092,
+            rack: None,
+        }
+    }
+}
+
 /// A node's tunable settings. The TOML keys are the field names (as in
 /// `keel start --config`); a missing key keeps its default; an unknown key
 /// is refused.

@@ -46,14 +46,7 @@ impl Broker {
 /// One broker, its own metadata Raft group of one voter, booted through
 /// keel-node on `disk`.
 async fn start_broker(disk: &SimDisk, incarnation: u64) -> Broker {
-    let identity = NodeIdentity {
-        node_id: 1,
-        cluster_id: "log-open-test".into(),
-        voters: [(1, "127.0.0.1:0".to_string())].into_iter().collect(),
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: 9092,
-        rack: None,
-    };
+    let identity = NodeIdentity::alone("log-open-test", "127.0.0.1");
     let config = NodeConfig { proposal_timeout_ms: 10_000, registration_lease_ms: 60_000, ..NodeConfig::default() };
     let listeners = Listeners::bind("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0").await.expect("bind");
     let seams = Seams::new(Disk::Sim(disk.clone()), Clock::new(), NodeRng::new(SEED, 1, incarnation));

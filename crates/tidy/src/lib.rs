@@ -214,27 +214,7 @@ pub fn is_checked(relative_path: &str) -> bool {
 
 /// Every checked `.rs` file under `root`, as `/`-separated relative paths.
 pub fn checked_files(root: &Path) -> std::io::Result<Vec<String>> {
-    let mut files = Vec::new();
-    let mut pending = vec![root.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if path.is_dir() {
-                if name != "target" && !name.starts_with('.') {
-                    pending.push(path);
-                }
-                continue;
-            }
-            let relative =
-                path.strip_prefix(root).expect("below root").components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/");
-            if is_checked(&relative) {
-                files.push(relative);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
+    Ok(rust_files(root)?.into_iter().filter(|relative| is_checked(relative)).collect())
 }
 
 /// Architecture Invariant: `crates/node` is the one composition root of a

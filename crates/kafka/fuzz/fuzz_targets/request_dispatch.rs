@@ -54,14 +54,7 @@ fn broker() -> &'static Broker {
 /// A single-node broker booted through keel-node, as `keel start` boots it.
 async fn start_broker(root: String) -> Node {
     let disk = Disk::Real(RealDisk::open_root(&root).await.expect("open the data dir"));
-    let identity = NodeIdentity {
-        node_id: 1,
-        cluster_id: "keel-fuzz".into(),
-        voters: [(1, "127.0.0.1:0".to_string())].into_iter().collect(),
-        advertised_host: "127.0.0.1".into(),
-        advertised_port: 9092,
-        rack: None,
-    };
+    let identity = NodeIdentity::alone("keel-fuzz", "127.0.0.1");
     // Short waits keep the fuzzer fast: long polls, creates and a new
     // group's first rebalance are otherwise held for seconds.
     let config = NodeConfig {
