@@ -47,6 +47,7 @@ const BUILT: &[&str] = &[
     "admin HTTP endpoint: GET /status, GET /topics[?consistency=linearizable], POST /topics/NAME, POST /produce/TOPIC/PARTITION, GET /records/TOPIC/PARTITION, GET /replicas",
     "operations: GET /healthz, /readyz, /metrics (Prometheus); keel dev; keel start --config FILE; --log-format json; SIGTERM drains",
     "keel-sim run/sweep with scenario files, metadata, data, idempotence and consumer-group checkers, Kafka wire clients over simulated TCP; log-check and raft-store-check",
+    "one composition root (crates/node): keel and every simulated broker boot the same full node from the same NodeConfig defaults; graceful stop and /readyz in the simulator; keel-sim config",
 ];
 
 const NOT_BUILT: &[&str] = &[
