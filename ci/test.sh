@@ -38,30 +38,33 @@ if ! python3 -c "import confluent_kafka, kafka" >/dev/null 2>&1; then
 fi
 
 started=$(date +%s)
+# Each section says when it starts (seconds since the start), so a slow CI
+# run shows where its time went.
+section() { echo "== [$(( $(date +%s) - started ))s] $*"; }
 
-echo "== formatting (rustfmt.toml) and clippy over both builds, warnings are errors"
+section "formatting (rustfmt.toml) and clippy over both builds, warnings are errors"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
     cargo clippy --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-net -p keel-repl -p keel-node -p keel-sim --all-targets -- -D warnings
 
-echo "== normal build: unit, crash-consistency and tidy tests"
+section "normal build: unit, crash-consistency and tidy tests"
 cargo test --workspace --locked
 
-echo "== simulation build (--cfg madsim, target/sim, release: the profile ci/sim.sh builds, so one build serves both): the same seeded checks under madsim"
+section "simulation build (--cfg madsim, target/sim, release: the profile ci/sim.sh builds, so one build serves both): the same seeded checks under madsim"
 # madsim tests run seeds 1..=20 (a failure prints MADSIM_TEST_SEED=N to replay it).
 MADSIM_TEST_SEED=1 MADSIM_TEST_NUM=20 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
     cargo test --release --locked --target-dir target/sim -p keel-io -p keel-log -p keel-meta -p keel-net -p keel-repl -p keel-node -p keel-sim
 
-echo "== the metadata cluster under madsim, seeds 21..1020 (leader kill, fencing, restart, convergence)"
+section "the metadata cluster under madsim, seeds 21..1020 (leader kill, fencing, restart, convergence)"
 MADSIM_TEST_SEED=21 MADSIM_TEST_NUM=1000 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
     cargo test --release --locked --target-dir target/sim -p keel-sim --test meta_cluster_madsim
 
-echo "== determinism: the metadata cluster run twice on seed 42 must match event for event"
+section "determinism: the metadata cluster run twice on seed 42 must match event for event"
 MADSIM_TEST_SEED=42 MADSIM_TEST_CHECK_DETERMINISM=1 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" \
     cargo test --release --locked --target-dir target/sim -p keel-sim --test meta_cluster_madsim
 
-echo "== scenario sweeps: seeds 1..500 of every scenario, 1..2000 of those guarding acknowledged data under idempotence and power loss (ci/sim.sh: release build with --cfg madsim)"
+section "scenario sweeps: seeds 1..500 of every scenario, 1..2000 of those guarding acknowledged data under idempotence and power loss (ci/sim.sh: release build with --cfg madsim)"
 for scenario in scenarios/*.toml; do
     scenario_started=$(date +%s)
     case "$(basename "$scenario" .toml)" in
@@ -80,7 +83,7 @@ ci/sim.sh run --scenario scenarios/idempotent-retries-no-duplicates.toml --seed 
 ci/sim.sh run --scenario scenarios/consumer-group-rebalance-under-faults.toml --seed 42 --check-determinism
 ci/sim.sh run --scenario scenarios/graceful-stop-under-load.toml --seed 42 --check-determinism
 
-echo "== fuzzing: request decoding + dispatch and produced record batches: the committed corpus replayed, then a fixed number of runs from a fixed seed (same commit, same verdict; long random fuzzing is ci/fuzz-nightly.sh)"
+section "fuzzing: request decoding + dispatch and produced record batches: the committed corpus replayed, then a fixed number of runs from a fixed seed (same commit, same verdict; long random fuzzing is ci/fuzz-nightly.sh)"
 FUZZ_RUNS="${FUZZ_RUNS:-20000}" FUZZ_SEED="${FUZZ_SEED:-1}" ci/fuzz.sh
 
 echo "== ci/test.sh finished in $(( $(date +%s) - started ))s"
