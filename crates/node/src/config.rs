@@ -154,7 +154,7 @@ pub struct ConfigError {
 }
 
 impl NodeConfig {
-    /// Every TOML key, in declaration order.
+    /// Every TOML key, sorted.
     pub fn keys() -> Vec<String> {
         let table = toml::Table::try_from(NodeConfig::default()).expect("the defaults serialize as a TOML table");
         table.keys().cloned().collect()
