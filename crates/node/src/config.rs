@@ -172,7 +172,7 @@ impl NodeConfig {
 
     /// Refuses settings no node can run with.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, u64); 11] = [
+        let positive: [(&'static str, u64); 13] = [
             ("raft_tick_ms", self.raft_tick_ms),
             ("raft_heartbeat_ticks", self.raft_heartbeat_ticks as u64),
             ("proposal_timeout_ms", self.proposal_timeout_ms),
@@ -184,6 +184,8 @@ impl NodeConfig {
             ("default_replication_factor", u64::from(self.default_replication_factor)),
             ("fetch_poll_interval_ms", self.fetch_poll_interval_ms),
             ("create_topic_timeout_ms", self.create_topic_timeout_ms),
+            ("replica_fetch_max_bytes", u64::from(self.replica_fetch_max_bytes)),
+            ("socket_request_max_bytes", self.socket_request_max_bytes as u64),
         ];
         if let Some((key, value)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(ConfigError { key, value: value.to_string(), fix: "must be at least 1" });
