@@ -1006,75 +1006,143 @@ async fn await_convergence<F: std::future::Future<Output = Option<String>>>(
 
 /// Runs `scenario` under `seed` in the current madsim world. Returns the
 /// report and the trace, or the first violation and the trace up to the end.
+/// The phases, in order: the world and its timeline, the workloads started,
+/// the fault timeline up to the heal, convergence and a probe create, the
+/// workloads finished and checked, the final metadata and readiness checks.
 pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunReport, Trace), (Violation, Trace)> {
-    let runtime = Handle::current();
-    let clock = WorldClock(Clock::new());
     let mut rng = NodeRng::new(seed, 0, 0);
-    let base_disk_faults = SimDiskFaults { latency_us: scenario.cluster.disk_latency_us.map(|[min, max]| (min, max)), ..SimDiskFaults::default() };
-    let brokers = (1..=scenario.cluster.brokers)
-        .map(|id| {
-            let disk = SimDisk::new(NodeRng::new(seed, id, 1_000_000));
-            disk.set_faults(base_disk_faults.clone());
-            let broker = Broker {
-                id,
-                host: None,
-                disk,
-                clock: Clock::new(),
-                up: false,
-                paused: false,
-                disk_faulted: Arc::new(AtomicBool::new(false)),
-                stop: Arc::new(Mutex::new(StopSignal::new())),
-            };
-            (id, broker)
-        })
-        .collect();
     let history: SharedHistory = Arc::new(Mutex::new(History::new()));
-    let mut world = World {
-        scenario: Arc::clone(&scenario),
-        seed,
-        runtime,
-        clock: clock.clone(),
-        brokers,
-        handles: Arc::new(Mutex::new(BTreeMap::new())),
-        repl: Arc::new(Mutex::new(BTreeMap::new())),
-        halted: Arc::new(Mutex::new(Vec::new())),
-        restarts_due: Vec::new(),
-        base_disk_faults: base_disk_faults.clone(),
-        halts: 0,
-        history: Arc::clone(&history),
-        rng: rng.fork(1),
-        timeline: BTreeMap::new(),
-        sequence: 0,
-        lag_generation: 0,
-        faults_fired: 0,
-        client_host: None,
-        probe_host: Handle::current().create_node().name("probe").ip(PROBE_IP.parse().expect("probe ip")).build(),
-    };
-    let kafka_clients = scenario.data.clone().filter(|spec| spec.client == ClientKind::Kafka).map(|spec| KafkaClients {
-        spec,
-        history: Arc::clone(&history),
-        clock: clock.clone(),
-        brokers: (1..=scenario.cluster.brokers).collect(),
-    });
-    if kafka_clients.is_some() {
-        let host = world.runtime.create_node().name("kafka-clients").ip(CLIENTS_IP.parse().expect("clients ip")).build();
-        world.client_host = Some(host);
-    }
+    let mut world = World::new(Arc::clone(&scenario), seed, rng.fork(1), Arc::clone(&history));
+    let kafka_clients = world.kafka_clients();
     world.note(format_args!("scenario {} seed {seed}", scenario.path.display()));
-    for id in 1..=scenario.cluster.brokers {
-        let base = scenario.cluster.start_ms.as_ref().map_or(0, |start| start[(id - 1) as usize]);
-        let jitter = if scenario.cluster.start_jitter_ms > 0 { rng.gen_range(0..=scenario.cluster.start_jitter_ms) } else { 0 };
-        world.schedule(base + jitter, Action::Start(id));
+    world.schedule_starts_faults_and_heal(&mut rng);
+    let creates = spawn_create_workload(&world, &mut rng);
+    let data = DataRun::spawn(&world, kafka_clients, &mut rng);
+    world.run_timeline_to_heal().await;
+    let healed_ms = world.clock.now_ms();
+    let bound_ms = scenario.convergence_ms_max;
+    let mut report = RunReport { faults_fired: world.faults_fired, ..RunReport::default() };
+    if await_metadata_convergence(&mut world, healed_ms, bound_ms, "after the heal").await {
+        probe_create_after_heal(&world, healed_ms, &mut rng).await;
     }
-    for (index, fault) in scenario.faults.iter().enumerate() {
-        let jitter = if fault.jitter_ms > 0 { rng.gen_range(0..=fault.jitter_ms) } else { 0 };
-        world.schedule(fault.at_ms + jitter, Action::Fire(index));
+    finish_creates(creates, &mut report).await;
+    if let Some(data) = data {
+        report.data = data.finish(&mut world, &mut report, &mut rng).await;
     }
-    world.schedule(scenario.duration_ms, Action::Heal);
+    final_checks(&mut world, &mut report).await;
+    // Stop the brokers so nothing runs past the verdict.
+    let ids: Vec<u64> = world.brokers.keys().copied().collect();
+    for id in ids {
+        world.stop_broker(id, false);
+    }
+    let history = std::mem::take(&mut *lock(&history));
+    report.elections = history.elections;
+    report.entries_applied = history.entries_applied;
+    match history.violation().cloned() {
+        Some(violation) => Err((violation, history.into_trace())),
+        None => Ok((report, history.into_trace())),
+    }
+}
 
-    let mut clients = Vec::new();
-    let workload = scenario.workload.clone().map(|workload| {
-        let (handles, history, clock) = (Arc::clone(&world.handles), Arc::clone(&history), clock.clone());
+impl World {
+    /// The brokers (not started yet), each with its SimDisk and clock.
+    fn new(scenario: Arc<Scenario>, seed: u64, rng: NodeRng, history: SharedHistory) -> World {
+        let base_disk_faults = SimDiskFaults { latency_us: scenario.cluster.disk_latency_us.map(|[min, max]| (min, max)), ..SimDiskFaults::default() };
+        let brokers = (1..=scenario.cluster.brokers)
+            .map(|id| {
+                let disk = SimDisk::new(NodeRng::new(seed, id, 1_000_000));
+                disk.set_faults(base_disk_faults.clone());
+                let broker = Broker {
+                    id,
+                    host: None,
+                    disk,
+                    clock: Clock::new(),
+                    up: false,
+                    paused: false,
+                    disk_faulted: Arc::new(AtomicBool::new(false)),
+                    stop: Arc::new(Mutex::new(StopSignal::new())),
+                };
+                (id, broker)
+            })
+            .collect();
+        let runtime = Handle::current();
+        let probe_host = runtime.create_node().name("probe").ip(PROBE_IP.parse().expect("probe ip")).build();
+        World {
+            scenario,
+            seed,
+            runtime,
+            clock: WorldClock(Clock::new()),
+            brokers,
+            handles: Arc::new(Mutex::new(BTreeMap::new())),
+            repl: Arc::new(Mutex::new(BTreeMap::new())),
+            halted: Arc::new(Mutex::new(Vec::new())),
+            restarts_due: Vec::new(),
+            base_disk_faults,
+            halts: 0,
+            history,
+            rng,
+            timeline: BTreeMap::new(),
+            sequence: 0,
+            lag_generation: 0,
+            faults_fired: 0,
+            client_host: None,
+            probe_host,
+        }
+    }
+
+    /// With `[data] client = "kafka"`: the Kafka clients, on their own host.
+    fn kafka_clients(&mut self) -> Option<KafkaClients> {
+        let scenario = Arc::clone(&self.scenario);
+        let clients = scenario.data.clone().filter(|spec| spec.client == ClientKind::Kafka).map(|spec| KafkaClients {
+            spec,
+            history: Arc::clone(&self.history),
+            clock: self.clock.clone(),
+            brokers: (1..=scenario.cluster.brokers).collect(),
+        });
+        if clients.is_some() {
+            self.client_host = Some(self.runtime.create_node().name("kafka-clients").ip(CLIENTS_IP.parse().expect("clients ip")).build());
+        }
+        clients
+    }
+
+    /// Broker starts and faults at their times (plus seeded jitter), then the heal.
+    fn schedule_starts_faults_and_heal(&mut self, rng: &mut NodeRng) {
+        let scenario = Arc::clone(&self.scenario);
+        for id in 1..=scenario.cluster.brokers {
+            let base = scenario.cluster.start_ms.as_ref().map_or(0, |start| start[(id - 1) as usize]);
+            let jitter = if scenario.cluster.start_jitter_ms > 0 { rng.gen_range(0..=scenario.cluster.start_jitter_ms) } else { 0 };
+            self.schedule(base + jitter, Action::Start(id));
+        }
+        for (index, fault) in scenario.faults.iter().enumerate() {
+            let jitter = if fault.jitter_ms > 0 { rng.gen_range(0..=fault.jitter_ms) } else { 0 };
+            self.schedule(fault.at_ms + jitter, Action::Fire(index));
+        }
+        self.schedule(scenario.duration_ms, Action::Heal);
+    }
+
+    /// The fault timeline, up to and including the heal.
+    async fn run_timeline_to_heal(&mut self) {
+        while let Some(((at_ms, _), action)) = self.timeline.pop_first() {
+            self.sleep_until_ms(at_ms).await;
+            let heal = matches!(action, Action::Heal);
+            self.act(action);
+            if heal {
+                break;
+            }
+        }
+    }
+}
+
+/// The create tasks, once every create has been sent.
+type CreateClients = tokio::task::JoinHandle<Vec<tokio::task::JoinHandle<CreateOutcome>>>;
+
+/// The `[workload]` creates: one client task per topic, spaced by the
+/// scenario's gaps.
+fn spawn_create_workload(world: &World, rng: &mut NodeRng) -> Option<CreateClients> {
+    let history = &world.history;
+    let clock = world.clock.clone();
+    world.scenario.workload.clone().map(|workload| {
+        let (handles, history, clock) = (Arc::clone(&world.handles), Arc::clone(history), clock.clone());
         let mut rng = rng.fork(2);
         tokio::spawn(async move {
             let mut spawned = Vec::new();
@@ -1101,22 +1169,81 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
             }
             spawned
         })
-    });
+    })
+}
 
-    let data_stop = Arc::new(AtomicBool::new(false));
-    let group_stop = Arc::new(AtomicBool::new(false));
-    let data_clients = scenario.data.clone().map(|spec| DataClients {
-        spec,
-        meta: Arc::clone(&world.handles),
-        repl: Arc::clone(&world.repl),
-        history: Arc::clone(&history),
-        clock: clock.clone(),
-    });
-    let data_workload = data_clients.clone().map(|clients| {
-        let (handles, history, clock, stop) = (Arc::clone(&world.handles), Arc::clone(&history), clock.clone(), Arc::clone(&data_stop));
+/// Liveness: a create made after the heal is acknowledged within the bound.
+async fn probe_create_after_heal(world: &World, healed_ms: u64, rng: &mut NodeRng) {
+    let (history, clock, bound_ms) = (&world.history, &world.clock, world.scenario.convergence_ms_max);
+    let probe = create_topic(
+        Arc::clone(&world.handles),
+        Arc::clone(history),
+        clock.clone(),
+        rng.fork(3),
+        CreateRequest {
+            topic: "probe-after-heal".into(),
+            partitions: 1,
+            replication_factor: u32::try_from(world.scenario.cluster.brokers.min(3)).expect("small"),
+            configs: Vec::new(),
+            to: CreateTarget::Any,
+            client_timeout_ms: (healed_ms + bound_ms).saturating_sub(world.clock.now_ms()).max(1),
+        },
+    )
+    .await;
+    if !matches!(probe, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) {
+        let message = format!("a create after the heal was not acknowledged within {bound_ms} ms: {probe:?}");
+        lock(history).violate(clock.now_us(), checker::LIVENESS, message);
+    }
+}
+
+/// Every create client's outcome, counted into the report.
+async fn finish_creates(creates: Option<CreateClients>, report: &mut RunReport) {
+    let clients = match creates {
+        Some(workload) => workload.await.expect("workload task"),
+        None => Vec::new(),
+    };
+    for client in clients {
+        let outcome = client.await.expect("client task");
+        match &outcome {
+            CreateOutcome::Acknowledged { .. } => report.creates_acknowledged += 1,
+            CreateOutcome::FoundAfterRetry => report.creates_found_after_retry += 1,
+            CreateOutcome::GaveUp(_) | CreateOutcome::Refused(_) => report.creates_given_up += 1,
+        }
+    }
+}
+
+/// The producer, consumer and group member tasks of the `[data]` workload.
+type DataTasks = (Vec<tokio::task::JoinHandle<()>>, Vec<tokio::task::JoinHandle<()>>, Vec<tokio::task::JoinHandle<()>>);
+
+/// A `[data]` workload under way.
+struct DataRun {
+    clients: DataClients,
+    kafka: Option<KafkaClients>,
+    workload: tokio::task::JoinHandle<DataTasks>,
+    data_stop: Arc<AtomicBool>,
+    group_stop: Arc<AtomicBool>,
+}
+
+impl DataRun {
+    /// Creates the data topic, then starts the producers, consumers and
+    /// group members (on the Kafka clients' host with `client = "kafka"`).
+    fn spawn(world: &World, kafka_clients: Option<KafkaClients>, rng: &mut NodeRng) -> Option<DataRun> {
+        let scenario = &world.scenario;
+        let (history, clock) = (&world.history, world.clock.clone());
+        let data_stop = Arc::new(AtomicBool::new(false));
+        let group_stop = Arc::new(AtomicBool::new(false));
+        let data_clients = scenario.data.clone().map(|spec| DataClients {
+            spec,
+            meta: Arc::clone(&world.handles),
+            repl: Arc::clone(&world.repl),
+            history: Arc::clone(history),
+            clock: clock.clone(),
+        })?;
+        let clients = data_clients.clone();
+        let (handles, history, clock, stop) = (Arc::clone(&world.handles), Arc::clone(history), clock.clone(), Arc::clone(&data_stop));
         let mut rng = rng.fork(4);
         let kafka = kafka_clients.clone();
-        let (group, group_stop, heal_at_ms) = (scenario.group.clone(), Arc::clone(&group_stop), scenario.duration_ms);
+        let (group, members_stop, heal_at_ms) = (scenario.group.clone(), Arc::clone(&group_stop), scenario.duration_ms);
         // Kafka clients run on their own host (the data topic is created
         // from there too, through the metadata handles, as before).
         let spawn_on = world.client_host.clone();
@@ -1143,7 +1270,14 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
                 let members: Vec<_> = match &group {
                     Some(group) => (0..group.members)
                         .map(|k| {
-                            tokio::spawn(crate::group_world::member(kafka.clone(), group.clone(), k, heal_at_ms, Arc::clone(&group_stop), rng.fork(20_000 + k)))
+                            tokio::spawn(crate::group_world::member(
+                                kafka.clone(),
+                                group.clone(),
+                                k,
+                                heal_at_ms,
+                                Arc::clone(&members_stop),
+                                rng.fork(20_000 + k),
+                            ))
                         })
                         .collect(),
                     None => Vec::new(),
@@ -1154,67 +1288,25 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
             let consumers: Vec<_> = (0..spec.consumers).map(|k| tokio::spawn(clients.clone().consume(k, Arc::clone(&stop), rng.fork(10_000 + k)))).collect();
             (producers, consumers, Vec::new())
         };
-        match spawn_on {
+        let workload = match spawn_on {
             Some(host) => host.spawn(workload),
             None => tokio::spawn(workload),
-        }
-    });
+        };
+        Some(DataRun { clients: data_clients, kafka: kafka_clients, workload, data_stop, group_stop })
+    }
 
-    // The fault timeline, up to and including the heal.
-    while let Some(((at_ms, _), action)) = world.timeline.pop_first() {
-        world.sleep_until_ms(at_ms).await;
-        let heal = matches!(action, Action::Heal);
-        world.act(action);
-        if heal {
-            break;
-        }
-    }
-    let healed_ms = world.clock.now_ms();
-    let bound_ms = scenario.convergence_ms_max;
-    let mut report = RunReport { faults_fired: world.faults_fired, ..RunReport::default() };
-
-    if await_metadata_convergence(&mut world, healed_ms, bound_ms, "after the heal").await {
-        // Liveness: a create made after the heal is acknowledged within the bound.
-        let probe = create_topic(
-            Arc::clone(&world.handles),
-            Arc::clone(&history),
-            clock.clone(),
-            rng.fork(3),
-            CreateRequest {
-                topic: "probe-after-heal".into(),
-                partitions: 1,
-                replication_factor: u32::try_from(scenario.cluster.brokers.min(3)).expect("small"),
-                configs: Vec::new(),
-                to: CreateTarget::Any,
-                client_timeout_ms: (healed_ms + bound_ms).saturating_sub(world.clock.now_ms()).max(1),
-            },
-        )
-        .await;
-        if !matches!(probe, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) {
-            let message = format!("a create after the heal was not acknowledged within {bound_ms} ms: {probe:?}");
-            lock(&history).violate(clock.now_us(), checker::LIVENESS, message);
-        }
-    }
-    if let Some(workload) = workload {
-        clients = workload.await.expect("workload task");
-    }
-    for client in clients {
-        let outcome = client.await.expect("client task");
-        match &outcome {
-            CreateOutcome::Acknowledged { .. } => report.creates_acknowledged += 1,
-            CreateOutcome::FoundAfterRetry => report.creates_found_after_retry += 1,
-            CreateOutcome::GaveUp(_) | CreateOutcome::Refused(_) => report.creates_given_up += 1,
-        }
-    }
-    let mut data_report = None;
-    if let (Some(clients), Some(workload)) = (data_clients, data_workload) {
+    /// After the last produce: the acks=all probe, data convergence, the
+    /// consumers and group stopped, then the final logs checked.
+    async fn finish(self, world: &mut World, report: &mut RunReport, rng: &mut NodeRng) -> Option<DataReport> {
+        let DataRun { clients, kafka, workload, data_stop, group_stop } = self;
+        let (history, bound_ms) = (Arc::clone(&world.history), world.scenario.convergence_ms_max);
         let (producers, consumers, members) = workload.await.expect("data workload task");
         for producer in producers {
             producer.await.expect("producer task");
         }
         let since_ms = world.clock.now_ms();
         let probed = lock(&history).violation().is_none()
-            && match (&kafka_clients, &world.client_host) {
+            && match (&kafka, &world.client_host) {
                 (Some(kafka), Some(host)) => {
                     let (kafka, probe_rng) = (kafka.clone(), rng.fork(5));
                     host.spawn(async move { kafka.probe(since_ms + bound_ms, probe_rng).await }).await.expect("probe task")
@@ -1223,61 +1315,75 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
             };
         if probed {
             let checker = crate::data_check::checker::DATA_CONVERGENCE;
-            await_convergence(&mut world, since_ms, bound_ms, checker, "replicas after the last produce", || clients.not_converged()).await;
+            await_convergence(world, since_ms, bound_ms, checker, "replicas after the last produce", || clients.not_converged()).await;
         }
         data_stop.store(true, Ordering::SeqCst);
         for consumer in consumers {
             consumer.await.expect("consumer task");
         }
-        if let (Some(group), Some(kafka), Some(host)) = (&scenario.group, &kafka_clients, &world.client_host) {
+        let scenario = Arc::clone(&world.scenario);
+        if let (Some(group), Some(kafka), Some(host)) = (&scenario.group, &kafka, &world.client_host) {
+            let group_rng = rng.fork(6);
             report.group =
-                Some(finish_group(&world.clock, &history, group, kafka, host, &group_stop, members, scenario.duration_ms, bound_ms, rng.fork(6)).await);
+                Some(finish_group(&world.clock, &history, group, kafka, host, &group_stop, members, scenario.duration_ms, bound_ms, group_rng).await);
         }
-        if lock(&history).violation().is_none() {
-            let logs = clients.final_logs().await;
-            let logs = match kafka_clients.is_some() {
-                // Records written through Kafka are stored wrapped: compare their Kafka values.
-                true => crate::kafka_world::kafka_values(logs),
-                false => Ok(logs),
-            };
-            let logs = logs.unwrap_or_else(|violation| {
-                lock(&history).data_verdict(clock.now_us(), Err(violation));
-                BTreeMap::new()
-            });
-            let mut history = lock(&history);
-            let verdict = history.data.check_final(&logs);
-            if history.data_verdict(clock.now_us(), verdict) && clients.spec.idempotent {
-                let verdict = history.data.check_no_duplicates(&logs);
-                history.data_verdict(clock.now_us(), verdict);
-            }
-            let kafka = kafka_clients.as_ref().map(|_| {
-                let stats = &history.data.kafka;
-                KafkaReport {
-                    producer_ids: stats.producer_ids,
-                    batches_retried: stats.batches_retried,
-                    retries_after_maybe_appended: stats.retries_after_maybe_appended,
-                    duplicates_answered: history.data.duplicates_answered(&logs),
-                    batches_given_up: stats.batches_given_up,
-                }
-            });
-            let records_in_final_log = logs.values().filter_map(|replicas| replicas.values().next()).map(|log| log.len() as u64).sum();
-            let data = &history.data;
-            data_report = Some(DataReport {
-                acks_all_acknowledged: data.acks_all_acknowledged,
-                acks_leader_acknowledged: data.acks_leader_acknowledged,
-                produce_errors: data.produce_errors.clone(),
-                records_read: data.records_read,
-                records_in_final_log,
-                halts: world.halts,
-                kafka,
-            });
+        if lock(&history).violation().is_some() {
+            return None;
         }
+        Some(check_final_logs(world, &clients, kafka.is_some()).await)
     }
-    report.data = data_report;
-    // Clients may have committed more after the first convergence: settle again.
+}
+
+/// Every replica's final log against every acknowledged write (and, for
+/// idempotent producers, no record twice); what the data clients did.
+async fn check_final_logs(world: &World, clients: &DataClients, kafka: bool) -> DataReport {
+    let (history, clock) = (&world.history, &world.clock);
+    let logs = clients.final_logs().await;
+    let logs = match kafka {
+        // Records written through Kafka are stored wrapped: compare their Kafka values.
+        true => crate::kafka_world::kafka_values(logs),
+        false => Ok(logs),
+    };
+    let logs = logs.unwrap_or_else(|violation| {
+        lock(history).data_verdict(clock.now_us(), Err(violation));
+        BTreeMap::new()
+    });
+    let mut history = lock(history);
+    let verdict = history.data.check_final(&logs);
+    if history.data_verdict(clock.now_us(), verdict) && clients.spec.idempotent {
+        let verdict = history.data.check_no_duplicates(&logs);
+        history.data_verdict(clock.now_us(), verdict);
+    }
+    let kafka = kafka.then(|| {
+        let stats = &history.data.kafka;
+        KafkaReport {
+            producer_ids: stats.producer_ids,
+            batches_retried: stats.batches_retried,
+            retries_after_maybe_appended: stats.retries_after_maybe_appended,
+            duplicates_answered: history.data.duplicates_answered(&logs),
+            batches_given_up: stats.batches_given_up,
+        }
+    });
+    let records_in_final_log = logs.values().filter_map(|replicas| replicas.values().next()).map(|log| log.len() as u64).sum();
+    let data = &history.data;
+    DataReport {
+        acks_all_acknowledged: data.acks_all_acknowledged,
+        acks_leader_acknowledged: data.acks_leader_acknowledged,
+        produce_errors: data.produce_errors.clone(),
+        records_read: data.records_read,
+        records_in_final_log,
+        halts: world.halts,
+        kafka,
+    }
+}
+
+/// Clients may have committed more after the first convergence: settle
+/// again, then every node's final metadata and its readiness.
+async fn final_checks(world: &mut World, report: &mut RunReport) {
+    let (history, clock, bound_ms) = (Arc::clone(&world.history), world.clock.clone(), world.scenario.convergence_ms_max);
     let settled_ms = world.clock.now_ms();
     let clean_so_far = lock(&history).violation().is_none();
-    if clean_so_far && await_metadata_convergence(&mut world, settled_ms, bound_ms, "after every client finished").await {
+    if clean_so_far && await_metadata_convergence(world, settled_ms, bound_ms, "after every client finished").await {
         let mut finals = BTreeMap::new();
         let handles = serving(&world.handles);
         for (id, handle) in handles {
@@ -1287,18 +1393,6 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         }
         report.final_applied_index = finals.values().map(|(index, _)| *index).max().unwrap_or(0);
         lock(&history).check_final(clock.now_us(), &finals);
-        check_every_node_ready(&mut world, bound_ms).await;
-    }
-    // Stop the brokers so nothing runs past the verdict.
-    let ids: Vec<u64> = world.brokers.keys().copied().collect();
-    for id in ids {
-        world.stop_broker(id, false);
-    }
-    let history = std::mem::take(&mut *lock(&history));
-    report.elections = history.elections;
-    report.entries_applied = history.entries_applied;
-    match history.violation().cloned() {
-        Some(violation) => Err((violation, history.into_trace())),
-        None => Ok((report, history.into_trace())),
+        check_every_node_ready(world, bound_ms).await;
     }
 }
