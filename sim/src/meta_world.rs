@@ -510,51 +510,9 @@ impl World {
         let mut undo_brokers = Vec::new();
         let mut undo_links = Vec::new();
         let described = match &fault.action {
-            FaultAction::OnBroker(target) => match self.resolve(target) {
-                None => format!("{:?} on {target:?}: no such broker now, skipped", fault.kind),
-                Some(id) => {
-                    let host = self.host_of(id);
-                    let up = self.brokers[&id].up;
-                    match fault.kind {
-                        FaultKind::Kill | FaultKind::Crash if up => {
-                            self.stop_broker(id, fault.kind == FaultKind::Crash);
-                            undo_brokers.push(id);
-                        }
-                        FaultKind::Stop if up => {
-                            self.drain_broker(id);
-                            undo_brokers.push(id);
-                        }
-                        FaultKind::Restart if !up => self.start_broker(id),
-                        FaultKind::Pause if up && !self.brokers[&id].paused => {
-                            self.runtime.pause(host.expect("up broker has a host"));
-                            self.brokers.get_mut(&id).expect("broker").paused = true;
-                            undo_brokers.push(id);
-                        }
-                        FaultKind::Clog => {
-                            if let Some(host) = host {
-                                NetSim::current().clog_node(host);
-                                undo_brokers.push(id);
-                            }
-                        }
-                        _ => {}
-                    }
-                    format!(
-                        "{:?} n{id}{}",
-                        fault.kind,
-                        if undo_brokers.is_empty() && fault.kind != FaultKind::Restart { " (no effect in its current state)" } else { "" }
-                    )
-                }
-            },
+            FaultAction::OnBroker(target) => self.fire_on_broker(&fault, target, &mut undo_brokers),
             FaultAction::Partition(groups) => {
-                for (g, group) in groups.iter().enumerate() {
-                    for other in groups.iter().skip(g + 1) {
-                        for a in group {
-                            for b in other {
-                                undo_links.extend([(*a, *b), (*b, *a)]);
-                            }
-                        }
-                    }
-                }
+                undo_links = partition_links(groups);
                 undo_links.iter().for_each(|(a, b)| self.clog_link(*a, *b));
                 format!("partition {groups:?}")
             }
@@ -629,6 +587,47 @@ impl World {
         if let Some(undo_at) = undo_at {
             if !undo_brokers.is_empty() || !undo_links.is_empty() || matches!(fault.action, FaultAction::Latency { .. } | FaultAction::Loss { .. }) {
                 self.schedule(undo_at, Action::Undo { fault: index, brokers: undo_brokers, links: undo_links });
+            }
+        }
+    }
+
+    /// A fault on one broker (kill, crash, graceful stop, restart, pause,
+    /// clog): what it did, for the trace; brokers to undo it on later go to
+    /// `undo_brokers`.
+    fn fire_on_broker(&mut self, fault: &Fault, target: &Target, undo_brokers: &mut Vec<u64>) -> String {
+        match self.resolve(target) {
+            None => format!("{:?} on {target:?}: no such broker now, skipped", fault.kind),
+            Some(id) => {
+                let host = self.host_of(id);
+                let up = self.brokers[&id].up;
+                match fault.kind {
+                    FaultKind::Kill | FaultKind::Crash if up => {
+                        self.stop_broker(id, fault.kind == FaultKind::Crash);
+                        undo_brokers.push(id);
+                    }
+                    FaultKind::Stop if up => {
+                        self.drain_broker(id);
+                        undo_brokers.push(id);
+                    }
+                    FaultKind::Restart if !up => self.start_broker(id),
+                    FaultKind::Pause if up && !self.brokers[&id].paused => {
+                        self.runtime.pause(host.expect("up broker has a host"));
+                        self.brokers.get_mut(&id).expect("broker").paused = true;
+                        undo_brokers.push(id);
+                    }
+                    FaultKind::Clog => {
+                        if let Some(host) = host {
+                            NetSim::current().clog_node(host);
+                            undo_brokers.push(id);
+                        }
+                    }
+                    _ => {}
+                }
+                format!(
+                    "{:?} n{id}{}",
+                    fault.kind,
+                    if undo_brokers.is_empty() && fault.kind != FaultKind::Restart { " (no effect in its current state)" } else { "" }
+                )
             }
         }
     }
@@ -722,6 +721,21 @@ impl World {
             }
         }
     }
+}
+
+/// Both directions of every link between brokers in different groups.
+fn partition_links(groups: &[Vec<u64>]) -> Vec<(u64, u64)> {
+    let mut links = Vec::new();
+    for (g, group) in groups.iter().enumerate() {
+        for other in groups.iter().skip(g + 1) {
+            for a in group {
+                for b in other {
+                    links.extend([(*a, *b), (*b, *a)]);
+                }
+            }
+        }
+    }
+    links
 }
 
 /// What a broker host needs to boot its node, on every (re)start.
