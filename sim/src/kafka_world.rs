@@ -90,6 +90,19 @@ pub struct KafkaClients {
     pub brokers: Vec<u64>,
 }
 
+/// One attempt to send a batch: what, where, and how many tries so far.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    what: &'a str,
+    partition: u32,
+    acks: AcksSpec,
+    values: &'a [Vec<u8>],
+    producer: Option<BatchProducer>,
+    leader: u64,
+    leader_epoch: i32,
+    attempts: u32,
+}
+
 /// One client's connections and its view of the cluster.
 pub(crate) struct Session {
     pub(crate) clients: KafkaClients,
@@ -268,55 +281,19 @@ impl Session {
             let now_us = self.clients.clock.now_us();
             match answer {
                 Ok(answer) if answer.error_code == code::NONE => {
-                    let Ok(base_offset) = u64::try_from(answer.base_offset) else {
-                        let message = format!("{}: {what} acknowledged at base offset {}", self.name, answer.base_offset);
-                        lock(&self.clients.history).violate(now_us, checker::INCONSISTENT_OFFSETS, message);
-                        break Sent::RefusedForGood;
-                    };
-                    let mut history = lock(&self.clients.history);
-                    if acks == AcksSpec::All {
-                        let verdict = history.data.acked_all(partition, base_offset, values);
-                        history.data_verdict(now_us, verdict);
-                    } else {
-                        history.data.acks_leader_acknowledged += 1;
-                    }
-                    if producer.is_some() {
-                        history.data.kafka.acks.push(IdempotentAck { partition, base_offset, attempts, leader_epoch });
-                    }
-                    history.note(now_us, format_args!("{} {what} acks={acks:?} -> n{leader} {}@{base_offset} (attempt {attempts})", self.name, values.len()));
-                    break Sent::Acknowledged;
+                    let attempt = Attempt { what, partition, acks, values, producer, leader, leader_epoch, attempts };
+                    break self.acknowledged(&attempt, answer.base_offset, now_us);
                 }
                 Ok(answer) => {
                     let error_code = answer.error_code;
                     let message = answer.error_message.unwrap_or_default();
-                    let mut history = lock(&self.clients.history);
-                    *history.data.produce_errors.entry(error_code).or_default() += 1;
-                    history.note(now_us, format_args!("{} {what} refused by n{leader} with error {error_code}: {message}", self.name));
-                    // Allowed only from a deposed leader that does not know
-                    // it yet: the current one has the producer's batches.
-                    let refused_by_deposed_leader = if let (Some(p), code::OUT_OF_ORDER_SEQUENCE_NUMBER | code::INVALID_PRODUCER_EPOCH) = (producer, error_code)
-                    {
-                        let verdict =
-                            history.data.sequence_refused(&self.name, DATA_TOPIC, partition, leader, p.producer_id, p.base_sequence, error_code, &message);
-                        if !history.data_verdict(now_us, verdict) {
-                            break Sent::RefusedForGood;
-                        }
-                        true
-                    } else {
-                        false
-                    };
-                    if !refused_by_deposed_leader && !code::is_retriable(error_code) {
-                        let message = format!("{}: a valid batch was refused for good by broker {leader} with error {error_code}: {message}", self.name);
-                        history.violate(now_us, checker::DATA_LIVENESS, message);
-                        break Sent::RefusedForGood;
+                    let attempt = Attempt { what, partition, acks, values, producer, leader, leader_epoch, attempts };
+                    if let Some(sent) = self.refused(&attempt, error_code, &message, now_us) {
+                        break sent;
                     }
-                    drop(history);
                     // REQUEST_TIMED_OUT is also "broker busy, nothing appended";
                     // either way the retry may meet the first append.
                     maybe_appended |= matches!(error_code, code::REQUEST_TIMED_OUT | code::NOT_ENOUGH_REPLICAS_AFTER_APPEND);
-                    if refused_by_deposed_leader || code::is_stale_leader(error_code) {
-                        self.leaders.remove(&partition);
-                    }
                 }
                 Err(error) => {
                     self.close(leader);
@@ -336,6 +313,58 @@ impl Session {
             history.note(self.clients.clock.now_us(), format_args!("{} {what} given up after {attempts} attempts", self.name));
         }
         outcome
+    }
+
+    /// An acknowledged produce, checked and recorded.
+    fn acknowledged(&self, attempt: &Attempt<'_>, base_offset: i64, now_us: u64) -> Sent {
+        let Attempt { what, partition, acks, values, producer, leader, leader_epoch, attempts } = *attempt;
+        let Ok(base_offset) = u64::try_from(base_offset) else {
+            let message = format!("{}: {what} acknowledged at base offset {base_offset}", self.name);
+            lock(&self.clients.history).violate(now_us, checker::INCONSISTENT_OFFSETS, message);
+            return Sent::RefusedForGood;
+        };
+        let mut history = lock(&self.clients.history);
+        if acks == AcksSpec::All {
+            let verdict = history.data.acked_all(partition, base_offset, values);
+            history.data_verdict(now_us, verdict);
+        } else {
+            history.data.acks_leader_acknowledged += 1;
+        }
+        if producer.is_some() {
+            history.data.kafka.acks.push(IdempotentAck { partition, base_offset, attempts, leader_epoch });
+        }
+        history.note(now_us, format_args!("{} {what} acks={acks:?} -> n{leader} {}@{base_offset} (attempt {attempts})", self.name, values.len()));
+        Sent::Acknowledged
+    }
+
+    /// A refused produce: `Some` ends the batch (refused for good, a
+    /// violation recorded), `None` retries it.
+    fn refused(&mut self, attempt: &Attempt<'_>, error_code: i16, message: &str, now_us: u64) -> Option<Sent> {
+        let Attempt { what, partition, producer, leader, .. } = *attempt;
+        let mut history = lock(&self.clients.history);
+        *history.data.produce_errors.entry(error_code).or_default() += 1;
+        history.note(now_us, format_args!("{} {what} refused by n{leader} with error {error_code}: {message}", self.name));
+        // Allowed only from a deposed leader that does not know
+        // it yet: the current one has the producer's batches.
+        let refused_by_deposed_leader = if let (Some(p), code::OUT_OF_ORDER_SEQUENCE_NUMBER | code::INVALID_PRODUCER_EPOCH) = (producer, error_code) {
+            let verdict = history.data.sequence_refused(&self.name, DATA_TOPIC, partition, leader, p.producer_id, p.base_sequence, error_code, message);
+            if !history.data_verdict(now_us, verdict) {
+                return Some(Sent::RefusedForGood);
+            }
+            true
+        } else {
+            false
+        };
+        if !refused_by_deposed_leader && !code::is_retriable(error_code) {
+            let message = format!("{}: a valid batch was refused for good by broker {leader} with error {error_code}: {message}", self.name);
+            history.violate(now_us, checker::DATA_LIVENESS, message);
+            return Some(Sent::RefusedForGood);
+        }
+        drop(history);
+        if refused_by_deposed_leader || code::is_stale_leader(error_code) {
+            self.leaders.remove(&partition);
+        }
+        None
     }
 }
 
