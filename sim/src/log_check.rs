@@ -244,142 +244,168 @@ impl Checker {
     }
 
     async fn step(&mut self, mut log: Log) -> Checked<Log> {
-        let is_sim = self.sim_disk.is_some();
         let choice = self.rng.gen_range(0..100);
         match choice {
-            0..=39 => {
-                let payload = self.next_payload();
-                match log.append(&payload).await {
-                    Ok(offset) => {
-                        self.record(format!("append len={} -> {offset}", payload.len()));
-                        self.model.payloads.push(payload);
-                        self.report.appends += 1;
-                        self.after_success(&log)?;
-                    }
-                    Err(error) => {
-                        self.model.payloads.push(payload);
-                        log = self.after_failure(Some(log), "append", error).await?;
-                    }
-                }
-            }
-            40..=49 => {
-                let count = self.rng.gen_range(1..20);
-                let payloads: Vec<Vec<u8>> = (0..count).map(|_| self.next_payload()).collect();
-                let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-                match log.append_batch(&slices).await {
-                    Ok(range) => {
-                        self.record(format!("append_batch n={count} -> {range:?}"));
-                        self.model.payloads.extend(payloads);
-                        self.report.appends += count;
-                        self.after_success(&log)?;
-                    }
-                    Err(error) => {
-                        self.model.payloads.extend(payloads);
-                        log = self.after_failure(Some(log), "append_batch", error).await?;
-                    }
-                }
-            }
-            50..=61 => match log.flush().await {
-                Ok(flushed) => {
-                    self.record(format!("flush -> {flushed}"));
-                    if flushed != self.model.end() {
-                        return Err(self.fail(format!("flush returned {flushed}, log end is {}", self.model.end())));
-                    }
-                    self.after_success(&log)?;
-                }
-                Err(error) => log = self.after_failure(Some(log), "flush", error).await?,
-            },
-            62..=73 => {
-                let (start, end) = (self.model.start_offset, self.model.end());
-                let offset = self.rng.gen_range(start..=end);
-                match log.read(offset).await {
-                    Ok(record) => {
-                        let expected = (offset < end).then(|| self.model.payload(offset).to_vec());
-                        if record.as_ref().map(|r| &r.payload) != expected.as_ref() {
-                            return Err(self.fail(format!("read({offset}) returned a record that differs from the model")));
-                        }
-                        self.record(format!("read {offset} -> {}", if expected.is_some() { "record" } else { "end" }));
-                    }
-                    Err(LogError::Disk(error)) if is_sim => {
-                        log = self.after_failure(Some(log), "read", LogError::Disk(error)).await?;
-                    }
-                    Err(error) => return Err(self.fail(format!("read({offset}) failed: {error}"))),
-                }
-            }
-            74..=79 => {
-                let (start, end) = (self.model.start_offset, self.model.end());
-                let offset = self.rng.gen_range(start..=end);
-                match log.truncate(offset).await {
-                    Ok(()) => {
-                        self.record(format!("truncate {offset}"));
-                        self.model.payloads.truncate(usize::try_from(offset - start).expect("fits"));
-                        self.model.durable_end = self.model.durable_end.min(offset);
-                        self.report.truncates += 1;
-                        self.after_success(&log)?;
-                    }
-                    Err(error) => {
-                        // Part of the truncate may have happened, but durable
-                        // records below the target must survive.
-                        self.model.durable_end = self.model.durable_end.min(offset);
-                        log = self.after_failure(Some(log), "truncate", error).await?;
-                    }
-                }
-            }
-            80..=82 => {
-                let (start, end) = (self.model.start_offset, self.model.end());
-                let offset = self.rng.gen_range(start..=end);
-                match log.remove_segments_before(offset).await {
-                    Ok(new_start) => {
-                        self.record(format!("remove_segments_before {offset} -> start {new_start}"));
-                        if new_start < start || new_start > offset.max(start) {
-                            return Err(self.fail(format!("remove_segments_before({offset}) moved start to {new_start}")));
-                        }
-                        self.model.payloads.drain(..usize::try_from(new_start - start).expect("fits"));
-                        self.model.start_offset = new_start;
-                        self.model.start_offset_max = new_start;
-                        self.after_success(&log)?;
-                    }
-                    Err(error) => {
-                        self.model.start_offset_max = offset.max(start);
-                        log = self.after_failure(Some(log), "remove_segments_before", error).await?;
-                    }
-                }
-            }
+            0..=39 => log = self.append(log).await?,
+            40..=49 => log = self.append_batch(log).await?,
+            50..=61 => log = self.flush(log).await?,
+            62..=73 => log = self.read(log).await?,
+            74..=79 => log = self.truncate(log).await?,
+            80..=82 => log = self.remove_segments_before(log).await?,
             83..=87 => log = self.crash_and_recover(Some(log), "between operations").await?,
-            88..=89 => {
-                let new_base = self.model.end() + self.rng.gen_range(0..1_000);
-                self.log_config.initial_offset = new_base;
-                match log.destroy().await {
-                    Ok(()) => {
-                        self.record(format!("destroy, restart at {new_base}"));
-                        self.model.reset_to = Some(new_base);
-                        log = self.open().await?;
-                        self.verify_recovered(&log).await?;
-                        if log.start_offset() != new_base || log.next_offset() != new_base {
-                            return Err(self.fail(format!("log after destroy is not empty at {new_base}")));
-                        }
-                    }
-                    Err(error) => {
-                        // Part of the log may be gone (a contiguous prefix stays) or all of it.
-                        self.model.reset_to = Some(new_base);
-                        self.model.durable_end = self.model.start_offset;
-                        log = self.after_failure(None, "destroy", error).await?;
-                    }
+            88..=89 => log = self.destroy_and_restart(log).await?,
+            _ => log = self.arm_power_cut(log).await?,
+        }
+        Ok(log)
+    }
+
+    async fn append(&mut self, mut log: Log) -> Checked<Log> {
+        let payload = self.next_payload();
+        match log.append(&payload).await {
+            Ok(offset) => {
+                self.record(format!("append len={} -> {offset}", payload.len()));
+                self.model.payloads.push(payload);
+                self.report.appends += 1;
+                self.after_success(&log)?;
+            }
+            Err(error) => {
+                self.model.payloads.push(payload);
+                log = self.after_failure(Some(log), "append", error).await?;
+            }
+        }
+        Ok(log)
+    }
+
+    async fn append_batch(&mut self, mut log: Log) -> Checked<Log> {
+        let count = self.rng.gen_range(1..20);
+        let payloads: Vec<Vec<u8>> = (0..count).map(|_| self.next_payload()).collect();
+        let slices: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
+        match log.append_batch(&slices).await {
+            Ok(range) => {
+                self.record(format!("append_batch n={count} -> {range:?}"));
+                self.model.payloads.extend(payloads);
+                self.report.appends += count;
+                self.after_success(&log)?;
+            }
+            Err(error) => {
+                self.model.payloads.extend(payloads);
+                log = self.after_failure(Some(log), "append_batch", error).await?;
+            }
+        }
+        Ok(log)
+    }
+
+    async fn flush(&mut self, mut log: Log) -> Checked<Log> {
+        match log.flush().await {
+            Ok(flushed) => {
+                self.record(format!("flush -> {flushed}"));
+                if flushed != self.model.end() {
+                    return Err(self.fail(format!("flush returned {flushed}, log end is {}", self.model.end())));
+                }
+                self.after_success(&log)?;
+            }
+            Err(error) => log = self.after_failure(Some(log), "flush", error).await?,
+        };
+        Ok(log)
+    }
+
+    async fn read(&mut self, mut log: Log) -> Checked<Log> {
+        let is_sim = self.sim_disk.is_some();
+        let (start, end) = (self.model.start_offset, self.model.end());
+        let offset = self.rng.gen_range(start..=end);
+        match log.read(offset).await {
+            Ok(record) => {
+                let expected = (offset < end).then(|| self.model.payload(offset).to_vec());
+                if record.as_ref().map(|r| &r.payload) != expected.as_ref() {
+                    return Err(self.fail(format!("read({offset}) returned a record that differs from the model")));
+                }
+                self.record(format!("read {offset} -> {}", if expected.is_some() { "record" } else { "end" }));
+            }
+            Err(LogError::Disk(error)) if is_sim => {
+                log = self.after_failure(Some(log), "read", LogError::Disk(error)).await?;
+            }
+            Err(error) => return Err(self.fail(format!("read({offset}) failed: {error}"))),
+        }
+        Ok(log)
+    }
+
+    async fn truncate(&mut self, mut log: Log) -> Checked<Log> {
+        let (start, end) = (self.model.start_offset, self.model.end());
+        let offset = self.rng.gen_range(start..=end);
+        match log.truncate(offset).await {
+            Ok(()) => {
+                self.record(format!("truncate {offset}"));
+                self.model.payloads.truncate(usize::try_from(offset - start).expect("fits"));
+                self.model.durable_end = self.model.durable_end.min(offset);
+                self.report.truncates += 1;
+                self.after_success(&log)?;
+            }
+            Err(error) => {
+                // Part of the truncate may have happened, but durable
+                // records below the target must survive.
+                self.model.durable_end = self.model.durable_end.min(offset);
+                log = self.after_failure(Some(log), "truncate", error).await?;
+            }
+        }
+        Ok(log)
+    }
+
+    async fn remove_segments_before(&mut self, mut log: Log) -> Checked<Log> {
+        let (start, end) = (self.model.start_offset, self.model.end());
+        let offset = self.rng.gen_range(start..=end);
+        match log.remove_segments_before(offset).await {
+            Ok(new_start) => {
+                self.record(format!("remove_segments_before {offset} -> start {new_start}"));
+                if new_start < start || new_start > offset.max(start) {
+                    return Err(self.fail(format!("remove_segments_before({offset}) moved start to {new_start}")));
+                }
+                self.model.payloads.drain(..usize::try_from(new_start - start).expect("fits"));
+                self.model.start_offset = new_start;
+                self.model.start_offset_max = new_start;
+                self.after_success(&log)?;
+            }
+            Err(error) => {
+                self.model.start_offset_max = offset.max(start);
+                log = self.after_failure(Some(log), "remove_segments_before", error).await?;
+            }
+        }
+        Ok(log)
+    }
+
+    async fn destroy_and_restart(&mut self, mut log: Log) -> Checked<Log> {
+        let new_base = self.model.end() + self.rng.gen_range(0..1_000);
+        self.log_config.initial_offset = new_base;
+        match log.destroy().await {
+            Ok(()) => {
+                self.record(format!("destroy, restart at {new_base}"));
+                self.model.reset_to = Some(new_base);
+                log = self.open().await?;
+                self.verify_recovered(&log).await?;
+                if log.start_offset() != new_base || log.next_offset() != new_base {
+                    return Err(self.fail(format!("log after destroy is not empty at {new_base}")));
                 }
             }
-            _ => {
-                if let Some(sim) = &self.sim_disk {
-                    if !self.armed_mid_operation_crash {
-                        let ops = self.rng.gen_range(0..40);
-                        sim.freeze_after_ops(ops);
-                        self.armed_mid_operation_crash = true;
-                        self.report.mid_operation_crashes += 1;
-                        self.record(format!("power cut armed after {ops} disk operations"));
-                    }
-                } else {
-                    log = self.crash_and_recover(Some(log), "clean reopen").await?;
-                }
+            Err(error) => {
+                // Part of the log may be gone (a contiguous prefix stays) or all of it.
+                self.model.reset_to = Some(new_base);
+                self.model.durable_end = self.model.start_offset;
+                log = self.after_failure(None, "destroy", error).await?;
             }
+        }
+        Ok(log)
+    }
+
+    async fn arm_power_cut(&mut self, mut log: Log) -> Checked<Log> {
+        if let Some(sim) = &self.sim_disk {
+            if !self.armed_mid_operation_crash {
+                let ops = self.rng.gen_range(0..40);
+                sim.freeze_after_ops(ops);
+                self.armed_mid_operation_crash = true;
+                self.report.mid_operation_crashes += 1;
+                self.record(format!("power cut armed after {ops} disk operations"));
+            }
+        } else {
+            log = self.crash_and_recover(Some(log), "clean reopen").await?;
         }
         Ok(log)
     }
