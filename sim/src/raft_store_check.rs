@@ -221,115 +221,139 @@ impl Checker {
         let before = self.model.clone();
         let choice = self.rng.gen_range(0..100);
         match choice {
-            0..=39 => {
-                let first = self.rng.gen_range(before.commit + 1..=before.last_index() + 1);
-                let count = self.rng.gen_range(1..=4u64);
-                let term = before.term_of(first - 1).max(before.max_term() + self.rng.gen_range(0..=1));
-                let mut entries = Vec::new();
-                for i in 0..count {
-                    entries.push(Entry { index: first + i, term, data: self.data(), ..Entry::default() });
-                }
-                let mut after = before.clone();
-                let keep = usize::try_from(first - before.snapshot_index - 1).expect("fits");
-                after.entries.truncate(keep);
-                after.entries.extend(entries.iter().map(|e| (e.term, e.data.clone())));
-                let result = store.append(&entries).await;
-                self.report.appends += 1;
-                let candidates = vec![Candidate { model: before.clone(), entries_min: keep }, Candidate { model: after.clone(), entries_min: keep }];
-                store = self.outcome(store, &format!("append {first}..{} term {term}", first + count), result, after, candidates).await?;
-            }
-            40..=59 => {
-                // Fields are evaluated in the order written: the seed draws term, vote, commit.
-                let hard_state = HardState {
-                    term: before.term + self.rng.gen_range(0..=1),
-                    vote: self.rng.gen_range(0..=3),
-                    commit: self.rng.gen_range(before.commit..=before.last_index()),
-                };
-                let after = StoreModel { term: hard_state.term, vote: hard_state.vote, commit: hard_state.commit, ..before.clone() };
-                let result = store.set_hard_state(&hard_state).await;
-                let candidates = vec![Candidate::exact(before.clone()), Candidate::exact(after.clone())];
-                let what = format!("hard state term {} vote {} commit {}", hard_state.term, hard_state.vote, hard_state.commit);
-                store = self.outcome(store, &what, result, after, candidates).await?;
-            }
-            60..=69 if before.commit > before.snapshot_index => {
-                let index = self.rng.gen_range(before.snapshot_index + 1..=before.commit);
-                let data = self.data();
-                let mut after = before.clone();
-                after.entries.drain(..usize::try_from(index - before.snapshot_index).expect("fits"));
-                after.snapshot_term = before.term_of(index);
-                after.snapshot_index = index;
-                after.snapshot_data = data.clone();
-                let result = store.compact(index, data).await;
-                self.report.compactions += 1;
-                let candidates = vec![Candidate::exact(before.clone()), Candidate::exact(after.clone())];
-                store = self.outcome(store, &format!("compact to {index}"), result, after, candidates).await?;
-            }
-            70..=77 => {
-                // Raft installs a snapshot that continues the log, or one past the commit index.
-                let matching = before.last_index() > before.snapshot_index && self.rng.gen_bool(0.5);
-                let index = if matching {
-                    self.rng.gen_range(before.snapshot_index + 1..=before.last_index())
-                } else {
-                    self.rng.gen_range(before.commit + 1..=before.last_index() + 5)
-                };
-                let term = if matching { before.term_of(index) } else { before.max_term() + 1 };
-                let data = self.data();
-                let mut after = before.clone();
-                if matching {
-                    after.entries.drain(..usize::try_from(index - before.snapshot_index).expect("fits"));
-                } else {
-                    after.entries.clear();
-                }
-                after.snapshot_index = index;
-                after.snapshot_term = term;
-                after.snapshot_data = data.clone();
-                after.commit = before.commit.max(index);
-                let mut metadata = SnapshotMetadata { index, term, ..SnapshotMetadata::default() };
-                metadata.set_conf_state(raft::eraftpb::ConfState::from((VOTERS.to_vec(), vec![])));
-                let mut snapshot = Snapshot::default();
-                snapshot.set_metadata(metadata);
-                snapshot.data = data;
-                let result = store.apply_snapshot(&snapshot).await;
-                self.report.snapshot_installs += 1;
-                let candidates = vec![Candidate::exact(before.clone()), Candidate::exact(after.clone())];
-                let what = format!("install snapshot {index} term {term} ({})", if matching { "log continues it" } else { "log reset" });
-                store = self.outcome(store, &what, result, after, candidates).await?;
-            }
-            78..=79 if before.commit > before.snapshot_index => {
-                // Bad input: overwriting a committed entry is refused, and the store stays usable.
-                let entry = Entry { index: before.commit, term: before.max_term(), ..Entry::default() };
-                match store.append(&[entry]).await {
-                    Err(RaftStoreError::Refused { .. }) => self.record(format!("append at committed {} refused", before.commit)),
-                    Err(error) if is_fault(&error) => unreachable!("refusal happens before any disk access: {error}"),
-                    other => return Err(self.fail(format!("append over committed index {} was not refused: {other:?}", before.commit))),
-                }
-                self.check_live(&store)?;
-            }
-            80..=81 if before.commit > before.snapshot_index => {
-                // Bad input: a snapshot contradicting committed entries is refused.
-                let metadata = SnapshotMetadata { index: before.commit, term: before.max_term() + 1, ..SnapshotMetadata::default() };
-                let mut snapshot = Snapshot::default();
-                snapshot.set_metadata(metadata);
-                match store.apply_snapshot(&snapshot).await {
-                    Err(RaftStoreError::Refused { .. }) => self.record(format!("contradicting snapshot at {} refused", before.commit)),
-                    other => return Err(self.fail(format!("contradicting snapshot at {} was not refused: {other:?}", before.commit))),
-                }
-                self.check_live(&store)?;
-            }
-            82..=89 => {
-                let candidates = vec![Candidate::exact(before.clone())];
-                store = self.crash_and_recover(Some(store), candidates, "between operations").await?;
-            }
-            _ => {
-                if !self.armed_power_cut {
-                    let ops = self.rng.gen_range(0..30);
-                    self.sim.freeze_after_ops(ops);
-                    self.armed_power_cut = true;
-                    self.record(format!("power cut armed after {ops} disk operations"));
-                }
-            }
+            0..=39 => store = self.append(store, &before).await?,
+            40..=59 => store = self.set_hard_state(store, &before).await?,
+            60..=69 if before.commit > before.snapshot_index => store = self.compact(store, &before).await?,
+            70..=77 => store = self.install_snapshot(store, &before).await?,
+            78..=79 if before.commit > before.snapshot_index => store = self.refuse_append_over_committed(store, &before).await?,
+            80..=81 if before.commit > before.snapshot_index => store = self.refuse_contradicting_snapshot(store, &before).await?,
+            82..=89 => store = self.crash_between_operations(store, &before).await?,
+            _ => self.arm_power_cut(),
         }
         Ok(store)
+    }
+
+    async fn append(&mut self, mut store: RaftStore, before: &StoreModel) -> Checked<RaftStore> {
+        let first = self.rng.gen_range(before.commit + 1..=before.last_index() + 1);
+        let count = self.rng.gen_range(1..=4u64);
+        let term = before.term_of(first - 1).max(before.max_term() + self.rng.gen_range(0..=1));
+        let mut entries = Vec::new();
+        for i in 0..count {
+            entries.push(Entry { index: first + i, term, data: self.data(), ..Entry::default() });
+        }
+        let mut after = before.clone();
+        let keep = usize::try_from(first - before.snapshot_index - 1).expect("fits");
+        after.entries.truncate(keep);
+        after.entries.extend(entries.iter().map(|e| (e.term, e.data.clone())));
+        let result = store.append(&entries).await;
+        self.report.appends += 1;
+        let candidates = vec![Candidate { model: before.clone(), entries_min: keep }, Candidate { model: after.clone(), entries_min: keep }];
+        store = self.outcome(store, &format!("append {first}..{} term {term}", first + count), result, after, candidates).await?;
+        Ok(store)
+    }
+
+    async fn set_hard_state(&mut self, mut store: RaftStore, before: &StoreModel) -> Checked<RaftStore> {
+        // Fields are evaluated in the order written: the seed draws term, vote, commit.
+        let hard_state = HardState {
+            term: before.term + self.rng.gen_range(0..=1),
+            vote: self.rng.gen_range(0..=3),
+            commit: self.rng.gen_range(before.commit..=before.last_index()),
+        };
+        let after = StoreModel { term: hard_state.term, vote: hard_state.vote, commit: hard_state.commit, ..before.clone() };
+        let result = store.set_hard_state(&hard_state).await;
+        let candidates = vec![Candidate::exact(before.clone()), Candidate::exact(after.clone())];
+        let what = format!("hard state term {} vote {} commit {}", hard_state.term, hard_state.vote, hard_state.commit);
+        store = self.outcome(store, &what, result, after, candidates).await?;
+        Ok(store)
+    }
+
+    async fn compact(&mut self, mut store: RaftStore, before: &StoreModel) -> Checked<RaftStore> {
+        let index = self.rng.gen_range(before.snapshot_index + 1..=before.commit);
+        let data = self.data();
+        let mut after = before.clone();
+        after.entries.drain(..usize::try_from(index - before.snapshot_index).expect("fits"));
+        after.snapshot_term = before.term_of(index);
+        after.snapshot_index = index;
+        after.snapshot_data = data.clone();
+        let result = store.compact(index, data).await;
+        self.report.compactions += 1;
+        let candidates = vec![Candidate::exact(before.clone()), Candidate::exact(after.clone())];
+        store = self.outcome(store, &format!("compact to {index}"), result, after, candidates).await?;
+        Ok(store)
+    }
+
+    async fn install_snapshot(&mut self, mut store: RaftStore, before: &StoreModel) -> Checked<RaftStore> {
+        // Raft installs a snapshot that continues the log, or one past the commit index.
+        let matching = before.last_index() > before.snapshot_index && self.rng.gen_bool(0.5);
+        let index = if matching {
+            self.rng.gen_range(before.snapshot_index + 1..=before.last_index())
+        } else {
+            self.rng.gen_range(before.commit + 1..=before.last_index() + 5)
+        };
+        let term = if matching { before.term_of(index) } else { before.max_term() + 1 };
+        let data = self.data();
+        let mut after = before.clone();
+        if matching {
+            after.entries.drain(..usize::try_from(index - before.snapshot_index).expect("fits"));
+        } else {
+            after.entries.clear();
+        }
+        after.snapshot_index = index;
+        after.snapshot_term = term;
+        after.snapshot_data = data.clone();
+        after.commit = before.commit.max(index);
+        let mut metadata = SnapshotMetadata { index, term, ..SnapshotMetadata::default() };
+        metadata.set_conf_state(raft::eraftpb::ConfState::from((VOTERS.to_vec(), vec![])));
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(metadata);
+        snapshot.data = data;
+        let result = store.apply_snapshot(&snapshot).await;
+        self.report.snapshot_installs += 1;
+        let candidates = vec![Candidate::exact(before.clone()), Candidate::exact(after.clone())];
+        let what = format!("install snapshot {index} term {term} ({})", if matching { "log continues it" } else { "log reset" });
+        store = self.outcome(store, &what, result, after, candidates).await?;
+        Ok(store)
+    }
+
+    async fn refuse_append_over_committed(&mut self, mut store: RaftStore, before: &StoreModel) -> Checked<RaftStore> {
+        // Bad input: overwriting a committed entry is refused, and the store stays usable.
+        let entry = Entry { index: before.commit, term: before.max_term(), ..Entry::default() };
+        match store.append(&[entry]).await {
+            Err(RaftStoreError::Refused { .. }) => self.record(format!("append at committed {} refused", before.commit)),
+            Err(error) if is_fault(&error) => unreachable!("refusal happens before any disk access: {error}"),
+            other => return Err(self.fail(format!("append over committed index {} was not refused: {other:?}", before.commit))),
+        }
+        self.check_live(&store)?;
+        Ok(store)
+    }
+
+    async fn refuse_contradicting_snapshot(&mut self, mut store: RaftStore, before: &StoreModel) -> Checked<RaftStore> {
+        // Bad input: a snapshot contradicting committed entries is refused.
+        let metadata = SnapshotMetadata { index: before.commit, term: before.max_term() + 1, ..SnapshotMetadata::default() };
+        let mut snapshot = Snapshot::default();
+        snapshot.set_metadata(metadata);
+        match store.apply_snapshot(&snapshot).await {
+            Err(RaftStoreError::Refused { .. }) => self.record(format!("contradicting snapshot at {} refused", before.commit)),
+            other => return Err(self.fail(format!("contradicting snapshot at {} was not refused: {other:?}", before.commit))),
+        }
+        self.check_live(&store)?;
+        Ok(store)
+    }
+
+    async fn crash_between_operations(&mut self, mut store: RaftStore, before: &StoreModel) -> Checked<RaftStore> {
+        let candidates = vec![Candidate::exact(before.clone())];
+        store = self.crash_and_recover(Some(store), candidates, "between operations").await?;
+        Ok(store)
+    }
+
+    /// Arms a power cut after a random number of disk operations (once at a time).
+    fn arm_power_cut(&mut self) {
+        if !self.armed_power_cut {
+            let ops = self.rng.gen_range(0..30);
+            self.sim.freeze_after_ops(ops);
+            self.armed_power_cut = true;
+            self.record(format!("power cut armed after {ops} disk operations"));
+        }
     }
 }
 
