@@ -552,21 +552,7 @@ impl World {
                 }
                 None => "clock: no such broker now, skipped".to_string(),
             },
-            FaultAction::Disk { node, sync_eio_probability, read_bit_flip_probability, torn_write_probability } => match self.resolve(node) {
-                Some(id) => {
-                    let broker = &self.brokers[&id];
-                    broker.disk_faulted.store(true, Ordering::SeqCst);
-                    broker.disk.set_faults(SimDiskFaults {
-                        sync_eio_probability: *sync_eio_probability,
-                        read_bit_flip_probability: *read_bit_flip_probability,
-                        torn_write_on_crash_probability: *torn_write_probability,
-                        ..self.base_disk_faults.clone()
-                    });
-                    undo_brokers.push(id);
-                    format!("disk faults on n{id}: fsync EIO {sync_eio_probability}, read bit flips {read_bit_flip_probability}, torn writes {torn_write_probability}")
-                }
-                None => "disk: no such broker now, skipped".to_string(),
-            },
+            FaultAction::Disk { .. } => self.fire_disk(&fault.action, &mut undo_brokers),
             FaultAction::Everyone => match fault.kind {
                 FaultKind::PowerLoss => {
                     let up: Vec<u64> = self.brokers.values().filter(|b| b.up).map(|b| b.id).collect();
@@ -630,6 +616,26 @@ impl World {
                 )
             }
         }
+    }
+
+    /// Disk faults on one broker (fsync EIO, read bit flips, torn writes).
+    fn fire_disk(&mut self, action: &FaultAction, undo_brokers: &mut Vec<u64>) -> String {
+        let FaultAction::Disk { node, sync_eio_probability, read_bit_flip_probability, torn_write_probability } = action else {
+            unreachable!("fire_disk is called for disk faults only");
+        };
+        let Some(id) = self.resolve(node) else {
+            return "disk: no such broker now, skipped".to_string();
+        };
+        let broker = &self.brokers[&id];
+        broker.disk_faulted.store(true, Ordering::SeqCst);
+        broker.disk.set_faults(SimDiskFaults {
+            sync_eio_probability: *sync_eio_probability,
+            read_bit_flip_probability: *read_bit_flip_probability,
+            torn_write_on_crash_probability: *torn_write_probability,
+            ..self.base_disk_faults.clone()
+        });
+        undo_brokers.push(id);
+        format!("disk faults on n{id}: fsync EIO {sync_eio_probability}, read bit flips {read_bit_flip_probability}, torn writes {torn_write_probability}")
     }
 
     fn undo(&mut self, index: usize, brokers: Vec<u64>, links: Vec<(u64, u64)>) {
