@@ -16,8 +16,8 @@ use keel_repl::driver::{Acks, ProduceRequest, ReadLimit, ReadRecord, ReplHandle,
 use rand::Rng;
 
 use crate::data_check::checker;
-use crate::meta_world::{lock, MetaHandles, ReplHandles, SharedHistory, WorldClock};
 use crate::scenario::{AcksSpec, DataSpec};
+use crate::shared::{lock, MetaHandles, ReplHandles, SharedHistory, WorldClock};
 
 /// The topic every `[data]` workload writes.
 pub const DATA_TOPIC: &str = "data";

@@ -32,8 +32,8 @@ use rand::Rng;
 use crate::data_world::DATA_TOPIC;
 use crate::kafka_client::{code, ClientError};
 use crate::kafka_world::{KafkaClients, Session};
-use crate::meta_world::lock;
 use crate::scenario::GroupSpec;
+use crate::shared::lock;
 
 /// The group every member joins.
 pub const GROUP_ID: &str = "sim-group";

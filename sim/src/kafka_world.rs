@@ -50,8 +50,8 @@ use rand::Rng;
 use crate::data_check::{checker, DataViolation, IdempotentAck};
 use crate::data_world::{Sent, DATA_TOPIC};
 use crate::kafka_client::{code, encode_batch, BatchProducer, ClientError, KafkaConnection, KAFKA_PORT};
-use crate::meta_world::{ip_of, lock, SharedHistory, WorldClock};
 use crate::scenario::{AcksSpec, DataSpec};
+use crate::shared::{ip_of, lock, SharedHistory, WorldClock};
 
 /// Bytes a consumer asks for per fetch.
 const FETCH_BYTES_MAX: i32 = 16 * 1024;

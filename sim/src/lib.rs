@@ -23,4 +23,6 @@ pub mod meta_world;
 pub mod raft_store_check;
 pub mod runner;
 pub mod scenario;
+#[cfg(madsim)]
+pub mod shared;
 pub mod trace;

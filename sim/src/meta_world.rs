@@ -36,11 +36,10 @@ use crate::host::{identity, start_node};
 use crate::kafka_world::KafkaClients;
 use crate::meta_check::{checker, CreateOutcome, History, Violation};
 use crate::scenario::{ClientKind, CreateTarget, Fault, FaultAction, FaultKind, Scenario, Target};
+use crate::shared::{ip_of, lock, MetaHandles, ReplHandles, SharedHistory, WorldClock, BROKERS_SUBNET};
 use crate::trace::Trace;
 
 const CLUSTER_ID: &str = "sim-cluster";
-/// Broker `id` is at `{BROKERS_SUBNET}.{id}`.
-const BROKERS_SUBNET: &str = "10.0.1";
 /// One create attempt through one broker keeps retrying for at most this long.
 const CREATE_ATTEMPT_BUDGET_MS: u64 = 3_000;
 /// How often convergence is polled, in simulated time.
@@ -203,44 +202,10 @@ impl std::fmt::Display for RunReport {
     }
 }
 
-pub type MetaHandles = Arc<Mutex<BTreeMap<u64, MetaHandle>>>;
-pub type ReplHandles = Arc<Mutex<BTreeMap<u64, keel_repl::driver::ReplHandle>>>;
-pub type SharedHistory = Arc<Mutex<History>>;
-
-/// Simulated time since the world began, for the trace and the checkers.
-#[derive(Clone)]
-pub struct WorldClock(pub Clock);
-
-impl WorldClock {
-    pub fn now_us(&self) -> u64 {
-        u64::try_from(self.0.now().elapsed().as_micros()).expect("simulated time fits u64 microseconds")
-    }
-
-    pub fn now_ms(&self) -> u64 {
-        self.0.now().as_millis()
-    }
-
-    pub async fn sleep_until_ms(&self, at_ms: u64) {
-        let now_ms = self.now_ms();
-        if at_ms > now_ms {
-            self.0.sleep(Duration::from_millis(at_ms - now_ms)).await;
-        }
-    }
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().expect("simulation state lock poisoned")
-}
-
 /// The brokers serving right now and their handles (copied out, so no lock
 /// is held across an await).
 fn serving(handles: &MetaHandles) -> Vec<(u64, MetaHandle)> {
     lock(handles).iter().map(|(id, handle)| (*id, handle.clone())).collect()
-}
-
-/// Broker `id`'s address on the simulated network.
-pub(crate) fn ip_of(id: u64) -> String {
-    format!("{BROKERS_SUBNET}.{id}")
 }
 
 /// The Kafka clients' host (`[data] client = "kafka"`), its address, and the
