@@ -176,6 +176,9 @@ impl MetadataFeed {
     }
 }
 
+/// How often `MetaHandle::wait_for` looks at the status.
+const STATUS_POLL_MS: u64 = 10;
+
 /// A cheap, cloneable handle on a running metadata node.
 #[derive(Clone)]
 pub struct MetaHandle {
@@ -216,10 +219,23 @@ impl MetaHandle {
         Arc::clone(&self.feed)
     }
 
-    /// Waits until the published status satisfies `condition`.
+    /// Waits until the published status satisfies `condition`, looking
+    /// every `STATUS_POLL_MS`. It polls rather than wait on the watch
+    /// channel: tokio's watch wakes its waiters through a slot picked with
+    /// tokio's thread RNG, seeded from a process-wide counter, so a
+    /// simulated seed run twice in one process took different branches the
+    /// second time.
     pub async fn wait_for(&mut self, condition: impl Fn(&MetaStatus) -> bool) -> Result<MetaStatus, ProposalError> {
-        let status = self.status.wait_for(|s| condition(s)).await.map_err(|_| ProposalError::Stopped)?;
-        Ok(status.clone())
+        loop {
+            if self.status.has_changed().is_err() {
+                return Err(ProposalError::Stopped);
+            }
+            let status = self.status.borrow_and_update().clone();
+            if condition(&status) {
+                return Ok(status);
+            }
+            tokio::time::sleep(Duration::from_millis(STATUS_POLL_MS)).await;
+        }
     }
 }
 
