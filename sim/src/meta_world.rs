@@ -744,16 +744,15 @@ impl NodeBoot {
         };
         lock(&self.handles).insert(id, node.meta().clone());
         lock(&self.repl).insert(id, node.repl().clone());
-        let ended = match node.run_until(stop.stopped()).await {
-            Ok(node) => {
-                lock(&self.handles).remove(&id);
-                lock(&self.repl).remove(&id);
-                node.drain().await
-            }
-            Err(error) => Err(error),
-        };
+        let served = node.run_until(stop.stopped()).await;
+        // Gone from the clients' view before the drain, as a stopping broker
+        // is; the drain then waits for no handle of the world's.
         lock(&self.handles).remove(&id);
         lock(&self.repl).remove(&id);
+        let ended = match served {
+            Ok(node) => node.drain().await,
+            Err(error) => Err(error),
+        };
         match ended {
             Ok(report) => {
                 let line = format!("n{id} drained in {} ms ({} Kafka requests cut off) and stopped", report.drain_ms, report.kafka_requests_aborted);

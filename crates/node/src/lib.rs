@@ -220,7 +220,8 @@ impl Node {
             MetaDriverError::Config(message) => NodeError::Identity(message),
             error => NodeError::MetaStart(error),
         })?;
-        record_listeners(&disk, &listeners_json(identity.node_id, &bound, process_id)).await.map_err(NodeError::Record)?;
+        let listeners_json = listeners_json(identity.node_id, &bound, process_id);
+        record_listeners(&disk, &listeners_json).await.map_err(NodeError::Record)?;
         let repl_config = repl_config(&identity, config, incarnation_id, repl_observer);
         let (repl, repl_task) = keel_repl::driver::start(disk, clock.clone(), meta.clone(), endpoint, repl_frames, repl_config);
         let kafka_metrics = Arc::new(KafkaMetrics::new());
@@ -233,7 +234,7 @@ impl Node {
             cluster_id: identity.cluster_id.clone(),
             kafka_metrics: Arc::clone(&kafka_metrics),
             draining: kafka_stop.clone(),
-            listeners: listeners_json(identity.node_id, &bound, process_id),
+            listeners: listeners_json,
             create_topic_timeout_ms: config.create_topic_timeout_ms,
         };
         let admin_server = tokio::spawn(admin::serve(listeners.admin, admin_state, admin_stop.clone()));
@@ -320,7 +321,7 @@ impl Node {
     /// followers flush what they fetch) and the metadata loop after it (its
     /// Raft store is durable at every step).
     pub async fn drain(self) -> Result<DrainReport, NodeError> {
-        let Node { clock, drain_timeout, mut meta_task, mut repl_task, kafka_server, admin_server, kafka_stop, admin_stop, meta, repl, front, .. } = self;
+        let Node { clock, drain_timeout, meta_task, repl_task, kafka_server, admin_server, kafka_stop, admin_stop, meta, repl, front, .. } = self;
         let started = clock.now();
         tracing::info!(drain_timeout_ms = drain_timeout.as_millis() as u64, "stopping: draining connections, then flushing");
         kafka_stop.stop();
@@ -334,29 +335,12 @@ impl Node {
         drain_tasks(admin_connections, remaining).await;
         // The node's own handles go last: the loops stop once no handle is left.
         drop((meta, repl, front));
-        let loop_timeout = Duration::from_millis(LOOP_STOP_TIMEOUT_MS);
-        match tokio::time::timeout(loop_timeout, &mut repl_task).await {
-            Ok(Ok(Ok(()))) => tracing::info!("replication loop stopped; every partition log is flushed"),
-            Ok(result) => return Err(loop_ended("replication loop", result)),
-            Err(_) => {
-                return Err(NodeError::DrainTimeout {
-                    component: "replication loop",
-                    timeout_ms: LOOP_STOP_TIMEOUT_MS,
-                    consequence: "a task still holds its handle; records appended since its last flush may be lost",
-                })
-            }
-        }
-        match tokio::time::timeout(loop_timeout, &mut meta_task).await {
-            Ok(Ok(Ok(()))) => tracing::info!("metadata loop stopped"),
-            Ok(result) => return Err(loop_ended("metadata loop", result)),
-            Err(_) => {
-                return Err(NodeError::DrainTimeout {
-                    component: "metadata loop",
-                    timeout_ms: LOOP_STOP_TIMEOUT_MS,
-                    consequence: "a task still holds its handle; every acknowledged metadata change is durable regardless",
-                })
-            }
-        }
+        let consequence = "a task still holds its handle; records appended since its last flush may be lost";
+        stop_loop(repl_task, "replication loop", consequence).await?;
+        tracing::info!("replication loop stopped; every partition log is flushed");
+        let consequence = "a task still holds its handle; every acknowledged metadata change is durable regardless";
+        stop_loop(meta_task, "metadata loop", consequence).await?;
+        tracing::info!("metadata loop stopped");
         let drain_ms = clock.now().saturating_since(started).as_millis() as u64;
         tracing::info!(drain_ms, "stopped cleanly");
         Ok(DrainReport { kafka_requests_aborted: drained.tasks_aborted, drain_ms })
@@ -463,6 +447,16 @@ async fn serve_once_ready(listener: TcpListener, front: KafkaFront, meta: MetaHa
     drop(meta);
     tracing::info!("ready: serving Kafka clients");
     serve_until(listener, front, options).await
+}
+
+/// Waits for a driver loop that nothing feeds any more to return, at most
+/// `LOOP_STOP_TIMEOUT_MS`; `consequence` says what a loop that does not means.
+async fn stop_loop<E: std::fmt::Display>(task: JoinHandle<Result<(), E>>, component: &'static str, consequence: &'static str) -> Result<(), NodeError> {
+    match tokio::time::timeout(Duration::from_millis(LOOP_STOP_TIMEOUT_MS), task).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(result) => Err(loop_ended(component, result)),
+        Err(_) => Err(NodeError::DrainTimeout { component, timeout_ms: LOOP_STOP_TIMEOUT_MS, consequence }),
+    }
 }
 
 /// A driver loop that returned while the node was serving: Ok means it was
