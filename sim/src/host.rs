@@ -1,6 +1,6 @@
 //! A broker host of a simulated world: where node `id` listens and how it
 //! boots, through keel-node (`Node::start`) exactly as `keel start` does.
-//! The world (`meta_world`) and the madsim cluster tests boot every node here.
+//! The world (`world`) and the madsim cluster tests boot every node here.
 
 use std::collections::BTreeMap;
 

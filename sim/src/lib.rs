@@ -18,11 +18,17 @@ pub mod kafka_client;
 pub mod kafka_world;
 pub mod log_check;
 pub mod meta_check;
-#[cfg(madsim)]
-pub mod meta_world;
 pub mod raft_store_check;
+#[cfg(madsim)]
+pub mod report;
+#[cfg(madsim)]
+pub mod run;
 pub mod runner;
 pub mod scenario;
 #[cfg(madsim)]
 pub mod shared;
 pub mod trace;
+#[cfg(madsim)]
+pub(crate) mod workload;
+#[cfg(madsim)]
+pub(crate) mod world;

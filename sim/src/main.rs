@@ -169,7 +169,7 @@ fn unfinished<T>(outcome: SeedOutcome<T>) -> (String, Option<Trace>) {
 
 #[cfg(madsim)]
 fn run_scenario_seed(scenario: Arc<Scenario>, seed: u64) -> Verdict {
-    use keel_sim::meta_world::run_scenario;
+    use keel_sim::run::run_scenario;
     match run_seed(seed, SEED_WALL_CLOCK_BUDGET, move || run_scenario(scenario, seed)) {
         SeedOutcome::Finished(Ok((report, trace))) => Ok((report.to_string(), trace)),
         SeedOutcome::Finished(Err((violation, trace))) => Err((violation.to_string(), Some(trace))),

@@ -25,6 +25,9 @@ pub mod checker {
     pub const CONVERGENCE: &str = "convergence";
     pub const ACKED_CREATES_VISIBLE: &str = "acked-creates-visible";
     pub const NO_PHANTOM_TOPICS: &str = "no-phantom-topics";
+    pub const ACKED_DELETES_GONE: &str = "acked-deletes-gone";
+    pub const NO_PHANTOM_DELETES: &str = "no-phantom-deletes";
+    pub const DELETED_TOPIC_LOGS_REMOVED: &str = "deleted-topic-logs-removed";
     pub const LIVENESS: &str = "liveness";
     pub const NO_PANICS: &str = "no-panics";
     /// Every node's `/readyz` (served over the simulated network) answers
@@ -73,18 +76,26 @@ struct AppliedRecord {
     first_node: u64,
 }
 
-/// What a client was told about one create.
+/// What a client was told about one topic create or delete.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CreateOutcome {
-    /// Applied; the create's node answered with this metadata version.
+pub enum TopicOpOutcome {
+    /// Applied; the asked node answered with this metadata version.
     Acknowledged { node_id: u64, metadata_version: u64 },
-    /// An earlier attempt timed out and a retry found the topic: it
-    /// committed, but nobody was told so.
+    /// An earlier attempt timed out and a retry found it done (the topic
+    /// there after a create, gone after a delete): it committed, but
+    /// nobody was told so.
     FoundAfterRetry,
     /// Gave up (every attempt failed retriably within the client's timeout).
     GaveUp(String),
     /// Refused for good by the state machine.
     Refused(String),
+}
+
+impl TopicOpOutcome {
+    /// The operation took effect: acknowledged, or found done by a retry.
+    pub fn done(&self) -> bool {
+        matches!(self, TopicOpOutcome::Acknowledged { .. } | TopicOpOutcome::FoundAfterRetry)
+    }
 }
 
 /// Everything a seed observed, and the first violation.
@@ -98,7 +109,9 @@ pub struct History {
     last_applied: BTreeMap<u64, u64>,
     applied_index_max: u64,
     creates_attempted: BTreeSet<String>,
-    creates: BTreeMap<String, CreateOutcome>,
+    creates: BTreeMap<String, TopicOpOutcome>,
+    deletes_attempted: BTreeSet<String>,
+    deletes: BTreeMap<String, TopicOpOutcome>,
     pub entries_applied: u64,
     pub elections: u64,
     /// The partition data's history (scenarios with `[data]`).
@@ -129,7 +142,7 @@ impl History {
         self.applied_index_max
     }
 
-    pub fn creates(&self) -> &BTreeMap<String, CreateOutcome> {
+    pub fn creates(&self) -> &BTreeMap<String, TopicOpOutcome> {
         &self.creates
     }
 
@@ -247,9 +260,19 @@ impl History {
         self.creates_attempted.insert(topic.to_string());
     }
 
-    pub fn create_finished(&mut self, at_us: u64, topic: &str, outcome: CreateOutcome) {
+    pub fn create_finished(&mut self, at_us: u64, topic: &str, outcome: TopicOpOutcome) {
         self.note(at_us, format_args!("client create {topic}: {outcome:?}"));
         self.creates.insert(topic.to_string(), outcome);
+    }
+
+    pub fn delete_attempted(&mut self, at_us: u64, topic: &str, node_id: u64) {
+        self.note(at_us, format_args!("client delete {topic} via n{node_id}"));
+        self.deletes_attempted.insert(topic.to_string());
+    }
+
+    pub fn delete_finished(&mut self, at_us: u64, topic: &str, outcome: TopicOpOutcome) {
+        self.note(at_us, format_args!("client delete {topic}: {outcome:?}"));
+        self.deletes.insert(topic.to_string(), outcome);
     }
 
     /// After convergence: each live node's final applied index and state.
@@ -264,9 +287,17 @@ impl History {
                 violations.push((checker::NO_COMMITTED_COMMAND_LOST, message));
             }
             for (topic, outcome) in &self.creates {
-                if matches!(outcome, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) && state.topic(topic).is_none() {
+                // A topic a client went on to delete may be gone.
+                let deleted = self.deletes_attempted.contains(topic);
+                if outcome.done() && !deleted && state.topic(topic).is_none() {
                     let message = format!("node {node_id} lacks topic `{topic}`, whose create was {outcome:?}");
                     violations.push((checker::ACKED_CREATES_VISIBLE, message));
+                }
+            }
+            for (topic, outcome) in &self.deletes {
+                if outcome.done() && state.topic(topic).is_some() {
+                    let message = format!("node {node_id} still has topic `{topic}`, whose delete was {outcome:?}");
+                    violations.push((checker::ACKED_DELETES_GONE, message));
                 }
             }
             for topic in state.topics() {
@@ -359,6 +390,29 @@ mod tests {
     }
 
     #[test]
+    fn an_acknowledged_delete_must_leave_the_topic_gone_and_excuses_its_create() {
+        let mut state = with_broker_1();
+        let create = keel_meta::controller::plan_create_topic(&state, "orders", 1, 1, &[], 0).expect("plan");
+        state.apply_batch(&create).expect("create");
+        let acknowledged = TopicOpOutcome::Acknowledged { node_id: 1, metadata_version: 3 };
+        let mut history = History::new();
+        history.create_attempted(1, "orders", 1);
+        history.create_finished(2, "orders", acknowledged.clone());
+        history.delete_attempted(3, "orders", 1);
+        history.delete_finished(4, "orders", acknowledged.clone());
+        history.check_final(9, &BTreeMap::from([(1, (0, state))]));
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::ACKED_DELETES_GONE));
+
+        let mut history = History::new();
+        history.create_attempted(1, "orders", 1);
+        history.create_finished(2, "orders", acknowledged.clone());
+        history.delete_attempted(3, "orders", 1);
+        history.delete_finished(4, "orders", TopicOpOutcome::GaveUp("timed out".into()));
+        history.check_final(9, &BTreeMap::from([(1, (0, with_broker_1()))]));
+        assert_eq!(history.violation(), None, "a topic whose delete may have committed may be gone");
+    }
+
+    #[test]
     fn final_checks_catch_a_lost_index_a_missing_acked_create_and_a_phantom_topic() {
         let mut history = History::new();
         history.observe(1, &MetaEvent::Applied { node_id: 1, entry: &entry(1, 1, b"a") });
@@ -369,7 +423,7 @@ mod tests {
 
         let mut history = History::new();
         history.create_attempted(1, "orders", 1);
-        history.create_finished(2, "orders", CreateOutcome::Acknowledged { node_id: 1, metadata_version: 3 });
+        history.create_finished(2, "orders", TopicOpOutcome::Acknowledged { node_id: 1, metadata_version: 3 });
         history.check_final(9, &BTreeMap::from([(2, (0, MetadataState::new()))]));
         assert_eq!(history.violation().map(|v| v.checker), Some(checker::ACKED_CREATES_VISIBLE));
 

@@ -27,6 +27,8 @@
 //! partitions = [1, 6]
 //! replication_factor = [1, 3]
 //! client_timeout_ms = 15000    # a client retries (with backoff, on any broker) this long
+//! deletes = 5                  # optional: this many of the topics (a seeded choice) are deleted
+//! delete_after_ms = [0, 2000]  # by their client, this long after its create's answer
 //!
 //! [[fault]]
 //! kind = "kill"                # see FaultKind
@@ -108,6 +110,17 @@ pub struct WorkloadSpec {
     pub partitions: [u32; 2],
     pub replication_factor: [u32; 2],
     pub client_timeout_ms: u64,
+    /// How many of the created topics their clients delete again (through
+    /// the admin path Kafka's DeleteTopics takes).
+    #[serde(default)]
+    pub deletes: u64,
+    /// How long after its create's answer a client deletes its topic.
+    #[serde(default = "default_delete_after_ms")]
+    pub delete_after_ms: [u64; 2],
+}
+
+fn default_delete_after_ms() -> [u64; 2] {
+    [0, 2_000]
 }
 
 /// A producer's `acks`.
@@ -560,6 +573,13 @@ impl Validator<'_> {
         if workload.client_timeout_ms == 0 {
             return Err(self.error(span, "[workload] client_timeout_ms must be positive"));
         }
+        if workload.deletes > workload.creates {
+            return Err(self.error(span, format!("[workload] deletes: at most the {} created topics can be deleted", workload.creates)));
+        }
+        let [after_min, after_max] = workload.delete_after_ms;
+        if after_min > after_max {
+            return Err(self.error(span, "[workload] delete_after_ms is [min, max] with min <= max"));
+        }
         Ok(workload)
     }
 
@@ -997,6 +1017,11 @@ mod tests {
         );
         let (_, message) = error_of(&text);
         assert!(message.contains("replication_factor"), "{message}");
+        let text = format!(
+            "{MINIMAL}[workload]\ncreates = 1\ngap_ms = [1, 2]\nto = \"any\"\npartitions = [1, 2]\nreplication_factor = [1, 3]\nclient_timeout_ms = 10\ndeletes = 2\n"
+        );
+        let (_, message) = error_of(&text);
+        assert!(message.contains("deletes: at most the 1 created"), "{message}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_sim::meta_world::run_scenario;
+use keel_sim::run::run_scenario;
 use keel_sim::runner::{replay_command, run_seed, SeedOutcome};
 use keel_sim::scenario::Scenario;
 use keel_sim::trace::Trace;

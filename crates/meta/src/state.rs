@@ -7,6 +7,7 @@
 //! the error says why; the proposer reports it to its client.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::proto::{
     AllocateProducerIds, BrokerRecord, ChangePartition, ClaimGroupCoordinator, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, CreatePartitions,
@@ -206,11 +207,14 @@ fn has_duplicates(ids: &[BrokerId]) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetadataState {
     metadata_version: u64,
-    brokers: BTreeMap<BrokerId, Broker>,
-    topics: BTreeMap<String, Topic>,
+    // Shared until written (Arc::make_mut): every applied batch copies the
+    // state, and every publication hands a copy to the replication driver,
+    // so the large maps a command leaves alone are not copied.
+    brokers: Arc<BTreeMap<BrokerId, Broker>>,
+    topics: Arc<BTreeMap<String, Topic>>,
     last_topic_id: u64,
     next_producer_id: u64,
-    group_offsets: BTreeMap<String, BTreeMap<(String, u32), CommittedOffset>>,
+    group_offsets: Arc<BTreeMap<String, BTreeMap<(String, u32), CommittedOffset>>>,
     /// Each group's membership as its coordinator last stored it.
     groups: BTreeMap<String, GroupRecord>,
     /// The term of the coordinator that last claimed the groups.
@@ -229,6 +233,14 @@ impl MetadataState {
     /// nodes mean they applied the same commands.
     pub fn metadata_version(&self) -> u64 {
         self.metadata_version
+    }
+
+    /// Whether `other` has the same brokers and topics (partitions, leaders,
+    /// ISRs, configs), all that partition replication follows; offset
+    /// commits and group records leave them alone. Cheap when neither map
+    /// was written since one state was copied from the other.
+    pub fn same_brokers_and_topics(&self, other: &MetadataState) -> bool {
+        self.brokers == other.brokers && self.topics == other.topics
     }
 
     pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
@@ -324,12 +336,12 @@ impl MetadataState {
             Command::UnfenceBroker(unfence) => self.set_fenced(unfence.broker_id, false),
             Command::CreateTopic(create) => self.create_topic(create),
             Command::DeleteTopic(delete) => {
-                self.topics.remove(&delete.name).ok_or_else(|| MetadataError::UnknownTopic(delete.name.clone()))?;
+                Arc::make_mut(&mut self.topics).remove(&delete.name).ok_or_else(|| MetadataError::UnknownTopic(delete.name.clone()))?;
                 // Offsets of a deleted topic would apply to a later topic of the same name.
-                for offsets in self.group_offsets.values_mut() {
+                for offsets in Arc::make_mut(&mut self.group_offsets).values_mut() {
                     offsets.retain(|(topic, _), _| *topic != delete.name);
                 }
-                self.group_offsets.retain(|_, offsets| !offsets.is_empty());
+                Arc::make_mut(&mut self.group_offsets).retain(|_, offsets| !offsets.is_empty());
                 Ok(())
             }
             Command::ChangePartition(change) => self.change_partition(change),
@@ -398,7 +410,7 @@ impl MetadataState {
             }
         }
         let stamp = commit.stamp.unwrap_or_default();
-        let offsets = self.group_offsets.entry(commit.group.clone()).or_default();
+        let offsets = Arc::make_mut(&mut self.group_offsets).entry(commit.group.clone()).or_default();
         for offset in &commit.offsets {
             let key = (offset.topic.clone(), offset.partition);
             if offsets.get(&key).is_some_and(|existing| existing.stamp > stamp) {
@@ -419,7 +431,7 @@ impl MetadataState {
             return Err(MetadataError::InvalidPartitionCount(u32::try_from(total).unwrap_or(u32::MAX)));
         }
         let partitions = self.new_partitions(&create.topic, &create.partitions, replication_factor)?;
-        self.topics.get_mut(&create.topic).expect("checked above").partitions.extend(partitions);
+        Arc::make_mut(&mut self.topics).get_mut(&create.topic).expect("checked above").partitions.extend(partitions);
         Ok(())
     }
 
@@ -476,7 +488,7 @@ impl MetadataState {
         // new leader epoch (it stays leader).
         let restarted = self.brokers.get(&register.broker_id).is_some_and(|b| b.incarnation_id != register.incarnation_id);
         if restarted {
-            for topic in self.topics.values_mut() {
+            for topic in Arc::make_mut(&mut self.topics).values_mut() {
                 for partition in topic.partitions.iter_mut().filter(|p| p.leader == Some(register.broker_id)) {
                     partition.leader_epoch += 1;
                     partition.partition_epoch += 1;
@@ -485,7 +497,7 @@ impl MetadataState {
         }
         // A registration (new or after a restart) makes the broker live; a
         // retried registration of the same incarnation changes nothing.
-        self.brokers.insert(
+        Arc::make_mut(&mut self.brokers).insert(
             register.broker_id,
             Broker {
                 broker_id: register.broker_id,
@@ -500,7 +512,7 @@ impl MetadataState {
     }
 
     fn set_fenced(&mut self, broker_id: BrokerId, fenced: bool) -> Result<(), MetadataError> {
-        let broker = self.brokers.get_mut(&broker_id).ok_or(MetadataError::UnknownBroker(broker_id))?;
+        let broker = Arc::make_mut(&mut self.brokers).get_mut(&broker_id).ok_or(MetadataError::UnknownBroker(broker_id))?;
         broker.fenced = fenced;
         Ok(())
     }
@@ -517,13 +529,13 @@ impl MetadataState {
         let configs = create.configs.iter().map(|c| (c.key.clone(), c.value.clone())).collect();
         self.last_topic_id += 1;
         let topic = Topic { name: create.name.clone(), topic_id: self.last_topic_id, partitions, configs };
-        self.topics.insert(create.name.clone(), topic);
+        Arc::make_mut(&mut self.topics).insert(create.name.clone(), topic);
         Ok(())
     }
 
     fn change_partition(&mut self, change: &ChangePartition) -> Result<(), MetadataError> {
         let live: BTreeSet<BrokerId> = self.brokers.values().filter(|b| !b.fenced).map(|b| b.broker_id).collect();
-        let topic = self.topics.get_mut(&change.topic).ok_or_else(|| MetadataError::UnknownTopic(change.topic.clone()))?;
+        let topic = Arc::make_mut(&mut self.topics).get_mut(&change.topic).ok_or_else(|| MetadataError::UnknownTopic(change.topic.clone()))?;
         let partition = topic
             .partitions
             .get_mut(change.partition as usize)
@@ -658,7 +670,7 @@ impl MetadataState {
         for b in &snapshot.brokers {
             let broker =
                 Broker { broker_id: b.broker_id, host: b.host.clone(), port: b.port, rack: b.rack.clone(), incarnation_id: b.incarnation_id, fenced: b.fenced };
-            if state.brokers.insert(b.broker_id, broker).is_some() {
+            if Arc::make_mut(&mut state.brokers).insert(b.broker_id, broker).is_some() {
                 return Err(MetadataError::InvalidSnapshot(format!("broker {} appears twice", b.broker_id)));
             }
         }
@@ -689,7 +701,7 @@ impl MetadataState {
                 return Err(MetadataError::InvalidSnapshot(format!("topic {} has id {}, ids run 1..={}", t.name, t.topic_id, snapshot.last_topic_id)));
             }
             let topic = Topic { name: t.name.clone(), topic_id: t.topic_id, partitions, configs };
-            if state.topics.insert(t.name.clone(), topic).is_some() {
+            if Arc::make_mut(&mut state.topics).insert(t.name.clone(), topic).is_some() {
                 return Err(MetadataError::InvalidSnapshot(format!("topic {} appears twice", t.name)));
             }
         }
@@ -703,7 +715,7 @@ impl MetadataState {
                     CommittedOffset { offset: o.offset, leader_epoch: o.leader_epoch, metadata: o.metadata.clone(), stamp: o.stamp.unwrap_or_default() };
                 offsets.insert((o.topic.clone(), o.partition), committed);
             }
-            if state.group_offsets.insert(group.group.clone(), offsets).is_some() {
+            if Arc::make_mut(&mut state.group_offsets).insert(group.group.clone(), offsets).is_some() {
                 return Err(MetadataError::InvalidSnapshot(format!("group {} appears twice", group.group)));
             }
         }

@@ -12,6 +12,7 @@
 //! Modelled after TigerBeetle's `src/testing/storage.zig` and turmoil's fs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -324,9 +325,11 @@ impl SimDisk {
         self.enter(DiskOp::List, dir).await?;
         let state = self.lock();
         Self::check_dir(&state, DiskOp::List, dir)?;
-        let mut names: Vec<String> =
-            state.live.keys().filter(|path| parent_dir(path) == dir).map(|path| path.rsplit('/').next().expect("non-empty path").to_string()).collect();
-        names.extend(state.dirs.iter().filter(|d| !d.is_empty() && parent_dir(d) == dir).map(|d| d.rsplit('/').next().expect("non-empty dir").to_string()));
+        let start = dir_range_start(dir);
+        let files = state.live.range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded)).map(|(path, _)| path);
+        let mut names: Vec<String> = in_dir(files, &start, dir).map(|path| entry_name(path).to_string()).collect();
+        let dirs = state.dirs.range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded));
+        names.extend(in_dir(dirs, &start, dir).filter(|d| !d.is_empty()).map(|d| entry_name(d).to_string()));
         names.sort();
         Ok(names)
     }
@@ -359,12 +362,9 @@ impl SimDisk {
         self.enter(DiskOp::SyncDir, dir).await?;
         let mut state = self.lock();
         Self::check_dir(&state, DiskOp::SyncDir, dir)?;
-        let entries: BTreeMap<String, u64> = state
-            .live
-            .iter()
-            .filter(|(path, _)| parent_dir(path) == dir)
-            .map(|(path, inode)| (path.rsplit('/').next().expect("non-empty path").to_string(), *inode))
-            .collect();
+        let start = dir_range_start(dir);
+        let files = state.live.range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded)).map(|(path, _)| path);
+        let entries: BTreeMap<String, u64> = in_dir(files, &start, dir).map(|path| (entry_name(path).to_string(), state.live[path])).collect();
         state.durable_entries.insert(dir.to_string(), entries);
         Ok(())
     }
@@ -494,4 +494,25 @@ impl SimFile {
             Ok(())
         })
     }
+}
+
+/// Where the paths inside `dir` begin in sorted order. A data dir holds
+/// thousands of files and every log open lists its own directory, so the
+/// disk reads that range instead of every path.
+fn dir_range_start(dir: &str) -> String {
+    if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    }
+}
+
+/// The paths directly in `dir`, from sorted `paths` that begin at `start`
+/// (`dir_range_start`).
+fn in_dir<'a>(paths: impl Iterator<Item = &'a String>, start: &'a str, dir: &'a str) -> impl Iterator<Item = &'a String> {
+    paths.take_while(move |path| path.starts_with(start)).filter(move |path| parent_dir(path) == dir)
+}
+
+fn entry_name(path: &str) -> &str {
+    path.rsplit('/').next().expect("non-empty path")
 }

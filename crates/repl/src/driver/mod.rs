@@ -95,7 +95,7 @@ impl ReplConfig {
         ReplConfig {
             node_id,
             incarnation_id,
-            data_dir: "data".into(),
+            data_dir: PARTITION_LOGS_DIR.into(),
             log_config: LogConfig::default(),
             tick_ms: 10,
             min_insync_replicas_default: 1,
@@ -417,7 +417,16 @@ struct Opened {
     result: Result<Replica, ReplDriverError>,
 }
 
+/// Where a node's partition logs live by default: `{PARTITION_LOGS_DIR}/{topic}-{partition}-{topic_id}`.
+pub const PARTITION_LOGS_DIR: &str = "data";
+
 type DriverResult = Result<(), ReplDriverError>;
+
+/// What a tick found due on one replica.
+enum TickDue {
+    Leader { outputs: Vec<LeaderOutput>, retry_isr: bool },
+    Fetch,
+}
 
 impl Driver {
     async fn run(
@@ -441,8 +450,13 @@ impl Driver {
                 }
                 _ = feed.changed() => {
                     let metadata = feed.current();
-                    changes::log_partition_changes(self.config.node_id, &self.metadata, &metadata);
-                    self.reconcile(metadata).await?
+                    if metadata.same_brokers_and_topics(&self.metadata) {
+                        // Committed offsets or group records: no replica's role moves.
+                        self.metadata = metadata;
+                    } else {
+                        changes::log_partition_changes(self.config.node_id, &self.metadata, &metadata);
+                        self.reconcile(metadata).await?
+                    }
                 }
                 Some(frame) = frames.recv() => self.on_frame(frame).await?,
                 Some(result) = isr_rx.recv() => self.on_isr_result(result),
@@ -714,29 +728,49 @@ impl Driver {
 
     async fn tick(&mut self) -> DriverResult {
         let now_ms = self.now_ms();
-        let keys: Vec<(String, u32)> = self.replicas.keys().cloned().collect();
-        for key in keys {
-            let replica = self.replicas.get_mut(&key).expect("listed above");
+        // A broker holds hundreds of replicas and ticks every tick_ms; most
+        // have nothing due. One pass finds those that do (in key order, the
+        // order they are then served in), so the rest cost no key clone and
+        // no second lookup.
+        let mut due: Vec<((String, u32), TickDue)> = Vec::new();
+        for (key, replica) in &mut self.replicas {
             match &mut replica.role {
                 Role::Leader(leader) => {
                     let outputs = leader.tick(now_ms);
-                    let retry = replica.isr_proposal.as_ref().is_some_and(|p| p.retry_at_ms.is_some_and(|at| at <= now_ms));
-                    if retry {
-                        replica.isr_proposal.as_mut().expect("checked").retry_at_ms = None;
-                        self.propose_isr(&key);
+                    let (log_end_offset, high_watermark) = (leader.log_end_offset(), leader.high_watermark());
+                    let retry_isr = replica.isr_proposal.as_mut().is_some_and(|proposal| match proposal.retry_at_ms {
+                        Some(at_ms) if at_ms <= now_ms => {
+                            proposal.retry_at_ms = None;
+                            true
+                        }
+                        _ => false,
+                    });
+                    let parked_ready = replica.parked.iter().any(|parked| parked.ready(log_end_offset, high_watermark, now_ms));
+                    if retry_isr || !outputs.is_empty() || parked_ready {
+                        due.push((key.clone(), TickDue::Leader { outputs, retry_isr }));
                     }
-                    self.handle_outputs(&key, outputs);
-                    self.answer_parked(&key, now_ms).await?;
                 }
                 Role::Follower(_, fetch) => {
                     if fetch.in_flight.is_some_and(|(_, sent_ms)| now_ms.saturating_sub(sent_ms) >= self.config.fetch_timeout_ms) {
                         fetch.in_flight = None;
                     }
                     if fetch.in_flight.is_none() && fetch.next_fetch_ms <= now_ms {
-                        self.send_fetch(&key);
+                        due.push((key.clone(), TickDue::Fetch));
                     }
                 }
                 Role::Idle(_) => {}
+            }
+        }
+        for (key, work) in due {
+            match work {
+                TickDue::Leader { outputs, retry_isr } => {
+                    if retry_isr {
+                        self.propose_isr(&key);
+                    }
+                    self.handle_outputs(&key, outputs);
+                    self.answer_parked(&key, now_ms).await?;
+                }
+                TickDue::Fetch => self.send_fetch(&key),
             }
         }
         Ok(())
@@ -864,9 +898,8 @@ impl Driver {
             return Ok(());
         };
         let (log_end_offset, high_watermark) = (leader.log_end_offset(), leader.high_watermark());
-        let (ready, waiting): (Vec<Parked>, Vec<Parked>) = std::mem::take(&mut replica.parked)
-            .into_iter()
-            .partition(|p| p.fetch_offset < log_end_offset || p.high_watermark < high_watermark || p.deadline_ms <= now_ms);
+        let (ready, waiting): (Vec<Parked>, Vec<Parked>) =
+            std::mem::take(&mut replica.parked).into_iter().partition(|parked| parked.ready(log_end_offset, high_watermark, now_ms));
         replica.parked = waiting;
         let mut responses = Vec::with_capacity(ready.len());
         for parked in ready {
@@ -1134,8 +1167,9 @@ impl Driver {
     }
 }
 
-/// `{topic}-{partition}-{topic_id}` (topic names may hold dashes).
-fn parse_log_dir(name: &str) -> Option<(&str, u32, u64)> {
+/// A partition log's directory name, `{topic}-{partition}-{topic_id}`
+/// (topic names may hold dashes), read back.
+pub fn parse_log_dir(name: &str) -> Option<(&str, u32, u64)> {
     let mut parts = name.rsplitn(3, '-');
     let topic_id = parts.next()?.parse().ok()?;
     let partition = parts.next()?.parse().ok()?;

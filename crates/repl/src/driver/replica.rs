@@ -41,6 +41,14 @@ pub(super) struct Parked {
     pub deadline_ms: u64,
 }
 
+impl Parked {
+    /// Whether it is answered now: there are records past its offset, the
+    /// high watermark moved, or its wait is over.
+    pub fn ready(&self, log_end_offset: u64, high_watermark: u64, now_ms: u64) -> bool {
+        self.fetch_offset < log_end_offset || self.high_watermark < high_watermark || self.deadline_ms <= now_ms
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct IsrProposal {
     pub leader_epoch: u32,

@@ -1,19 +1,12 @@
-//! One seeded run of a scenario: brokers as madsim hosts running the real
-//! metadata driver (keel-meta over keel-net over madsim TCP, SimDisk each)
-//! and, with `[data]`, the real replication driver on the same endpoint and
-//! keel-kafka's front on port 9092 (`kafka_world`); topic creates from
-//! clients, the data workload of `data_world` (or, with `client = "kafka"`,
-//! of `kafka_world`, from a clients' host over the Kafka protocol), the
-//! scenario's timed faults, then the heal and the checkers of `meta_check`
-//! and `data_check`.
-//!
-//! Timeline: brokers start at their start times; faults fire at theirs (plus
-//! seeded jitter) and are undone after their `duration_ms`; at the scenario's
-//! `duration_ms` everything heals (links, pauses, dead brokers restart). From
-//! then on, within `convergence_ms_max`: every broker is ready, registered
-//! and at the same applied index with identical state and every partition
-//! led; a probe create is acknowledged (liveness); and once every client has
-//! its answer, the final checks run.
+//! The simulated cluster: brokers as madsim hosts, each booting a full node
+//! through keel-node (`host`) on its own SimDisk and clock; the fault
+//! timeline (faults fire at their times plus seeded jitter and are undone
+//! after their `duration_ms`; at the scenario's `duration_ms` everything
+//! heals: links, pauses, dead brokers restart); and convergence (every
+//! broker ready, registered, at the same applied index with identical state,
+//! every partition led; every node `/readyz` ready). Workloads
+//! (`workload`) drive clients against it; the runner (`run`) orders the
+//! phases.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,201 +15,47 @@ use std::time::Duration;
 
 use keel_io::{Clock, Disk, NodeRng, SimDisk, SimDiskFaults};
 use keel_kafka::server::StopSignal;
-use keel_meta::admin_ops::{MetaOpError, TopicCreate};
-use keel_meta::driver::{MetaHandle, MetaObserver, ProposalError};
-use keel_meta::{MetadataError, MetadataState};
+use keel_meta::driver::{MetaHandle, MetaObserver};
+use keel_meta::MetadataState;
 use keel_node::{NodeConfig, NodeIdentity, Seams};
 use keel_repl::driver::{ReplEvent, ReplObserver};
 use madsim::net::NetSim;
 use madsim::runtime::{Handle, NodeHandle};
 use rand::Rng;
 
-use crate::data_world::{DataClients, DATA_TOPIC};
+use crate::data_world::DATA_TOPIC;
 use crate::host::{identity, start_node};
 use crate::kafka_world::KafkaClients;
-use crate::meta_check::{checker, CreateOutcome, History, Violation};
-use crate::scenario::{ClientKind, CreateTarget, Fault, FaultAction, FaultKind, Scenario, Target};
+use crate::meta_check::checker;
+use crate::report::RunReport;
+use crate::scenario::{ClientKind, Fault, FaultAction, FaultKind, Scenario, Target};
 use crate::shared::{ip_of, lock, MetaHandles, ReplHandles, SharedHistory, WorldClock, BROKERS_SUBNET};
-use crate::trace::Trace;
 
-const CLUSTER_ID: &str = "sim-cluster";
-/// One create attempt through one broker keeps retrying for at most this long.
-const CREATE_ATTEMPT_BUDGET_MS: u64 = 3_000;
+pub(crate) const CLUSTER_ID: &str = "sim-cluster";
 /// How often convergence is polled, in simulated time.
-const POLL_MS: u64 = 20;
+pub(crate) const POLL_MS: u64 = 20;
 /// While a `lag` fault holds a broker's traffic back, it lets it through for this long between holds.
-const LAG_OPEN_MS: u64 = 20;
+pub(crate) const LAG_OPEN_MS: u64 = 20;
 /// A broker that halted on a disk error starts again this long after.
-const HALT_RESTART_MS: u64 = 300;
+pub(crate) const HALT_RESTART_MS: u64 = 300;
 /// A crash or power loss keeps a torn part of the unsynced writes this often.
-const TORN_WRITE_ON_CRASH_PROBABILITY: f64 = 0.5;
-
-/// After the data converged: the group consumes and commits every
-/// committed record within `bound_ms`, its members stop (leaving the
-/// group), and its final committed offsets are checked.
-#[allow(clippy::too_many_arguments)]
-async fn finish_group(
-    clock: &WorldClock,
-    history: &SharedHistory,
-    group: &crate::scenario::GroupSpec,
-    kafka: &KafkaClients,
-    host: &NodeHandle,
-    group_stop: &Arc<AtomicBool>,
-    members: Vec<tokio::task::JoinHandle<()>>,
-    heal_at_ms: u64,
-    bound_ms: u64,
-    mut rng: NodeRng,
-) -> crate::group_check::GroupStats {
-    {
-        let mut history = lock(history);
-        if let Some((from_ms, to_ms)) = history.group.longest_commit_gap(heal_at_ms) {
-            history.group.stats.longest_commit_gap_ms = to_ms - from_ms;
-        }
-        if let Some(gap_ms_max) = group.commit_gap_ms_max {
-            let verdict = history.group.check_commit_gap(heal_at_ms, gap_ms_max);
-            history.data_verdict(clock.now_us(), verdict);
-        }
-    }
-    let since_ms = clock.now_ms();
-    let committed = lock(history).data.committed_offsets();
-    let mut caught_up = false;
-    while lock(history).violation().is_none() && clock.now_ms() < since_ms + bound_ms {
-        // Consumed everything, and the group's committed offsets (as the
-        // coordinator answers them now) are past every committed record.
-        if lock(history).group.caught_up(&committed) {
-            let (kafka, group, deadline_ms) = (kafka.clone(), group.clone(), clock.now_ms() + 2_000);
-            let probe_rng = rng.fork(clock.now_ms());
-            let offsets =
-                host.spawn(async move { crate::group_world::final_committed(kafka, group, deadline_ms, probe_rng).await }).await.expect("offsets task");
-            if offsets.is_some_and(|offsets| crate::group_check::commits_cover(&committed, &offsets)) {
-                caught_up = true;
-                break;
-            }
-        }
-        clock.0.sleep(Duration::from_millis(200)).await;
-    }
-    if !caught_up && lock(history).violation().is_none() {
-        let message = format!("the group did not consume and commit every committed record within {bound_ms} ms of the data converging");
-        lock(history).violate(clock.now_us(), crate::group_check::checker::GROUP_PROGRESS, message);
-    }
-    group_stop.store(true, Ordering::SeqCst);
-    for member in members {
-        member.await.expect("group member task");
-    }
-    if lock(history).violation().is_none() {
-        let (kafka, group, deadline_ms) = (kafka.clone(), group.clone(), clock.now_ms() + bound_ms);
-        let finals = host.spawn(async move { crate::group_world::final_committed(kafka, group, deadline_ms, rng).await }).await.expect("final offsets task");
-        let mut history = lock(history);
-        let now_us = clock.now_us();
-        match finals {
-            Some(finals) => {
-                let verdict = history.group.check_final(&committed, &finals);
-                history.data_verdict(now_us, verdict);
-            }
-            None => {
-                let message = format!("the group's committed offsets could not be read within {bound_ms} ms");
-                history.violate(now_us, crate::group_check::checker::GROUP_PROGRESS, message);
-            }
-        }
-    }
-    lock(history).group.stats.clone()
-}
-
-/// What one passing seed did, for its summary line.
-#[derive(Debug, Default)]
-pub struct RunReport {
-    pub elections: u64,
-    pub entries_applied: u64,
-    pub faults_fired: u64,
-    pub creates_acknowledged: u64,
-    pub creates_found_after_retry: u64,
-    pub creates_given_up: u64,
-    pub final_applied_index: u64,
-    pub data: Option<DataReport>,
-    /// With `[group]`.
-    pub group: Option<crate::group_check::GroupStats>,
-}
-
-/// What the data clients did in one passing seed.
-#[derive(Debug, Default)]
-pub struct DataReport {
-    pub acks_all_acknowledged: u64,
-    pub acks_leader_acknowledged: u64,
-    pub produce_errors: BTreeMap<i16, u64>,
-    pub records_read: u64,
-    pub records_in_final_log: u64,
-    pub halts: u64,
-    /// With `client = "kafka"`.
-    pub kafka: Option<KafkaReport>,
-}
-
-/// What the Kafka clients did in one passing seed.
-#[derive(Debug, Default)]
-pub struct KafkaReport {
-    pub producer_ids: u64,
-    /// Batches sent more than once.
-    pub batches_retried: u64,
-    /// Of those, retried after an attempt the broker may have appended.
-    pub retries_after_maybe_appended: u64,
-    /// Retried batches answered from an earlier attempt's append (proved by
-    /// the leader epoch that wrote them; a lower bound).
-    pub duplicates_answered: u64,
-    pub batches_given_up: u64,
-}
-
-impl std::fmt::Display for RunReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} faults, {} elections, {} entries applied, creates: {} acknowledged, {} found after a retry, {} given up; final applied index {}",
-            self.faults_fired,
-            self.elections,
-            self.entries_applied,
-            self.creates_acknowledged,
-            self.creates_found_after_retry,
-            self.creates_given_up,
-            self.final_applied_index
-        )?;
-        if let Some(data) = &self.data {
-            write!(
-                f,
-                "; data: {} acks=all and {} acks=1 batches acknowledged, errors by Kafka code {:?}, {} records read, {} records in partition logs, {} disk halts",
-                data.acks_all_acknowledged, data.acks_leader_acknowledged, data.produce_errors, data.records_read, data.records_in_final_log, data.halts
-            )?;
-            if let Some(kafka) = &data.kafka {
-                write!(
-                    f,
-                    "; kafka: {} producer ids, {} batches retried ({} after an attempt that may have appended), {} retries answered as duplicates of an earlier leader epoch's append, {} batches given up",
-                    kafka.producer_ids, kafka.batches_retried, kafka.retries_after_maybe_appended, kafka.duplicates_answered, kafka.batches_given_up
-                )?;
-            }
-        }
-        if let Some(group) = &self.group {
-            write!(
-                f,
-                "; group: {} joins, {} generations synced, {} commits acknowledged, {} refused, {} coordinator moves, {} leaves, {} member crashes, {} records consumed, longest without a commit {} ms",
-                group.joins, group.generations_synced, group.commits_acknowledged, group.commits_refused, group.coordinator_moves, group.leaves, group.crashes, group.records_consumed, group.longest_commit_gap_ms
-            )?;
-        }
-        Ok(())
-    }
-}
+pub(crate) const TORN_WRITE_ON_CRASH_PROBABILITY: f64 = 0.5;
 
 /// The brokers serving right now and their handles (copied out, so no lock
 /// is held across an await).
-fn serving(handles: &MetaHandles) -> Vec<(u64, MetaHandle)> {
+pub(crate) fn serving(handles: &MetaHandles) -> Vec<(u64, MetaHandle)> {
     lock(handles).iter().map(|(id, handle)| (*id, handle.clone())).collect()
 }
 
 /// The Kafka clients' host (`[data] client = "kafka"`), its address, and the
 /// id faults name it by (`Target::Clients`; broker ids start at 1).
-const CLIENTS_IP: &str = "10.0.2.1";
-const CLIENTS_ID: u64 = 0;
+pub(crate) const CLIENTS_IP: &str = "10.0.2.1";
+pub(crate) const CLIENTS_ID: u64 = 0;
 /// The readiness probes' host.
-const PROBE_IP: &str = "10.0.3.1";
+pub(crate) const PROBE_IP: &str = "10.0.3.1";
 
 /// A fault's name for a host: a broker, or the Kafka clients' host.
-fn host_name(id: u64) -> String {
+pub(crate) fn host_name(id: u64) -> String {
     if id == CLIENTS_ID {
         "clients".to_string()
     } else {
@@ -225,27 +64,27 @@ fn host_name(id: u64) -> String {
 }
 
 /// One simulated broker host.
-struct Broker {
-    id: u64,
+pub(crate) struct Broker {
+    pub(crate) id: u64,
     /// Created at the broker's first start.
-    host: Option<NodeHandle>,
-    disk: SimDisk,
-    clock: Clock,
-    up: bool,
-    paused: bool,
+    pub(crate) host: Option<NodeHandle>,
+    pub(crate) disk: SimDisk,
+    pub(crate) clock: Clock,
+    pub(crate) up: bool,
+    pub(crate) paused: bool,
     /// A `disk` fault hit this broker: stopping on a disk error is then
     /// expected (the broker halts, as Kafka does) and it is restarted.
-    disk_faulted: Arc<AtomicBool>,
+    pub(crate) disk_faulted: Arc<AtomicBool>,
     /// The running node's graceful-stop signal.
-    stop: Arc<Mutex<StopSignal>>,
+    pub(crate) stop: Arc<Mutex<StopSignal>>,
 }
 
 /// (at_ms, broker) of halted brokers waiting for their restart.
-type RestartsDue = Vec<(u64, u64)>;
+pub(crate) type RestartsDue = Vec<(u64, u64)>;
 
 /// What the timeline does next.
 #[derive(Clone, Debug)]
-enum Action {
+pub(crate) enum Action {
     Start(u64),
     Fire(usize),
     Undo { fault: usize, brokers: Vec<u64>, links: Vec<(u64, u64)> },
@@ -254,54 +93,54 @@ enum Action {
     Heal,
 }
 
-struct World {
-    scenario: Arc<Scenario>,
-    seed: u64,
-    runtime: Handle,
-    clock: WorldClock,
-    brokers: BTreeMap<u64, Broker>,
-    handles: MetaHandles,
-    repl: ReplHandles,
+pub(crate) struct World {
+    pub(crate) scenario: Arc<Scenario>,
+    pub(crate) seed: u64,
+    pub(crate) runtime: Handle,
+    pub(crate) clock: WorldClock,
+    pub(crate) brokers: BTreeMap<u64, Broker>,
+    pub(crate) handles: MetaHandles,
+    pub(crate) repl: ReplHandles,
     /// Brokers that stopped on a disk error, to be restarted (a supervisor's job).
-    halted: Arc<Mutex<Vec<u64>>>,
+    pub(crate) halted: Arc<Mutex<Vec<u64>>>,
     /// Every disk's faults outside `disk` faults (the scenario's latency).
-    base_disk_faults: SimDiskFaults,
+    pub(crate) base_disk_faults: SimDiskFaults,
     /// (at_ms, broker): halted brokers waiting for their restart.
-    restarts_due: Vec<(u64, u64)>,
-    halts: u64,
-    history: SharedHistory,
-    rng: NodeRng,
+    pub(crate) restarts_due: Vec<(u64, u64)>,
+    pub(crate) halts: u64,
+    pub(crate) history: SharedHistory,
+    pub(crate) rng: NodeRng,
     /// (at_ms, sequence) -> action; the sequence keeps same-time actions in order.
-    timeline: BTreeMap<(u64, u64), Action>,
-    sequence: u64,
+    pub(crate) timeline: BTreeMap<(u64, u64), Action>,
+    pub(crate) sequence: u64,
     /// Bumped by every heal so lag cycles started before it stop.
-    lag_generation: u64,
-    faults_fired: u64,
+    pub(crate) lag_generation: u64,
+    pub(crate) faults_fired: u64,
     /// The Kafka clients' host, with `[data] client = "kafka"`.
-    client_host: Option<NodeHandle>,
+    pub(crate) client_host: Option<NodeHandle>,
     /// Where readiness probes come from (never faulted).
-    probe_host: NodeHandle,
+    pub(crate) probe_host: NodeHandle,
 }
 
 impl World {
-    fn schedule(&mut self, at_ms: u64, action: Action) {
+    pub(crate) fn schedule(&mut self, at_ms: u64, action: Action) {
         self.sequence += 1;
         self.timeline.insert((at_ms, self.sequence), action);
     }
 
-    fn note(&self, line: impl std::fmt::Display) {
+    pub(crate) fn note(&self, line: impl std::fmt::Display) {
         lock(&self.history).note(self.clock.now_us(), line);
     }
 
     /// Who broker `id` is on the simulated network.
-    fn identity(&self, id: u64) -> NodeIdentity {
+    pub(crate) fn identity(&self, id: u64) -> NodeIdentity {
         let rack = self.scenario.cluster.racks.as_ref().map(|racks| racks[(id - 1) as usize].clone());
         identity(CLUSTER_ID, BROKERS_SUBNET, id, self.scenario.cluster.brokers, rack)
     }
 
     /// Creates the broker's host; its init boots a node through keel-node
     /// (as `keel start` does) on every (re)start.
-    fn start_broker(&mut self, id: u64) {
+    pub(crate) fn start_broker(&mut self, id: u64) {
         let broker = self.brokers.get_mut(&id).expect("known broker");
         if broker.up {
             return;
@@ -343,7 +182,7 @@ impl World {
         self.brokers.get_mut(&id).expect("known broker").host = Some(host);
     }
 
-    fn stop_broker(&mut self, id: u64, power_loss: bool) {
+    pub(crate) fn stop_broker(&mut self, id: u64, power_loss: bool) {
         let broker = self.brokers.get_mut(&id).expect("known broker");
         if !broker.up {
             return;
@@ -362,7 +201,7 @@ impl World {
 
     /// The graceful stop a SIGTERM starts: the node drains and exits on its
     /// own (its host stays, idle, until the broker starts again).
-    fn drain_broker(&mut self, id: u64) {
+    pub(crate) fn drain_broker(&mut self, id: u64) {
         let broker = self.brokers.get_mut(&id).expect("known broker");
         if !broker.up {
             return;
@@ -375,7 +214,7 @@ impl World {
         lock(&broker.stop).stop();
     }
 
-    fn resume_broker(&mut self, id: u64) {
+    pub(crate) fn resume_broker(&mut self, id: u64) {
         if self.brokers[&id].paused {
             self.runtime.resume(self.host_of(id).expect("a paused broker has a host"));
             self.brokers.get_mut(&id).expect("known broker").paused = false;
@@ -385,7 +224,7 @@ impl World {
     /// Restarts brokers that halted on a disk error, as a supervisor
     /// (systemd) would: the dead process is reaped at once and started
     /// again `HALT_RESTART_MS` later.
-    fn restart_halted(&mut self) {
+    pub(crate) fn restart_halted(&mut self) {
         let now_ms = self.clock.now_ms();
         let halted: Vec<u64> = std::mem::take(&mut *lock(&self.halted));
         for id in halted {
@@ -406,7 +245,7 @@ impl World {
     }
 
     /// Sleeps until `at_ms`, restarting halted brokers along the way.
-    async fn sleep_until_ms(&mut self, at_ms: u64) {
+    pub(crate) async fn sleep_until_ms(&mut self, at_ms: u64) {
         while self.clock.now_ms() < at_ms {
             let wake_ms = at_ms.min(self.clock.now_ms() + POLL_MS);
             self.clock.sleep_until_ms(wake_ms).await;
@@ -414,7 +253,7 @@ impl World {
         }
     }
 
-    fn host_of(&self, id: u64) -> Option<madsim::task::NodeId> {
+    pub(crate) fn host_of(&self, id: u64) -> Option<madsim::task::NodeId> {
         if id == CLIENTS_ID {
             return self.client_host.as_ref().map(|host| host.id());
         }
@@ -422,12 +261,12 @@ impl World {
     }
 
     /// The broker that currently leads (the highest term among up brokers).
-    fn leader(&self) -> Option<u64> {
+    pub(crate) fn leader(&self) -> Option<u64> {
         let handles = lock(&self.handles);
         handles.values().map(|h| h.status()).filter(|s| s.is_leader).max_by_key(|s| s.term).map(|s| s.node_id)
     }
 
-    fn resolve(&mut self, target: &Target) -> Option<u64> {
+    pub(crate) fn resolve(&mut self, target: &Target) -> Option<u64> {
         let up: Vec<u64> = self.brokers.values().filter(|b| b.up).map(|b| b.id).collect();
         match target {
             Target::Broker(id) => Some(*id),
@@ -456,19 +295,19 @@ impl World {
         }
     }
 
-    fn clog_link(&self, from: u64, to: u64) {
+    pub(crate) fn clog_link(&self, from: u64, to: u64) {
         if let (Some(a), Some(b)) = (self.host_of(from), self.host_of(to)) {
             NetSim::current().clog_link(a, b);
         }
     }
 
-    fn unclog_link(&self, from: u64, to: u64) {
+    pub(crate) fn unclog_link(&self, from: u64, to: u64) {
         if let (Some(a), Some(b)) = (self.host_of(from), self.host_of(to)) {
             NetSim::current().unclog_link(a, b);
         }
     }
 
-    fn fire(&mut self, index: usize) {
+    pub(crate) fn fire(&mut self, index: usize) {
         let fault: Fault = self.scenario.faults[index].clone();
         let now_ms = self.clock.now_ms();
         let undo_at = fault.duration_ms.map(|d| now_ms + d);
@@ -545,7 +384,7 @@ impl World {
     /// A fault on one broker (kill, crash, graceful stop, restart, pause,
     /// clog): what it did, for the trace; brokers to undo it on later go to
     /// `undo_brokers`.
-    fn fire_on_broker(&mut self, fault: &Fault, target: &Target, undo_brokers: &mut Vec<u64>) -> String {
+    pub(crate) fn fire_on_broker(&mut self, fault: &Fault, target: &Target, undo_brokers: &mut Vec<u64>) -> String {
         match self.resolve(target) {
             None => format!("{:?} on {target:?}: no such broker now, skipped", fault.kind),
             Some(id) => {
@@ -584,7 +423,7 @@ impl World {
     }
 
     /// Disk faults on one broker (fsync EIO, read bit flips, torn writes).
-    fn fire_disk(&mut self, action: &FaultAction, undo_brokers: &mut Vec<u64>) -> String {
+    pub(crate) fn fire_disk(&mut self, action: &FaultAction, undo_brokers: &mut Vec<u64>) -> String {
         let FaultAction::Disk { node, sync_eio_probability, read_bit_flip_probability, torn_write_probability } = action else {
             unreachable!("fire_disk is called for disk faults only");
         };
@@ -603,7 +442,7 @@ impl World {
         format!("disk faults on n{id}: fsync EIO {sync_eio_probability}, read bit flips {read_bit_flip_probability}, torn writes {torn_write_probability}")
     }
 
-    fn undo(&mut self, index: usize, brokers: Vec<u64>, links: Vec<(u64, u64)>) {
+    pub(crate) fn undo(&mut self, index: usize, brokers: Vec<u64>, links: Vec<(u64, u64)>) {
         let fault = self.scenario.faults[index].clone();
         for id in &brokers {
             match fault.kind {
@@ -633,7 +472,7 @@ impl World {
     }
 
     /// Ends every fault: links, latency, loss, pauses, lags; dead brokers start.
-    fn heal(&mut self) {
+    pub(crate) fn heal(&mut self) {
         self.lag_generation += 1;
         let net = NetSim::current();
         let ids: Vec<u64> = self.brokers.keys().copied().collect();
@@ -664,7 +503,7 @@ impl World {
         self.restart_halted();
     }
 
-    fn act(&mut self, action: Action) {
+    pub(crate) fn act(&mut self, action: Action) {
         match action {
             Action::Start(id) => self.start_broker(id),
             Action::Fire(index) => self.fire(index),
@@ -695,7 +534,7 @@ impl World {
 }
 
 /// Both directions of every link between brokers in different groups.
-fn partition_links(groups: &[Vec<u64>]) -> Vec<(u64, u64)> {
+pub(crate) fn partition_links(groups: &[Vec<u64>]) -> Vec<(u64, u64)> {
     let mut links = Vec::new();
     for (g, group) in groups.iter().enumerate() {
         for other in groups.iter().skip(g + 1) {
@@ -711,7 +550,7 @@ fn partition_links(groups: &[Vec<u64>]) -> Vec<(u64, u64)> {
 
 /// What a broker host needs to boot its node, on every (re)start.
 #[derive(Clone)]
-struct NodeBoot {
+pub(crate) struct NodeBoot {
     id: u64,
     seed: u64,
     disk: SimDisk,
@@ -731,7 +570,7 @@ struct NodeBoot {
 impl NodeBoot {
     /// One start of the node, until it stops (killed with its host, halted
     /// on an error, or drained).
-    async fn run(self, incarnation: u64) {
+    pub(crate) async fn run(self, incarnation: u64) {
         let id = self.id;
         let stop = StopSignal::new();
         *lock(&self.stop) = stop.clone();
@@ -765,7 +604,7 @@ impl NodeBoot {
     /// A node stopped on its own. After an injected disk fault, stopping on
     /// an error is the broker halting as it should (it is restarted);
     /// anything else, and any panic, is a violation.
-    fn stopped(&self, message: String, panicked: bool) {
+    pub(crate) fn stopped(&self, message: String, panicked: bool) {
         if !panicked && self.disk_faulted.load(Ordering::SeqCst) {
             lock(&self.history).note(self.world_clock.now_us(), format_args!("n{} halts: {message}", self.id));
             lock(&self.halted).push(self.id);
@@ -776,14 +615,14 @@ impl NodeBoot {
 }
 
 /// The metadata driver's events go to the trace and the metadata checkers.
-fn meta_observer(history: &SharedHistory, clock: &WorldClock) -> MetaObserver {
+pub(crate) fn meta_observer(history: &SharedHistory, clock: &WorldClock) -> MetaObserver {
     let (history, clock) = (Arc::clone(history), clock.clone());
     MetaObserver::new(move |event| lock(&history).observe(clock.now_us(), event))
 }
 
 /// The replication driver's events go to the trace and the
 /// one-leader-per-epoch checker.
-fn repl_observer(history: &SharedHistory, clock: &WorldClock) -> ReplObserver {
+pub(crate) fn repl_observer(history: &SharedHistory, clock: &WorldClock) -> ReplObserver {
     let (history, clock) = (Arc::clone(history), clock.clone());
     ReplObserver::new(move |event| {
         let mut history = lock(&history);
@@ -804,90 +643,8 @@ fn repl_observer(history: &SharedHistory, clock: &WorldClock) -> ReplObserver {
     })
 }
 
-/// A client's create: retried with backoff on any suitable broker until
-/// acknowledged, found committed by an earlier attempt, refused for good, or
-/// out of time.
-/// One client's create: what to ask for and for how long to keep trying.
-struct CreateRequest {
-    topic: String,
-    partitions: u32,
-    replication_factor: u32,
-    configs: Vec<(String, String)>,
-    to: CreateTarget,
-    client_timeout_ms: u64,
-}
-
-async fn create_topic(handles: MetaHandles, history: SharedHistory, clock: WorldClock, rng: NodeRng, request: CreateRequest) -> CreateOutcome {
-    let outcome = create_topic_attempts(&handles, &history, &clock, rng, &request).await;
-    lock(&history).create_finished(clock.now_us(), &request.topic, outcome.clone());
-    outcome
-}
-
-async fn create_topic_attempts(handles: &MetaHandles, history: &SharedHistory, clock: &WorldClock, mut rng: NodeRng, request: &CreateRequest) -> CreateOutcome {
-    let CreateRequest { topic, partitions, replication_factor, configs, to, client_timeout_ms } = request;
-    let (partitions, replication_factor, to) = (*partitions, *replication_factor, *to);
-    let deadline_ms = clock.now_ms() + *client_timeout_ms;
-    let mut maybe_committed = false;
-    let mut last_error = "no broker was up".to_string();
-    let mut backoff_ms = 50u64;
-    let mut announced = false;
-    while clock.now_ms() < deadline_ms {
-        let candidates: Vec<(u64, MetaHandle)> = {
-            let all = serving(handles);
-            let pick: Vec<(u64, MetaHandle)> = match to {
-                CreateTarget::Any => all.clone(),
-                CreateTarget::Followers => all.iter().filter(|(_, h)| !h.status().is_leader).cloned().collect(),
-                CreateTarget::Leader => all.iter().filter(|(_, h)| h.status().is_leader).cloned().collect(),
-            };
-            if pick.is_empty() {
-                all
-            } else {
-                pick
-            }
-        };
-        if !candidates.is_empty() {
-            let (node_id, handle) = candidates[rng.gen_range(0..candidates.len())].clone();
-            if !announced {
-                lock(history).create_attempted(clock.now_us(), topic, node_id);
-                announced = true;
-            }
-            // The path every client's create takes (the admin endpoint's POST
-            // /topics, Kafka's CreateTopics and auto-create): keel-meta's
-            // admin_ops, with its own retries of retriable errors.
-            let create = TopicCreate { name: topic.clone(), partitions, replication_factor, configs: configs.clone(), validate_only: false };
-            let attempt_budget_ms = deadline_ms.saturating_sub(clock.now_ms()).clamp(1, CREATE_ATTEMPT_BUDGET_MS);
-            match handle.create_topic(&create, attempt_budget_ms).await {
-                Ok(metadata_version) => return CreateOutcome::Acknowledged { node_id, metadata_version },
-                Err(MetaOpError::Refused(MetadataError::TopicAlreadyExists(_))) if maybe_committed => return CreateOutcome::FoundAfterRetry,
-                Err(MetaOpError::Refused(MetadataError::TopicAlreadyExists(_))) => {
-                    let message = format!("creating `{topic}` was refused as existing, but no earlier attempt could have committed");
-                    lock(history).violate(clock.now_us(), checker::NO_PHANTOM_TOPICS, message);
-                    return CreateOutcome::Refused("already existed".into());
-                }
-                Err(MetaOpError::Refused(error @ (MetadataError::InvalidTopicName { .. } | MetadataError::InvalidPartitionCount(_)))) => {
-                    return CreateOutcome::Refused(error.to_string());
-                }
-                Err(error) => {
-                    // An attempt that proposed and then timed out, or whose
-                    // node stopped, may still commit.
-                    let proposed = match &error {
-                        MetaOpError::TimedOut { .. } => true,
-                        MetaOpError::Stopped(error) => matches!(error, ProposalError::Timeout { .. } | ProposalError::Stopped | ProposalError::Dropped(_)),
-                        MetaOpError::NotReady { .. } | MetaOpError::Refused(_) => false,
-                    };
-                    maybe_committed |= proposed;
-                    last_error = error.to_string();
-                }
-            }
-        }
-        clock.0.sleep(Duration::from_millis(backoff_ms + rng.gen_range(0..backoff_ms))).await;
-        backoff_ms = (backoff_ms * 2).min(1_000);
-    }
-    CreateOutcome::GaveUp(last_error)
-}
-
 /// Why the cluster has not converged yet, or `None` once it has.
-async fn not_converged(handles: MetaHandles, brokers: usize) -> Option<String> {
+pub(crate) async fn not_converged(handles: MetaHandles, brokers: usize) -> Option<String> {
     let handles = serving(&handles);
     if handles.len() != brokers {
         let up: Vec<u64> = handles.iter().map(|(id, _)| *id).collect();
@@ -927,7 +684,7 @@ async fn not_converged(handles: MetaHandles, brokers: usize) -> Option<String> {
 /// Every node answers `/readyz` with 200 over the simulated network (asked
 /// from the probe host), within `bound_ms`: what an orchestrator would wait
 /// for before sending traffic.
-async fn check_every_node_ready(world: &mut World, bound_ms: u64) {
+pub(crate) async fn check_every_node_ready(world: &mut World, bound_ms: u64) {
     let since_ms = world.clock.now_ms();
     let ids: Vec<u64> = world.brokers.keys().copied().collect();
     let probe = world.probe_host.clone();
@@ -954,7 +711,7 @@ async fn check_every_node_ready(world: &mut World, bound_ms: u64) {
 
 /// Polls until converged; a violation if not within `bound_ms` of `since_ms`.
 /// The metadata's convergence (`not_converged` over every broker).
-async fn await_metadata_convergence(world: &mut World, since_ms: u64, bound_ms: u64, what: &str) -> bool {
+pub(crate) async fn await_metadata_convergence(world: &mut World, since_ms: u64, bound_ms: u64, what: &str) -> bool {
     let (handles, brokers) = (Arc::clone(&world.handles), world.brokers.len());
     await_convergence(world, since_ms, bound_ms, checker::CONVERGENCE, what, || not_converged(Arc::clone(&handles), brokers)).await
 }
@@ -962,7 +719,7 @@ async fn await_metadata_convergence(world: &mut World, since_ms: u64, bound_ms: 
 /// Polls `not_converged` (restarting halted brokers in between) until it
 /// says `None`; a `checker` violation if that takes longer than `bound_ms`
 /// from `since_ms`.
-async fn await_convergence<F: std::future::Future<Output = Option<String>>>(
+pub(crate) async fn await_convergence<F: std::future::Future<Output = Option<String>>>(
     world: &mut World,
     since_ms: u64,
     bound_ms: u64,
@@ -988,49 +745,9 @@ async fn await_convergence<F: std::future::Future<Output = Option<String>>>(
     }
 }
 
-/// Runs `scenario` under `seed` in the current madsim world. Returns the
-/// report and the trace, or the first violation and the trace up to the end.
-/// The phases, in order: the world and its timeline, the workloads started,
-/// the fault timeline up to the heal, convergence and a probe create, the
-/// workloads finished and checked, the final metadata and readiness checks.
-pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunReport, Trace), (Violation, Trace)> {
-    let mut rng = NodeRng::new(seed, 0, 0);
-    let history: SharedHistory = Arc::new(Mutex::new(History::new()));
-    let mut world = World::new(Arc::clone(&scenario), seed, rng.fork(1), Arc::clone(&history));
-    let kafka_clients = world.kafka_clients();
-    world.note(format_args!("scenario {} seed {seed}", scenario.path.display()));
-    world.schedule_starts_faults_and_heal(&mut rng);
-    let creates = spawn_create_workload(&world, &mut rng);
-    let data = DataRun::spawn(&world, kafka_clients, &mut rng);
-    world.run_timeline_to_heal().await;
-    let healed_ms = world.clock.now_ms();
-    let bound_ms = scenario.convergence_ms_max;
-    let mut report = RunReport { faults_fired: world.faults_fired, ..RunReport::default() };
-    if await_metadata_convergence(&mut world, healed_ms, bound_ms, "after the heal").await {
-        probe_create_after_heal(&world, healed_ms, &mut rng).await;
-    }
-    finish_creates(creates, &mut report).await;
-    if let Some(data) = data {
-        report.data = data.finish(&mut world, &mut report, &mut rng).await;
-    }
-    final_checks(&mut world, &mut report).await;
-    // Stop the brokers so nothing runs past the verdict.
-    let ids: Vec<u64> = world.brokers.keys().copied().collect();
-    for id in ids {
-        world.stop_broker(id, false);
-    }
-    let history = std::mem::take(&mut *lock(&history));
-    report.elections = history.elections;
-    report.entries_applied = history.entries_applied;
-    match history.violation().cloned() {
-        Some(violation) => Err((violation, history.into_trace())),
-        None => Ok((report, history.into_trace())),
-    }
-}
-
 impl World {
     /// The brokers (not started yet), each with its SimDisk and clock.
-    fn new(scenario: Arc<Scenario>, seed: u64, rng: NodeRng, history: SharedHistory) -> World {
+    pub(crate) fn new(scenario: Arc<Scenario>, seed: u64, rng: NodeRng, history: SharedHistory) -> World {
         let base_disk_faults = SimDiskFaults { latency_us: scenario.cluster.disk_latency_us.map(|[min, max]| (min, max)), ..SimDiskFaults::default() };
         let brokers = (1..=scenario.cluster.brokers)
             .map(|id| {
@@ -1075,7 +792,7 @@ impl World {
     }
 
     /// With `[data] client = "kafka"`: the Kafka clients, on their own host.
-    fn kafka_clients(&mut self) -> Option<KafkaClients> {
+    pub(crate) fn kafka_clients(&mut self) -> Option<KafkaClients> {
         let scenario = Arc::clone(&self.scenario);
         let clients = scenario.data.clone().filter(|spec| spec.client == ClientKind::Kafka).map(|spec| KafkaClients {
             spec,
@@ -1090,7 +807,7 @@ impl World {
     }
 
     /// Broker starts and faults at their times (plus seeded jitter), then the heal.
-    fn schedule_starts_faults_and_heal(&mut self, rng: &mut NodeRng) {
+    pub(crate) fn schedule_starts_faults_and_heal(&mut self, rng: &mut NodeRng) {
         let scenario = Arc::clone(&self.scenario);
         for id in 1..=scenario.cluster.brokers {
             let base = scenario.cluster.start_ms.as_ref().map_or(0, |start| start[(id - 1) as usize]);
@@ -1105,7 +822,7 @@ impl World {
     }
 
     /// The fault timeline, up to and including the heal.
-    async fn run_timeline_to_heal(&mut self) {
+    pub(crate) async fn run_timeline_to_heal(&mut self) {
         while let Some(((at_ms, _), action)) = self.timeline.pop_first() {
             self.sleep_until_ms(at_ms).await;
             let heal = matches!(action, Action::Heal);
@@ -1117,253 +834,9 @@ impl World {
     }
 }
 
-/// The create tasks, once every create has been sent.
-type CreateClients = tokio::task::JoinHandle<Vec<tokio::task::JoinHandle<CreateOutcome>>>;
-
-/// The `[workload]` creates: one client task per topic, spaced by the
-/// scenario's gaps.
-fn spawn_create_workload(world: &World, rng: &mut NodeRng) -> Option<CreateClients> {
-    let history = &world.history;
-    let clock = world.clock.clone();
-    world.scenario.workload.clone().map(|workload| {
-        let (handles, history, clock) = (Arc::clone(&world.handles), Arc::clone(history), clock.clone());
-        let mut rng = rng.fork(2);
-        tokio::spawn(async move {
-            let mut spawned = Vec::new();
-            clock.sleep_until_ms(workload.start_ms).await;
-            for k in 0..workload.creates {
-                let partitions = rng.gen_range(workload.partitions[0]..=workload.partitions[1]);
-                let replication_factor = rng.gen_range(workload.replication_factor[0]..=workload.replication_factor[1]);
-                let client = create_topic(
-                    Arc::clone(&handles),
-                    Arc::clone(&history),
-                    clock.clone(),
-                    rng.fork(100 + k),
-                    CreateRequest {
-                        topic: format!("topic-{k}"),
-                        partitions,
-                        replication_factor,
-                        configs: Vec::new(),
-                        to: workload.to,
-                        client_timeout_ms: workload.client_timeout_ms,
-                    },
-                );
-                spawned.push(tokio::spawn(client));
-                clock.0.sleep(Duration::from_millis(rng.gen_range(workload.gap_ms[0]..=workload.gap_ms[1]))).await;
-            }
-            spawned
-        })
-    })
-}
-
-/// Liveness: a create made after the heal is acknowledged within the bound.
-async fn probe_create_after_heal(world: &World, healed_ms: u64, rng: &mut NodeRng) {
-    let (history, clock, bound_ms) = (&world.history, &world.clock, world.scenario.convergence_ms_max);
-    let probe = create_topic(
-        Arc::clone(&world.handles),
-        Arc::clone(history),
-        clock.clone(),
-        rng.fork(3),
-        CreateRequest {
-            topic: "probe-after-heal".into(),
-            partitions: 1,
-            replication_factor: u32::try_from(world.scenario.cluster.brokers.min(3)).expect("small"),
-            configs: Vec::new(),
-            to: CreateTarget::Any,
-            client_timeout_ms: (healed_ms + bound_ms).saturating_sub(world.clock.now_ms()).max(1),
-        },
-    )
-    .await;
-    if !matches!(probe, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) {
-        let message = format!("a create after the heal was not acknowledged within {bound_ms} ms: {probe:?}");
-        lock(history).violate(clock.now_us(), checker::LIVENESS, message);
-    }
-}
-
-/// Every create client's outcome, counted into the report.
-async fn finish_creates(creates: Option<CreateClients>, report: &mut RunReport) {
-    let clients = match creates {
-        Some(workload) => workload.await.expect("workload task"),
-        None => Vec::new(),
-    };
-    for client in clients {
-        let outcome = client.await.expect("client task");
-        match &outcome {
-            CreateOutcome::Acknowledged { .. } => report.creates_acknowledged += 1,
-            CreateOutcome::FoundAfterRetry => report.creates_found_after_retry += 1,
-            CreateOutcome::GaveUp(_) | CreateOutcome::Refused(_) => report.creates_given_up += 1,
-        }
-    }
-}
-
-/// The producer, consumer and group member tasks of the `[data]` workload.
-type DataTasks = (Vec<tokio::task::JoinHandle<()>>, Vec<tokio::task::JoinHandle<()>>, Vec<tokio::task::JoinHandle<()>>);
-
-/// A `[data]` workload under way.
-struct DataRun {
-    clients: DataClients,
-    kafka: Option<KafkaClients>,
-    workload: tokio::task::JoinHandle<DataTasks>,
-    data_stop: Arc<AtomicBool>,
-    group_stop: Arc<AtomicBool>,
-}
-
-impl DataRun {
-    /// Creates the data topic, then starts the producers, consumers and
-    /// group members (on the Kafka clients' host with `client = "kafka"`).
-    fn spawn(world: &World, kafka_clients: Option<KafkaClients>, rng: &mut NodeRng) -> Option<DataRun> {
-        let scenario = &world.scenario;
-        let (history, clock) = (&world.history, world.clock.clone());
-        let data_stop = Arc::new(AtomicBool::new(false));
-        let group_stop = Arc::new(AtomicBool::new(false));
-        let data_clients = scenario.data.clone().map(|spec| DataClients {
-            spec,
-            meta: Arc::clone(&world.handles),
-            repl: Arc::clone(&world.repl),
-            history: Arc::clone(history),
-            clock: clock.clone(),
-        })?;
-        let clients = data_clients.clone();
-        let (handles, history, clock, stop) = (Arc::clone(&world.handles), Arc::clone(history), clock.clone(), Arc::clone(&data_stop));
-        let mut rng = rng.fork(4);
-        let kafka = kafka_clients.clone();
-        let (group, members_stop, heal_at_ms) = (scenario.group.clone(), Arc::clone(&group_stop), scenario.duration_ms);
-        // Kafka clients run on their own host (the data topic is created
-        // from there too, through the metadata handles, as before).
-        let spawn_on = world.client_host.clone();
-        let workload = async move {
-            let spec = clients.spec.clone();
-            clock.sleep_until_ms(spec.start_ms).await;
-            let create = CreateRequest {
-                topic: DATA_TOPIC.into(),
-                partitions: spec.partitions,
-                replication_factor: spec.replication_factor,
-                configs: vec![(keel_repl::driver::MIN_INSYNC_REPLICAS_CONFIG.into(), spec.min_insync_replicas.to_string())],
-                to: CreateTarget::Any,
-                client_timeout_ms: spec.client_timeout_ms,
-            };
-            let outcome = create_topic(handles, Arc::clone(&history), clock.clone(), rng.fork(1), create).await;
-            if !matches!(outcome, CreateOutcome::Acknowledged { .. } | CreateOutcome::FoundAfterRetry) {
-                let message = format!("the data topic could not be created: {outcome:?}");
-                lock(&history).violate(clock.now_us(), crate::data_check::checker::DATA_LIVENESS, message);
-                return (Vec::new(), Vec::new(), Vec::new());
-            }
-            if let Some(kafka) = kafka {
-                let producers: Vec<_> = (0..spec.producers).map(|k| tokio::spawn(kafka.clone().produce(k, rng.fork(100 + k)))).collect();
-                let consumers: Vec<_> = (0..spec.consumers).map(|k| tokio::spawn(kafka.clone().consume(k, Arc::clone(&stop), rng.fork(10_000 + k)))).collect();
-                let members: Vec<_> = match &group {
-                    Some(group) => (0..group.members)
-                        .map(|k| {
-                            tokio::spawn(crate::group_world::member(
-                                kafka.clone(),
-                                group.clone(),
-                                k,
-                                heal_at_ms,
-                                Arc::clone(&members_stop),
-                                rng.fork(20_000 + k),
-                            ))
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
-                return (producers, consumers, members);
-            }
-            let producers: Vec<_> = (0..spec.producers).map(|k| tokio::spawn(clients.clone().produce(k, rng.fork(100 + k)))).collect();
-            let consumers: Vec<_> = (0..spec.consumers).map(|k| tokio::spawn(clients.clone().consume(k, Arc::clone(&stop), rng.fork(10_000 + k)))).collect();
-            (producers, consumers, Vec::new())
-        };
-        let workload = match spawn_on {
-            Some(host) => host.spawn(workload),
-            None => tokio::spawn(workload),
-        };
-        Some(DataRun { clients: data_clients, kafka: kafka_clients, workload, data_stop, group_stop })
-    }
-
-    /// After the last produce: the acks=all probe, data convergence, the
-    /// consumers and group stopped, then the final logs checked.
-    async fn finish(self, world: &mut World, report: &mut RunReport, rng: &mut NodeRng) -> Option<DataReport> {
-        let DataRun { clients, kafka, workload, data_stop, group_stop } = self;
-        let (history, bound_ms) = (Arc::clone(&world.history), world.scenario.convergence_ms_max);
-        let (producers, consumers, members) = workload.await.expect("data workload task");
-        for producer in producers {
-            producer.await.expect("producer task");
-        }
-        let since_ms = world.clock.now_ms();
-        let probed = lock(&history).violation().is_none()
-            && match (&kafka, &world.client_host) {
-                (Some(kafka), Some(host)) => {
-                    let (kafka, probe_rng) = (kafka.clone(), rng.fork(5));
-                    host.spawn(async move { kafka.probe(since_ms + bound_ms, probe_rng).await }).await.expect("probe task")
-                }
-                _ => clients.probe(since_ms + bound_ms, rng.fork(5)).await,
-            };
-        if probed {
-            let checker = crate::data_check::checker::DATA_CONVERGENCE;
-            await_convergence(world, since_ms, bound_ms, checker, "replicas after the last produce", || clients.not_converged()).await;
-        }
-        data_stop.store(true, Ordering::SeqCst);
-        for consumer in consumers {
-            consumer.await.expect("consumer task");
-        }
-        let scenario = Arc::clone(&world.scenario);
-        if let (Some(group), Some(kafka), Some(host)) = (&scenario.group, &kafka, &world.client_host) {
-            let group_rng = rng.fork(6);
-            report.group =
-                Some(finish_group(&world.clock, &history, group, kafka, host, &group_stop, members, scenario.duration_ms, bound_ms, group_rng).await);
-        }
-        if lock(&history).violation().is_some() {
-            return None;
-        }
-        Some(check_final_logs(world, &clients, kafka.is_some()).await)
-    }
-}
-
-/// Every replica's final log against every acknowledged write (and, for
-/// idempotent producers, no record twice); what the data clients did.
-async fn check_final_logs(world: &World, clients: &DataClients, kafka: bool) -> DataReport {
-    let (history, clock) = (&world.history, &world.clock);
-    let logs = clients.final_logs().await;
-    let logs = match kafka {
-        // Records written through Kafka are stored wrapped: compare their Kafka values.
-        true => crate::kafka_world::kafka_values(logs),
-        false => Ok(logs),
-    };
-    let logs = logs.unwrap_or_else(|violation| {
-        lock(history).data_verdict(clock.now_us(), Err(violation));
-        BTreeMap::new()
-    });
-    let mut history = lock(history);
-    let verdict = history.data.check_final(&logs);
-    if history.data_verdict(clock.now_us(), verdict) && clients.spec.idempotent {
-        let verdict = history.data.check_no_duplicates(&logs);
-        history.data_verdict(clock.now_us(), verdict);
-    }
-    let kafka = kafka.then(|| {
-        let stats = &history.data.kafka;
-        KafkaReport {
-            producer_ids: stats.producer_ids,
-            batches_retried: stats.batches_retried,
-            retries_after_maybe_appended: stats.retries_after_maybe_appended,
-            duplicates_answered: history.data.duplicates_answered(&logs),
-            batches_given_up: stats.batches_given_up,
-        }
-    });
-    let records_in_final_log = logs.values().filter_map(|replicas| replicas.values().next()).map(|log| log.len() as u64).sum();
-    let data = &history.data;
-    DataReport {
-        acks_all_acknowledged: data.acks_all_acknowledged,
-        acks_leader_acknowledged: data.acks_leader_acknowledged,
-        produce_errors: data.produce_errors.clone(),
-        records_read: data.records_read,
-        records_in_final_log,
-        halts: world.halts,
-        kafka,
-    }
-}
-
 /// Clients may have committed more after the first convergence: settle
 /// again, then every node's final metadata and its readiness.
-async fn final_checks(world: &mut World, report: &mut RunReport) {
+pub(crate) async fn final_checks(world: &mut World, report: &mut RunReport) {
     let (history, clock, bound_ms) = (Arc::clone(&world.history), world.clock.clone(), world.scenario.convergence_ms_max);
     let settled_ms = world.clock.now_ms();
     let clean_so_far = lock(&history).violation().is_none();

@@ -1,0 +1,62 @@
+//! One seeded run of a scenario, as phases in order: the world (`world`)
+//! and its timeline; the workloads (`workload`) started; the fault timeline
+//! up to the heal; metadata convergence, then each workload's probe after
+//! the heal; each workload's convergence, then its report and final checks;
+//! the final metadata and readiness checks; the brokers stopped.
+
+use std::sync::{Arc, Mutex};
+
+use keel_io::NodeRng;
+
+use crate::meta_check::{History, Violation};
+use crate::report::RunReport;
+use crate::scenario::Scenario;
+use crate::shared::{lock, SharedHistory};
+use crate::trace::Trace;
+use crate::workload::data::DataRun;
+use crate::workload::topics::TopicWorkload;
+use crate::workload::Workload;
+use crate::world::{await_metadata_convergence, final_checks, World};
+
+/// Runs `scenario` under `seed` in the current madsim world. Returns the
+/// report and the trace, or the first violation and the trace up to the end.
+pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunReport, Trace), (Violation, Trace)> {
+    let mut rng = NodeRng::new(seed, 0, 0);
+    let history: SharedHistory = Arc::new(Mutex::new(History::new()));
+    let mut world = World::new(Arc::clone(&scenario), seed, rng.fork(1), Arc::clone(&history));
+    let kafka_clients = world.kafka_clients();
+    world.note(format_args!("scenario {} seed {seed}", scenario.path.display()));
+    world.schedule_starts_faults_and_heal(&mut rng);
+    // Started in this order: their seeded streams are forked in it.
+    let mut workloads: Vec<Box<dyn Workload>> = vec![Box::new(TopicWorkload::start(&world, &mut rng))];
+    if let Some(data) = DataRun::start(&world, kafka_clients, &mut rng) {
+        workloads.push(Box::new(data));
+    }
+    world.run_timeline_to_heal().await;
+    let healed_ms = world.clock.now_ms();
+    let mut report = RunReport { faults_fired: world.faults_fired, ..RunReport::default() };
+    if await_metadata_convergence(&mut world, healed_ms, scenario.convergence_ms_max, "after the heal").await {
+        for workload in &mut workloads {
+            workload.probe_after_heal(&mut world, healed_ms, &mut rng).await;
+        }
+    }
+    for workload in &mut workloads {
+        workload.converge(&mut world, &mut report, &mut rng).await;
+    }
+    for workload in &mut workloads {
+        workload.report(&mut world, &mut report).await;
+    }
+    final_checks(&mut world, &mut report).await;
+    // Stop the brokers so nothing runs past the verdict.
+    let ids: Vec<u64> = world.brokers.keys().copied().collect();
+    for id in ids {
+        world.stop_broker(id, false);
+    }
+    let history = std::mem::take(&mut *lock(&history));
+    report.elections = history.elections;
+    report.entries_applied = history.entries_applied;
+    match history.violation().cloned() {
+        Some(violation) => Err((violation, history.into_trace())),
+        None => Ok((report, history.into_trace())),
+    }
+}
