@@ -1,6 +1,6 @@
 //! Seeded crash-consistency of the metadata Raft store on SimDisk.
 
-use keel_sim::check::expect_seed_passes;
+use keel_sim::check::{expect_seed_passes, test_sweep_seeds};
 use keel_sim::raft_store_check::{check_raft_store, RaftStoreCheckReport};
 
 const STEPS: usize = 300;
@@ -12,7 +12,7 @@ fn run_or_report(seed: u64) -> RaftStoreCheckReport {
 #[test]
 fn raft_store_keeps_votes_and_entries_across_crashes_seeds_1_to_1000() {
     let mut total = RaftStoreCheckReport::default();
-    for seed in 1..=1000 {
+    for seed in test_sweep_seeds(1..=1000) {
         let report = run_or_report(seed);
         total.appends += report.appends;
         total.compactions += report.compactions;

@@ -204,6 +204,9 @@ fn has_duplicates(ids: &[BrokerId]) -> bool {
     ids.iter().collect::<BTreeSet<_>>().len() != ids.len()
 }
 
+/// One group's committed offsets by (topic, partition).
+type GroupOffsets = BTreeMap<(String, u32), CommittedOffset>;
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MetadataState {
     metadata_version: u64,
@@ -214,7 +217,7 @@ pub struct MetadataState {
     topics: Arc<BTreeMap<String, Topic>>,
     last_topic_id: u64,
     next_producer_id: u64,
-    group_offsets: Arc<BTreeMap<String, BTreeMap<(String, u32), CommittedOffset>>>,
+    group_offsets: Arc<BTreeMap<String, GroupOffsets>>,
     /// Each group's membership as its coordinator last stored it.
     groups: BTreeMap<String, GroupRecord>,
     /// The term of the coordinator that last claimed the groups.

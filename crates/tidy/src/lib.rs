@@ -343,7 +343,7 @@ mod tests {
         assert!(composition_violations("crates/node/src/lib.rs", wiring).is_empty(), "the composition root itself");
         assert!(composition_violations("crates/kafka/src/server.rs", "fn f() { serve_until(l, f, o); }\n").is_empty(), "the defining crate");
         let handles_only = "use keel_meta::driver::{MetaHandle, ProposalError};\n// keel_repl::driver::start in prose\n";
-        assert!(composition_violations("sim/src/meta_world.rs", handles_only).is_empty());
+        assert!(composition_violations("sim/src/world.rs", handles_only).is_empty());
     }
 
     #[test]
