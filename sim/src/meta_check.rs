@@ -275,42 +275,76 @@ impl History {
         self.deletes.insert(topic.to_string(), outcome);
     }
 
-    /// After convergence: each live node's final applied index and state.
-    pub fn check_final(&mut self, at_us: u64, finals: &BTreeMap<u64, (u64, MetadataState)>) {
+    /// After convergence, each live node's final applied index and state
+    /// (`finals`) against `checks` (every scenario runs `FINAL_CHECKS`).
+    pub fn check_final(&mut self, at_us: u64, finals: &BTreeMap<u64, (u64, MetadataState)>, checks: &[FinalCheck]) {
         let mut violations = Vec::new();
         for (node_id, (applied_index, state)) in finals {
-            if *applied_index < self.applied_index_max {
-                let message = format!(
-                    "node {node_id} converged at applied index {applied_index}, but index {} was applied (so committed) earlier",
-                    self.applied_index_max
-                );
-                violations.push((checker::NO_COMMITTED_COMMAND_LOST, message));
-            }
-            for (topic, outcome) in &self.creates {
-                // A topic a client went on to delete may be gone.
-                let deleted = self.deletes_attempted.contains(topic);
-                if outcome.done() && !deleted && state.topic(topic).is_none() {
-                    let message = format!("node {node_id} lacks topic `{topic}`, whose create was {outcome:?}");
-                    violations.push((checker::ACKED_CREATES_VISIBLE, message));
-                }
-            }
-            for (topic, outcome) in &self.deletes {
-                if outcome.done() && state.topic(topic).is_some() {
-                    let message = format!("node {node_id} still has topic `{topic}`, whose delete was {outcome:?}");
-                    violations.push((checker::ACKED_DELETES_GONE, message));
-                }
-            }
-            for topic in state.topics() {
-                if !self.creates_attempted.contains(&topic.name) {
-                    let message = format!("node {node_id} has topic `{}`, which no client created", topic.name);
-                    violations.push((checker::NO_PHANTOM_TOPICS, message));
-                }
+            let node = NodeFinal { node_id: *node_id, applied_index: *applied_index, state };
+            for check in checks {
+                violations.extend((check.find)(self, &node).into_iter().map(|message| (check.checker, message)));
             }
         }
         for (checker, message) in violations {
             self.violate(at_us, checker, message);
         }
     }
+}
+
+/// One node's converged metadata.
+pub struct NodeFinal<'a> {
+    pub node_id: u64,
+    pub applied_index: u64,
+    pub state: &'a MetadataState,
+}
+
+/// A checker of the final metadata: its name, and what it finds wrong in
+/// one node's converged state given the history. Checkers compose:
+/// `History::check_final` runs any list of them over a history, and each
+/// is unit-tested alone.
+#[derive(Clone, Copy)]
+pub struct FinalCheck {
+    pub checker: &'static str,
+    pub find: fn(&History, &NodeFinal<'_>) -> Vec<String>,
+}
+
+/// The final metadata checks every scenario runs.
+pub const FINAL_CHECKS: [FinalCheck; 4] = [
+    FinalCheck { checker: checker::NO_COMMITTED_COMMAND_LOST, find: committed_command_lost },
+    FinalCheck { checker: checker::ACKED_CREATES_VISIBLE, find: acked_creates_missing },
+    FinalCheck { checker: checker::ACKED_DELETES_GONE, find: acked_deletes_present },
+    FinalCheck { checker: checker::NO_PHANTOM_TOPICS, find: phantom_topics },
+];
+
+/// The node converged below an index some node applied (so committed).
+fn committed_command_lost(history: &History, node: &NodeFinal<'_>) -> Vec<String> {
+    if node.applied_index >= history.applied_index_max {
+        return Vec::new();
+    }
+    vec![format!(
+        "node {} converged at applied index {}, but index {} was applied (so committed) earlier",
+        node.node_id, node.applied_index, history.applied_index_max
+    )]
+}
+
+/// Topics whose create a client was told is done, missing on the node (a
+/// topic a client went on to delete may be gone).
+fn acked_creates_missing(history: &History, node: &NodeFinal<'_>) -> Vec<String> {
+    let missing = history.creates.iter().filter(|(topic, outcome)| outcome.done() && !history.deletes_attempted.contains(*topic));
+    let missing = missing.filter(|(topic, _)| node.state.topic(topic).is_none());
+    missing.map(|(topic, outcome)| format!("node {} lacks topic `{topic}`, whose create was {outcome:?}", node.node_id)).collect()
+}
+
+/// Topics whose delete a client was told is done, still on the node.
+fn acked_deletes_present(history: &History, node: &NodeFinal<'_>) -> Vec<String> {
+    let present = history.deletes.iter().filter(|(topic, outcome)| outcome.done() && node.state.topic(topic).is_some());
+    present.map(|(topic, outcome)| format!("node {} still has topic `{topic}`, whose delete was {outcome:?}", node.node_id)).collect()
+}
+
+/// Topics on the node that no client ever asked to create.
+fn phantom_topics(history: &History, node: &NodeFinal<'_>) -> Vec<String> {
+    let phantoms = node.state.topics().filter(|topic| !history.creates_attempted.contains(&topic.name));
+    phantoms.map(|topic| format!("node {} has topic `{}`, which no client created", node.node_id, topic.name)).collect()
 }
 
 #[cfg(test)]
@@ -390,6 +424,19 @@ mod tests {
     }
 
     #[test]
+    fn final_checks_compose_each_checker_judges_only_its_own_property() {
+        let mut history = History::new();
+        history.create_attempted(1, "orders", 1);
+        history.create_finished(2, "orders", TopicOpOutcome::Acknowledged { node_id: 1, metadata_version: 3 });
+        let finals = BTreeMap::from([(1, (0, with_broker_1()))]);
+        let phantoms_only: Vec<FinalCheck> = FINAL_CHECKS.iter().copied().filter(|check| check.checker == checker::NO_PHANTOM_TOPICS).collect();
+        history.check_final(9, &finals, &phantoms_only);
+        assert_eq!(history.violation(), None, "a missing create is not a phantom topic");
+        history.check_final(9, &finals, &FINAL_CHECKS);
+        assert_eq!(history.violation().map(|v| v.checker), Some(checker::ACKED_CREATES_VISIBLE));
+    }
+
+    #[test]
     fn an_acknowledged_delete_must_leave_the_topic_gone_and_excuses_its_create() {
         let mut state = with_broker_1();
         let create = keel_meta::controller::plan_create_topic(&state, "orders", 1, 1, &[], 0).expect("plan");
@@ -400,7 +447,7 @@ mod tests {
         history.create_finished(2, "orders", acknowledged.clone());
         history.delete_attempted(3, "orders", 1);
         history.delete_finished(4, "orders", acknowledged.clone());
-        history.check_final(9, &BTreeMap::from([(1, (0, state))]));
+        history.check_final(9, &BTreeMap::from([(1, (0, state))]), &FINAL_CHECKS);
         assert_eq!(history.violation().map(|v| v.checker), Some(checker::ACKED_DELETES_GONE));
 
         let mut history = History::new();
@@ -408,7 +455,7 @@ mod tests {
         history.create_finished(2, "orders", acknowledged.clone());
         history.delete_attempted(3, "orders", 1);
         history.delete_finished(4, "orders", TopicOpOutcome::GaveUp("timed out".into()));
-        history.check_final(9, &BTreeMap::from([(1, (0, with_broker_1()))]));
+        history.check_final(9, &BTreeMap::from([(1, (0, with_broker_1()))]), &FINAL_CHECKS);
         assert_eq!(history.violation(), None, "a topic whose delete may have committed may be gone");
     }
 
@@ -418,20 +465,20 @@ mod tests {
         history.observe(1, &MetaEvent::Applied { node_id: 1, entry: &entry(1, 1, b"a") });
         history.observe(1, &MetaEvent::Applied { node_id: 1, entry: &entry(2, 1, b"b") });
         let finals = BTreeMap::from([(1, (1, MetadataState::new()))]);
-        history.check_final(9, &finals);
+        history.check_final(9, &finals, &FINAL_CHECKS);
         assert_eq!(history.violation().map(|v| v.checker), Some(checker::NO_COMMITTED_COMMAND_LOST));
 
         let mut history = History::new();
         history.create_attempted(1, "orders", 1);
         history.create_finished(2, "orders", TopicOpOutcome::Acknowledged { node_id: 1, metadata_version: 3 });
-        history.check_final(9, &BTreeMap::from([(2, (0, MetadataState::new()))]));
+        history.check_final(9, &BTreeMap::from([(2, (0, MetadataState::new()))]), &FINAL_CHECKS);
         assert_eq!(history.violation().map(|v| v.checker), Some(checker::ACKED_CREATES_VISIBLE));
 
         let mut history = History::new();
         let mut state = with_broker_1();
         let create = keel_meta::controller::plan_create_topic(&state, "ghost", 1, 1, &[], 0).expect("plan");
         state.apply_batch(&create).expect("create");
-        history.check_final(9, &BTreeMap::from([(1, (0, state))]));
+        history.check_final(9, &BTreeMap::from([(1, (0, state))]), &FINAL_CHECKS);
         assert_eq!(history.violation().map(|v| v.checker), Some(checker::NO_PHANTOM_TOPICS));
     }
 }

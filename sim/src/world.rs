@@ -849,7 +849,7 @@ pub(crate) async fn final_checks(world: &mut World, report: &mut RunReport) {
             }
         }
         report.final_applied_index = finals.values().map(|(index, _)| *index).max().unwrap_or(0);
-        lock(&history).check_final(clock.now_us(), &finals);
+        lock(&history).check_final(clock.now_us(), &finals, &crate::meta_check::FINAL_CHECKS);
         check_every_node_ready(world, bound_ms).await;
     }
 }

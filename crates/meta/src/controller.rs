@@ -12,8 +12,7 @@ use crate::proto::{ChangePartition, Command, CreatePartitions, CreateTopic, Fenc
 use crate::state::{validate_topic_name, MetadataState, Partition};
 use crate::{BrokerId, MetadataError};
 
-/// Upper bound on partitions per topic, so one request cannot bloat metadata.
-pub const PARTITION_COUNT_MAX: u32 = 10_000;
+pub use crate::state::PARTITION_COUNT_MAX;
 
 /// Orders brokers so that consecutive positions alternate racks
 /// (rack A's first, rack B's first, ..., rack A's second, ...). Brokers without

@@ -76,7 +76,7 @@ pub enum MetadataError {
     InvalidPartitionChange { topic: String, partition: u32, reason: String },
     #[error("snapshot is inconsistent: {0}")]
     InvalidSnapshot(String),
-    #[error("invalid partition count {0}: a topic needs 1 to {max} partitions", max = crate::controller::PARTITION_COUNT_MAX)]
+    #[error("invalid partition count {0}: a topic needs 1 to {max} partitions", max = PARTITION_COUNT_MAX)]
     InvalidPartitionCount(u32),
     #[error("topic `{topic}` has {current} partitions; it can only grow, not to {requested}")]
     InvalidPartitionGrowth { topic: String, current: u32, requested: u32 },
@@ -203,6 +203,10 @@ fn partition_violation(partition: &Partition, brokers: &BTreeMap<BrokerId, Broke
 fn has_duplicates(ids: &[BrokerId]) -> bool {
     ids.iter().collect::<BTreeSet<_>>().len() != ids.len()
 }
+
+/// Upper bound on partitions per topic, so one request cannot bloat
+/// metadata (the state machine refuses more; the controller plans within it).
+pub const PARTITION_COUNT_MAX: u32 = 10_000;
 
 /// One group's committed offsets by (topic, partition).
 type GroupOffsets = BTreeMap<(String, u32), CommittedOffset>;
@@ -430,7 +434,7 @@ impl MetadataState {
         let topic = self.topics.get(&create.topic).ok_or_else(|| MetadataError::UnknownTopic(create.topic.clone()))?;
         let replication_factor = topic.partitions[0].replicas.len();
         let total = topic.partitions.len() + create.partitions.len();
-        if create.partitions.is_empty() || total > crate::controller::PARTITION_COUNT_MAX as usize {
+        if create.partitions.is_empty() || total > PARTITION_COUNT_MAX as usize {
             return Err(MetadataError::InvalidPartitionCount(u32::try_from(total).unwrap_or(u32::MAX)));
         }
         let partitions = self.new_partitions(&create.topic, &create.partitions, replication_factor)?;
