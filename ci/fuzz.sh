@@ -16,6 +16,9 @@
 # can still vary a little; produce_records is fully deterministic.)
 #   FUZZ_RUNS=20000      inputs tried per target after the replay
 #   FUZZ_SEED=1          libFuzzer's seed
+# The CI mode builds the targets unoptimised (`cargo fuzz --dev`): the build
+# is most of its time and takes half as long, a fixed number of runs needs
+# no speed, and debug assertions check more on each input.
 #
 # The nightly mode (ci/fuzz-nightly.sh) fuzzes for a time per target from a
 # random seed and merges what it finds that adds coverage into the committed
@@ -40,8 +43,8 @@ FUZZ_RUNS="${FUZZ_RUNS:-20000}"
 FUZZ_SEED="${FUZZ_SEED:-1}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-3600}"
 case "$FUZZ_MODE" in
-    ci) budget=(-runs="$FUZZ_RUNS" -seed="$FUZZ_SEED"); shown="$FUZZ_RUNS runs from seed $FUZZ_SEED" ;;
-    nightly) budget=(-max_total_time="$FUZZ_SECONDS"); shown="${FUZZ_SECONDS}s from a random seed" ;;
+    ci) budget=(-runs="$FUZZ_RUNS" -seed="$FUZZ_SEED"); shown="$FUZZ_RUNS runs from seed $FUZZ_SEED"; build=(--sanitizer none --dev) ;;
+    nightly) budget=(-max_total_time="$FUZZ_SECONDS"); shown="${FUZZ_SECONDS}s from a random seed"; build=(--sanitizer none) ;;
     *) echo "ci/fuzz.sh: FUZZ_MODE=$FUZZ_MODE; use ci (fixed runs and seed) or nightly (timed, finds merged into the corpus)" >&2; exit 2 ;;
 esac
 read -r -a targets <<< "${FUZZ_TARGETS:-request_dispatch produce_records}"
@@ -63,8 +66,8 @@ trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/tmp"
 
 cd "$fuzz_dir"
-echo "== building the fuzz targets (release, no sanitizer)"
-cargo fuzz build --sanitizer none
+echo "== building the fuzz targets (${build[*]})"
+cargo fuzz build "${build[@]}"
 
 failed=0
 for target in "${targets[@]}"; do
@@ -73,7 +76,7 @@ for target in "${targets[@]}"; do
     set +e
     if [ "$FUZZ_MODE" = ci ]; then
         echo "== replaying the committed corpus of $target ($fuzz_dir/corpus/$target)"
-        TMPDIR="$scratch/tmp" cargo fuzz run --sanitizer none "$target" "corpus/$target" -- \
+        TMPDIR="$scratch/tmp" cargo fuzz run "${build[@]}" "$target" "corpus/$target" -- \
             -runs=0 -timeout=30 -rss_limit_mb=4096 > "$log" 2>&1
         status=$?
     else
@@ -81,7 +84,7 @@ for target in "${targets[@]}"; do
     fi
     if [ "$status" -eq 0 ]; then
         echo "== fuzzing $target: $shown (seeds: $fuzz_dir/corpus/$target)"
-        TMPDIR="$scratch/tmp" cargo fuzz run --sanitizer none "$target" "$scratch/corpus/$target" "corpus/$target" -- \
+        TMPDIR="$scratch/tmp" cargo fuzz run "${build[@]}" "$target" "$scratch/corpus/$target" "corpus/$target" -- \
             "${budget[@]}" -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 > "$log" 2>&1
         status=$?
     fi
@@ -92,7 +95,7 @@ for target in "${targets[@]}"; do
         if [ "$FUZZ_MODE" = nightly ]; then
             # Only inputs that add coverage join the committed corpus.
             before=$(ls "corpus/$target" | wc -l)
-            cargo fuzz run --sanitizer none "$target" "corpus/$target" "$scratch/corpus/$target" -- -merge=1 > "$scratch/$target.merge.log" 2>&1
+            cargo fuzz run "${build[@]}" "$target" "corpus/$target" "$scratch/corpus/$target" -- -merge=1 > "$scratch/$target.merge.log" 2>&1
             echo "-- $target: corpus $before -> $(ls "corpus/$target" | wc -l) inputs; commit $fuzz_dir/corpus/$target"
         fi
         continue
@@ -105,7 +108,7 @@ for target in "${targets[@]}"; do
     echo "-- $target: CRASH after ${executions:-?} executions (exit $status); log: $fuzz_dir/artifacts/$target/fuzz.log"
     if [ -n "$crash" ]; then
         echo "   input:  $fuzz_dir/${crash#"$PWD/"}"
-        echo "   replay: (cd $fuzz_dir && cargo fuzz run --sanitizer none $target ${crash#"$PWD/"})"
+        echo "   replay: (cd $fuzz_dir && cargo fuzz run ${build[*]} $target ${crash#"$PWD/"})"
     else
         echo "   no crashing input was written"
     fi

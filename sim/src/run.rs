@@ -14,6 +14,7 @@ use crate::scenario::Scenario;
 use crate::shared::{lock, SharedHistory};
 use crate::trace::Trace;
 use crate::workload::data::DataRun;
+use crate::workload::group::GroupWorkload;
 use crate::workload::topics::TopicWorkload;
 use crate::workload::Workload;
 use crate::world::{await_metadata_convergence, final_checks, World};
@@ -29,8 +30,12 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     world.schedule_starts_faults_and_heal(&mut rng);
     // Started in this order: their seeded streams are forked in it.
     let mut workloads: Vec<Box<dyn Workload>> = vec![Box::new(TopicWorkload::start(&world, &mut rng))];
-    if let Some(data) = DataRun::start(&world, kafka_clients, &mut rng) {
+    if let Some(mut data) = DataRun::start(&world, kafka_clients, &mut rng) {
+        let group = GroupWorkload::start(&world, &mut data, &mut rng);
         workloads.push(Box::new(data));
+        if let Some(group) = group {
+            workloads.push(Box::new(group));
+        }
     }
     world.run_timeline_to_heal().await;
     let healed_ms = world.clock.now_ms();

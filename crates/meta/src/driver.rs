@@ -16,7 +16,7 @@ use keel_io::{Clock, Disk, NodeRng};
 use keel_log::LogConfig;
 use keel_net::{Endpoint, Inbound};
 use prost::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use raft::StateRole;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
@@ -419,10 +419,14 @@ async fn run(
             }
         }
         for message in output.messages {
-            let to = message.to;
+            let (to, snapshot) = (message.to, message.msg_type() == MessageType::MsgSnapshot);
             // Raft retransmits, so a full queue to an unreachable peer only delays.
-            if let Err(error) = endpoint.send(to, FRAME_KIND_RAFT, message.encode_to_vec()) {
+            let queued = endpoint.send(to, FRAME_KIND_RAFT, message.encode_to_vec());
+            if let Err(error) = &queued {
                 tracing::debug!(node_id = config.node_id, to, %error, "raft message not queued");
+            }
+            if snapshot {
+                node.report_snapshot(to, queued.is_ok());
             }
         }
         for read_id in output.reads_ready {

@@ -11,7 +11,7 @@
 use keel_io::{Disk, NodeRng};
 use keel_log::LogConfig;
 use raft::eraftpb::{Entry, EntryType, HardState, Message};
-use raft::{RawNode, StateRole};
+use raft::{RawNode, SnapshotStatus, StateRole};
 
 use crate::proto::{MetadataBatch, MetadataSnapshot};
 use crate::raft_node::{raft_config, raft_logger, ElectionJitter, RaftTiming};
@@ -209,6 +209,17 @@ impl MetaNode {
             tracing::debug!(node_id = self.node_id, %error, "raft dropped a message");
         }
         self.jitter.apply(&mut self.raw);
+    }
+
+    /// The transport took (`queued`) or refused a snapshot for `to`.
+    /// raft-rs sends a follower nothing more after a snapshot until this is
+    /// reported: a snapshot lost on the way (a partition, the follower
+    /// crashing) would stall that follower for good. Taken counts as sent:
+    /// if it never arrives, the follower refuses the next append and the
+    /// leader sends the snapshot again.
+    pub fn report_snapshot(&mut self, to: u64, queued: bool) {
+        let status = if queued { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+        self.raw.report_snapshot(to, status);
     }
 
     /// Proposes `batch`; on a follower raft-rs forwards it to the leader.

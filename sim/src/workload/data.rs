@@ -1,97 +1,26 @@
-//! The data workload: producers and consumers (over the internal path or
-//! the Kafka wire from the clients' host) and consumer-group members.
+//! The data workload: producers and consumers of the data topic, over the
+//! internal path or the Kafka wire from the clients' host.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+
+use tokio::sync::oneshot;
 
 use keel_io::NodeRng;
-use madsim::runtime::NodeHandle;
 
 use crate::data_world::{DataClients, DATA_TOPIC};
 use crate::kafka_world::KafkaClients;
 use crate::meta_check::TopicOpOutcome;
 use crate::report::{DataReport, KafkaReport, RunReport};
 use crate::scenario::CreateTarget;
-use crate::shared::{lock, SharedHistory, WorldClock};
+use crate::shared::lock;
 use crate::workload::topics::*;
 use crate::workload::{Phase, Workload};
 use crate::world::*;
 
-/// After the data converged: the group consumes and commits every
-/// committed record within `bound_ms`, its members stop (leaving the
-/// group), and its final committed offsets are checked.
-#[allow(clippy::too_many_arguments)]
-async fn finish_group(
-    clock: &WorldClock,
-    history: &SharedHistory,
-    group: &crate::scenario::GroupSpec,
-    kafka: &KafkaClients,
-    host: &NodeHandle,
-    group_stop: &Arc<AtomicBool>,
-    members: Vec<tokio::task::JoinHandle<()>>,
-    heal_at_ms: u64,
-    bound_ms: u64,
-    mut rng: NodeRng,
-) -> crate::group_check::GroupStats {
-    {
-        let mut history = lock(history);
-        if let Some((from_ms, to_ms)) = history.group.longest_commit_gap(heal_at_ms) {
-            history.group.stats.longest_commit_gap_ms = to_ms - from_ms;
-        }
-        if let Some(gap_ms_max) = group.commit_gap_ms_max {
-            let verdict = history.group.check_commit_gap(heal_at_ms, gap_ms_max);
-            history.data_verdict(clock.now_us(), verdict);
-        }
-    }
-    let since_ms = clock.now_ms();
-    let committed = lock(history).data.committed_offsets();
-    let mut caught_up = false;
-    while lock(history).violation().is_none() && clock.now_ms() < since_ms + bound_ms {
-        // Consumed everything, and the group's committed offsets (as the
-        // coordinator answers them now) are past every committed record.
-        if lock(history).group.caught_up(&committed) {
-            let (kafka, group, deadline_ms) = (kafka.clone(), group.clone(), clock.now_ms() + 2_000);
-            let probe_rng = rng.fork(clock.now_ms());
-            let offsets =
-                host.spawn(async move { crate::group_world::final_committed(kafka, group, deadline_ms, probe_rng).await }).await.expect("offsets task");
-            if offsets.is_some_and(|offsets| crate::group_check::commits_cover(&committed, &offsets)) {
-                caught_up = true;
-                break;
-            }
-        }
-        clock.0.sleep(Duration::from_millis(200)).await;
-    }
-    if !caught_up && lock(history).violation().is_none() {
-        let message = format!("the group did not consume and commit every committed record within {bound_ms} ms of the data converging");
-        lock(history).violate(clock.now_us(), crate::group_check::checker::GROUP_PROGRESS, message);
-    }
-    group_stop.store(true, Ordering::SeqCst);
-    for member in members {
-        member.await.expect("group member task");
-    }
-    if lock(history).violation().is_none() {
-        let (kafka, group, deadline_ms) = (kafka.clone(), group.clone(), clock.now_ms() + bound_ms);
-        let finals = host.spawn(async move { crate::group_world::final_committed(kafka, group, deadline_ms, rng).await }).await.expect("final offsets task");
-        let mut history = lock(history);
-        let now_us = clock.now_us();
-        match finals {
-            Some(finals) => {
-                let verdict = history.group.check_final(&committed, &finals);
-                history.data_verdict(now_us, verdict);
-            }
-            None => {
-                let message = format!("the group's committed offsets could not be read within {bound_ms} ms");
-                history.violate(now_us, crate::group_check::checker::GROUP_PROGRESS, message);
-            }
-        }
-    }
-    lock(history).group.stats.clone()
-}
-
 /// The producer, consumer and group member tasks of the `[data]` workload.
-type DataTasks = (Vec<tokio::task::JoinHandle<()>>, Vec<tokio::task::JoinHandle<()>>, Vec<tokio::task::JoinHandle<()>>);
+type DataTasks = (Vec<tokio::task::JoinHandle<()>>, Vec<tokio::task::JoinHandle<()>>);
 
 /// A `[data]` workload under way.
 pub struct DataRun {
@@ -100,17 +29,19 @@ pub struct DataRun {
     /// Until `converge` takes it.
     workload: Option<tokio::task::JoinHandle<DataTasks>>,
     data_stop: Arc<AtomicBool>,
-    group_stop: Arc<AtomicBool>,
+    /// Told once the data topic exists (dropped if it could not be created),
+    /// until a workload over the topic (the consumer group) takes it.
+    topic_created: Option<oneshot::Receiver<()>>,
 }
 
 impl DataRun {
-    /// Creates the data topic, then starts the producers, consumers and
-    /// group members (on the Kafka clients' host with `client = "kafka"`).
+    /// Creates the data topic, then starts the producers and consumers (on
+    /// the Kafka clients' host with `client = "kafka"`).
     pub fn start(world: &World, kafka_clients: Option<KafkaClients>, rng: &mut NodeRng) -> Option<DataRun> {
         let scenario = &world.scenario;
         let (history, clock) = (&world.history, world.clock.clone());
         let data_stop = Arc::new(AtomicBool::new(false));
-        let group_stop = Arc::new(AtomicBool::new(false));
+        let (created_tx, topic_created) = oneshot::channel();
         let data_clients = scenario.data.clone().map(|spec| DataClients {
             spec,
             meta: Arc::clone(&world.handles),
@@ -122,7 +53,6 @@ impl DataRun {
         let (handles, history, clock, stop) = (Arc::clone(&world.handles), Arc::clone(history), clock.clone(), Arc::clone(&data_stop));
         let mut rng = rng.fork(4);
         let kafka = kafka_clients.clone();
-        let (group, members_stop, heal_at_ms) = (scenario.group.clone(), Arc::clone(&group_stop), scenario.duration_ms);
         // Kafka clients run on their own host (the data topic is created
         // from there too, through the metadata handles, as before).
         let spawn_on = world.client_host.clone();
@@ -141,37 +71,33 @@ impl DataRun {
             if !matches!(outcome, TopicOpOutcome::Acknowledged { .. } | TopicOpOutcome::FoundAfterRetry) {
                 let message = format!("the data topic could not be created: {outcome:?}");
                 lock(&history).violate(clock.now_us(), crate::data_check::checker::DATA_LIVENESS, message);
-                return (Vec::new(), Vec::new(), Vec::new());
+                return (Vec::new(), Vec::new());
             }
+            // Nobody may be listening (no group): nothing to tell then.
+            let _ = created_tx.send(());
             if let Some(kafka) = kafka {
                 let producers: Vec<_> = (0..spec.producers).map(|k| tokio::spawn(kafka.clone().produce(k, rng.fork(100 + k)))).collect();
                 let consumers: Vec<_> = (0..spec.consumers).map(|k| tokio::spawn(kafka.clone().consume(k, Arc::clone(&stop), rng.fork(10_000 + k)))).collect();
-                let members: Vec<_> = match &group {
-                    Some(group) => (0..group.members)
-                        .map(|k| {
-                            tokio::spawn(crate::group_world::member(
-                                kafka.clone(),
-                                group.clone(),
-                                k,
-                                heal_at_ms,
-                                Arc::clone(&members_stop),
-                                rng.fork(20_000 + k),
-                            ))
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
-                return (producers, consumers, members);
+                return (producers, consumers);
             }
             let producers: Vec<_> = (0..spec.producers).map(|k| tokio::spawn(clients.clone().produce(k, rng.fork(100 + k)))).collect();
             let consumers: Vec<_> = (0..spec.consumers).map(|k| tokio::spawn(clients.clone().consume(k, Arc::clone(&stop), rng.fork(10_000 + k)))).collect();
-            (producers, consumers, Vec::new())
+            (producers, consumers)
         };
         let workload = match spawn_on {
             Some(host) => host.spawn(workload),
             None => tokio::spawn(workload),
         };
-        Some(DataRun { clients: data_clients, kafka: kafka_clients, workload: Some(workload), data_stop, group_stop })
+        Some(DataRun { clients: data_clients, kafka: kafka_clients, workload: Some(workload), data_stop, topic_created: Some(topic_created) })
+    }
+}
+
+impl DataRun {
+    /// The Kafka clients (with `client = "kafka"`), and the signal that the
+    /// data topic exists, for a workload over the same topic; once.
+    pub fn for_group(&mut self) -> Option<(KafkaClients, oneshot::Receiver<()>)> {
+        let kafka = self.kafka.clone()?;
+        Some((kafka, self.topic_created.take().expect("one workload over the data topic")))
     }
 }
 
@@ -182,13 +108,13 @@ impl Workload for DataRun {
     }
 
     /// After the last produce: the acks=all probe, data convergence, the
-    /// consumers and group stopped.
-    fn converge<'a>(&'a mut self, world: &'a mut World, report: &'a mut RunReport, rng: &'a mut NodeRng) -> Phase<'a> {
+    /// consumers stopped.
+    fn converge<'a>(&'a mut self, world: &'a mut World, _report: &'a mut RunReport, rng: &'a mut NodeRng) -> Phase<'a> {
         Box::pin(async move {
             let (clients, kafka) = (&self.clients, &self.kafka);
             let (history, bound_ms) = (Arc::clone(&world.history), world.scenario.convergence_ms_max);
             let workload = self.workload.take().expect("converged once");
-            let (producers, consumers, members) = workload.await.expect("data workload task");
+            let (producers, consumers) = workload.await.expect("data workload task");
             for producer in producers {
                 producer.await.expect("producer task");
             }
@@ -208,12 +134,6 @@ impl Workload for DataRun {
             self.data_stop.store(true, Ordering::SeqCst);
             for consumer in consumers {
                 consumer.await.expect("consumer task");
-            }
-            let scenario = Arc::clone(&world.scenario);
-            if let (Some(group), Some(kafka), Some(host)) = (&scenario.group, kafka, &world.client_host) {
-                let group_rng = rng.fork(6);
-                let stop = &self.group_stop;
-                report.group = Some(finish_group(&world.clock, &history, group, kafka, host, stop, members, scenario.duration_ms, bound_ms, group_rng).await);
             }
         })
     }

@@ -14,6 +14,7 @@
 //! where the checkers read it; the world (`world`) knows nothing of them.
 
 pub mod data;
+pub mod group;
 pub mod topics;
 
 use std::future::Future;
