@@ -91,6 +91,7 @@ ci/sim.sh run --scenario scenarios/consumer-group-rebalance-under-faults.toml --
 ci/sim.sh run --scenario scenarios/graceful-stop-under-load.toml --seed 42 --check-determinism
 ci/sim.sh run --scenario scenarios/create-on-follower.toml --seed 42 --check-determinism
 ci/sim.sh run --scenario scenarios/topic-churn-under-faults.toml --seed 42 --check-determinism
+ci/sim.sh run --scenario scenarios/swarm.toml --seed 42 --check-determinism
 
 section "fuzzing: request decoding + dispatch and produced record batches: the committed corpus replayed, then a fixed number of runs from a fixed seed (same commit, same verdict; long random fuzzing is ci/fuzz-nightly.sh)"
 FUZZ_RUNS="${FUZZ_RUNS:-10000}" FUZZ_SEED="${FUZZ_SEED:-1}" ci/fuzz.sh

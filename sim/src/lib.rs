@@ -6,6 +6,7 @@
 //! its seed and the command that replays it.
 
 pub mod check;
+pub mod coverage;
 pub mod data_check;
 #[cfg(madsim)]
 pub mod data_world;
@@ -27,6 +28,7 @@ pub mod runner;
 pub mod scenario;
 #[cfg(madsim)]
 pub mod shared;
+pub mod swarm;
 pub mod trace;
 #[cfg(madsim)]
 pub(crate) mod workload;

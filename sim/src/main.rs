@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use keel_sim::coverage::Coverage;
 use keel_sim::log_check::{check_log, LogCheckConfig};
 use keel_sim::meta_check::checker;
 use keel_sim::raft_store_check::check_raft_store;
@@ -107,7 +108,7 @@ enum Command {
 
 /// One seed's verdict: a summary and the trace, or what failed and the trace
 /// if one survived (a panic or a hang leaves none).
-type Verdict = Result<(String, Trace), (String, Option<Trace>)>;
+type Verdict = Result<(String, Trace, Coverage), (String, Option<Trace>)>;
 
 /// What is being checked: a built-in check or a scenario file.
 #[derive(Clone)]
@@ -151,7 +152,7 @@ impl CheckKind {
             CheckKind::Scenario(scenario) => return run_scenario_seed(scenario, seed),
         };
         match outcome {
-            SeedOutcome::Finished(Ok(done)) => Ok(done),
+            SeedOutcome::Finished(Ok((summary, trace))) => Ok((summary, trace, Coverage::default())),
             SeedOutcome::Finished(Err(failure)) => Err((failure.to_string(), Some(failure.trace))),
             other => Err(unfinished(other)),
         }
@@ -171,7 +172,7 @@ fn unfinished<T>(outcome: SeedOutcome<T>) -> (String, Option<Trace>) {
 fn run_scenario_seed(scenario: Arc<Scenario>, seed: u64) -> Verdict {
     use keel_sim::run::run_scenario;
     match run_seed(seed, SEED_WALL_CLOCK_BUDGET, move || run_scenario(scenario, seed)) {
-        SeedOutcome::Finished(Ok((report, trace))) => Ok((report.to_string(), trace)),
+        SeedOutcome::Finished(Ok((report, trace))) => Ok((report.to_string(), trace, report.coverage)),
         SeedOutcome::Finished(Err((violation, trace))) => Err((violation.to_string(), Some(trace))),
         other => Err(unfinished(other)),
     }
@@ -194,7 +195,7 @@ fn parse_seed_range(text: &str) -> Result<RangeInclusive<u64>, String> {
 
 fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_determinism: bool) -> anyhow::Result<ExitCode> {
     let replay = kind.replay(seed);
-    let (summary, trace) = match kind.run(seed) {
+    let (summary, trace, _) = match kind.run(seed) {
         Ok(done) => done,
         Err((message, trace)) => {
             if let (Some(path), Some(trace)) = (trace_path, trace) {
@@ -211,8 +212,8 @@ fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_deter
     println!("trace-hash {:016x}", trace.hash());
     if check_determinism {
         match kind.run(seed) {
-            Ok((_, second)) if second.render() == trace.render() => println!("determinism: second run has the same trace, byte for byte"),
-            Ok((_, second)) => {
+            Ok((_, second, _)) if second.render() == trace.render() => println!("determinism: second run has the same trace, byte for byte"),
+            Ok((_, second, _)) => {
                 println!("FAILED determinism: second run trace hash {:016x} differs\nseed: {seed}\nreplay: {replay}", second.hash());
                 return Ok(ExitCode::from(1));
             }
@@ -228,8 +229,12 @@ fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_deter
 fn check_sweep(kind: CheckKind, seeds: RangeInclusive<u64>, jobs: u64) -> ExitCode {
     let total = seeds.end() - seeds.start() + 1;
     let runner = kind.clone();
-    let failures = sweep(seeds, jobs, move |seed| runner.run(seed).map(|_| ()).map_err(|(message, _)| message));
-    println!("{} passed, {} failed", total - failures.len() as u64, failures.len());
+    let (failures, coverage) = sweep(seeds, jobs, move |seed| runner.run(seed).map(|(_, _, coverage)| coverage).map_err(|(message, _)| message));
+    let passed = total - failures.len() as u64;
+    println!("{passed} passed, {} failed", failures.len());
+    if !coverage.is_empty() {
+        println!("{}", coverage.table(passed));
+    }
     for (seed, message) in &failures {
         println!("FAILED seed {seed}: {message}\n  replay: {}", kind.replay(*seed));
     }

@@ -114,6 +114,8 @@ pub struct History {
     deletes: BTreeMap<String, TopicOpOutcome>,
     pub entries_applied: u64,
     pub elections: u64,
+    /// Events that show a path was reached (see `coverage`).
+    pub coverage: crate::coverage::Coverage,
     /// The partition data's history (scenarios with `[data]`).
     pub data: crate::data_check::DataHistory,
     /// The consumer group's history (scenarios with `[group]`).
@@ -195,6 +197,7 @@ impl History {
             }
             MetaEvent::SnapshotInstalled { node_id, index } => {
                 self.note(at_us, format_args!("n{node_id} installed snapshot at {index}"));
+                self.coverage.add(crate::coverage::METADATA_SNAPSHOT_INSTALLS, 1);
                 let last = self.last_applied.get(node_id).copied().unwrap_or(0);
                 if *index < last {
                     let message = format!("node {node_id} installed a snapshot at {index} after applying up to {last}");

@@ -18,6 +18,8 @@ pub struct RunReport {
     pub data: Option<DataReport>,
     /// With `[group]`.
     pub group: Option<crate::group_check::GroupStats>,
+    /// Which paths the faults reached (summed into a sweep's table).
+    pub coverage: crate::coverage::Coverage,
 }
 
 /// What the data clients did in one passing seed.

@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use keel_io::NodeRng;
 
+use crate::coverage::Coverage;
+
 use crate::meta_check::{History, Violation};
 use crate::report::RunReport;
 use crate::scenario::Scenario;
@@ -23,6 +25,11 @@ use crate::world::{await_metadata_convergence, final_checks, World};
 /// report and the trace, or the first violation and the trace up to the end.
 pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunReport, Trace), (Violation, Trace)> {
     let mut rng = NodeRng::new(seed, 0, 0);
+    // Swarm mode: this seed's own schedule, drawn before anything else runs.
+    let scenario = match &scenario.swarm {
+        Some(swarm) => Arc::new(Scenario { faults: crate::swarm::draw(&scenario, swarm, &mut rng.fork(12)), ..Scenario::clone(&scenario) }),
+        None => scenario,
+    };
     let history: SharedHistory = Arc::new(Mutex::new(History::new()));
     let mut world = World::new(Arc::clone(&scenario), seed, rng.fork(1), Arc::clone(&history));
     let kafka_clients = world.kafka_clients();
@@ -57,11 +64,35 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     for id in ids {
         world.stop_broker(id, false);
     }
-    let history = std::mem::take(&mut *lock(&history));
+    let mut history = std::mem::take(&mut *lock(&history));
     report.elections = history.elections;
     report.entries_applied = history.entries_applied;
+    report.coverage = coverage(&world, &report, std::mem::take(&mut history.coverage));
     match history.violation().cloned() {
         Some(violation) => Err((violation, history.into_trace())),
         None => Ok((report, history.into_trace())),
     }
+}
+
+/// What this seed reached: the history's counts, the report's, and the disks'.
+fn coverage(world: &World, report: &RunReport, mut seen: Coverage) -> Coverage {
+    use crate::coverage::*;
+    seen.add(FAULTS_FIRED, report.faults_fired);
+    seen.add(METADATA_ELECTIONS, report.elections);
+    seen.add(CREATES_FOUND_AFTER_RETRY, report.creates_found_after_retry);
+    seen.add(DELETES_DONE, report.deletes_acknowledged);
+    seen.add(DISK_HALTS, world.halts);
+    if let Some(data) = &report.data {
+        seen.add(PRODUCE_ERRORS_ANSWERED, data.produce_errors.values().sum());
+    }
+    if let Some(group) = &report.group {
+        seen.add(GROUP_GENERATIONS, group.generations_synced);
+    }
+    for broker in world.brokers.values() {
+        let stats = broker.disk.stats();
+        seen.add(FSYNC_EIO, stats.sync_eio);
+        seen.add(TORN_WRITES_AT_CRASH, stats.torn_crashes);
+        seen.add(READ_BIT_FLIPS, stats.read_bit_flips);
+    }
+    seen
 }

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::coverage::Coverage;
+
 /// How one seed ended, apart from its own result.
 #[derive(Debug)]
 pub enum SeedOutcome<T> {
@@ -98,28 +100,32 @@ pub fn replay_command(subcommand: &str, seed: u64, extra: &str) -> String {
 
 /// Runs every seed in `seeds` on `jobs` worker threads (each seed still gets
 /// its own fresh thread from `run_seed`), drawing a progress bar on stderr.
-/// Returns the failing seeds with their messages, sorted by seed.
-pub fn sweep<F>(seeds: RangeInclusive<u64>, jobs: u64, run_one: F) -> Vec<(u64, String)>
+/// Returns the failing seeds with their messages, sorted by seed, and the
+/// passing seeds' coverage summed.
+pub fn sweep<F>(seeds: RangeInclusive<u64>, jobs: u64, run_one: F) -> (Vec<(u64, String)>, Coverage)
 where
-    F: Fn(u64) -> Result<(), String> + Send + Sync + 'static,
+    F: Fn(u64) -> Result<Coverage, String> + Send + Sync + 'static,
 {
     let total = seeds.end() - seeds.start() + 1;
     let last = *seeds.end();
     let next_seed = Arc::new(AtomicU64::new(*seeds.start()));
     let done = Arc::new(AtomicU64::new(0));
     let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let coverage: Arc<Mutex<Coverage>> = Arc::new(Mutex::new(Coverage::default()));
     let run_one = Arc::new(run_one);
     let interactive = std::io::stderr().is_terminal();
     let workers: Vec<_> = (0..jobs.clamp(1, total))
         .map(|_| {
             let (next_seed, done, failures, run_one) = (Arc::clone(&next_seed), Arc::clone(&done), Arc::clone(&failures), Arc::clone(&run_one));
+            let coverage = Arc::clone(&coverage);
             std::thread::spawn(move || loop {
                 let seed = next_seed.fetch_add(1, Ordering::SeqCst);
                 if seed > last {
                     break;
                 }
-                if let Err(message) = run_one(seed) {
-                    failures.lock().expect("failures lock").push((seed, message));
+                match run_one(seed) {
+                    Ok(seen) => coverage.lock().expect("coverage lock").merge(&seen),
+                    Err(message) => failures.lock().expect("failures lock").push((seed, message)),
                 }
                 let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
                 // A redrawn bar on a terminal; in CI logs, ten plain lines.
@@ -146,5 +152,6 @@ where
     }
     let mut failures = failures.lock().expect("failures lock").clone();
     failures.sort();
-    failures
+    let coverage = coverage.lock().expect("coverage lock").clone();
+    (failures, coverage)
 }

@@ -71,6 +71,27 @@ struct ScenarioFile {
     group: Option<Spanned<GroupSpec>>,
     #[serde(default)]
     fault: Vec<Spanned<FaultSpec>>,
+    /// `faults = "swarm"`: each seed draws its own schedule (`swarm`).
+    faults: Option<Spanned<String>>,
+    swarm: Option<Spanned<SwarmTable>>,
+}
+
+/// `[swarm]` as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwarmTable {
+    events: Option<[u64; 2]>,
+    kinds: Option<Vec<FaultKind>>,
+    start_ms: Option<u64>,
+}
+
+/// A validated swarm: which fault kinds a seed may turn on, how many
+/// events it draws, and from when.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SwarmSpec {
+    pub kinds: Vec<FaultKind>,
+    pub events: [u64; 2],
+    pub start_ms: u64,
 }
 
 /// `[node]` as written: each value with its place in the file, so a
@@ -413,8 +434,10 @@ pub struct Scenario {
     pub data: Option<DataSpec>,
     /// A consumer group over the data topic (needs `[data] client = "kafka"`).
     pub group: Option<GroupSpec>,
-    /// In firing order (by `at_ms`, then file order).
+    /// In firing order (by `at_ms`, then file order). Empty in swarm mode,
+    /// where each seed draws its own (`crate::swarm::draw`).
     pub faults: Vec<Fault>,
+    pub swarm: Option<SwarmSpec>,
 }
 
 const BROKERS_MAX: u64 = 9;
@@ -626,6 +649,57 @@ impl Validator<'_> {
         }
         group.validate().map_err(|message| self.error(span, message))?;
         Ok(group)
+    }
+
+    /// `faults = "swarm"` and its `[swarm]` table, checked against the
+    /// cluster; `None` for a scenario that lists its faults.
+    fn swarm(
+        &self,
+        mode: Option<Spanned<String>>,
+        table: Option<Spanned<SwarmTable>>,
+        has_fault_tables: bool,
+        context: &FaultContext,
+    ) -> Result<Option<SwarmSpec>, ScenarioError> {
+        let Some(mode) = mode else {
+            return match table {
+                Some(table) => Err(self.error(table.span(), "[swarm] applies with faults = \"swarm\" at the top of the file")),
+                None => Ok(None),
+            };
+        };
+        if mode.get_ref() != "swarm" {
+            return Err(
+                self.error(mode.span(), format!("faults = {:?}: the only value is \"swarm\" (or leave it out and list [[fault]] tables)", mode.get_ref()))
+            );
+        }
+        if has_fault_tables {
+            return Err(self.error(mode.span(), "faults = \"swarm\" draws every seed's faults: remove the [[fault]] tables, or this line"));
+        }
+        let span = table.as_ref().map_or(mode.span(), |table| table.span());
+        let table = table.map(Spanned::into_inner).unwrap_or(SwarmTable { events: None, kinds: None, start_ms: None });
+        let splits = |kind: &FaultKind| matches!(kind, FaultKind::Partition | FaultKind::OneWay);
+        let kinds = match table.kinds {
+            Some(kinds) => kinds,
+            None => crate::swarm::SWARM_KINDS.iter().copied().filter(|kind| context.brokers >= 2 || !splits(kind)).collect(),
+        };
+        if kinds.is_empty() {
+            return Err(self.error(span, "[swarm] kinds is empty: name at least one fault kind"));
+        }
+        if let Some(kind) = kinds.iter().find(|kind| matches!(kind, FaultKind::Restart | FaultKind::Heal)) {
+            return Err(self
+                .error(span, format!("[swarm] kinds: {} is not drawn (a heal follows every schedule, and downed brokers restart on their own)", kind.name())));
+        }
+        if context.brokers < 2 && kinds.iter().any(splits) {
+            return Err(self.error(span, "[swarm] kinds: partition and one_way need at least 2 brokers"));
+        }
+        let events = table.events.unwrap_or([4, 16]);
+        if events[0] == 0 || events[0] > events[1] || events[1] > 200 {
+            return Err(self.error(span, format!("[swarm] events = {events:?}: expected [min, max] with 1 <= min <= max <= 200")));
+        }
+        let start_ms = table.start_ms.unwrap_or(0);
+        if start_ms >= context.duration_ms {
+            return Err(self.error(span, format!("[swarm] start_ms = {start_ms}: faults must start before duration_ms ({})", context.duration_ms)));
+        }
+        Ok(Some(SwarmSpec { kinds, events, start_ms }))
     }
 
     /// One `[[fault]]` table, expanded into its firings.
@@ -871,6 +945,7 @@ impl Scenario {
             faults.extend(v.fault(number, spanned, &context)?);
         }
         faults.sort_by_key(|fault| fault.at_ms);
+        let swarm = v.swarm(file.faults, file.swarm, !faults.is_empty(), &context)?;
         Ok(Scenario {
             path: path.to_path_buf(),
             about: file.about.unwrap_or_default(),
@@ -882,6 +957,7 @@ impl Scenario {
             data,
             group,
             faults,
+            swarm,
         })
     }
 }
@@ -1006,6 +1082,33 @@ mod tests {
         let clog = "[[fault]]\nkind = \"clog\"\nnode = \"clients\"\nat_ms = 10\n";
         let (_, message) = error_of(&format!("{MINIMAL}{DATA}client = \"kafka\"\n{clog}"));
         assert!(message.contains("one_way"), "{message}");
+    }
+
+    #[test]
+    fn swarm_mode_is_checked_and_draws_a_schedule_per_seed() {
+        let swarm_top = "duration_ms = 10000\nconvergence_ms_max = 5000\nfaults = \"swarm\"\n[cluster]\nbrokers = 3\n";
+        let scenario = parse(swarm_top).expect("valid");
+        let spec = scenario.swarm.clone().expect("swarm");
+        assert!(scenario.faults.is_empty());
+        assert_eq!(spec.kinds.len(), crate::swarm::SWARM_KINDS.len());
+        let draw = |seed| crate::swarm::draw(&scenario, &spec, &mut keel_io::NodeRng::new(seed, 0, 12));
+        let (first, again, other) = (draw(1), draw(1), draw(2));
+        assert_eq!(first, again, "one seed, one schedule");
+        assert_ne!(first, other, "seeds 1 and 2 drew the same schedule");
+        assert!(first.iter().all(|fault| fault.at_ms < scenario.duration_ms && !matches!(fault.kind, FaultKind::Heal | FaultKind::Restart)));
+        let (_, message) = error_of("duration_ms = 1000\nconvergence_ms_max = 5000\nfaults = \"random\"\n[cluster]\nbrokers = 3\n");
+        assert!(message.contains("the only value is \"swarm\""), "{message}");
+        let (_, message) = error_of(&format!("{swarm_top}[[fault]]\nkind = \"heal\"\nat_ms = 10\n"));
+        assert!(message.contains("remove the [[fault]] tables"), "{message}");
+        let (_, message) = error_of(&format!("{MINIMAL}[swarm]\nevents = [1, 2]\n"));
+        assert!(message.contains("faults = \"swarm\""), "{message}");
+        let (_, message) = error_of(&format!("{swarm_top}[swarm]\nevents = [5, 2]\n"));
+        assert!(message.contains("events"), "{message}");
+        let (_, message) = error_of(&format!("{swarm_top}[swarm]\nkinds = [\"heal\"]\n"));
+        assert!(message.contains("heal is not drawn"), "{message}");
+        let one_broker = "duration_ms = 10000\nconvergence_ms_max = 5000\nfaults = \"swarm\"\n[cluster]\nbrokers = 1\n";
+        let (_, message) = error_of(&format!("{one_broker}[swarm]\nkinds = [\"partition\"]\n"));
+        assert!(message.contains("at least 2 brokers"), "{message}");
     }
 
     #[test]

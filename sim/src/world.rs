@@ -373,7 +373,10 @@ impl World {
             },
         };
         self.faults_fired += 1;
-        self.note(format_args!("fault (line {}) {described}", fault.line));
+        match fault.line {
+            0 => self.note(format_args!("fault (swarm) {described}")),
+            line => self.note(format_args!("fault (line {line}) {described}")),
+        }
         if let Some(undo_at) = undo_at {
             if !undo_brokers.is_empty() || !undo_links.is_empty() || matches!(fault.action, FaultAction::Latency { .. } | FaultAction::Loss { .. }) {
                 self.schedule(undo_at, Action::Undo { fault: index, brokers: undo_brokers, links: undo_links });
@@ -595,7 +598,9 @@ impl NodeBoot {
         match ended {
             Ok(report) => {
                 let line = format!("n{id} drained in {} ms ({} Kafka requests cut off) and stopped", report.drain_ms, report.kafka_requests_aborted);
-                lock(&self.history).note(self.world_clock.now_us(), line);
+                let mut history = lock(&self.history);
+                history.note(self.world_clock.now_us(), line);
+                history.coverage.add(crate::coverage::GRACEFUL_DRAINS, 1);
             }
             Err(error) => self.stopped(format!("node {id} stopped: {error}"), error.is_panic()),
         }
@@ -629,6 +634,7 @@ pub(crate) fn repl_observer(history: &SharedHistory, clock: &WorldClock) -> Repl
         let at_us = clock.now_us();
         match event {
             ReplEvent::BecameLeader { node_id, topic, partition, leader_epoch, log_end_offset } => {
+                history.coverage.add(crate::coverage::PARTITION_LEADER_CHANGES, 1);
                 history.note(at_us, format_args!("n{node_id} leads {topic}-{partition} epoch {leader_epoch} at log end {log_end_offset}"));
                 let verdict = history.data.became_leader(*node_id, topic, *partition, *leader_epoch);
                 history.data_verdict(at_us, verdict);
@@ -637,6 +643,7 @@ pub(crate) fn repl_observer(history: &SharedHistory, clock: &WorldClock) -> Repl
                 history.note(at_us, format_args!("n{node_id} follows n{leader_id} for {topic}-{partition} epoch {leader_epoch} from log end {log_end_offset}"));
             }
             ReplEvent::Truncated { node_id, topic, partition, end_offset } => {
+                history.coverage.add(crate::coverage::LOG_TRUNCATIONS, 1);
                 history.note(at_us, format_args!("n{node_id} truncates {topic}-{partition} to {end_offset}"));
             }
         }

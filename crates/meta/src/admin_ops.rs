@@ -65,10 +65,9 @@ impl MetaHandle {
     /// Deletes a topic (its replicas remove their logs once they apply it).
     pub async fn delete_topic(&self, name: &str, budget_ms: u64) -> Result<u64, MetaOpError> {
         let plan = |state: &MetadataState, _attempt: usize| {
-            if state.topic(name).is_none() {
-                return Err(MetadataError::UnknownTopic(name.to_string()));
-            }
-            Ok(Plan::Propose(MetadataBatch { commands: vec![Command::DeleteTopic(DeleteTopic { name: name.to_string() }).into()] }))
+            let topic = state.topic(name).ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+            let delete = DeleteTopic { name: name.to_string(), topic_id: topic.topic_id };
+            Ok(Plan::Propose(MetadataBatch { commands: vec![Command::DeleteTopic(delete).into()] }))
         };
         self.propose_with_retry(budget_ms, plan, |error| matches!(error, MetadataError::UnknownTopic(_))).await
     }

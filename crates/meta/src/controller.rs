@@ -74,7 +74,7 @@ pub fn plan_create_topic(
     let replicas = assign_replicas(&live, partition_count, replication_factor, start_index)?;
     let partitions = replicas.into_iter().map(|replicas| PartitionAssignment { leader: replicas[0], replicas }).collect();
     let configs = configs.iter().map(|(key, value)| TopicConfig { key: key.clone(), value: value.clone() }).collect();
-    let create = CreateTopic { name: name.to_string(), partitions, configs };
+    let create = CreateTopic { name: name.to_string(), partitions, configs, planned_at_version: state.metadata_version() };
     Ok(MetadataBatch { commands: vec![Command::CreateTopic(create).into()] })
 }
 

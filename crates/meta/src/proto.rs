@@ -89,6 +89,12 @@ pub struct CreateTopic {
     pub partitions: Vec<PartitionAssignment>,
     #[prost(message, repeated, tag = "3")]
     pub configs: Vec<TopicConfig>,
+    /// The metadata version the create was planned at (0: not given). A
+    /// create planned before the latest delete applied is refused as
+    /// stale: a proposal held up in the network, whose client already had
+    /// its answer, must not bring back a topic deleted since.
+    #[prost(uint64, tag = "4")]
+    pub planned_at_version: u64,
 }
 
 #[derive(Clone, PartialEq, Eq, prost::Message)]
@@ -112,6 +118,11 @@ pub struct TopicConfig {
 pub struct DeleteTopic {
     #[prost(string, tag = "1")]
     pub name: String,
+    /// The id of the topic the delete was planned on (0: whichever has the
+    /// name). Another id means the topic was deleted and created again
+    /// since: a held-up delete must not remove the new one.
+    #[prost(uint64, tag = "2")]
+    pub topic_id: u64,
 }
 
 /// A block of idempotent producer ids for one broker to hand out (Kafka's
@@ -339,6 +350,9 @@ pub struct MetadataSnapshot {
     /// The latest `ClaimGroupCoordinator` term (0: none yet).
     #[prost(uint64, tag = "8")]
     pub group_coordinator_term: u64,
+    /// The metadata version right after the latest topic delete (0: none).
+    #[prost(uint64, tag = "9")]
+    pub last_delete_version: u64,
 }
 
 impl MetadataBatch {

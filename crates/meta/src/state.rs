@@ -82,6 +82,8 @@ pub enum MetadataError {
     InvalidPartitionGrowth { topic: String, current: u32, requested: u32 },
     #[error("producer id block at {expected} was decided on stale metadata: the next free id is {actual}")]
     StaleProducerIdBlock { expected: u64, actual: u64 },
+    #[error("{operation} of topic `{topic}` was planned on metadata a topic delete changed since; plan again")]
+    StaleTopicPlan { operation: &'static str, topic: String },
     #[error("a producer id block needs 1 to {max} ids, not {count}", max = PRODUCER_ID_BLOCK_MAX)]
     InvalidProducerIdBlock { count: u32 },
     #[error("replication factor {requested} is not possible with {live_brokers} live brokers")]
@@ -108,7 +110,7 @@ impl MetadataError {
     /// The command was planned on state another committed command changed
     /// first: planning again on newer state may succeed.
     pub fn is_stale_plan(&self) -> bool {
-        matches!(self, MetadataError::StaleProducerIdBlock { .. })
+        matches!(self, MetadataError::StaleProducerIdBlock { .. } | MetadataError::StaleTopicPlan { .. })
     }
 }
 
@@ -226,6 +228,9 @@ pub struct MetadataState {
     groups: BTreeMap<String, GroupRecord>,
     /// The term of the coordinator that last claimed the groups.
     group_coordinator_term: u64,
+    /// The metadata version right after the latest topic delete: creates
+    /// planned before it are stale.
+    last_delete_version: u64,
 }
 
 /// The most producer ids one allocation hands out.
@@ -343,7 +348,13 @@ impl MetadataState {
             Command::UnfenceBroker(unfence) => self.set_fenced(unfence.broker_id, false),
             Command::CreateTopic(create) => self.create_topic(create),
             Command::DeleteTopic(delete) => {
-                Arc::make_mut(&mut self.topics).remove(&delete.name).ok_or_else(|| MetadataError::UnknownTopic(delete.name.clone()))?;
+                let topic = self.topics.get(&delete.name).ok_or_else(|| MetadataError::UnknownTopic(delete.name.clone()))?;
+                if delete.topic_id != 0 && delete.topic_id != topic.topic_id {
+                    return Err(MetadataError::StaleTopicPlan { operation: "a delete", topic: delete.name.clone() });
+                }
+                Arc::make_mut(&mut self.topics).remove(&delete.name);
+                // The version this delete gives the state (it is counted after the command).
+                self.last_delete_version = self.metadata_version + 1;
                 // Offsets of a deleted topic would apply to a later topic of the same name.
                 for offsets in Arc::make_mut(&mut self.group_offsets).values_mut() {
                     offsets.retain(|(topic, _), _| *topic != delete.name);
@@ -526,6 +537,9 @@ impl MetadataState {
 
     fn create_topic(&mut self, create: &CreateTopic) -> Result<(), MetadataError> {
         validate_topic_name(&create.name)?;
+        if create.planned_at_version != 0 && create.planned_at_version < self.last_delete_version {
+            return Err(MetadataError::StaleTopicPlan { operation: "a create", topic: create.name.clone() });
+        }
         if self.topics.contains_key(&create.name) {
             return Err(MetadataError::TopicAlreadyExists(create.name.clone()));
         }
@@ -661,6 +675,7 @@ impl MetadataState {
                 .collect(),
             groups: self.groups.values().cloned().collect(),
             group_coordinator_term: self.group_coordinator_term,
+            last_delete_version: self.last_delete_version,
         }
     }
 
@@ -672,6 +687,7 @@ impl MetadataState {
             last_topic_id: snapshot.last_topic_id,
             next_producer_id: snapshot.next_producer_id,
             group_coordinator_term: snapshot.group_coordinator_term,
+            last_delete_version: snapshot.last_delete_version,
             ..MetadataState::default()
         };
         for b in &snapshot.brokers {

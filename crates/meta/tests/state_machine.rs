@@ -201,7 +201,7 @@ fn seeded_random_histories_apply_identically_on_two_replicas() {
                 6..=7 => plan_fence_broker(&primary, broker),
                 8 => Ok(MetadataBatch { commands: vec![Command::UnfenceBroker(UnfenceBroker { broker_id: broker }).into()] }),
                 _ => Ok(MetadataBatch {
-                    commands: vec![Command::DeleteTopic(keel_meta::proto::DeleteTopic { name: format!("topic-{}", rng.gen_range(0..20)) }).into()],
+                    commands: vec![Command::DeleteTopic(keel_meta::proto::DeleteTopic { name: format!("topic-{}", rng.gen_range(0..20)), topic_id: 0 }).into()],
                 }),
             };
             let Ok(batch) = batch else { continue };
@@ -307,8 +307,28 @@ fn committed_offsets_survive_a_snapshot_and_leave_with_their_topic() {
     assert_eq!(offsets[&("orders".to_string(), 0)].offset, 6);
     assert_eq!(offsets[&("orders".to_string(), 1)].offset, 8);
     assert!(matches!(state.apply_batch(&commit(vec![offset(2, 1)])), Err(MetadataError::UnknownPartition { .. })));
-    state.apply_batch(&one_command(Command::DeleteTopic(DeleteTopic { name: "orders".into() }))).expect("delete");
+    state.apply_batch(&one_command(Command::DeleteTopic(DeleteTopic { name: "orders".into(), topic_id: 0 }))).expect("delete");
     assert!(state.group_offsets("g").is_none());
+}
+
+#[test]
+fn a_held_up_create_or_delete_planned_before_a_delete_is_refused_as_stale() {
+    let mut state = cluster(&[None]);
+    let create_t = plan_create_topic(&state, "t", 1, 1, &[], 0).expect("plan");
+    state.apply_batch(&create_t).expect("create");
+    let first_id = state.topic("t").expect("exists").topic_id;
+    // Planned now, applied only after the delete below (held up in the network).
+    let held_up_create = plan_create_topic(&state, "u", 1, 1, &[], 0).expect("plan");
+    state.apply_batch(&one_command(Command::DeleteTopic(DeleteTopic { name: "t".into(), topic_id: first_id }))).expect("delete");
+    assert!(matches!(state.apply_batch(&create_t), Err(MetadataError::StaleTopicPlan { .. })), "the deleted topic came back");
+    assert!(matches!(state.apply_batch(&held_up_create), Err(error) if error.is_stale_plan()));
+    // Survives a snapshot: every node refuses the same entries.
+    let mut restored = round_trip(&state);
+    assert!(matches!(restored.apply_batch(&create_t), Err(MetadataError::StaleTopicPlan { .. })));
+    state.apply_batch(&plan_create_topic(&state, "t", 1, 1, &[], 0).expect("plan")).expect("a create planned after the delete");
+    let stale_delete = one_command(Command::DeleteTopic(DeleteTopic { name: "t".into(), topic_id: first_id }));
+    assert!(matches!(state.apply_batch(&stale_delete), Err(MetadataError::StaleTopicPlan { .. })), "a delete of the first `t` removed the second");
+    assert!(state.topic("t").is_some());
 }
 
 #[test]
@@ -316,7 +336,7 @@ fn a_recreated_topic_gets_a_new_topic_id() {
     let mut state = cluster(&[None]);
     state.apply_batch(&plan_create_topic(&state, "t", 1, 1, &[], 0).expect("plan")).expect("create");
     let first_id = state.topic("t").expect("exists").topic_id;
-    state.apply_batch(&one_command(Command::DeleteTopic(DeleteTopic { name: "t".into() }))).expect("delete");
+    state.apply_batch(&one_command(Command::DeleteTopic(DeleteTopic { name: "t".into(), topic_id: 0 }))).expect("delete");
     state.apply_batch(&plan_create_topic(&state, "t", 1, 1, &[], 0).expect("plan")).expect("create again");
     assert_ne!(state.topic("t").expect("exists").topic_id, first_id);
     assert_eq!(round_trip(&state).topic("t").expect("restored").topic_id, state.topic("t").expect("exists").topic_id);

@@ -1,0 +1,96 @@
+//! The coverage table: counts of events that show a fault actually reached
+//! a path (a leader changed, a log was truncated, an fsync failed and was
+//! handled...), summed over a sweep. A sweep prints every listed event, so
+//! one that stays at 0 (a path the fault mix never reached) is visible.
+
+use std::collections::BTreeMap;
+
+/// The events a scenario sweep counts, in the order the table lists them.
+pub const EVENTS: [&str; 14] = [
+    FAULTS_FIRED,
+    METADATA_ELECTIONS,
+    METADATA_SNAPSHOT_INSTALLS,
+    PARTITION_LEADER_CHANGES,
+    LOG_TRUNCATIONS,
+    GRACEFUL_DRAINS,
+    DISK_HALTS,
+    FSYNC_EIO,
+    TORN_WRITES_AT_CRASH,
+    READ_BIT_FLIPS,
+    CREATES_FOUND_AFTER_RETRY,
+    DELETES_DONE,
+    PRODUCE_ERRORS_ANSWERED,
+    GROUP_GENERATIONS,
+];
+
+pub const FAULTS_FIRED: &str = "faults fired";
+pub const METADATA_ELECTIONS: &str = "metadata leader elections";
+pub const METADATA_SNAPSHOT_INSTALLS: &str = "metadata snapshots installed";
+pub const PARTITION_LEADER_CHANGES: &str = "partition leaders taking over";
+pub const LOG_TRUNCATIONS: &str = "partition log truncations";
+pub const GRACEFUL_DRAINS: &str = "graceful drains";
+pub const DISK_HALTS: &str = "halts on a disk error (restarted)";
+pub const FSYNC_EIO: &str = "fsync EIO injected";
+pub const TORN_WRITES_AT_CRASH: &str = "torn writes at a crash";
+pub const READ_BIT_FLIPS: &str = "read bit flips";
+pub const CREATES_FOUND_AFTER_RETRY: &str = "creates found done by a retry";
+pub const DELETES_DONE: &str = "topic deletes done";
+pub const PRODUCE_ERRORS_ANSWERED: &str = "produce errors answered";
+pub const GROUP_GENERATIONS: &str = "consumer group generations";
+
+/// Event counts by name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Coverage(BTreeMap<&'static str, u64>);
+
+impl Coverage {
+    pub fn add(&mut self, event: &'static str, count: u64) {
+        *self.0.entry(event).or_default() += count;
+    }
+
+    pub fn count(&self, event: &str) -> u64 {
+        self.0.get(event).copied().unwrap_or(0)
+    }
+
+    pub fn merge(&mut self, other: &Coverage) {
+        for (event, count) in &other.0 {
+            self.add(event, *count);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every listed event (and any other counted), one line each, those
+    /// never reached marked.
+    pub fn table(&self, seeds: u64) -> String {
+        let mut lines = vec![format!("coverage over {seeds} passing seeds:")];
+        let others = self.0.keys().filter(|event| !EVENTS.contains(event));
+        for event in EVENTS.iter().chain(others) {
+            let count = self.count(event);
+            let mark = if count == 0 { "  <- never reached" } else { "" };
+            lines.push(format!("  {event:<36} {count:>10}{mark}"));
+        }
+        lines.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sweeps_table_sums_its_seeds_and_marks_what_it_never_reached() {
+        let mut first = Coverage::default();
+        first.add(FAULTS_FIRED, 3);
+        let mut second = Coverage::default();
+        second.add(FAULTS_FIRED, 4);
+        second.add(LOG_TRUNCATIONS, 1);
+        first.merge(&second);
+        assert_eq!(first.count(FAULTS_FIRED), 7);
+        let table = first.table(2);
+        assert!(table.lines().any(|line| line.contains(LOG_TRUNCATIONS) && line.trim_end().ends_with('1')), "{table}");
+        assert!(table.lines().any(|line| line.contains(FSYNC_EIO) && line.ends_with("never reached")), "{table}");
+        assert_eq!(table.lines().count(), 1 + EVENTS.len());
+    }
+}
