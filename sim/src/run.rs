@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use keel_io::NodeRng;
 
 use crate::coverage::Coverage;
-
 use crate::meta_check::{History, Violation};
 use crate::report::RunReport;
 use crate::scenario::Scenario;

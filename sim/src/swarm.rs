@@ -102,16 +102,16 @@ fn action_of(kind: FaultKind, scenario: &Scenario, rng: &mut NodeRng) -> FaultAc
     }
 }
 
-/// A broker by role or id; with a data topic, its partition's leader or a follower too.
+/// A broker by role or id, each as likely; with a data topic, its
+/// partition's leader or a follower too.
 fn target(scenario: &Scenario, rng: &mut NodeRng) -> Target {
-    let roles = if scenario.data.is_some() { 5 } else { 3 };
-    match rng.gen_range(0..roles + 1) {
+    let with_data = scenario.data.is_some();
+    match rng.gen_range(0..if with_data { 6 } else { 4 }) {
         0 => Target::Leader,
         1 => Target::Follower,
         2 => Target::Random,
-        3 if roles == 3 => Target::Broker(rng.gen_range(1..=scenario.cluster.brokers)),
-        3 => Target::PartitionLeader,
-        4 => Target::PartitionFollower,
+        3 if with_data => Target::PartitionLeader,
+        4 if with_data => Target::PartitionFollower,
         _ => Target::Broker(rng.gen_range(1..=scenario.cluster.brokers)),
     }
 }

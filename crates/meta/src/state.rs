@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use crate::proto::{
     AllocateProducerIds, BrokerRecord, ChangePartition, ClaimGroupCoordinator, Command, CommitOffsets, CommitStamp, CommittedOffsetRecord, CreatePartitions,
-    CreateTopic, GroupOffsetsRecord, GroupRecord, MetadataBatch, MetadataSnapshot, PartitionAssignment, PartitionRecord, RegisterBroker, TopicConfig,
-    TopicRecord,
+    CreateTopic, DeleteTopic, GroupOffsetsRecord, GroupRecord, MetadataBatch, MetadataSnapshot, PartitionAssignment, PartitionRecord, RegisterBroker,
+    TopicConfig, TopicRecord,
 };
 use crate::BrokerId;
 
@@ -347,21 +347,7 @@ impl MetadataState {
             Command::FenceBroker(fence) => self.set_fenced(fence.broker_id, true),
             Command::UnfenceBroker(unfence) => self.set_fenced(unfence.broker_id, false),
             Command::CreateTopic(create) => self.create_topic(create),
-            Command::DeleteTopic(delete) => {
-                let topic = self.topics.get(&delete.name).ok_or_else(|| MetadataError::UnknownTopic(delete.name.clone()))?;
-                if delete.topic_id != 0 && delete.topic_id != topic.topic_id {
-                    return Err(MetadataError::StaleTopicPlan { operation: "a delete", topic: delete.name.clone() });
-                }
-                Arc::make_mut(&mut self.topics).remove(&delete.name);
-                // The version this delete gives the state (it is counted after the command).
-                self.last_delete_version = self.metadata_version + 1;
-                // Offsets of a deleted topic would apply to a later topic of the same name.
-                for offsets in Arc::make_mut(&mut self.group_offsets).values_mut() {
-                    offsets.retain(|(topic, _), _| *topic != delete.name);
-                }
-                Arc::make_mut(&mut self.group_offsets).retain(|_, offsets| !offsets.is_empty());
-                Ok(())
-            }
+            Command::DeleteTopic(delete) => self.delete_topic(delete),
             Command::ChangePartition(change) => self.change_partition(change),
             Command::AllocateProducerIds(allocate) => self.allocate_producer_ids(allocate),
             Command::CommitOffsets(commit) => self.commit_offsets(commit),
@@ -532,6 +518,23 @@ impl MetadataState {
     fn set_fenced(&mut self, broker_id: BrokerId, fenced: bool) -> Result<(), MetadataError> {
         let broker = Arc::make_mut(&mut self.brokers).get_mut(&broker_id).ok_or(MetadataError::UnknownBroker(broker_id))?;
         broker.fenced = fenced;
+        Ok(())
+    }
+
+    fn delete_topic(&mut self, delete: &DeleteTopic) -> Result<(), MetadataError> {
+        let topic = self.topics.get(&delete.name).ok_or_else(|| MetadataError::UnknownTopic(delete.name.clone()))?;
+        if delete.topic_id != 0 && delete.topic_id != topic.topic_id {
+            return Err(MetadataError::StaleTopicPlan { operation: "a delete", topic: delete.name.clone() });
+        }
+        Arc::make_mut(&mut self.topics).remove(&delete.name);
+        // The version this delete gives the state (it is counted after the command).
+        self.last_delete_version = self.metadata_version + 1;
+        // Offsets of a deleted topic would apply to a later topic of the same name.
+        let group_offsets = Arc::make_mut(&mut self.group_offsets);
+        for offsets in group_offsets.values_mut() {
+            offsets.retain(|(topic, _), _| *topic != delete.name);
+        }
+        group_offsets.retain(|_, offsets| !offsets.is_empty());
         Ok(())
     }
 

@@ -262,18 +262,14 @@ impl Leader {
         let mut outputs = Vec::new();
         // A broker ticks every partition it leads many times a second, and
         // almost every tick finds nothing due: nothing is allocated then.
-        if self.waiting.iter().any(|wait| wait.deadline_ms <= now_ms) {
-            let mut still_waiting = VecDeque::with_capacity(self.waiting.len());
-            for wait in self.waiting.drain(..) {
-                if wait.deadline_ms <= now_ms {
-                    let result = Err(ReplError::RequestTimedOut { waited_ms: now_ms - wait.waiting_since_ms });
-                    outputs.push(LeaderOutput::ProduceDone { produce_id: wait.produce_id, result });
-                } else {
-                    still_waiting.push_back(wait);
-                }
+        self.waiting.retain(|wait| {
+            let due = wait.deadline_ms <= now_ms;
+            if due {
+                let result = Err(ReplError::RequestTimedOut { waited_ms: now_ms - wait.waiting_since_ms });
+                outputs.push(LeaderOutput::ProduceDone { produce_id: wait.produce_id, result });
             }
-            self.waiting = still_waiting;
-        }
+            !due
+        });
         let lags = |id: &BrokerId| *id != self.broker_id && now_ms.saturating_sub(self.followers[id].last_caught_up_ms) > self.config.replica_lag_time_max_ms;
         if self.pending_isr.is_none() && self.isr.iter().any(lags) {
             let isr: Vec<BrokerId> = self.isr.iter().copied().filter(|id| !lags(id)).collect();

@@ -11,7 +11,6 @@ use keel_io::NodeRng;
 
 use crate::data_world::{DataClients, DATA_TOPIC};
 use crate::kafka_world::KafkaClients;
-use crate::meta_check::TopicOpOutcome;
 use crate::report::{DataReport, KafkaReport, RunReport};
 use crate::scenario::CreateTarget;
 use crate::shared::lock;
@@ -19,7 +18,7 @@ use crate::workload::topics::*;
 use crate::workload::{Phase, Workload};
 use crate::world::*;
 
-/// The producer, consumer and group member tasks of the `[data]` workload.
+/// The producer and consumer tasks of the `[data]` workload.
 type DataTasks = (Vec<tokio::task::JoinHandle<()>>, Vec<tokio::task::JoinHandle<()>>);
 
 /// A `[data]` workload under way.
@@ -68,7 +67,7 @@ impl DataRun {
                 client_timeout_ms: spec.client_timeout_ms,
             };
             let outcome = create_topic(handles, Arc::clone(&history), clock.clone(), rng.fork(1), create).await;
-            if !matches!(outcome, TopicOpOutcome::Acknowledged { .. } | TopicOpOutcome::FoundAfterRetry) {
+            if !outcome.done() {
                 let message = format!("the data topic could not be created: {outcome:?}");
                 lock(&history).violate(clock.now_us(), crate::data_check::checker::DATA_LIVENESS, message);
                 return (Vec::new(), Vec::new());
@@ -90,9 +89,7 @@ impl DataRun {
         };
         Some(DataRun { clients: data_clients, kafka: kafka_clients, workload: Some(workload), data_stop, topic_created: Some(topic_created) })
     }
-}
 
-impl DataRun {
     /// The Kafka clients (with `client = "kafka"`), and the signal that the
     /// data topic exists, for a workload over the same topic; once.
     pub fn for_group(&mut self) -> Option<(KafkaClients, oneshot::Receiver<()>)> {
@@ -102,12 +99,8 @@ impl DataRun {
 }
 
 impl Workload for DataRun {
-    /// Its probe comes after the last produce, in `converge`.
-    fn probe_after_heal<'a>(&'a mut self, _world: &'a mut World, _healed_ms: u64, _rng: &'a mut NodeRng) -> Phase<'a> {
-        Box::pin(async {})
-    }
-
-    /// After the last produce: the acks=all probe, data convergence, the
+    /// After the last produce: the acks=all probe (after the producers, so
+    /// here rather than in `probe_after_heal`), data convergence, the
     /// consumers stopped.
     fn converge<'a>(&'a mut self, world: &'a mut World, _report: &'a mut RunReport, rng: &'a mut NodeRng) -> Phase<'a> {
         Box::pin(async move {

@@ -54,12 +54,8 @@ impl GroupWorkload {
 }
 
 impl Workload for GroupWorkload {
-    /// Its probe is the progress check in `converge`.
-    fn probe_after_heal<'a>(&'a mut self, _world: &'a mut World, _healed_ms: u64, _rng: &'a mut NodeRng) -> Phase<'a> {
-        Box::pin(async {})
-    }
-
-    /// After the data converged (the data workload converges first).
+    /// After the data converged (the data workload converges first): the
+    /// group's progress (its probe), then its final committed offsets.
     fn converge<'a>(&'a mut self, world: &'a mut World, report: &'a mut RunReport, rng: &'a mut NodeRng) -> Phase<'a> {
         Box::pin(async move {
             let members = self.members.take().expect("converged once").await.expect("group members task");
@@ -68,11 +64,6 @@ impl Workload for GroupWorkload {
             let finish = FinishGroup { clock: &world.clock, history: &world.history, group: &self.group, kafka: &self.kafka, host: &self.host };
             report.group = Some(finish.run(&self.stop, members, heal_at_ms, bound_ms, group_rng).await);
         })
-    }
-
-    /// Its checks ran in `converge`.
-    fn report<'a>(&'a mut self, _world: &'a mut World, _report: &'a mut RunReport) -> Phase<'a> {
-        Box::pin(async {})
     }
 }
 

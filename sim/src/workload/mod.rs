@@ -30,10 +30,18 @@ pub type Phase<'a> = Pin<Box<dyn Future<Output = ()> + 'a>>;
 
 /// The phases the runner takes every workload through after the heal.
 pub trait Workload {
-    /// After the heal, once the metadata converged (`healed_ms`: when the heal was).
-    fn probe_after_heal<'a>(&'a mut self, world: &'a mut World, healed_ms: u64, rng: &'a mut NodeRng) -> Phase<'a>;
+    /// After the heal, once the metadata converged (`healed_ms`: when the
+    /// heal was). Nothing by default: a workload whose probe needs its
+    /// clients finished probes in `converge`.
+    fn probe_after_heal<'a>(&'a mut self, _world: &'a mut World, _healed_ms: u64, _rng: &'a mut NodeRng) -> Phase<'a> {
+        Box::pin(async {})
+    }
     /// The clients' last answers, and the cluster converged on what they did.
     fn converge<'a>(&'a mut self, world: &'a mut World, report: &'a mut RunReport, rng: &'a mut NodeRng) -> Phase<'a>;
-    /// The final state against what the clients were told; counts into `report`.
-    fn report<'a>(&'a mut self, world: &'a mut World, report: &'a mut RunReport) -> Phase<'a>;
+    /// The final state against what the clients were told; counts into
+    /// `report`. Nothing by default: a workload whose checks ran in
+    /// `converge` has nothing left.
+    fn report<'a>(&'a mut self, _world: &'a mut World, _report: &'a mut RunReport) -> Phase<'a> {
+        Box::pin(async {})
+    }
 }

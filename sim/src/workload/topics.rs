@@ -251,13 +251,11 @@ async fn topic_client(
     let (topic, client_timeout_ms) = (request.topic.clone(), request.client_timeout_ms);
     let create = create_topic(Arc::clone(&handles), Arc::clone(&history), clock.clone(), rng, request).await;
     let delete = match delete {
-        Some(_) if matches!(create, TopicOpOutcome::Refused(_)) => None,
-        None => None,
-        Some((after_ms, mut rng)) => {
+        Some((after_ms, mut rng)) if !matches!(create, TopicOpOutcome::Refused(_)) => {
             clock.0.sleep(Duration::from_millis(rng.gen_range(after_ms[0]..=after_ms[1]))).await;
-            let create_acknowledged = matches!(create, TopicOpOutcome::Acknowledged { .. } | TopicOpOutcome::FoundAfterRetry);
-            Some(delete_topic(handles, history, clock, rng, &topic, create_acknowledged, client_timeout_ms).await)
+            Some(delete_topic(handles, history, clock, rng, &topic, create.done(), client_timeout_ms).await)
         }
+        _ => None,
     };
     TopicOutcome { create, delete }
 }
@@ -276,7 +274,7 @@ impl Workload for TopicWorkload {
                 client_timeout_ms: (healed_ms + bound_ms).saturating_sub(world.clock.now_ms()).max(1),
             };
             let probe = create_topic(Arc::clone(&world.handles), Arc::clone(history), clock.clone(), rng.fork(3), request).await;
-            if !matches!(probe, TopicOpOutcome::Acknowledged { .. } | TopicOpOutcome::FoundAfterRetry) {
+            if !probe.done() {
                 let message = format!("a create after the heal was not acknowledged within {bound_ms} ms: {probe:?}");
                 lock(history).violate(clock.now_us(), checker::LIVENESS, message);
             }
@@ -327,6 +325,7 @@ impl Workload for TopicWorkload {
 /// apply the delete (or, for a broker that was down, when it starts again).
 async fn logs_of_deleted_topics(handles: MetaHandles, nodes: Vec<(u64, SimDisk)>) -> Option<String> {
     let serving: BTreeMap<u64, MetaHandle> = serving(&handles).into_iter().collect();
+    let prefix = format!("{PARTITION_LOGS_DIR}/");
     for (id, disk) in nodes {
         let Some(handle) = serving.get(&id) else {
             return Some(format!("n{id} is not serving"));
@@ -334,7 +333,6 @@ async fn logs_of_deleted_topics(handles: MetaHandles, nodes: Vec<(u64, SimDisk)>
         let Ok(state) = handle.read_state().await else {
             return Some(format!("n{id} stopped"));
         };
-        let prefix = format!("{PARTITION_LOGS_DIR}/");
         for (path, _) in disk.files() {
             let Some(dir) = path.strip_prefix(&prefix).and_then(|rest| rest.split('/').next()) else { continue };
             let Some((topic, _partition, topic_id)) = parse_log_dir(dir) else { continue };
