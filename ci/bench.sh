@@ -2,6 +2,7 @@
 # Benchmarks (never tests: timing belongs here, not in assertions).
 #   ci/bench.sh log   log append throughput with group commit on real files,
 #                     next to the raw `dd oflag=dsync` bandwidth of the same disk.
+#   ci/bench.sh sim   keel-sim seeds per minute and time compression on scenarios/swarm.toml.
 #   ci/bench.sh kafka unchanged Kafka clients (librdkafka, ci/kafka-loadgen) against
 #                     `keel dev --nodes 3`, next to the earlier broker's figures.
 # Environment: KEEL_BENCH_DIR (default target/bench-tmp), KEEL_BENCH_MB (default 256);
@@ -12,10 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    echo "usage: ci/bench.sh log|meta|repl|kafka" >&2
+    echo "usage: ci/bench.sh log|meta|repl|kafka|sim" >&2
     echo "  log   log appends/s and MB/s (1 KiB and 64 KiB records, group commit) vs dd oflag=dsync" >&2
     echo "  meta  topic-create round trip on a 3-process cluster, 100 concurrent creates, simulation seeds/min" >&2
     echo "  repl  acks=all and acks=1 produce throughput and latency on a 3-process cluster, vs dd oflag=dsync" >&2
+    echo "  sim   simulator seeds/min and simulated s per wall s on scenarios/swarm.toml, 1 and 2 jobs" >&2
     echo "  kafka librdkafka producer (acks=all, acks=1) and consumer records/s, MB/s, p50/p99/p99.9 on keel dev --nodes 3" >&2
 }
 
@@ -170,6 +172,28 @@ case "${1:-}" in
             ended=$(date +%s.%N)
             awk -v n="$seeds" -v j="$jobs" -v a="$started" -v b="$ended" \
                 'BEGIN { printf "election-storm: %d seeds in %.1f s with %d job(s): %.0f seeds/min\n", n, b - a, j, n / (b - a) * 60 }'
+        done
+        ;;
+    sim)
+        # The simulator's own speed: seeds of scenarios/swarm.toml (3 brokers,
+        # 60 simulated seconds of swarm faults with creates, deletes, producers,
+        # consumers and a consumer group, then the heal and convergence) per
+        # wall-clock minute, with 1 and 2 jobs, and the time compression
+        # (simulated seconds per wall second). Target: 1,000 seeds/min with 2 jobs.
+        seeds=${KEEL_BENCH_SEEDS:-2000}
+        RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo build --quiet --release --locked --target-dir target/sim -p keel-sim
+        echo "== simulation speed: scenarios/swarm.toml, seeds 1..$seeds, on $(nproc) cores"
+        for jobs in 1 2; do
+            summary="$bench_dir/sim-swarm-jobs$jobs.json"
+            target/sim/release/keel-sim sweep --scenario scenarios/swarm.toml --seeds "1..$seeds" --jobs "$jobs" --json "$summary" 2>/dev/null | grep ' passed, ' || true
+            python3 - "$summary" "$jobs" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+target = "meets" if s["seeds_per_minute"] >= 1000 else "MISSES"
+print(f"swarm: {s['seeds_run']} seeds in {s['wall_s']:.1f} s with {sys.argv[2]} job(s): {s['seeds_per_minute']:.0f} seeds/min "
+      f"({target} the 1,000/min target), {s['simulated_s_per_wall_s']:.0f} simulated s per wall s, "
+      f"{s['simulated_s'] / max(s['seeds_run'], 1):.1f} simulated s per seed")
+PY
         done
         ;;
     repl)

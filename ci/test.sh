@@ -84,6 +84,8 @@ for scenario in scenarios/*.toml; do
     ci/sim.sh sweep --scenario "$scenario" --seeds "$seeds" --jobs 2
     echo "-- $scenario: $(( $(date +%s) - scenario_started ))s"
 done
+echo "-- the regression corpus: seeds that once failed"
+ci/sim.sh regressions --jobs 2
 ci/sim.sh run --scenario scenarios/election-storm.toml --seed 42 --check-determinism
 ci/sim.sh run --scenario scenarios/partition-heal-truncation.toml --seed 42 --check-determinism
 ci/sim.sh run --scenario scenarios/idempotent-retries-no-duplicates.toml --seed 42 --check-determinism

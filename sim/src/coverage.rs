@@ -61,13 +61,17 @@ impl Coverage {
         self.0.is_empty()
     }
 
+    /// Every listed event (0 if never reached), then any other counted.
+    pub fn rows(&self) -> Vec<(&'static str, u64)> {
+        let others = self.0.keys().copied().filter(|event| !EVENTS.contains(event));
+        EVENTS.iter().copied().chain(others).map(|event| (event, self.count(event))).collect()
+    }
+
     /// Every listed event (and any other counted), one line each, those
     /// never reached marked.
     pub fn table(&self, seeds: u64) -> String {
         let mut lines = vec![format!("coverage over {seeds} passing seeds:")];
-        let others = self.0.keys().filter(|event| !EVENTS.contains(event));
-        for event in EVENTS.iter().chain(others) {
-            let count = self.count(event);
+        for (event, count) in self.rows() {
             let mark = if count == 0 { "  <- never reached" } else { "" };
             lines.push(format!("  {event:<36} {count:>10}{mark}"));
         }

@@ -112,6 +112,8 @@ pub struct DataHistory {
     /// Where each of those values was first committed (acknowledged or read).
     idempotent_at: BTreeMap<Vec<u8>, (u32, u64)>,
     pub kafka: KafkaStats,
+    /// Simulated time from each acknowledged batch's first send to its acknowledgement.
+    pub produce_latency: crate::summary::ProduceLatency,
 }
 
 impl DataHistory {

@@ -64,6 +64,7 @@ impl DataClients {
     /// a `data-liveness` violation.
     async fn send(&self, who: &str, partition: u32, acks: Acks, values: &[Vec<u8>], deadline_ms: u64, rng: &mut NodeRng) -> Sent {
         let mut backoff_ms = 20u64;
+        let first_send_us = self.clock.now_us();
         while self.clock.now_ms() < deadline_ms {
             if let Some((leader, leader_epoch, handle)) = self.leader_of(partition, rng) {
                 let mut request = ProduceRequest::new(DATA_TOPIC, partition, acks, values.to_vec(), self.spec.produce_timeout_ms);
@@ -81,6 +82,7 @@ impl DataClients {
                         } else {
                             history.data.acks_leader_acknowledged += 1;
                         }
+                        history.data.produce_latency.record(acks == Acks::All, now_us - first_send_us);
                         let line = format_args!("{who} acks={acks:?} -> n{leader} {}@{} epoch {}", values.len(), produced.base_offset, produced.leader_epoch);
                         history.note(now_us, line);
                         return Sent::Acknowledged;

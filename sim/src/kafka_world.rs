@@ -262,6 +262,7 @@ impl Session {
         let mut maybe_appended = false;
         let mut retried_after_maybe_appended = false;
         let mut backoff_ms = 20u64;
+        let first_send_us = self.clients.clock.now_us();
         let outcome = loop {
             if self.now_ms() >= deadline_ms {
                 break Sent::OutOfTime;
@@ -282,6 +283,7 @@ impl Session {
             match answer {
                 Ok(answer) if answer.error_code == code::NONE => {
                     let attempt = Attempt { what, partition, acks, values, producer, leader, leader_epoch, attempts };
+                    lock(&self.clients.history).data.produce_latency.record(acks == AcksSpec::All, now_us - first_send_us);
                     break self.acknowledged(&attempt, answer.base_offset, now_us);
                 }
                 Ok(answer) => {

@@ -20,6 +20,7 @@ pub mod kafka_world;
 pub mod log_check;
 pub mod meta_check;
 pub mod raft_store_check;
+pub mod regressions;
 #[cfg(madsim)]
 pub mod report;
 #[cfg(madsim)]
@@ -28,6 +29,7 @@ pub mod runner;
 pub mod scenario;
 #[cfg(madsim)]
 pub mod shared;
+pub mod summary;
 pub mod swarm;
 pub mod trace;
 #[cfg(madsim)]

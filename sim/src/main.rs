@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use keel_sim::coverage::Coverage;
 use keel_sim::log_check::{check_log, LogCheckConfig};
 use keel_sim::meta_check::checker;
 use keel_sim::raft_store_check::check_raft_store;
 use keel_sim::runner::{replay_command, run_seed, sweep, SeedOutcome};
 use keel_sim::scenario::Scenario;
+use keel_sim::summary::{checkers_of, parse_duration, parse_shard, shard_seeds, SeedFailure, SeedStats, SweepSummary, HUNG};
 use keel_sim::trace::Trace;
 
 /// A seed that takes longer than this in wall-clock time is reported as hung.
@@ -44,9 +44,31 @@ struct CheckArgs {
     /// Run the seed twice and fail unless both traces are byte-identical.
     #[arg(long, requires = "seed")]
     check_determinism: bool,
-    /// Seeds run in parallel during a sweep.
+    #[command(flatten)]
+    sweep: SweepOptions,
+}
+
+/// How a sweep runs and reports.
+#[derive(clap::Args)]
+struct SweepOptions {
+    /// Seeds run in parallel.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     jobs: u64,
+    /// Run only shard INDEX of COUNT (0 <= INDEX < COUNT): every COUNT-th seed
+    /// of the range, so COUNT machines (a CI matrix, a Kubernetes Indexed Job) split it.
+    #[arg(long, value_parser = parse_shard, value_name = "INDEX/COUNT")]
+    shard: Option<(u64, u64)>,
+    /// Take no new seed after this much wall-clock time (e.g. 90s, 10m, 1h):
+    /// the summary says how many seeds ran.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    time_budget: Option<Duration>,
+    /// Also write the summary as JSON to this file (`-` for standard output).
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Append each failing seed to this regression corpus (replayed by `keel-sim regressions`);
+    /// scenario sweeps only.
+    #[arg(long, value_name = "FILE")]
+    corpus: Option<PathBuf>,
 }
 
 /// Arguments of `run`: one seed of a scenario.
@@ -75,6 +97,16 @@ struct SweepArgs {
     /// An inclusive range of seeds, e.g. 1..500.
     #[arg(long, value_parser = parse_seed_range)]
     seeds: RangeInclusive<u64>,
+    #[command(flatten)]
+    sweep: SweepOptions,
+}
+
+/// Arguments of `regressions`: replay the regression corpus.
+#[derive(clap::Args)]
+struct RegressionsArgs {
+    /// The corpus file (TOML, one `[[regression]]` table per seed).
+    #[arg(long, default_value = keel_sim::regressions::DEFAULT_CORPUS)]
+    corpus: PathBuf,
     /// Seeds run in parallel.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
     jobs: u64,
@@ -97,6 +129,8 @@ enum Command {
     Run(RunArgs),
     /// Run a range of seeds of a scenario; exit 1 if any fails.
     Sweep(SweepArgs),
+    /// Replay every seed of the regression corpus (seeds that once failed); exit 1 if any fails.
+    Regressions(RegressionsArgs),
     /// Crash-consistency check of the log on SimDisk: one seed (--seed) or a sweep (--seeds A..B).
     LogCheck(CheckArgs),
     /// Crash-consistency check of the metadata Raft store on SimDisk.
@@ -106,9 +140,10 @@ enum Command {
     Config(ConfigArgs),
 }
 
-/// One seed's verdict: a summary and the trace, or what failed and the trace
-/// if one survived (a panic or a hang leaves none).
-type Verdict = Result<(String, Trace, Coverage), (String, Option<Trace>)>;
+/// One seed's verdict: a summary, the trace and what the seed adds to a
+/// sweep, or what failed and the trace if one survived (a panic or a hang
+/// leaves none).
+type Verdict = Result<(String, Trace, SeedStats), (SeedFailure, Option<Trace>)>;
 
 /// What is being checked: a built-in check or a scenario file.
 #[derive(Clone)]
@@ -152,28 +187,38 @@ impl CheckKind {
             CheckKind::Scenario(scenario) => return run_scenario_seed(scenario, seed),
         };
         match outcome {
-            SeedOutcome::Finished(Ok((summary, trace))) => Ok((summary, trace, Coverage::default())),
-            SeedOutcome::Finished(Err(failure)) => Err((failure.to_string(), Some(failure.trace))),
+            SeedOutcome::Finished(Ok((summary, trace))) => Ok((summary, trace, SeedStats::default())),
+            SeedOutcome::Finished(Err(failure)) => {
+                let failure_of = SeedFailure { checker: failure.check.to_string(), message: failure.to_string() };
+                Err((failure_of, Some(failure.trace)))
+            }
             other => Err(unfinished(other)),
         }
     }
 }
 
 /// A seed that panicked or hung.
-fn unfinished<T>(outcome: SeedOutcome<T>) -> (String, Option<Trace>) {
-    match outcome {
+fn unfinished<T>(outcome: SeedOutcome<T>) -> (SeedFailure, Option<Trace>) {
+    let failure = match outcome {
         SeedOutcome::Finished(_) => unreachable!("only unfinished seeds come here"),
-        SeedOutcome::Panicked(message) => (format!("checker `{}` failed: a panic: {message}", checker::NO_PANICS), None),
-        SeedOutcome::Hung { wall_clock_budget } => (format!("hung: no result within {wall_clock_budget:?} of wall-clock time"), None),
-    }
+        SeedOutcome::Panicked(message) => {
+            SeedFailure { checker: checker::NO_PANICS.to_string(), message: format!("checker `{}` failed: a panic: {message}", checker::NO_PANICS) }
+        }
+        SeedOutcome::Hung { wall_clock_budget } => {
+            SeedFailure { checker: HUNG.to_string(), message: format!("hung: no result within {wall_clock_budget:?} of wall-clock time") }
+        }
+    };
+    (failure, None)
 }
 
 #[cfg(madsim)]
 fn run_scenario_seed(scenario: Arc<Scenario>, seed: u64) -> Verdict {
     use keel_sim::run::run_scenario;
     match run_seed(seed, SEED_WALL_CLOCK_BUDGET, move || run_scenario(scenario, seed)) {
-        SeedOutcome::Finished(Ok((report, trace))) => Ok((report.to_string(), trace, report.coverage)),
-        SeedOutcome::Finished(Err((violation, trace))) => Err((violation.to_string(), Some(trace))),
+        SeedOutcome::Finished(Ok((report, trace))) => Ok((report.to_string(), trace, report.seed_stats())),
+        SeedOutcome::Finished(Err((violation, trace))) => {
+            Err((SeedFailure { checker: violation.checker.to_string(), message: violation.to_string() }, Some(trace)))
+        }
         other => Err(unfinished(other)),
     }
 }
@@ -197,11 +242,11 @@ fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_deter
     let replay = kind.replay(seed);
     let (summary, trace, _) = match kind.run(seed) {
         Ok(done) => done,
-        Err((message, trace)) => {
+        Err((failure, trace)) => {
             if let (Some(path), Some(trace)) = (trace_path, trace) {
                 trace.write_to(path).with_context(|| format!("writing trace {}", path.display()))?;
             }
-            println!("FAILED {message}\nseed: {seed}\nreplay: {replay}");
+            println!("FAILED {}\nseed: {seed}\nreplay: {replay}", failure.message);
             return Ok(ExitCode::from(1));
         }
     };
@@ -217,8 +262,8 @@ fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_deter
                 println!("FAILED determinism: second run trace hash {:016x} differs\nseed: {seed}\nreplay: {replay}", second.hash());
                 return Ok(ExitCode::from(1));
             }
-            Err((message, _)) => {
-                println!("FAILED determinism: second run failed where the first passed: {message}\nseed: {seed}\nreplay: {replay}");
+            Err((failure, _)) => {
+                println!("FAILED determinism: second run failed where the first passed: {}\nseed: {seed}\nreplay: {replay}", failure.message);
                 return Ok(ExitCode::from(1));
             }
         }
@@ -226,29 +271,56 @@ fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_deter
     Ok(ExitCode::SUCCESS)
 }
 
-fn check_sweep(kind: CheckKind, seeds: RangeInclusive<u64>, jobs: u64) -> ExitCode {
-    let total = seeds.end() - seeds.start() + 1;
+fn check_sweep(kind: CheckKind, seeds: RangeInclusive<u64>, options: &SweepOptions) -> anyhow::Result<ExitCode> {
+    let (subject, checkers) = match &kind {
+        CheckKind::Log { .. } => ("log-check".to_string(), Vec::new()),
+        CheckKind::RaftStore { .. } => ("raft-store-check".to_string(), Vec::new()),
+        CheckKind::Scenario(scenario) => (scenario.path.display().to_string(), checkers_of(scenario)),
+    };
+    let planned = shard_seeds(*seeds.start(), *seeds.end(), options.shard);
     let runner = kind.clone();
-    let (failures, coverage) = sweep(seeds, jobs, move |seed| runner.run(seed).map(|(_, _, coverage)| coverage).map_err(|(message, _)| message));
-    let passed = total - failures.len() as u64;
-    println!("{passed} passed, {} failed", failures.len());
-    if !coverage.is_empty() {
-        println!("{}", coverage.table(passed));
+    let outcome =
+        sweep(planned.clone(), options.jobs, options.time_budget, move |seed| runner.run(seed).map(|(_, _, stats)| stats).map_err(|(failure, _)| failure));
+    let replays = outcome.failures.iter().map(|(seed, _)| (*seed, kind.replay(*seed))).collect();
+    let summary = SweepSummary {
+        subject,
+        seeds_first: *seeds.start(),
+        seeds_last: *seeds.end(),
+        shard: options.shard,
+        seeds_planned: planned.len() as u64,
+        seeds_run: outcome.seeds_run,
+        failures: outcome.failures,
+        passed: outcome.passed,
+        wall: outcome.wall,
+        time_budget: options.time_budget,
+        checkers,
+        replays,
+    };
+    print!("{}", summary.render());
+    if let Some(path) = &options.json {
+        let json = serde_json::to_string_pretty(&summary.to_json()).context("rendering the sweep summary as JSON")?;
+        if path.as_os_str() == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json + "\n").with_context(|| format!("writing the JSON summary {}", path.display()))?;
+        }
     }
-    for (seed, message) in &failures {
-        println!("FAILED seed {seed}: {message}\n  replay: {}", kind.replay(*seed));
+    if let (Some(corpus), CheckKind::Scenario(scenario)) = (&options.corpus, &kind) {
+        for (seed, failure) in &summary.failures {
+            keel_sim::regressions::append(corpus, &scenario.path, *seed, &failure.checker)
+                .with_context(|| format!("appending seed {seed} to {}", corpus.display()))?;
+        }
+        if !summary.failures.is_empty() {
+            println!("appended {} failing seeds to {}", summary.failures.len(), corpus.display());
+        }
     }
-    if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
+    Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn run_check(kind: CheckKind, args: CheckArgs, subcommand: &str) -> anyhow::Result<ExitCode> {
     match (args.seed, args.seeds) {
         (Some(seed), _) => check_one(&kind, seed, args.trace.as_deref(), args.check_determinism),
-        (None, Some(seeds)) => Ok(check_sweep(kind, seeds, args.jobs)),
+        (None, Some(seeds)) => check_sweep(kind, seeds, &args.sweep),
         (None, None) => {
             eprintln!("keel-sim {subcommand}: give --seed N to replay one seed or --seeds A..B to sweep");
             Ok(ExitCode::from(2))
@@ -272,6 +344,49 @@ fn load_scenario(path: &Path) -> Result<CheckKind, ExitCode> {
         return Err(ExitCode::from(2));
     }
     Ok(CheckKind::Scenario(Arc::new(scenario)))
+}
+
+/// `regressions`: every kept seed, each against its own scenario; bad
+/// input (a malformed corpus, a scenario file that is gone) is exit 2.
+fn replay_regressions(args: &RegressionsArgs) -> anyhow::Result<ExitCode> {
+    let regressions = match keel_sim::regressions::load(&args.corpus) {
+        Ok(regressions) => regressions,
+        Err(error) => {
+            eprintln!("keel-sim: {error}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut kinds = Vec::with_capacity(regressions.len());
+    for regression in &regressions {
+        match load_scenario(&regression.scenario) {
+            Ok(kind) => kinds.push(kind),
+            Err(code) => {
+                eprintln!("keel-sim: {}: seed {} names that scenario", args.corpus.display(), regression.seed);
+                return Ok(code);
+            }
+        }
+    }
+    let kinds = Arc::new(kinds);
+    let seeds = regressions.iter().map(|regression| regression.seed).collect::<Vec<_>>();
+    let indexes = (0..regressions.len() as u64).collect();
+    let (runner, seeds_of) = (Arc::clone(&kinds), seeds.clone());
+    let outcome = sweep(indexes, args.jobs, None, move |index| {
+        let index = usize::try_from(index).expect("index fits usize");
+        runner[index].run(seeds_of[index]).map(|(_, _, stats)| stats).map_err(|(failure, _)| failure)
+    });
+    println!("regression corpus {}: {} seeds replayed, {} failed", args.corpus.display(), regressions.len(), outcome.failures.len());
+    for (index, failure) in &outcome.failures {
+        let index = usize::try_from(*index).expect("index fits usize");
+        let (regression, seed) = (&regressions[index], seeds[index]);
+        println!(
+            "FAILED {} seed {seed} (kept for `{}`): {}\n  replay: {}",
+            regression.scenario.display(),
+            regression.checker,
+            failure.message,
+            kinds[index].replay(seed)
+        );
+    }
+    Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `config`: the settings the scenario's broker boots with. Every broker of
@@ -302,9 +417,10 @@ fn main() -> anyhow::Result<ExitCode> {
             Err(code) => Ok(code),
         },
         Command::Sweep(args) => match load_scenario(&args.scenario) {
-            Ok(kind) => Ok(check_sweep(kind, args.seeds, args.jobs)),
+            Ok(kind) => check_sweep(kind, args.seeds, &args.sweep),
             Err(code) => Ok(code),
         },
+        Command::Regressions(args) => replay_regressions(&args),
         Command::LogCheck(args) => run_check(CheckKind::Log { steps: args.steps }, args, "log-check"),
         Command::RaftStoreCheck(args) => run_check(CheckKind::RaftStore { steps: args.steps }, args, "raft-store-check"),
         Command::Config(args) => Ok(print_config(&args)),

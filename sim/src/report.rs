@@ -20,6 +20,19 @@ pub struct RunReport {
     pub group: Option<crate::group_check::GroupStats>,
     /// Which paths the faults reached (summed into a sweep's table).
     pub coverage: crate::coverage::Coverage,
+    /// Simulated time from the start to the brokers' stop.
+    pub simulated_ms: u64,
+}
+
+impl RunReport {
+    /// What this seed adds to a sweep's summary.
+    pub fn seed_stats(&self) -> crate::summary::SeedStats {
+        let (batches_acknowledged, latency) = match &self.data {
+            Some(data) => (data.acks_all_acknowledged + data.acks_leader_acknowledged, data.produce_latency.clone()),
+            None => (0, crate::summary::ProduceLatency::default()),
+        };
+        crate::summary::SeedStats { coverage: self.coverage.clone(), simulated_ms: self.simulated_ms, batches_acknowledged, latency }
+    }
 }
 
 /// What the data clients did in one passing seed.
@@ -31,6 +44,8 @@ pub struct DataReport {
     pub records_read: u64,
     pub records_in_final_log: u64,
     pub halts: u64,
+    /// Simulated time from a batch's first send to its acknowledgement.
+    pub produce_latency: crate::summary::ProduceLatency,
     /// With `client = "kafka"`.
     pub kafka: Option<KafkaReport>,
 }

@@ -63,6 +63,7 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
     for id in ids {
         world.stop_broker(id, false);
     }
+    report.simulated_ms = world.clock.now_ms();
     let mut history = std::mem::take(&mut *lock(&history));
     report.elections = history.elections;
     report.entries_applied = history.entries_applied;

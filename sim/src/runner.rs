@@ -6,13 +6,14 @@
 //! wall clock can report the seed as hung.
 
 use std::future::Future;
-use std::io::{IsTerminal as _, Write as _};
-use std::ops::RangeInclusive;
+use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::coverage::Coverage;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::summary::{SeedFailure, SeedStats};
 
 /// How one seed ended, apart from its own result.
 #[derive(Debug)]
@@ -98,60 +99,108 @@ pub fn replay_command(subcommand: &str, seed: u64, extra: &str) -> String {
     format!("{launcher} {subcommand} --seed {seed}{extra} --trace trace-{seed}.txt")
 }
 
-/// Runs every seed in `seeds` on `jobs` worker threads (each seed still gets
+/// What `sweep` hands back: every failure, the passing seeds' stats
+/// summed, how many seeds ran and how long it took.
+#[derive(Debug)]
+pub struct SweepOutcome {
+    /// Sorted by seed.
+    pub failures: Vec<(u64, SeedFailure)>,
+    pub passed: SeedStats,
+    pub seeds_run: u64,
+    pub wall: Duration,
+}
+
+/// Runs every seed of `seeds` on `jobs` worker threads (each seed still gets
 /// its own fresh thread from `run_seed`), drawing a progress bar on stderr.
-/// Returns the failing seeds with their messages, sorted by seed, and the
-/// passing seeds' coverage summed.
-pub fn sweep<F>(seeds: RangeInclusive<u64>, jobs: u64, run_one: F) -> (Vec<(u64, String)>, Coverage)
+/// With a `time_budget`, workers take no new seed once it has passed (seeds
+/// already running finish), so a sweep ends within the budget plus one seed.
+pub fn sweep<F>(seeds: Vec<u64>, jobs: u64, time_budget: Option<Duration>, run_one: F) -> SweepOutcome
 where
-    F: Fn(u64) -> Result<Coverage, String> + Send + Sync + 'static,
+    F: Fn(u64) -> Result<SeedStats, SeedFailure> + Send + Sync + 'static,
 {
-    let total = seeds.end() - seeds.start() + 1;
-    let last = *seeds.end();
-    let next_seed = Arc::new(AtomicU64::new(*seeds.start()));
-    let done = Arc::new(AtomicU64::new(0));
-    let failures: Arc<Mutex<Vec<(u64, String)>>> = Arc::new(Mutex::new(Vec::new()));
-    let coverage: Arc<Mutex<Coverage>> = Arc::new(Mutex::new(Coverage::default()));
+    let started = Instant::now();
+    let total = seeds.len() as u64;
+    let seeds = Arc::new(seeds);
+    let next_index = Arc::new(AtomicU64::new(0));
+    let failures: Arc<Mutex<Vec<(u64, SeedFailure)>>> = Arc::new(Mutex::new(Vec::new()));
+    let passed: Arc<Mutex<SeedStats>> = Arc::new(Mutex::new(SeedStats::default()));
+    let seeds_run = Arc::new(AtomicU64::new(0));
     let run_one = Arc::new(run_one);
-    let interactive = std::io::stderr().is_terminal();
-    let workers: Vec<_> = (0..jobs.clamp(1, total))
+    let progress = Progress::new(total);
+    let workers: Vec<_> = (0..jobs.clamp(1, total.max(1)))
         .map(|_| {
-            let (next_seed, done, failures, run_one) = (Arc::clone(&next_seed), Arc::clone(&done), Arc::clone(&failures), Arc::clone(&run_one));
-            let coverage = Arc::clone(&coverage);
+            let (seeds, next_index, failures, passed) = (Arc::clone(&seeds), Arc::clone(&next_index), Arc::clone(&failures), Arc::clone(&passed));
+            let (seeds_run, run_one, progress) = (Arc::clone(&seeds_run), Arc::clone(&run_one), progress.clone());
             std::thread::spawn(move || loop {
-                let seed = next_seed.fetch_add(1, Ordering::SeqCst);
-                if seed > last {
+                if time_budget.is_some_and(|budget| started.elapsed() >= budget) {
                     break;
                 }
-                match run_one(seed) {
-                    Ok(seen) => coverage.lock().expect("coverage lock").merge(&seen),
-                    Err(message) => failures.lock().expect("failures lock").push((seed, message)),
-                }
-                let finished = done.fetch_add(1, Ordering::SeqCst) + 1;
-                // A redrawn bar on a terminal; in CI logs, ten plain lines.
-                let every = if interactive { (total / 50).max(1) } else { (total / 10).max(1) };
-                if finished % every == 0 || finished == total {
-                    let failed = failures.lock().expect("failures lock").len();
-                    let bar = "#".repeat(usize::try_from(finished * 30 / total).expect("fits"));
-                    let line = format!("[{bar:<30}] {finished}/{total} seeds, {failed} failed");
-                    if interactive {
-                        eprint!("\r{line}");
-                    } else {
-                        eprintln!("{line}");
+                let index = next_index.fetch_add(1, Ordering::SeqCst);
+                let Some(&seed) = seeds.get(usize::try_from(index).expect("index fits usize")) else {
+                    break;
+                };
+                let failed = match run_one(seed) {
+                    Ok(stats) => {
+                        lock(&passed).merge(&stats);
+                        false
                     }
-                    let _ = std::io::stderr().flush();
-                }
+                    Err(failure) => {
+                        lock(&failures).push((seed, failure));
+                        true
+                    }
+                };
+                seeds_run.fetch_add(1, Ordering::SeqCst);
+                progress.seed_done(failed);
             })
         })
         .collect();
     for worker in workers {
         worker.join().expect("sweep worker panicked outside a seed");
     }
-    if interactive {
-        eprintln!();
+    progress.finish();
+    let mut failures = std::mem::take(&mut *lock(&failures));
+    failures.sort_by_key(|(seed, _)| *seed);
+    let passed = std::mem::take(&mut *lock(&passed));
+    SweepOutcome { failures, passed, seeds_run: seeds_run.load(Ordering::SeqCst), wall: started.elapsed() }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A worker panics only outside a seed (seeds run under catch_unwind), and
+    // then the sweep stops on its join: a poisoned lock's data is still whole.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The sweep's progress on stderr: an indicatif bar with seeds/s and the ETA
+/// on a terminal; in CI logs (no terminal), ten plain lines.
+#[derive(Clone)]
+struct Progress {
+    bar: ProgressBar,
+    total: u64,
+    failed: Arc<AtomicU64>,
+    done: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new(total: u64) -> Self {
+        let bar = if std::io::stderr().is_terminal() { ProgressBar::new(total) } else { ProgressBar::hidden() };
+        let style =
+            ProgressStyle::with_template("{bar:30} {pos}/{len} seeds, {msg} [{per_sec}, {elapsed} elapsed, ETA {eta}]").expect("valid progress template");
+        bar.set_style(style);
+        bar.set_message("0 failed");
+        Progress { bar, total, failed: Arc::new(AtomicU64::new(0)), done: Arc::new(AtomicU64::new(0)) }
     }
-    let mut failures = failures.lock().expect("failures lock").clone();
-    failures.sort();
-    let coverage = coverage.lock().expect("coverage lock").clone();
-    (failures, coverage)
+
+    fn seed_done(&self, failed: bool) {
+        let failed = self.failed.fetch_add(u64::from(failed), Ordering::SeqCst) + u64::from(failed);
+        let done = self.done.fetch_add(1, Ordering::SeqCst) + 1;
+        self.bar.set_message(format!("{failed} failed"));
+        self.bar.inc(1);
+        if self.bar.is_hidden() && (done.is_multiple_of((self.total / 10).max(1)) || done == self.total) {
+            eprintln!("{done}/{} seeds, {failed} failed", self.total);
+        }
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

@@ -471,6 +471,11 @@ struct Validator<'a> {
     text: &'a str,
 }
 
+/// The 1-based line of byte `offset` of `text` (a TOML error's span).
+pub(crate) fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
 /// What every fault is checked against.
 struct FaultContext {
     brokers: u64,
@@ -481,7 +486,7 @@ struct FaultContext {
 
 impl Validator<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+        line_at(self.text, offset)
     }
 
     fn error(&self, span: std::ops::Range<usize>, message: impl Into<String>) -> ScenarioError {

@@ -96,3 +96,50 @@ fn the_normal_build_points_scenario_runs_at_the_simulation_build() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("ci/sim.sh"), "{}", stderr(&output));
 }
+
+#[test]
+fn bad_sweep_options_exit_2_with_the_form_to_write() {
+    for (flag, value, told) in [("--shard", "3/3", "INDEX/COUNT"), ("--shard", "x", "INDEX/COUNT"), ("--time-budget", "10", "e.g. 90s")] {
+        let output = keel_sim(&["log-check", "--seeds", "1..4", flag, value]);
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}: {}", stderr(&output));
+        assert!(stderr(&output).contains(told), "{flag} {value}: {}", stderr(&output));
+    }
+}
+
+#[test]
+fn a_sharded_sweep_runs_its_share_of_the_seeds_and_writes_a_json_summary() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let json_path = dir.path().join("summary.json");
+    let json_arg = json_path.to_str().expect("utf-8 path");
+    let output = keel_sim(&["log-check", "--seeds", "1..7", "--steps", "20", "--shard", "1/3", "--time-budget", "10m", "--json", json_arg]);
+    assert_eq!(output.status.code(), Some(0), "{}{}", String::from_utf8_lossy(&output.stdout), stderr(&output));
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json_path).expect("summary written")).expect("valid JSON");
+    // Shard 1 of 3 of seeds 1..7 is seeds 2 and 5.
+    assert_eq!(summary["seeds_planned"], 2, "{summary}");
+    assert_eq!(summary["seeds_run"], 2, "{summary}");
+    assert_eq!(summary["seeds_failed"], 0, "{summary}");
+    assert_eq!(summary["shard"]["index"], 1, "{summary}");
+    assert_eq!(summary["time_budget_ran_out"], false, "{summary}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("2 passed, 0 failed (shard 1/3)"));
+}
+
+#[test]
+fn the_shipped_regression_corpus_names_valid_scenarios() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let corpus = root.join(keel_sim::regressions::DEFAULT_CORPUS);
+    let regressions = keel_sim::regressions::load(&corpus).unwrap_or_else(|error| panic!("{error}"));
+    assert!(!regressions.is_empty(), "the corpus keeps the seeds that once failed");
+    for regression in &regressions {
+        keel_sim::scenario::Scenario::load(&root.join(&regression.scenario)).unwrap_or_else(|error| panic!("seed {}: {error}", regression.seed));
+    }
+}
+
+#[test]
+fn a_malformed_regression_corpus_exits_2_naming_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let corpus = dir.path().join("seeds.toml");
+    std::fs::write(&corpus, "[[regression]]\nscenario = \"scenarios/swarm.toml\"\nseed = -1\nchecker = \"x\"\n").expect("write");
+    let output = keel_sim(&["regressions", "--corpus", corpus.to_str().expect("utf-8 path")]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("seeds.toml:3:"), "{}", stderr(&output));
+}

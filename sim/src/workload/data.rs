@@ -180,6 +180,7 @@ async fn check_final_logs(world: &World, clients: &DataClients, kafka: bool) -> 
         records_read: data.records_read,
         records_in_final_log,
         halts: world.halts,
+        produce_latency: data.produce_latency.clone(),
         kafka,
     }
 }
