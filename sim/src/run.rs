@@ -11,7 +11,7 @@ use keel_io::NodeRng;
 use crate::coverage::Coverage;
 use crate::meta_check::{History, Violation};
 use crate::report::RunReport;
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, BUGGIFY_ACTIVATION_PROBABILITY, BUGGIFY_FIRE_PROBABILITY};
 use crate::shared::{lock, SharedHistory};
 use crate::trace::Trace;
 use crate::workload::data::DataRun;
@@ -29,6 +29,10 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         Some(swarm) => Arc::new(Scenario { faults: crate::swarm::draw(&scenario, swarm, &mut rng.fork(12)), ..Scenario::clone(&scenario) }),
         None => scenario,
     };
+    // Forked only when on, so the streams of a scenario without them are as before.
+    if scenario.buggify {
+        keel_io::buggify::enable(rng.fork(13), BUGGIFY_ACTIVATION_PROBABILITY, BUGGIFY_FIRE_PROBABILITY);
+    }
     let history: SharedHistory = Arc::new(Mutex::new(History::new()));
     let mut world = World::new(Arc::clone(&scenario), seed, rng.fork(1), Arc::clone(&history));
     let kafka_clients = world.kafka_clients();
@@ -64,10 +68,16 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         world.stop_broker(id, false);
     }
     report.simulated_ms = world.clock.now_ms();
+    let buggify_fired = keel_io::buggify::disable();
     let mut history = std::mem::take(&mut *lock(&history));
     report.elections = history.elections;
     report.entries_applied = history.entries_applied;
     report.coverage = coverage(&world, &report, std::mem::take(&mut history.coverage));
+    if scenario.buggify {
+        for site in keel_io::buggify::SITES {
+            report.coverage.add(site, buggify_fired.get(site).copied().unwrap_or(0));
+        }
+    }
     match history.violation().cloned() {
         Some(violation) => Err((violation, history.into_trace())),
         None => Ok((report, history.into_trace())),

@@ -74,6 +74,9 @@ struct ScenarioFile {
     /// `faults = "swarm"`: each seed draws its own schedule (`swarm`).
     faults: Option<Spanned<String>>,
     swarm: Option<Spanned<SwarmTable>>,
+    /// BUGGIFY fault points in the broker code (`keel_io::buggify`) on.
+    #[serde(default)]
+    buggify: bool,
 }
 
 /// `[swarm]` as written.
@@ -438,7 +441,16 @@ pub struct Scenario {
     /// where each seed draws its own (`crate::swarm::draw`).
     pub faults: Vec<Fault>,
     pub swarm: Option<SwarmSpec>,
+    /// BUGGIFY fault points on (`keel_io::buggify`): each site activated
+    /// per seed with `BUGGIFY_ACTIVATION_PROBABILITY`, then firing with
+    /// `BUGGIFY_FIRE_PROBABILITY` each time it is reached.
+    pub buggify: bool,
 }
+
+/// With `buggify = true`, the share of sites a seed turns on.
+pub const BUGGIFY_ACTIVATION_PROBABILITY: f64 = 0.25;
+/// How often a site a seed turned on fires when reached.
+pub const BUGGIFY_FIRE_PROBABILITY: f64 = 0.1;
 
 const BROKERS_MAX: u64 = 9;
 const ROLES: &str = "\"leader\", \"follower\", \"random\", \"partition_leader\" or \"partition_follower\" (and \"clients\" in one_way)";
@@ -963,6 +975,7 @@ impl Scenario {
             group,
             faults,
             swarm,
+            buggify: file.buggify,
         })
     }
 }

@@ -9,6 +9,7 @@
 //! touch `std::time::{Instant, SystemTime}::now`, `std::fs`, `std::net`,
 //! `std::thread` or OS entropy. The tidy test (`crates/tidy`) enforces it.
 
+pub mod buggify;
 pub mod clock;
 pub mod disk;
 pub mod rng;

@@ -53,6 +53,8 @@ pub const ALLOWED: &[(&str, &str, &str)] = &[
     ("sim/src/runner.rs", "Instant::now", "wall-clock watchdog reports hung seeds (a deadlock stops simulated time)"),
     ("sim/src/trace.rs", "std::fs", "a finished trace is written to the host for the developer to read"),
     ("sim/src/scenario.rs", "std::fs", "scenario files are read from the host before a simulated world exists"),
+    ("sim/src/regressions.rs", "std::fs", "the regression corpus is a host file, read before and appended after simulated worlds"),
+    ("sim/src/main.rs", "std::fs", "a sweep's JSON summary is written to the host for CI to gather"),
     ("broker/src/config.rs", "std::fs", "the --config file is read from the host (read-only) before the node starts"),
     ("broker/src/listeners.rs", "std::net", "a listener inherited from a supervisor arrives as a raw fd; std::net turns it into a socket tokio takes"),
 ];
@@ -260,6 +262,24 @@ pub fn composition_violations(relative_path: &str, source: &str) -> Vec<Violatio
     violations
 }
 
+/// The site names of the BUGGIFY points (the macro given a string literal) in `source`, in order
+/// (the macro's own definition and its tests, sites named `test: ...`, left out).
+pub fn buggify_sites(source: &str) -> Vec<String> {
+    const OPEN: &str = "buggify!(\"";
+    let mut sites = Vec::new();
+    let mut rest = source;
+    while let Some(start) = rest.find(OPEN) {
+        rest = &rest[start + OPEN.len()..];
+        let Some(end) = rest.find('"') else { break };
+        let site = &rest[..end];
+        if !site.starts_with("test: ") {
+            sites.push(site.to_string());
+        }
+        rest = &rest[end..];
+    }
+    sites
+}
+
 /// Every `.rs` file of the workspace outside build output, as `/`-separated relative paths.
 pub fn rust_files(root: &Path) -> std::io::Result<Vec<String>> {
     let mut files = Vec::new();
@@ -288,6 +308,12 @@ pub fn rust_files(root: &Path) -> std::io::Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buggify_sites_are_found_by_their_literal_and_test_sites_left_out() {
+        let source = "if keel_io::buggify!(\"disk: short read\") {}\nlet x = crate::buggify!(\"test: odd\");\nbuggify!(\"repl: tiny\")";
+        assert_eq!(buggify_sites(source), vec!["disk: short read".to_string(), "repl: tiny".to_string()]);
+    }
 
     #[test]
     fn forbidden_calls_in_code_are_flagged_with_file_and_line() {

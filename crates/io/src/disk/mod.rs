@@ -237,12 +237,24 @@ impl DiskFile {
         }
     }
 
-    /// Reads up to `len` bytes at `offset`; shorter only at end of file.
+    /// Reads `len` bytes at `offset`, fewer only at the end of the file.
+    /// A pread may return less than asked before the end; this reads on.
     pub async fn read_at(&self, offset: u64, len: usize) -> DiskResult<Vec<u8>> {
-        match self {
-            DiskFile::Real(file) => file.read_at(offset, len).await,
-            DiskFile::Sim(file) => file.read_at(offset, len).await,
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() < len {
+            let at = offset + bytes.len() as u64;
+            let (more, end_of_file) = match self {
+                DiskFile::Real(file) => file.pread(at, len - bytes.len()).await?,
+                DiskFile::Sim(file) => file.pread(at, len - bytes.len()).await?,
+            };
+            assert!(more.len() <= len - bytes.len(), "a pread returns at most what was asked");
+            assert!(!more.is_empty() || end_of_file, "a pread returns nothing only at the end of the file");
+            bytes.extend_from_slice(&more);
+            if end_of_file {
+                break;
+            }
         }
+        Ok(bytes)
     }
 
     /// Writes all of `data` at `offset`, extending the file with zeros if needed.
@@ -257,7 +269,15 @@ impl DiskFile {
     pub async fn sync(&self) -> DiskResult<()> {
         match self {
             DiskFile::Real(file) => file.sync().await,
-            DiskFile::Sim(file) => file.sync().await,
+            DiskFile::Sim(file) => {
+                file.sync().await?;
+                // The completion reaches the caller late (a busy disk queue,
+                // a slow journal commit): whatever waits on it waits longer.
+                if crate::buggify!("disk: fsync completion delayed") {
+                    tokio::time::sleep(std::time::Duration::from_millis(file.delay_draw_ms(1..=200))).await;
+                }
+                Ok(())
+            }
         }
     }
 

@@ -205,20 +205,15 @@ impl RealFile {
         &self.path
     }
 
-    pub async fn read_at(&self, offset: u64, len: usize) -> DiskResult<Vec<u8>> {
+    /// One pread: up to `len` bytes at `offset`, maybe fewer (the kernel may
+    /// return less than asked), and whether it met the end of the file.
+    pub async fn pread(&self, offset: u64, len: usize) -> DiskResult<(Vec<u8>, bool)> {
         let file = Arc::clone(&self.file);
         blocking(DiskOp::Read, &self.path, move || {
             let mut buf = vec![0u8; len];
-            let mut filled = 0;
-            while filled < len {
-                let read = file.read_at(&mut buf[filled..], offset + filled as u64)?;
-                if read == 0 {
-                    break;
-                }
-                filled += read;
-            }
-            buf.truncate(filled);
-            Ok(buf)
+            let read = file.read_at(&mut buf, offset)?;
+            buf.truncate(read);
+            Ok((buf, read == 0 && len > 0))
         })
         .await
     }

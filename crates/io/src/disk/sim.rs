@@ -423,6 +423,11 @@ impl SimFile {
         &self.path
     }
 
+    /// A delay drawn from the disk's seeded generator (for BUGGIFY points).
+    pub(crate) fn delay_draw_ms(&self, range: std::ops::RangeInclusive<u64>) -> u64 {
+        self.disk.lock().rng.gen_range(range)
+    }
+
     /// Runs `f` on this file's inode, failing if the handle predates a crash.
     fn with_inode<T>(&self, op: DiskOp, f: impl FnOnce(&mut Inode, &mut NodeRng, &SimDiskFaults, &mut SimDiskStats) -> DiskResult<T>) -> DiskResult<T> {
         let mut state = self.disk.lock();
@@ -435,18 +440,26 @@ impl SimFile {
         f(inode, &mut state.rng, &state.faults, &mut state.stats)
     }
 
-    pub async fn read_at(&self, offset: u64, len: usize) -> DiskResult<Vec<u8>> {
+    /// One pread: up to `len` bytes at `offset` and whether it met the end
+    /// of the file. Short before the end only at a BUGGIFY point, as a real
+    /// pread may be.
+    pub async fn pread(&self, offset: u64, len: usize) -> DiskResult<(Vec<u8>, bool)> {
         self.disk.enter(DiskOp::Read, &self.path).await?;
         self.with_inode(DiskOp::Read, |inode, rng, faults, stats| {
             let start = usize::try_from(offset).expect("offset fits memory").min(inode.current.len());
             let end = start.saturating_add(len).min(inode.current.len());
             let mut data = inode.current[start..end].to_vec();
+            let mut end_of_file = end == inode.current.len() && data.len() < len;
+            if data.len() > 1 && crate::buggify!("disk: short read") {
+                data.truncate(rng.gen_range(1..data.len()));
+                end_of_file = false;
+            }
             if !data.is_empty() && faults.read_bit_flip_probability > 0.0 && rng.gen_bool(faults.read_bit_flip_probability) {
                 let bit = rng.gen_range(0..data.len() * 8);
                 data[bit / 8] ^= 1 << (bit % 8);
                 stats.read_bit_flips += 1;
             }
-            Ok(data)
+            Ok((data, end_of_file))
         })
     }
 

@@ -790,7 +790,10 @@ impl Driver {
             leader_epoch: request.leader_epoch,
             fetch_offset: request.fetch_offset,
             last_fetched_epoch: request.last_fetched_epoch,
-            bytes_max: self.config.fetch_bytes_max,
+            // One batch per fetch (the leader always sends at least one): the
+            // follower's catch-up, its high watermark and its divergence
+            // checks then run batch by batch.
+            bytes_max: if keel_io::buggify!("repl: tiny follower fetch") { 1 } else { self.config.fetch_bytes_max },
         };
         match self.endpoint.send(follower.leader_id(), FRAME_KIND_FETCH, message.encode_to_vec()) {
             Ok(()) => fetch.in_flight = Some((request_id, now_ms)),
@@ -937,6 +940,10 @@ impl Driver {
         let current =
             follower.leader_id() == from && follower.leader_epoch() == message.leader_epoch && fetch.in_flight.is_some_and(|(id, _)| id == message.request_id);
         if !current {
+            return Ok(());
+        }
+        // The answer is lost on the way: the fetch times out and is sent again.
+        if keel_io::buggify!("repl: follower loses a fetch answer") {
             return Ok(());
         }
         fetch.in_flight = None;
@@ -1099,7 +1106,11 @@ impl Driver {
                 let produce_id = self.next_produce_id;
                 self.next_produce_id += 1;
                 self.waiters.insert(produce_id, Waiter { reply, produced });
-                let outputs = leader.await_acks_all(now_ms, produce_id, range.end, request.timeout_ms);
+                // The wait ends at once: the batch is appended but answered
+                // REQUEST_TIMED_OUT, and the client's retry must not lose or
+                // (with idempotence) duplicate it.
+                let timeout_ms = if keel_io::buggify!("repl: acks=all wait times out at once") { 0 } else { request.timeout_ms };
+                let outputs = leader.await_acks_all(now_ms, produce_id, range.end, timeout_ms);
                 self.handle_outputs(&key, outputs);
             }
         }
