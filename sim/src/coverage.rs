@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 /// The events a scenario sweep counts, in the order the table lists them.
-pub const EVENTS: [&str; 14] = [
+pub const EVENTS: [&str; 15] = [
     FAULTS_FIRED,
     METADATA_ELECTIONS,
     METADATA_SNAPSHOT_INSTALLS,
@@ -15,6 +15,7 @@ pub const EVENTS: [&str; 14] = [
     GRACEFUL_DRAINS,
     DISK_HALTS,
     FSYNC_EIO,
+    WRITE_ENOSPC,
     TORN_WRITES_AT_CRASH,
     READ_BIT_FLIPS,
     CREATES_FOUND_AFTER_RETRY,
@@ -31,6 +32,7 @@ pub const LOG_TRUNCATIONS: &str = "partition log truncations";
 pub const GRACEFUL_DRAINS: &str = "graceful drains";
 pub const DISK_HALTS: &str = "halts on a disk error (restarted)";
 pub const FSYNC_EIO: &str = "fsync EIO injected";
+pub const WRITE_ENOSPC: &str = "ENOSPC on a write injected";
 pub const TORN_WRITES_AT_CRASH: &str = "torn writes at a crash";
 pub const READ_BIT_FLIPS: &str = "read bit flips";
 pub const CREATES_FOUND_AFTER_RETRY: &str = "creates found done by a retry";

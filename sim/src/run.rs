@@ -101,6 +101,7 @@ fn coverage(world: &World, report: &RunReport, mut seen: Coverage) -> Coverage {
     for broker in world.brokers.values() {
         let stats = broker.disk.stats();
         seen.add(FSYNC_EIO, stats.sync_eio);
+        seen.add(WRITE_ENOSPC, stats.write_enospc);
         seen.add(TORN_WRITES_AT_CRASH, stats.torn_crashes);
         seen.add(READ_BIT_FLIPS, stats.read_bit_flips);
     }

@@ -326,6 +326,8 @@ struct FaultSpec {
     sync_eio_probability: Option<f64>,
     read_bit_flip_probability: Option<f64>,
     torn_write_probability: Option<f64>,
+    write_enospc_probability: Option<f64>,
+    latency_us: Option<[u64; 2]>,
 }
 
 /// Who a fault acts on, resolved when it fires.
@@ -361,12 +363,35 @@ pub struct Fault {
 pub enum FaultAction {
     OnBroker(Target),
     Partition(Vec<Vec<u64>>),
-    OneWay { from: Target, to: Target },
-    Latency { min_ms: u64, max_ms: u64 },
-    Loss { rate: f64 },
-    Lag { node: Target, delay_ms: u64 },
-    Clock { node: Target, drift_ppm: i64, skew_ms: i64 },
-    Disk { node: Target, sync_eio_probability: f64, read_bit_flip_probability: f64, torn_write_probability: f64 },
+    OneWay {
+        from: Target,
+        to: Target,
+    },
+    Latency {
+        min_ms: u64,
+        max_ms: u64,
+    },
+    Loss {
+        rate: f64,
+    },
+    Lag {
+        node: Target,
+        delay_ms: u64,
+    },
+    Clock {
+        node: Target,
+        drift_ppm: i64,
+        skew_ms: i64,
+    },
+    Disk {
+        node: Target,
+        sync_eio_probability: f64,
+        read_bit_flip_probability: f64,
+        torn_write_probability: f64,
+        write_enospc_probability: f64,
+        /// A slow disk: every operation takes this long (`[min, max]` µs).
+        latency_us: Option<[u64; 2]>,
+    },
     Everyone,
 }
 
@@ -453,6 +478,8 @@ pub const BUGGIFY_ACTIVATION_PROBABILITY: f64 = 0.25;
 pub const BUGGIFY_FIRE_PROBABILITY: f64 = 0.1;
 
 const BROKERS_MAX: u64 = 9;
+/// A disk fault's slowest operation: one simulated second.
+const DISK_LATENCY_US_MAX: u64 = 1_000_000;
 const ROLES: &str = "\"leader\", \"follower\", \"random\", \"partition_leader\" or \"partition_follower\" (and \"clients\" in one_way)";
 /// Repeating faults expand into at most this many firings each.
 const REPEATS_MAX: u64 = 1_000;
@@ -781,7 +808,9 @@ impl FaultCheck<'_> {
             FaultKind::Loss => ["rate"].into(),
             FaultKind::Lag => ["node", "delay_ms"].into(),
             FaultKind::Clock => ["node", "drift_ppm", "skew_ms"].into(),
-            FaultKind::Disk => ["node", "sync_eio_probability", "read_bit_flip_probability", "torn_write_probability"].into(),
+            FaultKind::Disk => {
+                ["node", "sync_eio_probability", "read_bit_flip_probability", "torn_write_probability", "write_enospc_probability", "latency_us"].into()
+            }
             FaultKind::PowerLoss | FaultKind::Heal => BTreeSet::new(),
         };
         let present = [
@@ -798,6 +827,8 @@ impl FaultCheck<'_> {
             ("sync_eio_probability", spec.sync_eio_probability.is_some()),
             ("read_bit_flip_probability", spec.read_bit_flip_probability.is_some()),
             ("torn_write_probability", spec.torn_write_probability.is_some()),
+            ("write_enospc_probability", spec.write_enospc_probability.is_some()),
+            ("latency_us", spec.latency_us.is_some()),
         ];
         if let Some((field, _)) = present.iter().find(|(field, is_set)| *is_set && !used.contains(field)) {
             let expected = if used.is_empty() { "no target fields".to_string() } else { used.iter().copied().collect::<Vec<_>>().join(", ") };
@@ -888,6 +919,15 @@ impl FaultCheck<'_> {
             sync_eio_probability: probability("sync_eio_probability", spec.sync_eio_probability)?,
             read_bit_flip_probability: probability("read_bit_flip_probability", spec.read_bit_flip_probability)?,
             torn_write_probability: probability("torn_write_probability", spec.torn_write_probability)?,
+            write_enospc_probability: probability("write_enospc_probability", spec.write_enospc_probability)?,
+            latency_us: match spec.latency_us {
+                Some([min, max]) if min > max || max > DISK_LATENCY_US_MAX => {
+                    return Err(
+                        self.err(format!("latency_us = [{min}, {max}]: expected [min, max] with min <= max <= {DISK_LATENCY_US_MAX} (µs per disk operation)"))
+                    )
+                }
+                other => other,
+            },
         })
     }
 
@@ -1000,6 +1040,27 @@ mod tests {
             Err(ScenarioError::Invalid { line, message, .. }) => (line, message),
             other => panic!("expected an invalid-scenario error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_disk_fault_takes_enospc_and_a_slow_disk_and_refuses_impossible_ones_by_line_and_field() {
+        let disk = |fields: &str| format!("{MINIMAL}[[fault]]\nkind = \"disk\"\nnode = 2\nat_ms = 100\n{fields}\n");
+        let scenario = parse(&disk("write_enospc_probability = 0.01\nlatency_us = [100, 5000]")).expect("valid");
+        match &scenario.faults[0].action {
+            FaultAction::Disk { write_enospc_probability, latency_us, sync_eio_probability, .. } => {
+                assert_eq!(*write_enospc_probability, 0.01);
+                assert_eq!(*latency_us, Some([100, 5000]));
+                assert_eq!(*sync_eio_probability, 0.0);
+            }
+            other => panic!("expected a disk fault, got {other:?}"),
+        }
+        let (line, message) = error_of(&disk("latency_us = [5000, 100]"));
+        assert_eq!(line, 5, "the fault's table: {message}");
+        assert!(message.contains("latency_us"), "{message}");
+        let (_, message) = error_of(&disk("write_enospc_probability = 1.5"));
+        assert!(message.contains("write_enospc_probability = 1.5"), "{message}");
+        let (_, message) = error_of(&format!("{MINIMAL}[[fault]]\nkind = \"kill\"\nnode = 2\nat_ms = 100\nlatency_us = [1, 2]\n"));
+        assert!(message.contains("`latency_us` does not apply"), "{message}");
     }
 
     #[test]

@@ -91,12 +91,15 @@ fn action_of(kind: FaultKind, scenario: &Scenario, rng: &mut NodeRng) -> FaultAc
         FaultKind::Disk => {
             let node = target(scenario, rng);
             let mut probability = |on: f64, range: std::ops::Range<f64>| if rng.gen_bool(on) { rng.gen_range(range) } else { 0.0 };
-            FaultAction::Disk {
-                node,
-                sync_eio_probability: probability(0.5, 0.01..0.05),
-                read_bit_flip_probability: probability(0.5, 0.001..0.01),
-                torn_write_probability: probability(0.7, 0.3..1.0),
-            }
+            let sync_eio_probability = probability(0.5, 0.01..0.05);
+            let read_bit_flip_probability = probability(0.5, 0.001..0.01);
+            let torn_write_probability = probability(0.7, 0.3..1.0);
+            let write_enospc_probability = probability(0.3, 0.001..0.02);
+            let latency_us = rng.gen_bool(0.3).then(|| {
+                let min = rng.gen_range(100..=2_000);
+                [min, min + rng.gen_range(0..=50_000)]
+            });
+            FaultAction::Disk { node, sync_eio_probability, read_bit_flip_probability, torn_write_probability, write_enospc_probability, latency_us }
         }
         FaultKind::PowerLoss | FaultKind::Heal => FaultAction::Everyone,
     }

@@ -425,9 +425,11 @@ impl World {
         }
     }
 
-    /// Disk faults on one broker (fsync EIO, read bit flips, torn writes).
+    /// Disk faults on one broker (fsync EIO, read bit flips, torn writes,
+    /// ENOSPC on writes, a slow disk).
     pub(crate) fn fire_disk(&mut self, action: &FaultAction, undo_brokers: &mut Vec<u64>) -> String {
-        let FaultAction::Disk { node, sync_eio_probability, read_bit_flip_probability, torn_write_probability } = action else {
+        let FaultAction::Disk { node, sync_eio_probability, read_bit_flip_probability, torn_write_probability, write_enospc_probability, latency_us } = action
+        else {
             unreachable!("fire_disk is called for disk faults only");
         };
         let Some(id) = self.resolve(node) else {
@@ -435,14 +437,18 @@ impl World {
         };
         let broker = &self.brokers[&id];
         broker.disk_faulted.store(true, Ordering::SeqCst);
+        let base = self.base_disk_faults.clone();
         broker.disk.set_faults(SimDiskFaults {
             sync_eio_probability: *sync_eio_probability,
             read_bit_flip_probability: *read_bit_flip_probability,
             torn_write_on_crash_probability: *torn_write_probability,
-            ..self.base_disk_faults.clone()
+            write_enospc_probability: *write_enospc_probability,
+            latency_us: latency_us.map(|[min, max]| (min, max)).or(base.latency_us),
         });
         undo_brokers.push(id);
-        format!("disk faults on n{id}: fsync EIO {sync_eio_probability}, read bit flips {read_bit_flip_probability}, torn writes {torn_write_probability}")
+        let enospc = if *write_enospc_probability > 0.0 { format!(", ENOSPC {write_enospc_probability}") } else { String::new() };
+        let slow = latency_us.map_or(String::new(), |[min, max]| format!(", slow disk {min}..{max} us"));
+        format!("disk faults on n{id}: fsync EIO {sync_eio_probability}, read bit flips {read_bit_flip_probability}, torn writes {torn_write_probability}{enospc}{slow}")
     }
 
     pub(crate) fn undo(&mut self, index: usize, brokers: Vec<u64>, links: Vec<(u64, u64)>) {
