@@ -26,6 +26,8 @@ pub mod report;
 pub mod run;
 pub mod runner;
 pub mod scenario;
+pub mod schedule;
+pub mod shrink;
 #[cfg(madsim)]
 pub mod shared;
 pub mod swarm;
