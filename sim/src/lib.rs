@@ -27,9 +27,9 @@ pub mod run;
 pub mod runner;
 pub mod scenario;
 pub mod schedule;
-pub mod shrink;
 #[cfg(madsim)]
 pub mod shared;
+pub mod shrink;
 pub mod swarm;
 pub mod trace;
 #[cfg(madsim)]

@@ -86,10 +86,10 @@ struct ScenarioFile {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleDraws {
     /// The run was a swarm run: its schedule's stream was forked first.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub swarm: bool,
     /// The jitter ranges it drew firing times from, in draw order.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jitter_ms: Vec<u64>,
 }
 

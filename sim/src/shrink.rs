@@ -158,7 +158,7 @@ impl Prober<'_> {
             match self.first_failing(std::slice::from_ref(&candidate)) {
                 Probe::Fails(_) => {
                     *current = candidate;
-                    println!("run {}: {what} smaller, still fails: {}", self.runs, sizes(current));
+                    println!("run {}: {what}, still fails: {}", self.runs, sizes(current));
                 }
                 Probe::Passes | Probe::Spent => return,
             }
@@ -235,7 +235,7 @@ pub fn shrink(request: &ShrinkRequest<'_>, run: &RunOnce) -> anyhow::Result<Shri
     });
     let mut current = with_faults(&explicit, &kept);
     for index in 0..current.faults.len() {
-        let what = format!("fault event {} ({}) duration", index + 1, current.faults[index].kind.name());
+        let what = format!("fault event {} ({}) duration halved", index + 1, current.faults[index].kind.name());
         prober.halve_while_failing(&mut current, &what, |scenario| {
             let mut smaller = scenario.clone();
             let fault = &mut smaller.faults[index];
@@ -250,7 +250,8 @@ pub fn shrink(request: &ShrinkRequest<'_>, run: &RunOnce) -> anyhow::Result<Shri
     let summary = format!("shrunk: {} fault events -> {}, {workload}, runs {}", explicit.faults.len(), current.faults.len(), prober.runs);
     let header = format!(
         "# Shrunk by `keel-sim shrink` from {source}, seed {seed}: checker `{checker}` fails.\n\
-         # Before: {before}. After: {after}. Runs: {}.\n\
+         # Before: {before}.\n\
+         # After:  {after} ({} runs).\n\
          # Run it under the same seed: the faults fire at these times and [schedule_draws]\n\
          # repeats the original run's layout draws, so the rest of the run is the seed's.\n",
         prober.runs
@@ -286,33 +287,33 @@ fn simplify_workload(prober: &mut Prober<'_>, current: &mut Scenario) {
     prober.halve_while_failing(current, "topic workload removed", |s| s.workload.is_some().then(|| Scenario { workload: None, ..s.clone() }));
     type Knob = (&'static str, fn(&mut Scenario) -> Option<()>);
     let knobs: [Knob; 6] = [
-        ("creates", |s| {
+        ("creates halved", |s| {
             let workload = s.workload.as_mut()?;
             workload.creates = half(workload.creates, 0)?;
             workload.deletes = workload.deletes.min(workload.creates);
             Some(())
         }),
-        ("deletes", |s| {
+        ("deletes halved", |s| {
             let workload = s.workload.as_mut()?;
             workload.deletes = half(workload.deletes, 0)?;
             Some(())
         }),
-        ("producers", |s| {
+        ("producers halved", |s| {
             let data = s.data.as_mut()?;
             data.producers = half(data.producers, 1)?;
             Some(())
         }),
-        ("batches per producer", |s| {
+        ("batches per producer halved", |s| {
             let data = s.data.as_mut()?;
             data.batches_per_producer = half(data.batches_per_producer, 1)?;
             Some(())
         }),
-        ("consumers", |s| {
+        ("consumers halved", |s| {
             let data = s.data.as_mut()?;
             data.consumers = half(data.consumers, 0)?;
             Some(())
         }),
-        ("group members", |s| {
+        ("group members halved", |s| {
             let group = s.group.as_mut()?;
             group.members = half(group.members, 1)?;
             Some(())
