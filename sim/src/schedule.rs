@@ -174,6 +174,35 @@ mod tests {
     }
 
     #[test]
+    fn every_shipped_scenario_and_its_explicit_schedule_serialize_and_parse_back_to_the_same_plan() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+        let mut names: Vec<_> = std::fs::read_dir(&dir).expect("scenarios dir").map(|entry| entry.expect("entry").path()).collect();
+        names.retain(|path| path.extension().is_some_and(|extension| extension == "toml"));
+        assert!(names.len() >= 6, "found {} scenarios", names.len());
+        for path in names {
+            let original = Scenario::load(&path).unwrap_or_else(|error| panic!("{error}"));
+            for scenario in [original.clone(), explicit(&original, 9)] {
+                let written = scenario.to_toml();
+                let read = Scenario::parse(&path, &written).unwrap_or_else(|error| panic!("{error}\n{written}"));
+                let unlined = |faults: &[Fault]| faults.iter().map(|fault| Fault { line: 0, ..fault.clone() }).collect::<Vec<_>>();
+                let shown = path.display();
+                assert_eq!(unlined(&read.faults), unlined(&scenario.faults), "{shown}");
+                assert_eq!(
+                    (&read.cluster, &read.node, &read.swarm, &read.schedule_draws),
+                    (&scenario.cluster, &scenario.node, &scenario.swarm, &scenario.schedule_draws),
+                    "{shown}"
+                );
+                assert_eq!((&read.workload, &read.data, &read.group), (&scenario.workload, &scenario.data, &scenario.group), "{shown}");
+                assert_eq!(
+                    (read.duration_ms, read.convergence_ms_max, &read.about),
+                    (scenario.duration_ms, scenario.convergence_ms_max, &scenario.about),
+                    "{shown}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_fault_action_and_target_round_trips() {
         let fault = |kind, action, duration_ms| Fault { kind, at_ms: 100, jitter_ms: 0, duration_ms, action, line: 0 };
         let faults = vec![
