@@ -27,8 +27,10 @@ pub mod report;
 pub mod run;
 pub mod runner;
 pub mod scenario;
+pub mod schedule;
 #[cfg(madsim)]
 pub mod shared;
+pub mod shrink;
 pub mod summary;
 pub mod swarm;
 pub mod trace;

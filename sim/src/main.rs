@@ -112,6 +112,26 @@ struct RegressionsArgs {
     jobs: u64,
 }
 
+/// Arguments of `shrink`: one failing seed of a scenario, made small.
+#[derive(clap::Args)]
+struct ShrinkArgs {
+    /// The scenario file (TOML) the seed fails in.
+    #[arg(long)]
+    scenario: PathBuf,
+    /// The failing seed.
+    #[arg(long)]
+    seed: u64,
+    /// Where to write the shrunk scenario (default: `regressions/<stem>-seed<N>-shrunk.toml` beside the scenario).
+    #[arg(short = 'o', long)]
+    out: Option<PathBuf>,
+    /// At most this many runs of the seed while shrinking.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    runs_max: u64,
+    /// Candidate schedules run in parallel.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=256))]
+    jobs: u64,
+}
+
 /// Arguments of `config`: one broker's settings in a scenario.
 #[derive(clap::Args)]
 struct ConfigArgs {
@@ -135,6 +155,11 @@ enum Command {
     LogCheck(CheckArgs),
     /// Crash-consistency check of the metadata Raft store on SimDisk.
     RaftStoreCheck(CheckArgs),
+    /// Shrink a failing seed: write its fault schedule and workload out as a
+    /// scenario, remove and simplify events while the same checker fails,
+    /// and show the result fails alike twice. Exit 0 when shrunk, 1 when
+    /// the failure did not reproduce, 2 on bad input or a seed that passes.
+    Shrink(ShrinkArgs),
     /// Print a broker's effective node settings in a scenario as TOML:
     /// keel's defaults with the scenario's `[node]` table over them (as `keel start --print-config` prints keel's).
     Config(ConfigArgs),
@@ -424,5 +449,27 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::LogCheck(args) => run_check(CheckKind::Log { steps: args.steps }, args, "log-check"),
         Command::RaftStoreCheck(args) => run_check(CheckKind::RaftStore { steps: args.steps }, args, "raft-store-check"),
         Command::Config(args) => Ok(print_config(&args)),
+        Command::Shrink(args) => match load_scenario(&args.scenario) {
+            Ok(CheckKind::Scenario(scenario)) => shrink(&scenario, args),
+            Ok(_) => unreachable!("load_scenario gives a scenario"),
+            Err(code) => Ok(code),
+        },
     }
+}
+
+#[cfg(madsim)]
+fn shrink(scenario: &Scenario, args: ShrinkArgs) -> anyhow::Result<ExitCode> {
+    use keel_sim::shrink::{default_out, run_in_sim, shrink, ShrinkEnd, ShrinkRequest};
+    let out = args.out.unwrap_or_else(|| default_out(&args.scenario, args.seed));
+    let request = ShrinkRequest { scenario, seed: args.seed, out, runs_max: args.runs_max as usize, jobs: args.jobs as usize };
+    Ok(match shrink(&request, &run_in_sim(SEED_WALL_CLOCK_BUDGET))? {
+        ShrinkEnd::Shrunk => ExitCode::SUCCESS,
+        ShrinkEnd::NotReproduced => ExitCode::from(1),
+        ShrinkEnd::SeedPasses => ExitCode::from(2),
+    })
+}
+
+#[cfg(not(madsim))]
+fn shrink(_scenario: &Scenario, _args: ShrinkArgs) -> anyhow::Result<ExitCode> {
+    unreachable!("scenario commands stop in main without the madsim build")
 }

@@ -6,8 +6,6 @@
 
 use std::sync::{Arc, Mutex};
 
-use keel_io::NodeRng;
-
 use crate::coverage::Coverage;
 use crate::meta_check::{History, Violation};
 use crate::report::RunReport;
@@ -23,10 +21,11 @@ use crate::world::{await_metadata_convergence, final_checks, World};
 /// Runs `scenario` under `seed` in the current madsim world. Returns the
 /// report and the trace, or the first violation and the trace up to the end.
 pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunReport, Trace), (Violation, Trace)> {
-    let mut rng = NodeRng::new(seed, 0, 0);
-    // Swarm mode: this seed's own schedule, drawn before anything else runs.
+    // The schedule (in swarm mode this seed's own faults) is laid out before anything else runs.
+    let schedule = crate::schedule::lay_out(&scenario, seed);
+    let mut rng = schedule.rng;
     let scenario = match &scenario.swarm {
-        Some(swarm) => Arc::new(Scenario { faults: crate::swarm::draw(&scenario, swarm, &mut rng.fork(12)), ..Scenario::clone(&scenario) }),
+        Some(_) => Arc::new(Scenario { faults: schedule.faults, ..Scenario::clone(&scenario) }),
         None => scenario,
     };
     // Forked only when on, so the streams of a scenario without them are as before.
@@ -34,10 +33,10 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         keel_io::buggify::enable(rng.fork(13), BUGGIFY_ACTIVATION_PROBABILITY, BUGGIFY_FIRE_PROBABILITY);
     }
     let history: SharedHistory = Arc::new(Mutex::new(History::new()));
-    let mut world = World::new(Arc::clone(&scenario), seed, rng.fork(1), Arc::clone(&history));
+    let mut world = World::new(Arc::clone(&scenario), seed, schedule.world_rng, Arc::clone(&history));
     let kafka_clients = world.kafka_clients();
     world.note(format_args!("scenario {} seed {seed}", scenario.path.display()));
-    world.schedule_starts_faults_and_heal(&mut rng);
+    world.schedule_starts_faults_and_heal(&schedule.start_at_ms, &schedule.fire_at_ms);
     // Started in this order: their seeded streams are forked in it.
     let mut workloads: Vec<Box<dyn Workload>> = vec![Box::new(TopicWorkload::start(&world, &mut rng))];
     if let Some(mut data) = DataRun::start(&world, kafka_clients, &mut rng) {

@@ -44,7 +44,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use keel_node::NodeConfig;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 /// A scenario file that cannot be run, with where and why.
@@ -77,10 +77,33 @@ struct ScenarioFile {
     /// BUGGIFY fault points in the broker code (`keel_io::buggify`) on.
     #[serde(default)]
     buggify: bool,
+    schedule_draws: Option<Spanned<ScheduleDraws>>,
+}
+
+/// `[schedule_draws]`: in a schedule written out from a seeded run
+/// (`keel-sim shrink`), the draws that run made to lay out its faults.
+/// They are made again and their numbers left unused, so the seed's later
+/// draws (the world's, the workloads') are the ones the original run had,
+/// whichever events the file keeps.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleDraws {
+    /// The run was a swarm run: its schedule's stream was forked first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub swarm: bool,
+    /// The jitter ranges it drew firing times from, in draw order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jitter_ms: Vec<u64>,
+}
+
+impl ScheduleDraws {
+    pub fn is_empty(&self) -> bool {
+        !self.swarm && self.jitter_ms.is_empty()
+    }
 }
 
 /// `[swarm]` as written.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct SwarmTable {
     events: Option<[u64; 2]>,
@@ -101,7 +124,7 @@ pub struct SwarmSpec {
 /// refused setting names its line.
 type NodeTable = BTreeMap<String, Spanned<toml::Value>>;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSpec {
     pub brokers: u64,
@@ -115,7 +138,7 @@ pub struct ClusterSpec {
 }
 
 /// Which broker receives a client's create.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum CreateTarget {
     Any,
@@ -123,7 +146,7 @@ pub enum CreateTarget {
     Leader,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadSpec {
     pub creates: u64,
@@ -148,7 +171,7 @@ fn default_delete_after_ms() -> [u64; 2] {
 }
 
 /// A producer's `acks`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AcksSpec {
     All,
@@ -156,7 +179,7 @@ pub enum AcksSpec {
 }
 
 /// How a `[data]` workload's clients reach the brokers.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientKind {
     /// Straight to the replication driver's handles (no Kafka layer).
@@ -169,7 +192,7 @@ pub enum ClientKind {
 
 /// Partition data: one topic, its producers and consumers (format in
 /// scenarios/README.md; the brokers' replication settings are `[node]` keys).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DataSpec {
     #[serde(default = "DataSpec::default_partitions")]
@@ -232,7 +255,7 @@ impl DataSpec {
     }
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// The broker's process dies (written but unsynced bytes survive, as in
@@ -274,7 +297,7 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             FaultKind::Kill => "kill",
             FaultKind::Crash => "crash",
@@ -296,19 +319,19 @@ impl FaultKind {
 }
 
 /// A broker named in a fault: by id, or by its role when the fault fires.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum NodeSelector {
     Id(u64),
     Role(String),
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FaultSpec {
     kind: FaultKind,
     at_ms: u64,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     jitter_ms: u64,
     every_ms: Option<u64>,
     until_ms: Option<u64>,
@@ -330,6 +353,60 @@ struct FaultSpec {
     latency_us: Option<[u64; 2]>,
 }
 
+fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl FaultSpec {
+    /// The table that parses back into `fault` (one firing, no repeat).
+    fn of(fault: &Fault) -> FaultSpec {
+        let mut spec = FaultSpec {
+            kind: fault.kind,
+            at_ms: fault.at_ms,
+            jitter_ms: fault.jitter_ms,
+            every_ms: None,
+            until_ms: None,
+            duration_ms: fault.duration_ms,
+            node: None,
+            from: None,
+            to: None,
+            groups: None,
+            min_ms: None,
+            max_ms: None,
+            rate: None,
+            delay_ms: None,
+            drift_ppm: None,
+            skew_ms: None,
+            sync_eio_probability: None,
+            read_bit_flip_probability: None,
+            torn_write_probability: None,
+            write_enospc_probability: None,
+            latency_us: None,
+        };
+        match &fault.action {
+            FaultAction::OnBroker(target) => spec.node = Some(target.selector()),
+            FaultAction::Partition(groups) => spec.groups = Some(groups.clone()),
+            FaultAction::OneWay { from, to } => (spec.from, spec.to) = (Some(from.selector()), Some(to.selector())),
+            FaultAction::Latency { min_ms, max_ms } => (spec.min_ms, spec.max_ms) = (Some(*min_ms), Some(*max_ms)),
+            FaultAction::Loss { rate } => spec.rate = Some(*rate),
+            FaultAction::Lag { node, delay_ms } => (spec.node, spec.delay_ms) = (Some(node.selector()), Some(*delay_ms)),
+            FaultAction::Clock { node, drift_ppm, skew_ms } => {
+                (spec.node, spec.drift_ppm, spec.skew_ms) = (Some(node.selector()), Some(*drift_ppm), Some(*skew_ms));
+            }
+            FaultAction::Disk { node, sync_eio_probability, read_bit_flip_probability, torn_write_probability, write_enospc_probability, latency_us } => {
+                spec.node = Some(node.selector());
+                spec.sync_eio_probability = Some(*sync_eio_probability);
+                spec.read_bit_flip_probability = Some(*read_bit_flip_probability);
+                spec.torn_write_probability = Some(*torn_write_probability);
+                spec.write_enospc_probability = Some(*write_enospc_probability);
+                spec.latency_us = *latency_us;
+            }
+            FaultAction::Everyone => {}
+        }
+        spec
+    }
+}
+
 /// Who a fault acts on, resolved when it fires.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
@@ -345,6 +422,22 @@ pub enum Target {
     PartitionFollower,
     /// The host the Kafka clients run on (`one_way` only, with `client = "kafka"`).
     Clients,
+}
+
+impl Target {
+    /// How a file names this target.
+    fn selector(&self) -> NodeSelector {
+        let role = match self {
+            Target::Broker(id) => return NodeSelector::Id(*id),
+            Target::Leader => "leader",
+            Target::Follower => "follower",
+            Target::Random => "random",
+            Target::PartitionLeader => "partition_leader",
+            Target::PartitionFollower => "partition_follower",
+            Target::Clients => "clients",
+        };
+        NodeSelector::Role(role.to_string())
+    }
 }
 
 /// One validated fault; repeats are already expanded into separate faults.
@@ -396,7 +489,7 @@ pub enum FaultAction {
 }
 
 /// `[group]` in a scenario file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct GroupSpec {
     pub members: u64,
@@ -470,6 +563,8 @@ pub struct Scenario {
     /// per seed with `BUGGIFY_ACTIVATION_PROBABILITY`, then firing with
     /// `BUGGIFY_FIRE_PROBABILITY` each time it is reached.
     pub buggify: bool,
+    /// Empty unless the file is a written-out schedule (`ScheduleDraws`).
+    pub schedule_draws: ScheduleDraws,
 }
 
 /// With `buggify = true`, the share of sites a seed turns on.
@@ -746,6 +841,21 @@ impl Validator<'_> {
         Ok(Some(SwarmSpec { kinds, events, start_ms }))
     }
 
+    /// `[schedule_draws]`: only for listed faults (a swarm run makes its own
+    /// draws), and only draws a run makes (a zero jitter draws nothing).
+    fn schedule_draws(&self, table: Option<Spanned<ScheduleDraws>>, swarm: bool) -> Result<ScheduleDraws, ScenarioError> {
+        let Some(table) = table else {
+            return Ok(ScheduleDraws::default());
+        };
+        if swarm {
+            return Err(self.error(table.span(), "[schedule_draws] belongs to a written-out schedule: it does not apply with faults = \"swarm\""));
+        }
+        if table.get_ref().jitter_ms.contains(&0) {
+            return Err(self.error(table.span(), "[schedule_draws] jitter_ms: expected positive ranges (a zero jitter draws nothing)"));
+        }
+        Ok(table.into_inner())
+    }
+
     /// One `[[fault]]` table, expanded into its firings.
     fn fault(&self, number: usize, spanned: Spanned<FaultSpec>, context: &FaultContext) -> Result<Vec<Fault>, ScenarioError> {
         let span = spanned.span();
@@ -1003,6 +1113,7 @@ impl Scenario {
         }
         faults.sort_by_key(|fault| fault.at_ms);
         let swarm = v.swarm(file.faults, file.swarm, !faults.is_empty(), &context)?;
+        let schedule_draws = v.schedule_draws(file.schedule_draws, swarm.is_some())?;
         Ok(Scenario {
             path: path.to_path_buf(),
             about: file.about.unwrap_or_default(),
@@ -1016,8 +1127,74 @@ impl Scenario {
             faults,
             swarm,
             buggify: file.buggify,
+            schedule_draws,
         })
     }
+}
+
+impl Scenario {
+    /// The scenario as a file that `Scenario::parse` reads back into the
+    /// same plan: `[node]` as the keys that differ from keel's defaults,
+    /// each fault firing as a `[[fault]]` table of its own (repeats
+    /// expanded), in firing order.
+    pub fn to_toml(&self) -> String {
+        let mut top = toml::Table::new();
+        if !self.about.is_empty() {
+            top.insert("about".into(), self.about.clone().into());
+        }
+        top.insert("duration_ms".into(), toml_value(&self.duration_ms));
+        top.insert("convergence_ms_max".into(), toml_value(&self.convergence_ms_max));
+        if self.swarm.is_some() {
+            top.insert("faults".into(), "swarm".into());
+        }
+        if self.buggify {
+            top.insert("buggify".into(), true.into());
+        }
+        let mut out = toml_text(&top);
+        section(&mut out, "[cluster]", &self.cluster);
+        let defaults = toml_value(&NodeConfig::default());
+        if let (toml::Value::Table(node), toml::Value::Table(defaults)) = (toml_value(&self.node), defaults) {
+            let changed: toml::Table = node.into_iter().filter(|(key, value)| defaults.get(key) != Some(value)).collect();
+            if !changed.is_empty() {
+                section(&mut out, "[node]", &changed);
+            }
+        }
+        if let Some(swarm) = &self.swarm {
+            section(&mut out, "[swarm]", &SwarmTable { events: Some(swarm.events), kinds: Some(swarm.kinds.clone()), start_ms: Some(swarm.start_ms) });
+        }
+        if let Some(workload) = &self.workload {
+            section(&mut out, "[workload]", workload);
+        }
+        if let Some(data) = &self.data {
+            section(&mut out, "[data]", data);
+        }
+        if let Some(group) = &self.group {
+            section(&mut out, "[group]", group);
+        }
+        if !self.schedule_draws.is_empty() {
+            section(&mut out, "[schedule_draws]", &self.schedule_draws);
+        }
+        for fault in &self.faults {
+            section(&mut out, "[[fault]]", &FaultSpec::of(fault));
+        }
+        out
+    }
+}
+
+fn toml_value<T: Serialize>(value: &T) -> toml::Value {
+    toml::Value::try_from(value).expect("scenario values serialize as TOML")
+}
+
+fn toml_text<T: Serialize>(value: &T) -> String {
+    toml::to_string(value).expect("scenario tables serialize as TOML")
+}
+
+/// `header` and the table's `key = value` lines, after a blank line.
+fn section<T: Serialize>(out: &mut String, header: &str, table: &T) {
+    out.push('\n');
+    out.push_str(header);
+    out.push('\n');
+    out.push_str(&toml_text(table));
 }
 
 /// The simulator reads scenario files from the host (not a node's Disk).

@@ -819,19 +819,17 @@ impl World {
         clients
     }
 
-    /// Broker starts and faults at their times (plus seeded jitter), then the heal.
-    pub(crate) fn schedule_starts_faults_and_heal(&mut self, rng: &mut NodeRng) {
-        let scenario = Arc::clone(&self.scenario);
-        for id in 1..=scenario.cluster.brokers {
-            let base = scenario.cluster.start_ms.as_ref().map_or(0, |start| start[(id - 1) as usize]);
-            let jitter = if scenario.cluster.start_jitter_ms > 0 { rng.gen_range(0..=scenario.cluster.start_jitter_ms) } else { 0 };
-            self.schedule(base + jitter, Action::Start(id));
+    /// Broker starts and fault firings at their laid-out times (`schedule`), then the heal.
+    pub(crate) fn schedule_starts_faults_and_heal(&mut self, start_at_ms: &[u64], fire_at_ms: &[u64]) {
+        assert_eq!(start_at_ms.len() as u64, self.scenario.cluster.brokers, "one start time per broker");
+        assert_eq!(fire_at_ms.len(), self.scenario.faults.len(), "one firing time per fault");
+        for (id, at_ms) in (1..).zip(start_at_ms) {
+            self.schedule(*at_ms, Action::Start(id));
         }
-        for (index, fault) in scenario.faults.iter().enumerate() {
-            let jitter = if fault.jitter_ms > 0 { rng.gen_range(0..=fault.jitter_ms) } else { 0 };
-            self.schedule(fault.at_ms + jitter, Action::Fire(index));
+        for (index, at_ms) in fire_at_ms.iter().enumerate() {
+            self.schedule(*at_ms, Action::Fire(index));
         }
-        self.schedule(scenario.duration_ms, Action::Heal);
+        self.schedule(self.scenario.duration_ms, Action::Heal);
     }
 
     /// The fault timeline, up to and including the heal.
