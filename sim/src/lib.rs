@@ -5,6 +5,7 @@
 //! madsim world. Either way one seed is one exact replay: every failure prints
 //! its seed and the command that replays it.
 
+pub mod build_id;
 pub mod check;
 pub mod coverage;
 pub mod data_check;
@@ -29,7 +30,9 @@ pub mod scenario;
 #[cfg(madsim)]
 pub mod shared;
 pub mod swarm;
+pub mod timeline;
 pub mod trace;
+pub mod trace_json;
 #[cfg(madsim)]
 pub(crate) mod workload;
 #[cfg(madsim)]

@@ -53,6 +53,8 @@ pub const ALLOWED: &[(&str, &str, &str)] = &[
     ("sim/src/runner.rs", "Instant::now", "wall-clock watchdog reports hung seeds (a deadlock stops simulated time)"),
     ("sim/src/trace.rs", "std::fs", "a finished trace is written to the host for the developer to read"),
     ("sim/src/scenario.rs", "std::fs", "scenario files are read from the host before a simulated world exists"),
+    ("sim/src/build_id.rs", "std::fs", "the running executable is read from the host to name its build"),
+    ("sim/src/timeline.rs", "std::fs", "a finished JSON trace is read from the host and its page written there"),
     ("broker/src/config.rs", "std::fs", "the --config file is read from the host (read-only) before the node starts"),
     ("broker/src/listeners.rs", "std::net", "a listener inherited from a supervisor arrives as a raw fd; std::net turns it into a socket tokio takes"),
 ];
