@@ -234,7 +234,7 @@ impl Timeline {
                     let skipped = event.fields.get("skipped").and_then(Value::as_bool).unwrap_or(false);
                     let targets = fault_nodes(event);
                     if kind == "heal" {
-                        self.close_all(&mut open, at, false);
+                        self.close_all(&mut open, at);
                         self.instants.push((at, index));
                     } else if skipped || kind == "restart" {
                         self.instants.push((at, index));
@@ -266,7 +266,7 @@ impl Timeline {
                         self.faults.push(span);
                     }
                 }
-                "heal" => self.close_all(&mut open, at, true),
+                "heal" => self.close_all(&mut open, at),
                 "send" | "ack" | "read" | "leads" | "truncates" => self.marks.push(index),
                 _ if event.actor.is_some() && node.is_some() && is_error(event) => self.marks.push(index),
                 _ => {}
@@ -283,8 +283,8 @@ impl Timeline {
     }
 
     /// The heal ends the faults still open (but a clock's skew and drift).
-    fn close_all(&mut self, open: &mut Vec<(Span, &TraceEvent)>, at: f64, keep_clocks: bool) {
-        let (kept, ended): (Vec<_>, Vec<_>) = open.drain(..).partition(|(span, _)| keep_clocks && OUTLIVE_HEAL.contains(&span.kind.as_str()));
+    fn close_all(&mut self, open: &mut Vec<(Span, &TraceEvent)>, at: f64) {
+        let (kept, ended): (Vec<_>, Vec<_>) = open.drain(..).partition(|(span, _)| OUTLIVE_HEAL.contains(&span.kind.as_str()));
         *open = kept;
         self.faults.extend(ended.into_iter().map(|(mut span, _)| {
             span.end = at;
