@@ -209,7 +209,8 @@ pub fn parse_line(line: &str) -> TraceEvent {
         }
         _ => {
             event.event = trimmed(tokens.get(1).copied().unwrap_or(head)).to_string();
-            if tokens.len() > 1 && !matches!(head, "scenario" | "converged" | "trace-hash") {
+            // Clients act in simulated time; the step-numbered checks have no actors.
+            if event.t_us.is_some() && tokens.len() > 1 && !matches!(head, "scenario" | "converged") {
                 event.actor = Some(trimmed(head).to_string());
                 parse_actor_event(&mut event, &tokens);
             } else {
@@ -403,6 +404,7 @@ mod tests {
         assert_eq!(violation.fields["message"], json!("node 1 still has topic `topic-7`: x"));
         let step = parse_line("0042 append len=17 -> 9");
         assert_eq!((step.t_us, step.fields["step"].clone(), step.fields["len"].clone()), (None, json!(42), json!(17)));
+        assert_eq!((step.event.as_str(), step.actor.as_deref()), ("append", None));
         for line in ["", " ", "x", "1.5s", "trace-hash 0123456789abcdef", "0.100000s heal: every fault ends", "0.1s n1"] {
             assert_eq!(parse_line(line).text, line);
         }
