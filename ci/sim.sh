@@ -5,6 +5,7 @@
 #   ci/sim.sh log-check --seed 42 --trace trace-42.txt --check-determinism
 #   ci/sim.sh sweep --scenario scenarios/election-storm.toml --seeds 1..500 --jobs 2
 #   ci/sim.sh run --scenario scenarios/election-storm.toml --seed 42 --trace trace-42.txt --check-determinism
+#   ci/sim.sh run --scenario scenarios/swarm.toml --seed 7 --trace trace-7.jsonl && ci/sim.sh timeline trace-7.jsonl -o run.html
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo build --quiet --release --locked --target-dir target/sim -p keel-sim

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 # Install what the suite needs: the Rust toolchain (this machine kind has it)
 # and the real Kafka clients the process tests drive: kcat (Debian),
-# confluent-kafka and kafka-python (PyPI, pinned). protoc comes from a crate
+# confluent-kafka and kafka-python (PyPI, pinned); Chromium (Debian), which
+# loads a rendered `keel-sim timeline` page headless. protoc comes from a crate
 # (ci/protoc, .cargo/config.toml).
 if ! command -v cargo >/dev/null 2>&1; then
     echo "ci/test.sh: cargo not found; install the Rust toolchain (https://rustup.rs) and run again" >&2
@@ -19,6 +20,7 @@ if ! cargo clippy --version >/dev/null 2>&1 || ! cargo fmt --version >/dev/null 
 fi
 apt_packages=()
 command -v kcat >/dev/null 2>&1 || apt_packages+=(kcat)
+command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium)
 if [ ${#apt_packages[@]} -gt 0 ]; then
     echo "== installing ${apt_packages[*]} (Debian)"
     if [ "$(id -u)" = 0 ]; then

@@ -5,6 +5,7 @@
 //! madsim world. Either way one seed is one exact replay: every failure prints
 //! its seed and the command that replays it.
 
+pub mod build_id;
 pub mod check;
 pub mod coverage;
 pub mod data_check;
@@ -33,7 +34,9 @@ pub mod shared;
 pub mod shrink;
 pub mod summary;
 pub mod swarm;
+pub mod timeline;
 pub mod trace;
+pub mod trace_json;
 #[cfg(madsim)]
 pub(crate) mod workload;
 #[cfg(madsim)]

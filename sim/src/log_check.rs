@@ -103,7 +103,7 @@ fn is_ok_kind(error: &LogError) -> bool {
 
 impl Checker {
     fn fail(&self, message: String) -> CheckFailure {
-        CheckFailure { check: "log-check", seed: self.config.seed, step: self.step, message, trace: self.trace.clone() }
+        CheckFailure { check: "log-check", seed: self.config.seed, step: self.step, trace: self.trace.failed("log-check", self.step, &message), message }
     }
 
     fn record(&mut self, line: String) {

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use keel_sim::build_id::{build_id, check_recorded};
 use keel_sim::log_check::{check_log, LogCheckConfig};
 use keel_sim::meta_check::checker;
 use keel_sim::raft_store_check::check_raft_store;
@@ -15,6 +16,7 @@ use keel_sim::runner::{replay_command, run_seed, sweep, SeedOutcome};
 use keel_sim::scenario::Scenario;
 use keel_sim::summary::{checkers_of, parse_duration, parse_shard, shard_seeds, SeedFailure, SeedStats, SweepSummary, HUNG};
 use keel_sim::trace::Trace;
+use keel_sim::trace_json::TraceHeader;
 
 /// A seed that takes longer than this in wall-clock time is reported as hung.
 const SEED_WALL_CLOCK_BUDGET: Duration = Duration::from_secs(120);
@@ -38,9 +40,12 @@ struct CheckArgs {
     /// Operations per seed.
     #[arg(long, default_value_t = 300)]
     steps: usize,
-    /// Write the run's trace (one event per line, then its hash) to this file.
+    /// Write the run's trace to this file: JSON lines (a `*.txt` file: text lines, then the hash).
     #[arg(long, requires = "seed")]
     trace: Option<std::path::PathBuf>,
+    /// The build id the replayed seed was recorded by: exit 2 if this binary differs.
+    #[arg(long, requires = "seed")]
+    build: Option<String>,
     /// Run the seed twice and fail unless both traces are byte-identical.
     #[arg(long, requires = "seed")]
     check_determinism: bool,
@@ -80,9 +85,12 @@ struct RunArgs {
     /// The seed to run (the same seed replays the same run exactly).
     #[arg(long)]
     seed: u64,
-    /// Write the run's trace (one event per line, then its hash) to this file.
+    /// Write the run's trace to this file: JSON lines (a `*.txt` file: text lines, then the hash).
     #[arg(long)]
     trace: Option<PathBuf>,
+    /// The build id the seed was recorded by: exit 2 if this binary differs.
+    #[arg(long)]
+    build: Option<String>,
     /// Run the seed twice and fail unless both traces are byte-identical.
     #[arg(long)]
     check_determinism: bool,
@@ -143,6 +151,16 @@ struct ConfigArgs {
     node: u64,
 }
 
+/// Arguments of `timeline`: a JSON trace in, an HTML page out.
+#[derive(clap::Args)]
+struct TimelineArgs {
+    /// The JSON trace a run wrote with `--trace FILE.jsonl`.
+    trace: PathBuf,
+    /// The HTML file to write.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run one seed of a scenario (metadata cluster, workload, faults, checkers).
@@ -160,6 +178,8 @@ enum Command {
     /// and show the result fails alike twice. Exit 0 when shrunk, 1 when
     /// the failure did not reproduce, 2 on bad input or a seed that passes.
     Shrink(ShrinkArgs),
+    /// Render a JSON trace (`--trace F.jsonl`) as one self-contained HTML page.
+    Timeline(TimelineArgs),
     /// Print a broker's effective node settings in a scenario as TOML:
     /// keel's defaults with the scenario's `[node]` table over them (as `keel start --print-config` prints keel's).
     Config(ConfigArgs),
@@ -179,13 +199,24 @@ enum CheckKind {
 }
 
 impl CheckKind {
-    /// The command line that replays `seed` of this check.
+    /// The command line that replays `seed` of this check on this binary.
     fn replay(&self, seed: u64) -> String {
-        match self {
+        let replay = match self {
             CheckKind::Log { steps } => replay_command("log-check", seed, &format!("--steps {steps}")),
             CheckKind::RaftStore { steps } => replay_command("raft-store-check", seed, &format!("--steps {steps}")),
             CheckKind::Scenario(scenario) => replay_command("run", seed, &format!("--scenario {}", scenario.path.display())),
-        }
+        };
+        format!("{replay} --build {}", build_id())
+    }
+
+    /// The header of a JSON trace of `seed` of this check.
+    fn trace_header(&self, seed: u64, trace: &Trace) -> TraceHeader {
+        let (command, scenario) = match self {
+            CheckKind::Log { .. } => ("log-check", None),
+            CheckKind::RaftStore { .. } => ("raft-store-check", None),
+            CheckKind::Scenario(scenario) => ("run", Some(scenario.path.display().to_string())),
+        };
+        TraceHeader::new(command, scenario, seed, trace.hash(), self.replay(seed))
     }
 
     /// One seed in a fresh world.
@@ -263,20 +294,24 @@ fn parse_seed_range(text: &str) -> Result<RangeInclusive<u64>, String> {
     Ok(first..=last)
 }
 
-fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_determinism: bool) -> anyhow::Result<ExitCode> {
+fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_determinism: bool, recorded_build: Option<&str>) -> anyhow::Result<ExitCode> {
+    if let Err(message) = recorded_build.map_or(Ok(()), |recorded| check_recorded(seed, recorded, build_id())) {
+        eprintln!("keel-sim: {message}");
+        return Ok(ExitCode::from(2));
+    }
     let replay = kind.replay(seed);
     let (summary, trace, _) = match kind.run(seed) {
         Ok(done) => done,
         Err((failure, trace)) => {
             if let (Some(path), Some(trace)) = (trace_path, trace) {
-                trace.write_to(path).with_context(|| format!("writing trace {}", path.display()))?;
+                trace.write_to(path, &kind.trace_header(seed, &trace)).with_context(|| format!("writing trace {}", path.display()))?;
             }
             println!("FAILED {}\nseed: {seed}\nreplay: {replay}", failure.message);
             return Ok(ExitCode::from(1));
         }
     };
     if let Some(path) = trace_path {
-        trace.write_to(path).with_context(|| format!("writing trace {}", path.display()))?;
+        trace.write_to(path, &kind.trace_header(seed, &trace)).with_context(|| format!("writing trace {}", path.display()))?;
     }
     println!("seed {seed}: passed ({summary})");
     println!("trace-hash {:016x}", trace.hash());
@@ -344,7 +379,7 @@ fn check_sweep(kind: CheckKind, seeds: RangeInclusive<u64>, options: &SweepOptio
 
 fn run_check(kind: CheckKind, args: CheckArgs, subcommand: &str) -> anyhow::Result<ExitCode> {
     match (args.seed, args.seeds) {
-        (Some(seed), _) => check_one(&kind, seed, args.trace.as_deref(), args.check_determinism),
+        (Some(seed), _) => check_one(&kind, seed, args.trace.as_deref(), args.check_determinism, args.build.as_deref()),
         (None, Some(seeds)) => check_sweep(kind, seeds, &args.sweep),
         (None, None) => {
             eprintln!("keel-sim {subcommand}: give --seed N to replay one seed or --seeds A..B to sweep");
@@ -430,6 +465,20 @@ fn print_config(args: &ConfigArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `timeline`: bad input (unreadable, not a keel-sim JSON trace) is exit 2 with the file and line.
+fn render_timeline(args: &TimelineArgs) -> ExitCode {
+    match keel_sim::timeline::render_file(&args.trace, &args.output) {
+        Ok(summary) => {
+            println!("{}: {summary}", args.output.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("keel-sim: {error}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
@@ -438,7 +487,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => match load_scenario(&args.scenario) {
-            Ok(kind) => check_one(&kind, args.seed, args.trace.as_deref(), args.check_determinism),
+            Ok(kind) => check_one(&kind, args.seed, args.trace.as_deref(), args.check_determinism, args.build.as_deref()),
             Err(code) => Ok(code),
         },
         Command::Sweep(args) => match load_scenario(&args.scenario) {
@@ -448,6 +497,7 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Regressions(args) => replay_regressions(&args),
         Command::LogCheck(args) => run_check(CheckKind::Log { steps: args.steps }, args, "log-check"),
         Command::RaftStoreCheck(args) => run_check(CheckKind::RaftStore { steps: args.steps }, args, "raft-store-check"),
+        Command::Timeline(args) => Ok(render_timeline(&args)),
         Command::Config(args) => Ok(print_config(&args)),
         Command::Shrink(args) => match load_scenario(&args.scenario) {
             Ok(CheckKind::Scenario(scenario)) => shrink(&scenario, args),

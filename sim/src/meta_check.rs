@@ -15,6 +15,7 @@ use keel_meta::driver::MetaEvent;
 use keel_meta::MetadataState;
 
 use crate::trace::{Trace, TraceHash};
+use crate::trace_json::TraceViolation;
 
 /// Names of the checkers, as failures report them.
 pub mod checker {
@@ -131,7 +132,11 @@ impl History {
         &self.trace
     }
 
-    pub fn into_trace(self) -> Trace {
+    /// The trace, with the first violation for the JSON trace's last line.
+    pub fn into_trace(mut self) -> Trace {
+        if let Some(Violation { checker, at_us, message }) = self.violation {
+            self.trace.set_violation(TraceViolation { checker: checker.to_string(), t_us: Some(at_us), step: None, message });
+        }
         self.trace
     }
 

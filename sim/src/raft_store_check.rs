@@ -124,7 +124,7 @@ fn is_fault(error: &RaftStoreError) -> bool {
 
 impl Checker {
     fn fail(&self, message: String) -> CheckFailure {
-        CheckFailure { check: "raft-store-check", seed: self.seed, step: self.step, message, trace: self.trace.clone() }
+        CheckFailure { check: "raft-store-check", seed: self.seed, step: self.step, trace: self.trace.failed("raft-store-check", self.step, &message), message }
     }
 
     fn record(&mut self, line: String) {

@@ -96,7 +96,7 @@ where
 pub fn replay_command(subcommand: &str, seed: u64, extra: &str) -> String {
     let launcher = if cfg!(madsim) { "ci/sim.sh" } else { "cargo run --release -p keel-sim --" };
     let extra = if extra.is_empty() { String::new() } else { format!(" {extra}") };
-    format!("{launcher} {subcommand} --seed {seed}{extra} --trace trace-{seed}.txt")
+    format!("{launcher} {subcommand} --seed {seed}{extra} --trace trace-{seed}.jsonl")
 }
 
 /// What `sweep` hands back: every failure, the passing seeds' stats

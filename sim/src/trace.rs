@@ -2,6 +2,8 @@
 
 use std::fmt::Write as _;
 
+use crate::trace_json::{TraceHeader, TraceViolation};
+
 /// FNV-1a 64: stable across Rust versions and platforms, unlike `DefaultHasher`.
 #[derive(Clone, Debug)]
 pub struct TraceHash(u64);
@@ -37,6 +39,10 @@ impl Default for TraceHash {
 pub struct Trace {
     lines: Vec<String>,
     hash: TraceHash,
+    /// The failed check, for the JSON trace's last line; not hashed (its
+    /// line is, where the run notes it). Boxed: a failure carries its trace
+    /// by value, and most traces have none.
+    violation: Option<Box<TraceViolation>>,
 }
 
 impl Trace {
@@ -58,9 +64,31 @@ impl Trace {
         &self.lines
     }
 
-    /// Writes the rendered trace to a host file for the developer to read.
-    pub fn write_to(&self, path: &std::path::Path) -> std::io::Result<()> {
-        std::fs::write(path, self.render())
+    /// Records what failed (the first violation is the one to keep).
+    pub fn set_violation(&mut self, violation: TraceViolation) {
+        self.violation.get_or_insert(Box::new(violation));
+    }
+
+    pub fn violation(&self) -> Option<&TraceViolation> {
+        self.violation.as_deref()
+    }
+
+    /// A copy of the trace of a crash-consistency check that failed at operation `step`.
+    pub fn failed(&self, check: &str, step: usize, message: &str) -> Trace {
+        let mut trace = self.clone();
+        trace.set_violation(TraceViolation { checker: check.to_string(), t_us: None, step: Some(step as u64), message: message.to_string() });
+        trace
+    }
+
+    /// Writes the trace to a host file for the developer to read: JSON lines
+    /// (`trace_json`) headed by `header`, ending with the violation if the
+    /// run failed; or, for a file named `*.txt`, the text `render` gives.
+    pub fn write_to(&self, path: &std::path::Path, header: &TraceHeader) -> std::io::Result<()> {
+        if path.extension().is_some_and(|extension| extension == "txt") {
+            std::fs::write(path, self.render())
+        } else {
+            std::fs::write(path, crate::trace_json::render(header, &self.lines, self.violation()))
+        }
     }
 
     /// The whole trace as text, one event per line, ending with its hash.

@@ -143,3 +143,65 @@ fn a_malformed_regression_corpus_exits_2_naming_the_file_and_line() {
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     assert!(stderr(&output).contains("seeds.toml:3:"), "{}", stderr(&output));
 }
+
+/// A JSON trace: the header names this binary's build and the replay line
+/// passes it back; each text line is an event whose `text` is the line as
+/// hashed, so the hash is unchanged. (The `--build` check itself is tested
+/// on the release simulation build, `timeline_madsim.rs`: hashing a debug
+/// binary's 150 MB takes seconds.)
+#[test]
+fn a_json_trace_records_the_build_and_the_hash_of_the_text_lines() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let trace_path = dir.path().join("trace-3.jsonl");
+    let output = keel_sim(&["log-check", "--seed", "3", "--steps", "40", "--trace", trace_path.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8(output.stdout).expect("utf-8");
+    let text = std::fs::read_to_string(&trace_path).expect("read trace");
+    let mut lines = text.lines();
+    let header: keel_sim::trace_json::TraceHeader = serde_json::from_str(lines.next().expect("header")).expect("a header");
+    assert_eq!((header.trace.as_str(), header.format, header.command.as_str(), header.seed), ("keel-sim", 1, "log-check", 3));
+    assert!(header.build.starts_with(concat!(env!("CARGO_PKG_VERSION"), "-")), "{}", header.build);
+    assert!(header.replay.contains("--trace trace-3.jsonl"), "{}", header.replay);
+    assert!(header.replay.ends_with(&format!("--build {}", header.build)), "{}", header.replay);
+    assert!(stdout.contains(&format!("trace-hash {}", header.trace_hash)), "{stdout}");
+    let mut hash = keel_sim::trace::TraceHash::new();
+    for line in lines {
+        let event: keel_sim::trace_json::TraceEvent = serde_json::from_str(line).expect("an event");
+        hash.update(event.text.as_bytes());
+        hash.update(b"\n");
+    }
+    assert_eq!(format!("{:016x}", hash.value()), header.trace_hash, "the hash is the hash of the text lines");
+
+    // A `.txt` trace is still the text: the lines, then the hash.
+    let text_path = dir.path().join("trace-3.txt");
+    let output = keel_sim(&["log-check", "--seed", "3", "--steps", "40", "--trace", text_path.to_str().expect("utf-8")]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&text_path).expect("read trace");
+    assert_eq!(text.lines().last(), Some(format!("trace-hash {}", header.trace_hash).as_str()));
+    assert!(!text.starts_with('{'), "{text}");
+}
+
+#[test]
+fn a_timeline_of_bad_input_exits_2_naming_the_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let page = dir.path().join("run.html");
+    let page = page.to_str().expect("utf-8");
+    let text_trace = dir.path().join("trace-1.txt");
+    std::fs::write(&text_trace, "0.000000s n1 start\ntrace-hash 0123456789abcdef\n").expect("write");
+    let output = keel_sim(&["timeline", text_trace.to_str().expect("utf-8"), "-o", page]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains(&format!("{}:1: not a keel-sim JSON trace", text_trace.display())), "{}", stderr(&output));
+
+    let header = r#"{"trace":"keel-sim","format":1,"build":"b","command":"run","scenario":null,"seed":1,"trace_hash":"0123456789abcdef","replay":"r"}"#;
+    let broken = dir.path().join("trace-2.jsonl");
+    std::fs::write(&broken, format!("{header}\n{{\"t_us\":1,\"node\":null,\"actor\":null,\"event\":\"x\",\"fields\":{{}},\"text\":\"x\"}}\n{{\"t_us\":\n"))
+        .expect("write");
+    let output = keel_sim(&["timeline", broken.to_str().expect("utf-8"), "-o", page]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains(&format!("{}:3: not JSON", broken.display())), "{}", stderr(&output));
+
+    let output = keel_sim(&["timeline", "no/such/trace.jsonl", "-o", page]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("no/such/trace.jsonl: cannot read"), "{}", stderr(&output));
+    assert!(!Path::new(page).exists(), "no page for bad input");
+}

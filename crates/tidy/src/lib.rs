@@ -57,6 +57,8 @@ pub const ALLOWED: &[(&str, &str, &str)] = &[
     ("sim/src/main.rs", "std::fs", "a sweep's JSON summary is written to the host for CI to gather"),
     ("sim/src/shrink.rs", "std::fs", "the shrunk scenario file is written to the host for the developer to run"),
     ("sim/src/shrink.rs", "std::thread", "candidate schedules run side by side, each seed still on its own fresh thread (run_seed)"),
+    ("sim/src/build_id.rs", "std::fs", "the running executable is read from the host to name its build"),
+    ("sim/src/timeline.rs", "std::fs", "a finished JSON trace is read from the host and its page written there"),
     ("broker/src/config.rs", "std::fs", "the --config file is read from the host (read-only) before the node starts"),
     ("broker/src/listeners.rs", "std::net", "a listener inherited from a supervisor arrives as a raw fd; std::net turns it into a socket tokio takes"),
 ];
