@@ -40,6 +40,8 @@ fn violation(checker: &'static str, message: String) -> Result<(), DataViolation
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupStats {
     pub joins: u64,
+    /// Distinct generations handed out (each one a rebalance).
+    pub generations_formed: u64,
     pub generations_synced: u64,
     pub commits_acknowledged: u64,
     pub commits_refused: u64,
@@ -133,7 +135,10 @@ impl GroupHistory {
     /// `member` was handed `partitions` in the generation `generation_id` led by `leader`.
     pub fn assigned(&mut self, member: &str, leader: &str, generation_id: i32, partitions: &[u32]) -> Result<(), DataViolation> {
         let next_order = self.generation_order.len() as u64 + 1;
-        self.generation_order.entry((leader.to_string(), generation_id)).or_insert(next_order);
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.generation_order.entry((leader.to_string(), generation_id)) {
+            entry.insert(next_order);
+            self.stats.generations_formed += 1;
+        }
         let owners = self.owners.entry((leader.to_string(), generation_id)).or_default();
         for partition in partitions {
             match owners.get(partition) {

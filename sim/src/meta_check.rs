@@ -224,6 +224,11 @@ impl History {
                 match self.applied.get(&entry.index) {
                     None => {
                         self.applied.insert(entry.index, record);
+                        // The leader of the entry's term appended it: a
+                        // proposal made on another node reached it forwarded.
+                        if entry.proposer.is_some_and(|proposer| self.leaders.get(&entry.term).is_some_and(|leader| *leader != proposer)) {
+                            self.coverage.add(crate::coverage::FORWARDED_PROPOSALS, 1);
+                        }
                     }
                     Some(first) if (first.term, first.entry_hash, &first.outcome) != (record.term, record.entry_hash, &record.outcome) => {
                         let message = format!(
@@ -366,7 +371,7 @@ mod tests {
     }
 
     fn entry(index: u64, term: u64, data: &[u8]) -> AppliedEntry {
-        AppliedEntry { index, term, data: data.to_vec(), result: Ok(index) }
+        AppliedEntry { index, term, data: data.to_vec(), proposer: None, result: Ok(index) }
     }
 
     #[test]
