@@ -863,6 +863,7 @@ pub(crate) async fn final_checks(world: &mut World, report: &mut RunReport) {
     if clean_so_far && await_metadata_convergence(world, settled_ms, bound_ms, "after every client finished").await {
         let mut finals = BTreeMap::new();
         let handles = serving(&world.handles);
+        lock(&history).final_reads_begin();
         for (id, handle) in handles {
             if let Ok(state) = handle.read_state().await {
                 finals.insert(id, (handle.status().applied_index, state));
