@@ -6,39 +6,62 @@
 use std::collections::BTreeMap;
 
 /// The events a scenario sweep counts, in the order the table lists them.
-pub const EVENTS: [&str; 15] = [
+pub const EVENTS: [&str; 20] = [
     FAULTS_FIRED,
     METADATA_ELECTIONS,
     METADATA_SNAPSHOT_INSTALLS,
+    FORWARDED_PROPOSALS,
     PARTITION_LEADER_CHANGES,
-    LOG_TRUNCATIONS,
+    EPOCH_TRUNCATIONS,
+    ISR_SHRINKS,
+    ISR_EXPANDS,
     GRACEFUL_DRAINS,
     DISK_HALTS,
-    FSYNC_EIO,
+    FSYNC_FAILURES_HANDLED,
     WRITE_ENOSPC,
     TORN_WRITES_AT_CRASH,
+    TORN_TAIL_RECOVERIES,
     READ_BIT_FLIPS,
     CREATES_FOUND_AFTER_RETRY,
     DELETES_DONE,
     PRODUCE_ERRORS_ANSWERED,
+    GROUP_REBALANCES,
     GROUP_GENERATIONS,
 ];
 
 pub const FAULTS_FIRED: &str = "faults fired";
 pub const METADATA_ELECTIONS: &str = "metadata leader elections";
 pub const METADATA_SNAPSHOT_INSTALLS: &str = "metadata snapshots installed";
+/// Committed metadata entries proposed on a node other than the leader that
+/// appended them (raft-rs forwarded the proposal).
+pub const FORWARDED_PROPOSALS: &str = "forwarded proposals committed";
 pub const PARTITION_LEADER_CHANGES: &str = "partition leaders taking over";
-pub const LOG_TRUNCATIONS: &str = "partition log truncations";
+/// A follower cut its log where it diverged from the leader's epochs.
+pub const EPOCH_TRUNCATIONS: &str = "epoch truncations (followers)";
+/// A leader saw the metadata apply a smaller (larger) ISR under its epoch.
+pub const ISR_SHRINKS: &str = "ISR shrinks applied";
+pub const ISR_EXPANDS: &str = "ISR expands applied";
 pub const GRACEFUL_DRAINS: &str = "graceful drains";
 pub const DISK_HALTS: &str = "halts on a disk error (restarted)";
-pub const FSYNC_EIO: &str = "fsync EIO injected";
-pub const WRITE_ENOSPC: &str = "ENOSPC on a write injected";
+/// fsync EIOs the simulated disk returned to a broker; counted over passing
+/// seeds only, so every one was handled (the broker halted or retried)
+/// without breaking a checker.
+pub const FSYNC_FAILURES_HANDLED: &str = "fsync failures (EIO) handled";
+/// Writes the simulated disk failed with ENOSPC (nothing written), over passing seeds.
+pub const WRITE_ENOSPC: &str = "ENOSPC on a write handled";
 pub const TORN_WRITES_AT_CRASH: &str = "torn writes at a crash";
+/// A partition log's open cut off a tail a crash tore (a frame's first
+/// bytes, or a batch's first records).
+pub const TORN_TAIL_RECOVERIES: &str = "torn-tail recoveries at log open";
 pub const READ_BIT_FLIPS: &str = "read bit flips";
 pub const CREATES_FOUND_AFTER_RETRY: &str = "creates found done by a retry";
 pub const DELETES_DONE: &str = "topic deletes done";
 pub const PRODUCE_ERRORS_ANSWERED: &str = "produce errors answered";
-pub const GROUP_GENERATIONS: &str = "consumer group generations";
+/// Generations the consumer group formed (each one a rebalance), as its
+/// members learnt them.
+pub const GROUP_REBALANCES: &str = "consumer group rebalances";
+/// Generations synced, summed over members.
+pub const GROUP_GENERATIONS: &str = "consumer group member syncs";
 
 /// Event counts by name.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,12 +114,12 @@ mod tests {
         first.add(FAULTS_FIRED, 3);
         let mut second = Coverage::default();
         second.add(FAULTS_FIRED, 4);
-        second.add(LOG_TRUNCATIONS, 1);
+        second.add(EPOCH_TRUNCATIONS, 1);
         first.merge(&second);
         assert_eq!(first.count(FAULTS_FIRED), 7);
         let table = first.table(2);
-        assert!(table.lines().any(|line| line.contains(LOG_TRUNCATIONS) && line.trim_end().ends_with('1')), "{table}");
-        assert!(table.lines().any(|line| line.contains(FSYNC_EIO) && line.ends_with("never reached")), "{table}");
+        assert!(table.lines().any(|line| line.contains(EPOCH_TRUNCATIONS) && line.trim_end().ends_with('1')), "{table}");
+        assert!(table.lines().any(|line| line.contains(FSYNC_FAILURES_HANDLED) && line.ends_with("never reached")), "{table}");
         assert_eq!(table.lines().count(), 1 + EVENTS.len());
     }
 }

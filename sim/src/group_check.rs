@@ -5,7 +5,12 @@
 //!   committed is never lost: every OffsetFetch answers at least the highest
 //!   offset acknowledged for that partition before the fetch was sent, and
 //!   the group's final committed offsets are at least the highest
-//!   acknowledged ones (across coordinator failovers).
+//!   acknowledged ones (across coordinator failovers). The one lower answer
+//!   allowed is the offset of an unanswered commit (its member timed out and
+//!   dropped the connection) of a generation no acknowledged commit of that
+//!   partition has moved past: Kafka applies the commits of a generation in
+//!   the order they reach the coordinator, so such a commit, held up in the
+//!   network, may land after a later one of the same member and generation.
 //! - `group-single-owner`: within one generation (named by its leader and
 //!   generation id: a new coordinator counts generations afresh), no
 //!   partition is handed to two members.
@@ -35,6 +40,8 @@ fn violation(checker: &'static str, message: String) -> Result<(), DataViolation
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GroupStats {
     pub joins: u64,
+    /// Distinct generations handed out (each one a rebalance).
+    pub generations_formed: u64,
     pub generations_synced: u64,
     pub commits_acknowledged: u64,
     pub commits_refused: u64,
@@ -65,6 +72,15 @@ pub struct GroupHistory {
     consumed: BTreeSet<(u32, u64)>,
     /// When each commit was acknowledged (simulated ms), in order.
     commit_times_ms: Vec<u64>,
+    /// (leader member id, generation id) -> its place in the order the
+    /// generations were first handed out.
+    generation_order: BTreeMap<(String, i32), u64>,
+    /// Partition -> (offset, generation order) of each commit sent without an
+    /// answer that may still land: one in a generation before that of an
+    /// acknowledged commit of the partition no longer can (the coordinator
+    /// refuses it once a later generation formed, and a later coordinator's
+    /// commits outrank it).
+    unanswered: BTreeMap<u32, Vec<(i64, u64)>>,
     pub stats: GroupStats,
 }
 
@@ -74,19 +90,40 @@ impl GroupHistory {
         self.acked_max.get(&partition).copied().unwrap_or(-1)
     }
 
+    /// The place of the generation `generation_id` led by `leader` in the
+    /// order generations were handed out (0 before any was).
+    pub fn generation_order(&self, leader: &str, generation_id: i32) -> u64 {
+        self.generation_order.get(&(leader.to_string(), generation_id)).copied().unwrap_or(0)
+    }
+
     /// The coordinator acknowledged `offset` as `partition`'s committed
-    /// offset at `now_ms`.
-    pub fn commit_acknowledged(&mut self, now_ms: u64, partition: u32, offset: i64) {
+    /// offset at `now_ms`, committed in the generation at `generation_order`.
+    pub fn commit_acknowledged(&mut self, now_ms: u64, partition: u32, offset: i64, generation_order: u64) {
         self.stats.commits_acknowledged += 1;
         assert!(self.commit_times_ms.last().is_none_or(|last| *last <= now_ms));
         self.commit_times_ms.push(now_ms);
         let max = self.acked_max.entry(partition).or_insert(-1);
         *max = (*max).max(offset);
+        if let Some(unanswered) = self.unanswered.get_mut(&partition) {
+            unanswered.retain(|(_, order)| *order >= generation_order);
+        }
+    }
+
+    /// A commit of `offset` to `partition` in the generation at
+    /// `generation_order` was sent (maybe) and never answered.
+    pub fn commit_unanswered(&mut self, partition: u32, offset: i64, generation_order: u64) {
+        self.unanswered.entry(partition).or_default().push((offset, generation_order));
+    }
+
+    /// Whether `committed` is what an unanswered commit of `partition` that
+    /// may still land would leave.
+    fn unanswered_landed(&self, partition: u32, committed: i64) -> bool {
+        self.unanswered.get(&partition).is_some_and(|unanswered| unanswered.iter().any(|(offset, _)| *offset == committed))
     }
 
     /// An OffsetFetch sent when `acked_max_at_send` was acknowledged answered `committed`.
     pub fn committed_fetched(&self, member: &str, partition: u32, committed: i64, acked_max_at_send: i64) -> Result<(), DataViolation> {
-        if committed < acked_max_at_send {
+        if committed < acked_max_at_send && !self.unanswered_landed(partition, committed) {
             let message = format!(
                 "{member}: OffsetFetch of partition {partition} answered {committed}, but {acked_max_at_send} was acknowledged as committed before it was sent"
             );
@@ -97,6 +134,11 @@ impl GroupHistory {
 
     /// `member` was handed `partitions` in the generation `generation_id` led by `leader`.
     pub fn assigned(&mut self, member: &str, leader: &str, generation_id: i32, partitions: &[u32]) -> Result<(), DataViolation> {
+        let next_order = self.generation_order.len() as u64 + 1;
+        if let std::collections::btree_map::Entry::Vacant(entry) = self.generation_order.entry((leader.to_string(), generation_id)) {
+            entry.insert(next_order);
+            self.stats.generations_formed += 1;
+        }
         let owners = self.owners.entry((leader.to_string(), generation_id)).or_default();
         for partition in partitions {
             match owners.get(partition) {
@@ -164,7 +206,7 @@ impl GroupHistory {
     pub fn check_final(&self, acknowledged: &BTreeMap<u32, BTreeSet<u64>>, final_committed: &BTreeMap<u32, i64>) -> Result<(), DataViolation> {
         for (partition, max) in &self.acked_max {
             let committed = final_committed.get(partition).copied().unwrap_or(-1);
-            if committed < *max {
+            if committed < *max && !self.unanswered_landed(*partition, committed) {
                 let message = format!("partition {partition}: the final committed offset is {committed}, below the acknowledged commit {max}");
                 return violation(checker::GROUP_COMMITS_DURABLE, message);
             }
@@ -192,9 +234,30 @@ mod tests {
     #[test]
     fn an_offset_fetch_below_an_acknowledged_commit_is_a_lost_commit() {
         let mut history = GroupHistory::default();
-        history.commit_acknowledged(0, 0, 40);
+        history.commit_acknowledged(0, 0, 40, 1);
         assert!(history.committed_fetched("m1", 0, 40, history.acked_max(0)).is_ok());
         let lost = history.committed_fetched("m1", 0, 39, history.acked_max(0)).unwrap_err();
+        assert_eq!(lost.checker, checker::GROUP_COMMITS_DURABLE);
+    }
+
+    #[test]
+    fn an_unanswered_commit_may_land_after_a_later_one_of_its_generation_but_not_past_a_later_generation() {
+        let mut history = GroupHistory::default();
+        history.assigned("m1", "m1", 1, &[0]).expect("generation 1");
+        let first = history.generation_order("m1", 1);
+        // 28 is sent, its connection dropped unanswered; 35 is acknowledged
+        // over a new connection, then the held-up 28 lands.
+        history.commit_unanswered(0, 28, first);
+        history.commit_acknowledged(0, 0, 35, first);
+        assert!(history.committed_fetched("m1", 0, 28, history.acked_max(0)).is_ok());
+        assert_eq!(history.check_final(&BTreeMap::new(), &[(0, 28)].into_iter().collect()), Ok(()));
+        // Any other lower answer is a lost commit.
+        assert_eq!(history.committed_fetched("m1", 0, 30, history.acked_max(0)).unwrap_err().checker, checker::GROUP_COMMITS_DURABLE);
+        // A commit acknowledged in a later generation: 28 can no longer land.
+        history.assigned("m1", "m1", 2, &[0]).expect("generation 2");
+        history.commit_acknowledged(0, 0, 35, history.generation_order("m1", 2));
+        assert_eq!(history.committed_fetched("m1", 0, 28, history.acked_max(0)).unwrap_err().checker, checker::GROUP_COMMITS_DURABLE);
+        let lost = history.check_final(&BTreeMap::new(), &[(0, 28)].into_iter().collect()).unwrap_err();
         assert_eq!(lost.checker, checker::GROUP_COMMITS_DURABLE);
     }
 
@@ -214,7 +277,7 @@ mod tests {
         let mut history = GroupHistory::default();
         assert_eq!(history.check_commit_gap(5_000, 1_000).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
         for at_ms in [1_000, 1_400, 2_300, 2_700] {
-            history.commit_acknowledged(at_ms, 0, at_ms as i64);
+            history.commit_acknowledged(at_ms, 0, at_ms as i64, 1);
         }
         assert_eq!(history.longest_commit_gap(3_000), Some((1_400, 2_300)));
         assert!(history.check_commit_gap(3_000, 900).is_ok());
@@ -222,11 +285,11 @@ mod tests {
         assert_eq!(history.check_commit_gap(3_000, 899).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
         // Silence up to the heal counts too; commits after it do not matter.
         assert_eq!(history.check_commit_gap(4_000, 1_000).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
-        history.commit_acknowledged(9_000, 0, 9_000);
+        history.commit_acknowledged(9_000, 0, 9_000, 1);
         assert_eq!(history.longest_commit_gap(3_700), Some((2_700, 3_700)));
         // A group that first commits after the heal never progressed in time.
         let mut late = GroupHistory::default();
-        late.commit_acknowledged(6_000, 0, 1);
+        late.commit_acknowledged(6_000, 0, 1, 1);
         assert_eq!(late.longest_commit_gap(5_000), None);
         assert_eq!(late.check_commit_gap(5_000, 1_000).unwrap_err().checker, checker::GROUP_STABLE_PROGRESS);
     }
@@ -237,14 +300,14 @@ mod tests {
         let acknowledged: BTreeMap<u32, BTreeSet<u64>> = [(0, [0, 1, 2].into_iter().collect())].into_iter().collect();
         history.consumed(0, 0);
         history.consumed(0, 1);
-        history.commit_acknowledged(0, 0, 2);
+        history.commit_acknowledged(0, 0, 2, 1);
         let committed: BTreeMap<u32, i64> = [(0, 3)].into_iter().collect();
         assert_eq!(history.check_final(&acknowledged, &committed).unwrap_err().checker, checker::GROUP_PROGRESS);
         history.consumed(0, 2);
         assert!(history.check_final(&acknowledged, &committed).is_ok());
         let behind: BTreeMap<u32, i64> = [(0, 2)].into_iter().collect();
         assert_eq!(history.check_final(&acknowledged, &behind).unwrap_err().checker, checker::GROUP_PROGRESS);
-        history.commit_acknowledged(0, 0, 5);
+        history.commit_acknowledged(0, 0, 5, 1);
         assert_eq!(history.check_final(&acknowledged, &committed).unwrap_err().checker, checker::GROUP_COMMITS_DURABLE);
     }
 }

@@ -93,6 +93,12 @@ enum Ended {
     Churned,
 }
 
+/// A coordinator request that got no answer.
+struct Unanswered {
+    /// False when no connection was made, so nothing was sent.
+    maybe_sent: bool,
+}
+
 /// One member's protocol state.
 struct Member {
     session: Session,
@@ -140,10 +146,12 @@ impl Member {
     }
 
     /// Sends one group request to the coordinator (found first if unknown).
-    async fn ask_coordinator(&mut self, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, ()> {
+    /// A request to the coordinator; Err says whether it may have reached
+    /// the coordinator (and so may still take effect).
+    async fn ask_coordinator(&mut self, api_key: ApiKey, version: i16, request: RequestKind) -> Result<ResponseKind, Unanswered> {
         let coordinator = match self.coordinator {
             Some(coordinator) => coordinator,
-            None => self.find_coordinator().await.ok_or(())?,
+            None => self.find_coordinator().await.ok_or(Unanswered { maybe_sent: false })?,
         };
         let timeout = match api_key {
             // A JoinGroup waits for the whole join phase: a Kafka consumer
@@ -159,7 +167,7 @@ impl Member {
             Ok(response) => Ok(response),
             Err(error) => {
                 self.lost_coordinator(coordinator, &error);
-                Err(())
+                Err(Unanswered { maybe_sent: !matches!(error, ClientError::Connect { .. }) })
             }
         }
     }
@@ -374,10 +382,20 @@ impl Member {
             .with_generation_id_or_member_epoch(self.generation_id)
             .with_member_id(str_bytes(&self.member_id))
             .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(str_bytes(DATA_TOPIC))).with_partitions(partitions)]);
-        let Ok(ResponseKind::OffsetCommit(answer)) =
-            self.ask_coordinator(ApiKey::OffsetCommit, version::OFFSET_COMMIT, RequestKind::OffsetCommit(request)).await
-        else {
-            return;
+        let answer = match self.ask_coordinator(ApiKey::OffsetCommit, version::OFFSET_COMMIT, RequestKind::OffsetCommit(request)).await {
+            Ok(ResponseKind::OffsetCommit(answer)) => answer,
+            Err(Unanswered { maybe_sent: true }) => {
+                // The request may sit in the network or in the coordinator's
+                // socket and be applied after a later commit of this member
+                // (Kafka applies a generation's commits in arrival order).
+                let mut history = lock(&self.session.clients.history);
+                let generation = history.group.generation_order(&self.leader_id, self.generation_id);
+                for (partition, offset) in &moved {
+                    history.group.commit_unanswered(*partition, *offset, generation);
+                }
+                return;
+            }
+            _ => return,
         };
         for partition in answer.topics.iter().flat_map(|t| t.partitions.iter()) {
             let Ok(index) = u32::try_from(partition.partition_index) else { continue };
@@ -386,7 +404,10 @@ impl Member {
                 let coordinator = self.coordinator.map_or(0, |c| c);
                 self.session.note(format_args!("committed partition {index} at {offset} (generation {}, coordinator n{coordinator})", self.generation_id));
                 let now_ms = self.session.now_ms();
-                lock(&self.session.clients.history).group.commit_acknowledged(now_ms, index, *offset);
+                let mut history = lock(&self.session.clients.history);
+                let generation = history.group.generation_order(&self.leader_id, self.generation_id);
+                history.group.commit_acknowledged(now_ms, index, *offset, generation);
+                drop(history);
                 self.committed.insert(index, *offset);
             } else {
                 lock(&self.session.clients.history).group.stats.commits_refused += 1;

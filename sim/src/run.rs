@@ -95,11 +95,12 @@ fn coverage(world: &World, report: &RunReport, mut seen: Coverage) -> Coverage {
         seen.add(PRODUCE_ERRORS_ANSWERED, data.produce_errors.values().sum());
     }
     if let Some(group) = &report.group {
+        seen.add(GROUP_REBALANCES, group.generations_formed);
         seen.add(GROUP_GENERATIONS, group.generations_synced);
     }
     for broker in world.brokers.values() {
         let stats = broker.disk.stats();
-        seen.add(FSYNC_EIO, stats.sync_eio);
+        seen.add(FSYNC_FAILURES_HANDLED, stats.sync_eio);
         seen.add(WRITE_ENOSPC, stats.write_enospc);
         seen.add(TORN_WRITES_AT_CRASH, stats.torn_crashes);
         seen.add(READ_BIT_FLIPS, stats.read_bit_flips);

@@ -649,8 +649,21 @@ pub(crate) fn repl_observer(history: &SharedHistory, clock: &WorldClock) -> Repl
                 history.note(at_us, format_args!("n{node_id} follows n{leader_id} for {topic}-{partition} epoch {leader_epoch} from log end {log_end_offset}"));
             }
             ReplEvent::Truncated { node_id, topic, partition, end_offset } => {
-                history.coverage.add(crate::coverage::LOG_TRUNCATIONS, 1);
+                history.coverage.add(crate::coverage::EPOCH_TRUNCATIONS, 1);
                 history.note(at_us, format_args!("n{node_id} truncates {topic}-{partition} to {end_offset}"));
+            }
+            ReplEvent::IsrChanged { node_id, topic, partition, leader_epoch, isr_before, isr } => {
+                if isr_before.iter().any(|id| !isr.contains(id)) {
+                    history.coverage.add(crate::coverage::ISR_SHRINKS, 1);
+                }
+                if isr.iter().any(|id| !isr_before.contains(id)) {
+                    history.coverage.add(crate::coverage::ISR_EXPANDS, 1);
+                }
+                history.note(at_us, format_args!("n{node_id} leads {topic}-{partition} epoch {leader_epoch} with ISR {isr:?} (was {isr_before:?})"));
+            }
+            ReplEvent::TornTailRecovered { node_id, topic, partition, log_end_offset } => {
+                history.coverage.add(crate::coverage::TORN_TAIL_RECOVERIES, 1);
+                history.note(at_us, format_args!("n{node_id} cut a torn tail off {topic}-{partition}; its log ends at {log_end_offset}"));
             }
         }
     })
@@ -854,6 +867,7 @@ pub(crate) async fn final_checks(world: &mut World, report: &mut RunReport) {
     if clean_so_far && await_metadata_convergence(world, settled_ms, bound_ms, "after every client finished").await {
         let mut finals = BTreeMap::new();
         let handles = serving(&world.handles);
+        lock(&history).final_reads_begin();
         for (id, handle) in handles {
             if let Ok(state) = handle.read_state().await {
                 finals.insert(id, (handle.status().applied_index, state));

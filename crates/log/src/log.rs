@@ -190,6 +190,9 @@ pub struct Log {
     unflushed_bytes: u64,
     unflushed_records: u64,
     poisoned: Option<String>,
+    /// Bytes of a torn or corrupt active-segment tail that opening this log
+    /// cut off (crash recovery); 0 when the tail was whole.
+    torn_tail_bytes_dropped: u64,
 }
 
 impl Log {
@@ -225,6 +228,7 @@ impl Log {
             unflushed_bytes: 0,
             unflushed_records: 0,
             poisoned: None,
+            torn_tail_bytes_dropped: 0,
         };
         let mut dir_changed = false;
         // Index files are derived data: orphans (no segment) are removed.
@@ -373,6 +377,7 @@ impl Log {
             );
             segment.file.truncate(end.position).await?;
             segment.file.sync().await?;
+            self.torn_tail_bytes_dropped = file_len - end.position;
         }
         if !is_active {
             self.write_index_file(&mut segment).await?;
@@ -464,6 +469,12 @@ impl Log {
     /// The offset the next append gets (the log end offset).
     pub fn next_offset(&self) -> u64 {
         self.segments.last().expect("at least one segment").end_offset
+    }
+
+    /// Bytes of a torn or corrupt tail that `open` cut off the active
+    /// segment (0: it recovered nothing of the kind).
+    pub fn torn_tail_bytes_dropped(&self) -> u64 {
+        self.torn_tail_bytes_dropped
     }
 
     /// Every offset below this is durable.

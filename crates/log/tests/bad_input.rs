@@ -113,3 +113,23 @@ async fn a_short_segment_that_is_not_a_header_prefix_is_still_refused() {
     let error = Log::open(Disk::Real(RealDisk::new(dir.path())), "log", LogConfig::default()).await.expect_err("short header");
     assert!(matches!(error, LogError::Corrupt { .. }), "{error}");
 }
+
+/// A crash mid-write leaves the first bytes of a frame after the last whole
+/// one: opening cuts them off, says how many, and keeps every whole record.
+#[tokio::test]
+async fn a_torn_tail_is_cut_off_at_open_and_counted() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let disk = Disk::Real(RealDisk::new(dir.path()));
+    log_with_records(&disk, "log", LogConfig::default(), 3).await;
+    let whole = Log::open(disk.clone(), "log", LogConfig::default()).await.expect("reopen");
+    assert_eq!(whole.torn_tail_bytes_dropped(), 0);
+    drop(whole);
+    let segment = dir.path().join("log/00000000000000000000.log");
+    let mut bytes = std::fs::read(&segment).expect("read the segment");
+    bytes.extend_from_slice(&[0x00, 0x00, 0x00, 0x40, 0x07, 0x01, 0x02]);
+    std::fs::write(&segment, &bytes).expect("write a torn frame");
+    let log = Log::open(disk, "log", LogConfig::default()).await.expect("a torn tail is recovered");
+    assert_eq!(log.torn_tail_bytes_dropped(), 7);
+    assert_eq!(log.next_offset(), 3);
+    assert_eq!(log.read(2).await.expect("read").expect("record").payload, b"record 2");
+}

@@ -59,6 +59,9 @@ pub struct AppliedEntry {
     pub index: u64,
     pub term: u64,
     pub data: Vec<u8>,
+    /// The node the entry was proposed on (raft-rs forwards a follower's
+    /// proposal to the leader); None for a leader's empty entry.
+    pub proposer: Option<u64>,
     /// The metadata version after the entry, or why its batch was refused.
     /// Empty entries and configuration changes leave the version as it was.
     pub result: Result<u64, MetadataError>,
@@ -312,7 +315,7 @@ impl MetaNode {
             if entry.get_entry_type() != EntryType::EntryNormal || entry.data.is_empty() {
                 // A new leader's empty entry, or a configuration change (membership is static).
                 let result = Ok(self.state.metadata_version());
-                output.applied.push(AppliedEntry { index: entry.index, term: entry.term, data: entry.data, result });
+                output.applied.push(AppliedEntry { index: entry.index, term: entry.term, data: entry.data, proposer: None, result });
                 continue;
             }
             let batch = MetadataBatch::decode_from(&entry.data).map_err(|e| MetaNodeError::BadEntry { index: entry.index, reason: e.to_string() })?;
@@ -320,12 +323,14 @@ impl MetaNode {
             if let Err(error) = &result {
                 tracing::debug!(node_id = self.node_id, index = entry.index, %error, "metadata batch refused on apply");
             }
-            if let Some((node_id, proposal_id)) = decode_context(&entry.context) {
+            let context = decode_context(&entry.context);
+            if let Some((node_id, proposal_id)) = context {
                 if node_id == self.node_id {
                     output.completions.push(Completion { proposal_id, index: entry.index, result: result.clone() });
                 }
             }
-            output.applied.push(AppliedEntry { index: entry.index, term: entry.term, data: entry.data, result });
+            let proposer = context.map(|(node_id, _)| node_id);
+            output.applied.push(AppliedEntry { index: entry.index, term: entry.term, data: entry.data, proposer, result });
         }
         Ok(())
     }

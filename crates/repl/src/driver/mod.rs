@@ -217,11 +217,16 @@ pub struct ReplicaStatus {
 }
 
 /// What the driver tells its observer (the simulator's checkers and trace).
+/// `IsrChanged`: the metadata applied a new ISR under this broker's leader
+/// epoch (its own shrink or expand, or a fencing of a member).
+/// `TornTailRecovered`: opening the replica's log cut off a tail a crash tore.
 #[derive(Debug)]
 pub enum ReplEvent<'a> {
     BecameLeader { node_id: BrokerId, topic: &'a str, partition: u32, leader_epoch: u32, log_end_offset: u64 },
     BecameFollower { node_id: BrokerId, topic: &'a str, partition: u32, leader_id: BrokerId, leader_epoch: u32, log_end_offset: u64 },
     Truncated { node_id: BrokerId, topic: &'a str, partition: u32, end_offset: u64 },
+    IsrChanged { node_id: BrokerId, topic: &'a str, partition: u32, leader_epoch: u32, isr_before: &'a [BrokerId], isr: &'a [BrokerId] },
+    TornTailRecovered { node_id: BrokerId, topic: &'a str, partition: u32, log_end_offset: u64 },
 }
 
 #[derive(Clone)]
@@ -585,6 +590,10 @@ impl Driver {
         assert_eq!(opening, Some(topic_id), "every opened replica was being opened");
         assert!(!self.replicas.contains_key(&key), "a replica is opened once");
         let replica = result?;
+        if replica.torn_tail_recovered {
+            let (node_id, log_end_offset) = (self.config.node_id, replica.log.next_offset());
+            self.observe(ReplEvent::TornTailRecovered { node_id, topic: &key.0, partition: key.1, log_end_offset });
+        }
         if self.metadata.topic(&key.0).is_none_or(|t| t.topic_id != topic_id) {
             // The topic was deleted while its log was being opened.
             replica.destroy().await.map_err(|error| log_error(&key, error))?;
@@ -649,6 +658,13 @@ impl Driver {
                 self.observe(ReplEvent::BecameFollower { node_id: me, topic, partition, leader_id, leader_epoch, log_end_offset });
             }
             Some(ReplicaRole::Idle) | None => {}
+        }
+        if let Some((isr_before, isr)) = &change.isr_moved {
+            let leader_epoch = self.replicas.get(key).and_then(|r| r.leader()).map(|leader| leader.leader_epoch());
+            assert!(leader_epoch.is_some(), "an ISR moves under a staying leader");
+            let leader_epoch = leader_epoch.expect("checked");
+            tracing::debug!(node_id = me, topic, partition, leader_epoch, ?isr_before, ?isr, "ISR changed");
+            self.observe(ReplEvent::IsrChanged { node_id: me, topic, partition, leader_epoch, isr_before, isr });
         }
         self.handle_outputs(key, change.outputs);
     }

@@ -81,6 +81,9 @@ impl Desired {
 pub(super) struct RoleChange {
     pub became: Option<ReplicaRole>,
     pub outputs: Vec<LeaderOutput>,
+    /// The ISR a staying leader had and the one the metadata now names,
+    /// when the two differ.
+    pub isr_moved: Option<(Vec<BrokerId>, Vec<BrokerId>)>,
 }
 
 pub(super) enum ReadError {
@@ -104,6 +107,9 @@ pub(super) struct Replica {
     /// The idempotent producers' recent batches in this log (every role
     /// keeps it, so a new leader already has it).
     pub producers: ProducerStates,
+    /// Opening the log cut off what a crash tore: the tail of a frame, or
+    /// the first records of a batch.
+    pub torn_tail_recovered: bool,
 }
 
 /// What a scan of a whole log found.
@@ -167,6 +173,7 @@ impl Replica {
         let log_error = |error| ReplDriverError::Log { topic: topic.to_string(), partition, error };
         let mut log = Log::open(disk.clone(), &dir, config.log_config.clone()).await.map_err(log_error)?;
         let mut scanned = scan(&log, config, topic, partition).await?;
+        let torn_tail_recovered = log.torn_tail_bytes_dropped() > 0 || scanned.unfinished_batch_offset.is_some();
         if let Some(batch_start) = scanned.unfinished_batch_offset {
             // A crash tore the last batch's write: only its first records are
             // here. It was never durable here whole, so it was never
@@ -187,7 +194,17 @@ impl Replica {
             high_watermark: 0,
             epoch_cache,
         };
-        Ok(Replica { log, topic_id, role: Role::Idle(state), partition_epoch: 0, parked: Vec::new(), dirty: false, isr_proposal: None, producers })
+        Ok(Replica {
+            log,
+            topic_id,
+            role: Role::Idle(state),
+            partition_epoch: 0,
+            parked: Vec::new(),
+            dirty: false,
+            isr_proposal: None,
+            producers,
+            torn_tail_recovered,
+        })
     }
 
     /// After a truncation the producers' state is rebuilt from what is left.
@@ -244,6 +261,9 @@ impl Replica {
             if let (true, Role::Leader(leader)) = (epoch_moved, &mut self.role) {
                 // The ISR changed under this leader epoch (this leader's proposal or a fencing).
                 self.isr_proposal = None;
+                if leader.isr() != partition.isr.as_slice() {
+                    change.isr_moved = Some((leader.isr().to_vec(), partition.isr.clone()));
+                }
                 change.outputs = leader.isr_changed(now_ms, partition.isr.clone());
             }
             return Ok(change);
@@ -273,7 +293,7 @@ impl Replica {
                 ReplicaRole::Idle
             }
         };
-        Ok(RoleChange { became: Some(became), outputs })
+        Ok(RoleChange { became: Some(became), outputs, isr_moved: None })
     }
 
     pub async fn become_idle(&mut self) -> Result<RoleChange, LogError> {
@@ -282,7 +302,7 @@ impl Replica {
         }
         let (outputs, state) = self.leave_role().await?;
         self.role = Role::Idle(state);
-        Ok(RoleChange { became: Some(ReplicaRole::Idle), outputs })
+        Ok(RoleChange { became: Some(ReplicaRole::Idle), outputs, isr_moved: None })
     }
 
     /// Ends the current role: a leader resigns (its waits are answered),
