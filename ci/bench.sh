@@ -180,12 +180,15 @@ case "${1:-}" in
         # consumers and a consumer group, then the heal and convergence) per
         # wall-clock minute, with 1 and 2 jobs, and the time compression
         # (simulated seconds per wall second). Target: 1,000 seeds/min with 2 jobs.
+        # Built as long sweeps run it (KEEL_SIM_PROFILE=sim-sweep: fat LTO),
+        # then the test command's release build for comparison.
         seeds=${KEEL_BENCH_SEEDS:-2000}
-        RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo build --quiet --release --locked --target-dir target/sim -p keel-sim
-        echo "== simulation speed: scenarios/swarm.toml, seeds 1..$seeds, on $(nproc) cores"
+        for profile in sim-sweep release; do
+        RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo build --quiet --profile "$profile" --locked --target-dir target/sim -p keel-sim
+        echo "== simulation speed: scenarios/swarm.toml, seeds 1..$seeds, on $(nproc) cores, profile $profile"
         for jobs in 1 2; do
             summary="$bench_dir/sim-swarm-jobs$jobs.json"
-            target/sim/release/keel-sim sweep --scenario scenarios/swarm.toml --seeds "1..$seeds" --jobs "$jobs" --json "$summary" 2>/dev/null | grep ' passed, ' || true
+            "target/sim/$profile/keel-sim" sweep --scenario scenarios/swarm.toml --seeds "1..$seeds" --jobs "$jobs" --json "$summary" 2>/dev/null | grep ' passed, ' || true
             python3 - "$summary" "$jobs" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -194,6 +197,7 @@ print(f"swarm: {s['seeds_run']} seeds in {s['wall_s']:.1f} s with {sys.argv[2]} 
       f"({target} the 1,000/min target), {s['simulated_s_per_wall_s']:.0f} simulated s per wall s, "
       f"{s['simulated_s'] / max(s['seeds_run'], 1):.1f} simulated s per seed")
 PY
+        done
         done
         ;;
     repl)

@@ -8,11 +8,13 @@
 #   regressions.toml         the failing seeds, in the corpus format
 #   <scenario>-seed<N>.jsonl each failing seed's trace (replayed with --trace)
 # Optional: KEEL_SIM_JOBS (default: the machine's cores), KEEL_SIM_TIME_BUDGET
-# (per scenario, e.g. 20m). Exit status 1 if any seed failed, 2 on bad input.
+# (per scenario, e.g. 20m), KEEL_SIM_PROFILE (default sim-sweep: the LTO
+# build, slower to build, faster to sweep). Exit status 1 if any seed
+# failed, 2 on bad input.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ $# -lt 4 ]; then
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
 fi
 index=$1 count=$2 seeds=$3 out=$4
@@ -20,6 +22,7 @@ shift 4
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(scenarios/*.toml)
 jobs=${KEEL_SIM_JOBS:-$(nproc)}
+export KEEL_SIM_PROFILE=${KEEL_SIM_PROFILE:-sim-sweep}
 budget=()
 [ -z "${KEEL_SIM_TIME_BUDGET:-}" ] || budget=(--time-budget "$KEEL_SIM_TIME_BUDGET")
 mkdir -p "$out"

@@ -8,5 +8,8 @@
 #   ci/sim.sh run --scenario scenarios/swarm.toml --seed 7 --trace trace-7.jsonl && ci/sim.sh timeline trace-7.jsonl -o run.html
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo build --quiet --release --locked --target-dir target/sim -p keel-sim
-exec target/sim/release/keel-sim "$@"
+# KEEL_SIM_PROFILE=sim-sweep builds with whole-program optimisation (about
+# 1.6 times the seeds per minute, five minutes more to build): for long sweeps.
+profile=${KEEL_SIM_PROFILE:-release}
+RUSTFLAGS="${RUSTFLAGS:-} --cfg madsim" cargo build --quiet --profile "$profile" --locked --target-dir target/sim -p keel-sim
+exec "target/sim/$profile/keel-sim" "$@"

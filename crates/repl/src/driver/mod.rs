@@ -626,12 +626,16 @@ impl Driver {
         for name in names {
             let Some((topic, partition, topic_id)) = parse_log_dir(&name) else { continue };
             let live = self.metadata.topic(topic).is_some_and(|t| t.topic_id == topic_id);
-            let in_use = self.replicas.values().any(|r| r.topic_id == topic_id) || self.opening.values().any(|id| *id == topic_id);
+            let key = (topic.to_string(), partition);
+            // In use is this very partition's log: another partition of the
+            // same deleted topic still opening (at most
+            // `log_opens_in_flight_max` open at once) is removed when its open
+            // ends, and must not keep this one on the disk for good.
+            let in_use = self.replicas.get(&key).is_some_and(|r| r.topic_id == topic_id) || self.opening.get(&key) == Some(&topic_id);
             if live || topic_id > self.metadata.last_topic_id() || in_use {
                 continue;
             }
             let dir = format!("{}/{name}", self.config.data_dir);
-            let key = (topic.to_string(), partition);
             let log = keel_log::Log::open(self.disk.clone(), &dir, self.config.log_config.clone()).await.map_err(|error| log_error(&key, error))?;
             log.destroy().await.map_err(|error| log_error(&key, error))?;
             tracing::info!(node_id = self.config.node_id, topic, partition, topic_id, "log of a topic deleted while this broker was down removed");
