@@ -283,8 +283,7 @@ impl Session {
             match answer {
                 Ok(answer) if answer.error_code == code::NONE => {
                     let attempt = Attempt { what, partition, acks, values, producer, leader, leader_epoch, attempts };
-                    lock(&self.clients.history).data.produce_latency.record(acks == AcksSpec::All, now_us - first_send_us);
-                    break self.acknowledged(&attempt, answer.base_offset, now_us);
+                    break self.acknowledged(&attempt, answer.base_offset, first_send_us, now_us);
                 }
                 Ok(answer) => {
                     let error_code = answer.error_code;
@@ -317,8 +316,8 @@ impl Session {
         outcome
     }
 
-    /// An acknowledged produce, checked and recorded.
-    fn acknowledged(&self, attempt: &Attempt<'_>, base_offset: i64, now_us: u64) -> Sent {
+    /// An acknowledged produce (first sent at `first_send_us`), checked and recorded.
+    fn acknowledged(&self, attempt: &Attempt<'_>, base_offset: i64, first_send_us: u64, now_us: u64) -> Sent {
         let Attempt { what, partition, acks, values, producer, leader, leader_epoch, attempts } = *attempt;
         let Ok(base_offset) = u64::try_from(base_offset) else {
             let message = format!("{}: {what} acknowledged at base offset {base_offset}", self.name);
@@ -326,6 +325,7 @@ impl Session {
             return Sent::RefusedForGood;
         };
         let mut history = lock(&self.clients.history);
+        history.data.produce_latency.record(acks == AcksSpec::All, now_us - first_send_us);
         if acks == AcksSpec::All {
             let verdict = history.data.acked_all(partition, base_offset, values);
             history.data_verdict(now_us, verdict);

@@ -10,11 +10,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use keel_sim::build_id::{build_id, check_recorded};
 use keel_sim::log_check::{check_log, LogCheckConfig};
-use keel_sim::meta_check::checker;
 use keel_sim::raft_store_check::check_raft_store;
 use keel_sim::runner::{replay_command, run_seed, sweep, SeedOutcome};
 use keel_sim::scenario::Scenario;
-use keel_sim::summary::{checkers_of, parse_duration, parse_shard, shard_seeds, SeedFailure, SeedStats, SweepSummary, HUNG};
+use keel_sim::summary::{checkers_of, parse_duration, parse_shard, shard_seeds, SeedFailure, SeedStats, SweepSummary};
 use keel_sim::trace::Trace;
 use keel_sim::trace_json::TraceHeader;
 
@@ -204,24 +203,31 @@ enum CheckKind {
 }
 
 impl CheckKind {
+    /// The subcommand that runs one seed of this check.
+    fn subcommand(&self) -> &'static str {
+        match self {
+            CheckKind::Log { .. } => "log-check",
+            CheckKind::RaftStore { .. } => "raft-store-check",
+            CheckKind::Scenario(_) => "run",
+        }
+    }
+
     /// The command line that replays `seed` of this check on this binary.
     fn replay(&self, seed: u64) -> String {
-        let replay = match self {
-            CheckKind::Log { steps } => replay_command("log-check", seed, &format!("--steps {steps}")),
-            CheckKind::RaftStore { steps } => replay_command("raft-store-check", seed, &format!("--steps {steps}")),
-            CheckKind::Scenario(scenario) => replay_command("run", seed, &format!("--scenario {}", scenario.path.display())),
+        let arguments = match self {
+            CheckKind::Log { steps } | CheckKind::RaftStore { steps } => format!("--steps {steps}"),
+            CheckKind::Scenario(scenario) => format!("--scenario {}", scenario.path.display()),
         };
-        format!("{replay} --build {}", build_id())
+        format!("{} --build {}", replay_command(self.subcommand(), seed, &arguments), build_id())
     }
 
     /// The header of a JSON trace of `seed` of this check.
     fn trace_header(&self, seed: u64, trace: &Trace) -> TraceHeader {
-        let (command, scenario) = match self {
-            CheckKind::Log { .. } => ("log-check", None),
-            CheckKind::RaftStore { .. } => ("raft-store-check", None),
-            CheckKind::Scenario(scenario) => ("run", Some(scenario.path.display().to_string())),
+        let scenario = match self {
+            CheckKind::Scenario(scenario) => Some(scenario.path.display().to_string()),
+            CheckKind::Log { .. } | CheckKind::RaftStore { .. } => None,
         };
-        TraceHeader::new(command, scenario, seed, trace.hash(), self.replay(seed))
+        TraceHeader::new(self.subcommand(), scenario, seed, trace.hash(), self.replay(seed))
     }
 
     /// One seed in a fresh world.
@@ -253,23 +259,14 @@ impl CheckKind {
                 let failure_of = SeedFailure { checker: failure.check.to_string(), message: failure.to_string() };
                 Err((failure_of, Some(failure.trace)))
             }
-            other => Err(unfinished(other)),
+            other => Err(unfinished(&other)),
         }
     }
 }
 
-/// A seed that panicked or hung.
-fn unfinished<T>(outcome: SeedOutcome<T>) -> (SeedFailure, Option<Trace>) {
-    let failure = match outcome {
-        SeedOutcome::Finished(_) => unreachable!("only unfinished seeds come here"),
-        SeedOutcome::Panicked(message) => {
-            SeedFailure { checker: checker::NO_PANICS.to_string(), message: format!("checker `{}` failed: a panic: {message}", checker::NO_PANICS) }
-        }
-        SeedOutcome::Hung { wall_clock_budget } => {
-            SeedFailure { checker: HUNG.to_string(), message: format!("hung: no result within {wall_clock_budget:?} of wall-clock time") }
-        }
-    };
-    (failure, None)
+/// A seed that panicked or hung: no trace survives.
+fn unfinished<T>(outcome: &SeedOutcome<T>) -> (SeedFailure, Option<Trace>) {
+    (SeedFailure::of_unfinished(outcome).expect("only unfinished seeds come here"), None)
 }
 
 #[cfg(madsim)]
@@ -280,7 +277,7 @@ fn run_scenario_seed(scenario: Arc<Scenario>, seed: u64) -> Verdict {
         SeedOutcome::Finished(Err((violation, trace))) => {
             Err((SeedFailure { checker: violation.checker.to_string(), message: violation.to_string() }, Some(trace)))
         }
-        other => Err(unfinished(other)),
+        other => Err(unfinished(&other)),
     }
 }
 
@@ -338,9 +335,8 @@ fn check_one(kind: &CheckKind, seed: u64, trace_path: Option<&Path>, check_deter
 
 fn check_sweep(kind: CheckKind, seeds: RangeInclusive<u64>, options: &SweepOptions) -> anyhow::Result<ExitCode> {
     let (subject, checkers) = match &kind {
-        CheckKind::Log { .. } => ("log-check".to_string(), Vec::new()),
-        CheckKind::RaftStore { .. } => ("raft-store-check".to_string(), Vec::new()),
         CheckKind::Scenario(scenario) => (scenario.path.display().to_string(), checkers_of(scenario)),
+        CheckKind::Log { .. } | CheckKind::RaftStore { .. } => (kind.subcommand().to_string(), Vec::new()),
     };
     let planned = shard_seeds(*seeds.start(), *seeds.end(), options.shard);
     let runner = kind.clone();

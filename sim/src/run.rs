@@ -28,9 +28,8 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         Some(_) => Arc::new(Scenario { faults: schedule.faults, ..Scenario::clone(&scenario) }),
         None => scenario,
     };
-    // Forked only when on, so the streams of a scenario without them are as before.
-    if scenario.buggify {
-        keel_io::buggify::enable(rng.fork(13), BUGGIFY_ACTIVATION_PROBABILITY, BUGGIFY_FIRE_PROBABILITY);
+    if let Some(buggify_rng) = schedule.buggify_rng {
+        keel_io::buggify::enable(buggify_rng, BUGGIFY_ACTIVATION_PROBABILITY, BUGGIFY_FIRE_PROBABILITY);
     }
     let history: SharedHistory = Arc::new(Mutex::new(History::new()));
     let mut world = World::new(Arc::clone(&scenario), seed, schedule.world_rng, Arc::clone(&history));
@@ -67,12 +66,12 @@ pub async fn run_scenario(scenario: Arc<Scenario>, seed: u64) -> Result<(RunRepo
         world.stop_broker(id, false);
     }
     report.simulated_ms = world.clock.now_ms();
-    let buggify_fired = keel_io::buggify::disable();
     let mut history = std::mem::take(&mut *lock(&history));
     report.elections = history.elections;
     report.entries_applied = history.entries_applied;
     report.coverage = coverage(&world, &report, std::mem::take(&mut history.coverage));
     if scenario.buggify {
+        let buggify_fired = keel_io::buggify::disable();
         for site in keel_io::buggify::SITES {
             report.coverage.add(site, buggify_fired.get(site).copied().unwrap_or(0));
         }

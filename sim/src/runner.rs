@@ -124,13 +124,12 @@ where
     let next_index = Arc::new(AtomicU64::new(0));
     let failures: Arc<Mutex<Vec<(u64, SeedFailure)>>> = Arc::new(Mutex::new(Vec::new()));
     let passed: Arc<Mutex<SeedStats>> = Arc::new(Mutex::new(SeedStats::default()));
-    let seeds_run = Arc::new(AtomicU64::new(0));
     let run_one = Arc::new(run_one);
     let progress = Progress::new(total);
     let workers: Vec<_> = (0..jobs.clamp(1, total.max(1)))
         .map(|_| {
             let (seeds, next_index, failures, passed) = (Arc::clone(&seeds), Arc::clone(&next_index), Arc::clone(&failures), Arc::clone(&passed));
-            let (seeds_run, run_one, progress) = (Arc::clone(&seeds_run), Arc::clone(&run_one), progress.clone());
+            let (run_one, progress) = (Arc::clone(&run_one), progress.clone());
             std::thread::spawn(move || loop {
                 if time_budget.is_some_and(|budget| started.elapsed() >= budget) {
                     break;
@@ -149,7 +148,6 @@ where
                         true
                     }
                 };
-                seeds_run.fetch_add(1, Ordering::SeqCst);
                 progress.seed_done(failed);
             })
         })
@@ -161,7 +159,7 @@ where
     let mut failures = std::mem::take(&mut *lock(&failures));
     failures.sort_by_key(|(seed, _)| *seed);
     let passed = std::mem::take(&mut *lock(&passed));
-    SweepOutcome { failures, passed, seeds_run: seeds_run.load(Ordering::SeqCst), wall: started.elapsed() }
+    SweepOutcome { failures, passed, seeds_run: progress.seeds_done(), wall: started.elapsed() }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -198,6 +196,10 @@ impl Progress {
         if self.bar.is_hidden() && (done.is_multiple_of((self.total / 10).max(1)) || done == self.total) {
             eprintln!("{done}/{} seeds, {failed} failed", self.total);
         }
+    }
+
+    fn seeds_done(&self) -> u64 {
+        self.done.load(Ordering::SeqCst)
     }
 
     fn finish(&self) {

@@ -4,8 +4,9 @@
 //!
 //! The draws are made in one fixed order on the run's main stream: the
 //! swarm's stream is forked (swarm mode), the world's stream is forked,
-//! each broker's start jitter, each fault's firing jitter, then the draws
-//! a written-out schedule repeats (`[schedule_draws]`). The workloads fork
+//! each broker's start jitter, each fault's firing jitter, the draws a
+//! written-out schedule repeats (`[schedule_draws]`), then the BUGGIFY
+//! points' stream is forked (`buggify = true`). The workloads fork
 //! their streams after that, so an explicit schedule that repeats the
 //! draws of the run it came from gives those workloads the same numbers.
 
@@ -18,6 +19,8 @@ use crate::scenario::{Fault, Scenario, ScheduleDraws};
 const SWARM_STREAM: u64 = 12;
 /// The world's stream (target choices when faults fire), forked from the main one.
 const WORLD_STREAM: u64 = 1;
+/// The BUGGIFY points' stream (`buggify = true` only), forked last.
+const BUGGIFY_STREAM: u64 = 13;
 
 /// One seed's laid-out schedule.
 pub struct Schedule {
@@ -29,6 +32,9 @@ pub struct Schedule {
     pub fire_at_ms: Vec<u64>,
     /// The world's own stream.
     pub world_rng: NodeRng,
+    /// The BUGGIFY points' stream, with `buggify = true`. Forked only then,
+    /// so the streams of a scenario without them are as before.
+    pub buggify_rng: Option<NodeRng>,
     /// The main stream after the schedule, for the workloads.
     pub rng: NodeRng,
 }
@@ -56,7 +62,8 @@ pub fn lay_out(scenario: &Scenario, seed: u64) -> Schedule {
     for jitter_ms in &scenario.schedule_draws.jitter_ms {
         jitter(&mut rng, *jitter_ms);
     }
-    Schedule { faults, start_at_ms, fire_at_ms, world_rng, rng }
+    let buggify_rng = scenario.buggify.then(|| rng.fork(BUGGIFY_STREAM));
+    Schedule { faults, start_at_ms, fire_at_ms, world_rng, buggify_rng, rng }
 }
 
 /// A seeded `0..=jitter_ms`; no draw for a zero jitter.

@@ -338,16 +338,15 @@ fn simplify_workload(prober: &mut Prober<'_>, current: &mut Scenario) {
 #[cfg(madsim)]
 pub fn run_in_sim(wall_clock_budget: std::time::Duration) -> impl Fn(Arc<Scenario>, u64) -> Outcome + Send + Sync {
     use crate::runner::{run_seed, SeedOutcome};
+    use crate::summary::SeedFailure;
     move |scenario, seed| match run_seed(seed, wall_clock_budget, move || crate::run::run_scenario(scenario, seed)) {
         SeedOutcome::Finished(Ok((_, trace))) => Outcome { checker: None, detail: "passed".into(), trace_hash: Some(trace.hash()) },
         SeedOutcome::Finished(Err((violation, trace))) => {
             Outcome { checker: Some(violation.checker.to_string()), detail: violation.to_string(), trace_hash: Some(trace.hash()) }
         }
-        SeedOutcome::Panicked(message) => {
-            Outcome { checker: Some(crate::meta_check::checker::NO_PANICS.to_string()), detail: format!("a panic: {message}"), trace_hash: None }
-        }
-        SeedOutcome::Hung { wall_clock_budget } => {
-            Outcome { checker: Some("hung".into()), detail: format!("no result within {wall_clock_budget:?} of wall-clock time"), trace_hash: None }
+        unfinished => {
+            let failure = SeedFailure::of_unfinished(&unfinished).expect("the finished seeds are matched above");
+            Outcome { checker: Some(failure.checker), detail: failure.message, trace_hash: None }
         }
     }
 }

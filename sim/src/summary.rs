@@ -75,6 +75,23 @@ pub struct SeedFailure {
 /// The name a seed that never finished is reported under.
 pub const HUNG: &str = "hung";
 
+impl SeedFailure {
+    /// A seed that panicked (`no-panics`) or hung; `None` for one that finished.
+    pub fn of_unfinished<T>(outcome: &crate::runner::SeedOutcome<T>) -> Option<SeedFailure> {
+        use crate::meta_check::checker::NO_PANICS;
+        use crate::runner::SeedOutcome;
+        match outcome {
+            SeedOutcome::Finished(_) => None,
+            SeedOutcome::Panicked(message) => {
+                Some(SeedFailure { checker: NO_PANICS.to_string(), message: format!("checker `{NO_PANICS}` failed: a panic: {message}") })
+            }
+            SeedOutcome::Hung { wall_clock_budget } => {
+                Some(SeedFailure { checker: HUNG.to_string(), message: format!("hung: no result within {wall_clock_budget:?} of wall-clock time") })
+            }
+        }
+    }
+}
+
 /// The checkers that judge every seed of `scenario`, in the order
 /// scenarios/README.md lists them.
 pub fn checkers_of(scenario: &Scenario) -> Vec<&'static str> {
